@@ -1,0 +1,58 @@
+"""The one error hierarchy of CodeSuture.
+
+Every error the library raises on purpose derives from :class:`CodeSutureError`, so a
+caller (the CLI, a boundary) can contain all of them with one ``except``.
+"""
+
+from __future__ import annotations
+
+
+class CodeSutureError(Exception):
+    """Base class of every error CodeSuture raises on purpose."""
+
+
+class DiagnosisError(CodeSutureError):
+    """A crash cannot be answered by a guard (unsupported instruction or exception,
+    the program catches it itself, the code is not patchable)."""
+
+
+class PatchError(CodeSutureError):
+    """A guard could not be synthesized, was over its diff budget, or could not be
+    propagated (for example free variables differ)."""
+
+
+class OverlayError(CodeSutureError):
+    """An overlay file, its metadata or its store is malformed or unreadable.
+
+    ``path`` names the file; ``reason`` is a short human sentence.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class OverlayRefused(OverlayError):
+    """An overlay exists but policy refuses to load it (stale source, other Python,
+    expired, revoked, untrusted key, bad signature, unsigned under --require-signed).
+
+    The original module is loaded instead.
+    """
+
+
+class TrustError(CodeSutureError):
+    """A key, signature, envelope, statement or trust root is invalid.
+
+    ``path`` names the file involved when there is one.
+    """
+
+    def __init__(self, reason: str, path: object | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+class BundleError(TrustError):
+    """A deploy bundle is malformed, unsafe (``..``, absolute paths, links) or does
+    not match its signed manifest."""

@@ -1,0 +1,98 @@
+"""Overlay metadata: the JSON sidecar (``<stem>.json``) written beside every overlay.
+
+It names the module, the exact source it was built from, the interpreter, the
+overlay's own digest, and every patch inside (see :class:`~codesuture.patch.spec.PatchRecord`).
+When an overlay is signed, the same object becomes the in-toto predicate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib.util import MAGIC_NUMBER
+from typing import Any
+
+from codesuture.errors import OverlayError
+from codesuture.patch.spec import PatchRecord
+
+META_FORMAT = 1
+
+
+def interpreter_info() -> dict[str, str]:
+    """This interpreter as recorded in metadata: version, cache tag, magic (hex)."""
+    return {
+        "implementation": sys.implementation.name,
+        "version": "%d.%d.%d" % sys.version_info[:3],
+        "cache_tag": sys.implementation.cache_tag or "",
+        "magic": MAGIC_NUMBER.hex(),
+    }
+
+
+@dataclass
+class OverlayMeta:
+    """Metadata of one overlay.
+
+    ``module``: import name, or ``__main__`` for a script. ``key``: the store key
+    (the import name, or ``__main__.<sha256(path)[:16]>`` for a script).
+    ``origin``: source path when built (informational, except that it is part of a
+    script's key). Digests are lowercase hex SHA-256. Times are RFC 3339 UTC.
+    """
+
+    module: str
+    key: str
+    origin: str
+    source_sha256: str
+    overlay_sha256: str
+    python: dict[str, str] = field(default_factory=interpreter_info)
+    created: str = ""
+    expires: str = ""
+    tier: str = "auto"
+    patches: list[PatchRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": META_FORMAT,
+            "module": self.module,
+            "key": self.key,
+            "origin": self.origin,
+            "source_sha256": self.source_sha256,
+            "overlay_sha256": self.overlay_sha256,
+            "python": dict(self.python),
+            "created": self.created,
+            "expires": self.expires,
+            "tier": self.tier,
+            "patches": [p.to_json() for p in self.patches],
+        }
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: Any, path: object = "<metadata>") -> "OverlayMeta":
+        """Validate and build from parsed JSON; raises :class:`OverlayError` naming *path*."""
+        try:
+            if not isinstance(data, dict) or data.get("format") != META_FORMAT:
+                raise ValueError("not CodeSuture overlay metadata (format %r)" % (data.get("format") if isinstance(data, dict) else None))
+            return cls(
+                module=str(data["module"]),
+                key=str(data["key"]),
+                origin=str(data.get("origin", "")),
+                source_sha256=str(data["source_sha256"]),
+                overlay_sha256=str(data["overlay_sha256"]),
+                python={str(k): str(v) for k, v in dict(data["python"]).items()},
+                created=str(data.get("created", "")),
+                expires=str(data.get("expires", "")),
+                tier=str(data.get("tier", "auto")),
+                patches=[PatchRecord.from_json(p) for p in data.get("patches", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OverlayError(path, f"malformed metadata: {exc}") from None
+
+    @classmethod
+    def loads(cls, raw: bytes, path: object = "<metadata>") -> "OverlayMeta":
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise OverlayError(path, f"metadata is not JSON: {exc}") from None
+        return cls.from_json(data, path)
