@@ -1,0 +1,51 @@
+"""Guard families. Each guard is a minimal instruction sequence that protects exactly
+the failing operation and documents the value it yields:
+
+==========================  ===========================================  =====================
+guard                       protects                                     yields
+==========================  ===========================================  =====================
+null_guard (attr)           ``x.attr`` with x None                       None (or ``()`` when sized/iterated)
+null_guard (method)         ``x.m(...)`` with x None                     None (the call returns None)
+null_guard (operator)       ``x op y`` / ``x op= y`` with x None          None (x stays None)
+null_guard (membership)     ``k in x`` with x None                       False (``not in``: True)
+key_guard                   ``m[k]`` with k missing from mapping m        None (or ``()``)
+subscript_guard             ``x[k]`` with x None                         None (or ``()``)
+chain_subscript_guard       ``a[k1][k2]...`` failing at a link            None (or ``()``)
+index_guard                 ``s[i]`` with i out of range                 None (or ``()``)
+list_bound_guard            ``s[K]`` (constant K) out of range           None, ``()`` or ``''``
+type_coercion_guard         ``int(s)``/``float(s)`` on a bad string      0 / 0.0
+division_guard              ``a / b``, ``//``, ``%`` (and ``op=``), b == 0  0.0 for ``/``, else 0
+str_coerce_guard            ``a + b``/``a += b`` mixing str and non-str   ``str(a) + str(b)``
+file_guard                  ``open(path)`` of a missing path              empty io.StringIO / io.BytesIO
+callable_guard              ``f(...)`` with f None                       None
+==========================  ===========================================  =====================
+
+``()`` is chosen when the guarded value is immediately sized or iterated (``len()``,
+``for``, ``in``); ``''`` when a constant index reads a list that a string splitter
+produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from codesuture.guards.base import Rewrite
+
+
+def registry() -> dict[str, Callable[[list[Any], int, Any], Rewrite]]:
+    """Guard name -> synthesizer ``(instrs, index, spec) -> Rewrite``."""
+    from codesuture.guards import arith, calls, null, subscript
+
+    return {
+        "null_guard": null.synthesize,
+        "key_guard": subscript.key_guard,
+        "subscript_guard": subscript.subscript_guard,
+        "chain_subscript_guard": subscript.chain_subscript_guard,
+        "index_guard": subscript.index_guard,
+        "list_bound_guard": subscript.index_guard,
+        "division_guard": arith.division_guard,
+        "str_coerce_guard": arith.str_coerce_guard,
+        "callable_guard": calls.callable_guard,
+        "type_coercion_guard": calls.type_coercion_guard,
+        "file_guard": calls.file_guard,
+    }
