@@ -1,0 +1,221 @@
+"""Ed25519 keys, key ids and the trust root (``keys/``).
+
+* Private keys: PEM, PKCS#8, optionally encrypted with a passphrase (best available
+  encryption of ``cryptography``), file mode 0600. Never written inside a folder named
+  ``keys``: the trust root holds public keys only.
+* Public keys: PEM, SubjectPublicKeyInfo.
+* Key id: lowercase hex SHA-256 of the DER SubjectPublicKeyInfo (64 characters).
+* Trust root: a directory of public keys (``*.pem``, ``*.pub``) plus an optional
+  ``revoked.json``::
+
+      {"overlays": ["<sha256 hex of an overlay file>", ...], "keys": ["<key id>", ...]}
+
+All crypto goes through ``cryptography``. Errors are :class:`~codesuture.errors.TrustError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from codesuture.errors import TrustError
+from codesuture.overlay.store import atomic_write
+
+log = logging.getLogger("codesuture.trust")
+
+REVOKED_FILE = "revoked.json"
+PUBLIC_KEY_SUFFIXES = (".pem", ".pub")
+#: Cap (bytes) on any key or revocation file, checked before parsing.
+MAX_KEY_FILE_BYTES = 64 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def keyid(public_key: Ed25519PublicKey) -> str:
+    """Key id of *public_key*: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    """*public_key* as PEM SubjectPublicKeyInfo bytes."""
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _as_bytes(passphrase: str | bytes | None) -> bytes | None:
+    if passphrase is None or passphrase == "" or passphrase == b"":
+        return None
+    return passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+
+
+def _inside_keys_folder(path: Path) -> bool:
+    return "keys" in path.resolve().parent.parts
+
+
+def generate(
+    private_path: str | os.PathLike[str],
+    public_path: str | os.PathLike[str],
+    passphrase: str | bytes | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Generate an Ed25519 key pair; write the private key (PKCS#8 PEM, encrypted when
+    *passphrase* is given, mode 0600) and the public key (SPKI PEM). Returns the key id.
+
+    Raises :class:`TrustError` when *private_path* is inside a folder named ``keys``
+    (the trust root is public keys only) or when either file exists and not *overwrite*.
+    """
+    priv, pub = Path(private_path), Path(public_path)
+    if _inside_keys_folder(priv):
+        raise TrustError("refusing to write a private key inside a folder named 'keys' (the trust root holds public keys only)", priv)
+    if priv.resolve() == pub.resolve():
+        raise TrustError("private and public key paths are the same file", priv)
+    if not overwrite:
+        for p in (priv, pub):
+            if p.exists() or p.is_symlink():
+                raise TrustError("already exists (refusing to overwrite a key)", p)
+    key = Ed25519PrivateKey.generate()
+    secret = _as_bytes(passphrase)
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    atomic_write(priv, pem, mode=0o600)
+    atomic_write(pub, public_pem(key.public_key()), mode=0o644)
+    kid = keyid(key.public_key())
+    log.info("generated Ed25519 key %s (private %s, public %s)", kid, priv, pub)
+    return kid
+
+
+def _read_small(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TrustError(f"unreadable: {exc.strerror or exc}", path) from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise TrustError(f"oversized key file (> {MAX_KEY_FILE_BYTES} bytes)", path)
+    return data
+
+
+def load_private_key(path: str | os.PathLike[str], passphrase: str | bytes | None = None) -> Ed25519PrivateKey:
+    """Load an Ed25519 private key (PEM PKCS#8). Raises :class:`TrustError` naming
+    *path* when it is unreadable, encrypted without a passphrase, the passphrase is
+    wrong, or it is not an Ed25519 private key."""
+    p = Path(path)
+    data = _read_small(p)
+    try:
+        key = serialization.load_pem_private_key(data, password=_as_bytes(passphrase))
+    except TypeError:
+        if _as_bytes(passphrase) is None:
+            raise TrustError("private key is encrypted: a passphrase is needed", p) from None
+        raise TrustError("a passphrase was given but the private key is not encrypted", p) from None
+    except ValueError:
+        hint = " (or wrong passphrase)" if b"ENCRYPTED" in data else ""
+        raise TrustError(f"not a PEM private key{hint}", p) from None
+    except Exception as exc:  # cryptography raises a few backend-specific types
+        raise TrustError(f"cannot load private key: {exc}", p) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TrustError(f"not an Ed25519 private key ({type(key).__name__})", p)
+    return key
+
+
+def load_public_key_pem(data: bytes, path: object = "<public key>") -> Ed25519PublicKey:
+    """Parse PEM SubjectPublicKeyInfo *data* as an Ed25519 public key; raises
+    :class:`TrustError` naming *path*. A private key here is an error, not a fallback."""
+    if b"PRIVATE KEY" in data:
+        raise TrustError("contains a PRIVATE key; the trust root must hold public keys only", path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except Exception:
+        raise TrustError("not a PEM public key (SubjectPublicKeyInfo)", path) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise TrustError(f"not an Ed25519 public key ({type(key).__name__})", path)
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """Load one Ed25519 public key PEM file; raises :class:`TrustError` naming it."""
+    p = Path(path)
+    return load_public_key_pem(_read_small(p), p)
+
+
+def _load_revocations(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """``(overlay digests, key ids)`` from *path*, or empty sets when it is absent."""
+    if not path.exists():
+        return frozenset(), frozenset()
+    try:
+        data = json.loads(_read_small(path))
+    except ValueError as exc:
+        raise TrustError(f"revocation list is not JSON: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise TrustError('revocation list must be an object {"overlays": [...], "keys": [...]}', path)
+    unknown = set(data) - {"overlays", "keys"}
+    if unknown:
+        raise TrustError(f"revocation list has unknown fields: {', '.join(sorted(unknown))}", path)
+    out: list[frozenset[str]] = []
+    for name in ("overlays", "keys"):
+        items = data.get(name, [])
+        if not isinstance(items, list):
+            raise TrustError(f'revocation list field "{name}" must be a list of SHA-256 hex strings', path)
+        values = set()
+        for item in items:
+            if not isinstance(item, str) or not _HEX64.fullmatch(item.lower()):
+                raise TrustError(f'revocation list field "{name}" has a malformed entry {item!r} (want 64 hex digits)', path)
+            values.add(item.lower())
+        out.append(frozenset(values))
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """Trusted public keys ``{keyid: key}`` and revocations.
+
+    ``revoked_overlays``: SHA-256 hex digests of overlay files that must not load.
+    ``revoked_keys``: key ids whose signatures no longer count (even when the public
+    key file is still present). ``path``: the directory it was loaded from.
+    """
+
+    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    revoked_overlays: frozenset[str] = frozenset()
+    revoked_keys: frozenset[str] = frozenset()
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, keys_dir: str | os.PathLike[str]) -> "TrustRoot":
+        """Load every ``*.pem``/``*.pub`` public key in *keys_dir* and its
+        ``revoked.json``. Raises :class:`TrustError` naming the file on any malformed
+        input, or the directory when it is missing."""
+        d = Path(keys_dir)
+        try:
+            names = sorted(os.listdir(d))
+        except FileNotFoundError:
+            raise TrustError("trust root directory does not exist", d) from None
+        except OSError as exc:
+            raise TrustError(f"cannot list trust root: {exc.strerror or exc}", d) from None
+        keys: dict[str, Ed25519PublicKey] = {}
+        for name in names:
+            if not name.endswith(PUBLIC_KEY_SUFFIXES) or name.startswith("."):
+                continue
+            key = load_public_key(d / name)
+            keys[keyid(key)] = key
+        overlays, revoked_keys = _load_revocations(d / REVOKED_FILE)
+        log.debug("trust root %s: %d key(s), %d revoked overlay(s), %d revoked key(s)", d, len(keys), len(overlays), len(revoked_keys))
+        return cls(keys, overlays, revoked_keys, d)
+
+    @classmethod
+    def of(cls, *public_keys: Ed25519PublicKey) -> "TrustRoot":
+        """A trust root of *public_keys* with no revocations (for library callers/tests)."""
+        return cls({keyid(k): k for k in public_keys})
+
+    def is_trusted(self, kid: str) -> bool:
+        """True when *kid* names a key in this root that is not revoked."""
+        return kid in self.keys and kid not in self.revoked_keys
