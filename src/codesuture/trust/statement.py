@@ -1,0 +1,173 @@
+"""The in-toto Statement v1 that attests one overlay.
+
+Follows in-toto attestation spec v1 (``spec/v1/statement.md``). Shape::
+
+    {
+      "_type": "https://in-toto.io/Statement/v1",
+      "subject": [{"name": "<overlay file name>", "digest": {"sha256": "<hex of overlay bytes>"}}],
+      "predicateType": "https://codesuture.dev/attestation/overlay/v1",
+      "predicate": {
+        "module": "pkg.mod",                  import name, or "__main__"
+        "key": "pkg.mod",                     store key
+        "source": {"sha256": "<hex>", "origin": "<path when built>"},
+        "interpreter": {"implementation": "cpython", "version": "3.12.7",
+                        "cache_tag": "cpython-312", "magic": "<hex of MAGIC_NUMBER>"},
+        "patches": [<PatchRecord.to_json()>, ...],
+        "createdAt": "2026-11-21T09:00:00Z",  RFC 3339 UTC
+        "expiresAt": "2026-12-21T09:00:00Z",  RFC 3339 UTC (created + TTL)
+        "tier": "auto",                       observe | propose | auto
+        "evidence": [ {...}, ... ]            e.g. repro results
+      }
+    }
+
+The predicate type is CodeSuture's own (documented in ``docs/overlay-format.md``).
+Statements are validated with ``sigstore.dsse.Statement`` (imported lazily, only when a
+statement is built or read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from typing import Any
+
+from codesuture.errors import TrustError
+from codesuture.overlay.model import OverlayMeta
+from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord, iso_utc, parse_iso_utc
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+#: predicateType of an overlay attestation.
+PREDICATE_TYPE = "https://codesuture.dev/attestation/overlay/v1"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _validate(statement: bytes, where: object) -> None:
+    from sigstore.dsse import Statement
+    from sigstore.errors import Error
+
+    try:
+        Statement(statement)
+    except Error as exc:
+        raise TrustError(f"not an in-toto Statement v1: {str(exc).splitlines()[0]}", where) from None
+
+
+def build_statement(
+    meta: OverlayMeta,
+    overlay_name: str,
+    overlay_bytes: bytes,
+    ttl_seconds: float | None = None,
+    *,
+    now: float | None = None,
+    evidence: list[dict[str, Any]] | None = None,
+) -> bytes:
+    """Return the Statement JSON bytes (UTF-8, sorted keys, compact) for an overlay.
+
+    *overlay_name*: the overlay's file name (``<stem>.overlay``), the subject name.
+    *ttl_seconds*: ``expiresAt`` = now + TTL; when None, ``meta.expires`` is kept if
+    set, else the default TTL (30 days) applies. ``createdAt`` is ``meta.created`` or now.
+    Raises :class:`TrustError` when *overlay_bytes* do not match ``meta.overlay_sha256``.
+    """
+    now = time.time() if now is None else now
+    digest = hashlib.sha256(overlay_bytes).hexdigest()
+    if meta.overlay_sha256 and meta.overlay_sha256.lower() != digest:
+        raise TrustError("overlay bytes do not match the digest in their metadata", overlay_name)
+    if ttl_seconds is not None:
+        if ttl_seconds <= 0:
+            raise TrustError(f"TTL must be positive (got {ttl_seconds} s)", overlay_name)
+        expires = iso_utc(now + ttl_seconds)
+    else:
+        expires = meta.expires or iso_utc(now + DEFAULT_TTL_SECONDS)
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": overlay_name, "digest": {"sha256": digest}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "module": meta.module,
+            "key": meta.key,
+            "source": {"sha256": meta.source_sha256, "origin": meta.origin},
+            "interpreter": dict(meta.python),
+            "patches": [p.to_json() for p in meta.patches],
+            "createdAt": meta.created or iso_utc(now),
+            "expiresAt": expires,
+            "tier": meta.tier,
+            "evidence": list(evidence or []),
+        },
+    }
+    raw = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    _validate(raw, overlay_name)
+    return raw
+
+
+def _str(obj: dict[str, Any], name: str, where: object, *, required: bool = True) -> str:
+    value = obj.get(name, None if required else "")
+    if not isinstance(value, str):
+        raise TrustError(f"statement predicate field {name!r} missing or not a string", where)
+    return value
+
+
+def meta_from_statement(statement_bytes: bytes, overlay_name: str) -> tuple[OverlayMeta, str]:
+    """Read a (verified) Statement; return ``(metadata, subject sha256 hex)``.
+
+    Checks: in-toto Statement v1, :data:`PREDICATE_TYPE`, exactly one subject, whose
+    name is *overlay_name* and whose digest is a SHA-256 hex. ``meta.overlay_sha256`` is
+    the subject digest, ``meta.expires`` is ``expiresAt``. Raises :class:`TrustError`
+    naming *overlay_name*. Comparing the digest with the overlay bytes is the caller's job.
+    """
+    where = overlay_name
+    _validate(statement_bytes, where)
+    try:
+        data = json.loads(statement_bytes)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrustError(f"statement is not JSON: {exc}", where) from None
+    if data.get("predicateType") != PREDICATE_TYPE:
+        raise TrustError(f"wrong predicateType {data.get('predicateType')!r} (expected {PREDICATE_TYPE})", where)
+    subjects = data["subject"]
+    if len(subjects) != 1:
+        raise TrustError(f"statement must have exactly one subject (has {len(subjects)})", where)
+    subject = subjects[0]
+    if subject.get("name") != overlay_name:
+        raise TrustError(f"statement subject {subject.get('name')!r} is not this overlay ({overlay_name!r})", where)
+    digest = subject["digest"].get("sha256")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise TrustError("statement subject has no lowercase SHA-256 hex digest", where)
+    pred = data.get("predicate")
+    if not isinstance(pred, dict):
+        raise TrustError("statement has no predicate", where)
+    source = pred.get("source")
+    interp = pred.get("interpreter")
+    if not isinstance(source, dict) or not isinstance(interp, dict):
+        raise TrustError("statement predicate lacks source/interpreter objects", where)
+    source_sha = _str(source, "sha256", where)
+    if not _HEX64.fullmatch(source_sha):
+        raise TrustError("statement source.sha256 is not a SHA-256 hex digest", where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in interp.items()):
+        raise TrustError("statement interpreter fields must be strings", where)
+    expires = _str(pred, "expiresAt", where)
+    created = _str(pred, "createdAt", where)
+    for name, value in (("createdAt", created), ("expiresAt", expires)):
+        try:
+            parse_iso_utc(value)
+        except ValueError:
+            raise TrustError(f"statement {name} {value!r} is not an RFC 3339 UTC time", where) from None
+    patches_json = pred.get("patches", [])
+    if not isinstance(patches_json, list):
+        raise TrustError("statement patches must be a list", where)
+    try:
+        patches = [PatchRecord.from_json(p) for p in patches_json]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrustError(f"statement has a malformed patch record: {exc}", where) from None
+    meta = OverlayMeta(
+        module=_str(pred, "module", where),
+        key=_str(pred, "key", where),
+        origin=_str(source, "origin", where, required=False),
+        source_sha256=source_sha,
+        overlay_sha256=digest,
+        python=dict(interp),
+        created=created,
+        expires=expires,
+        tier=_str(pred, "tier", where, required=False) or "auto",
+        patches=patches,
+    )
+    return meta, digest
