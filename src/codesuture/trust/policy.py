@@ -12,6 +12,17 @@ trust root is configured and ``--require-signed`` is off (a developer's machine 
 after ``codesuture run``), each with a WARNING log line. Configuring a trust root
 (``--keys`` / ``CODESUTURE_KEYS``) or ``--require-signed`` / ``CODESUTURE_REQUIRE_SIGNED=1``
 refuses every unsigned overlay, and bundles are always verified.
+
+Signed overlays carry a DSSE envelope (``<stem>.dsse.json``, Ed25519, verified against
+the trust root) or, when Sigstore identity settings are configured
+(``CODESUTURE_SIGSTORE_IDENTITY``, ``CODESUTURE_SIGSTORE_ISSUER``, optionally
+``CODESUTURE_SIGSTORE_STAGING=1``), a Sigstore bundle (``<stem>.sigstore.json``,
+verified offline against the trust root embedded in ``sigstore``).
+
+Import cost: this module imports only the standard library and CodeSuture's light
+modules. ``cryptography`` and ``sigstore`` are imported inside functions, the first
+time a signed overlay is admitted. The trust root is loaded once per process per keys
+directory (see :func:`trust_root`).
 """
 
 from __future__ import annotations
@@ -19,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from codesuture.errors import CodeSutureError, OverlayRefused
+from codesuture.errors import CodeSutureError, OverlayRefused, TrustError
 from codesuture.overlay.format import MAX_OVERLAY_BYTES
 from codesuture.overlay.model import OverlayMeta
 from codesuture.overlay.store import (
@@ -32,14 +45,21 @@ from codesuture.overlay.store import (
     MAX_META_BYTES,
     META_SUFFIX,
     OVERLAY_SUFFIX,
+    SIGSTORE_SUFFIX,
     Entry,
 )
 from codesuture.patch.spec import parse_iso_utc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from codesuture.trust.keys import TrustRoot
 
 log = logging.getLogger("codesuture.trust")
 
 ENV_KEYS = "CODESUTURE_KEYS"
 ENV_REQUIRE_SIGNED = "CODESUTURE_REQUIRE_SIGNED"
+ENV_SIGSTORE_IDENTITY = "CODESUTURE_SIGSTORE_IDENTITY"
+ENV_SIGSTORE_ISSUER = "CODESUTURE_SIGSTORE_ISSUER"
+ENV_SIGSTORE_STAGING = "CODESUTURE_SIGSTORE_STAGING"
 
 
 def _truthy(value: str | None) -> bool:
@@ -49,20 +69,63 @@ def _truthy(value: str | None) -> bool:
 @dataclass(frozen=True)
 class LoadPolicy:
     """``keys_dir``: the trust root (public keys, ``revoked.json``), or None.
-    ``require_signed``: refuse unsigned overlays even without a trust root."""
+    ``require_signed``: refuse unsigned overlays even without a trust root.
+    ``sigstore_identity``/``sigstore_issuer``: accept Sigstore-signed overlays whose
+    certificate has this SAN identity and OIDC issuer (``sigstore_staging``: verify
+    against Sigstore's staging trust root instead of production)."""
 
     keys_dir: Path | None = None
     require_signed: bool = False
+    sigstore_identity: str | None = None
+    sigstore_issuer: str | None = None
+    sigstore_staging: bool = False
 
     @property
     def allows_unsigned(self) -> bool:
-        return self.keys_dir is None and not self.require_signed
+        return self.keys_dir is None and not self.require_signed and not self.sigstore_identity
 
     @classmethod
     def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "LoadPolicy":
         env = os.environ if environ is None else environ
         keys = env.get(ENV_KEYS)
-        return cls(Path(keys) if keys else None, _truthy(env.get(ENV_REQUIRE_SIGNED)))
+        return cls(
+            Path(keys) if keys else None,
+            _truthy(env.get(ENV_REQUIRE_SIGNED)),
+            env.get(ENV_SIGSTORE_IDENTITY) or None,
+            env.get(ENV_SIGSTORE_ISSUER) or None,
+            _truthy(env.get(ENV_SIGSTORE_STAGING)),
+        )
+
+
+_ROOTS: dict[Path, "TrustRoot | TrustError"] = {}
+_ROOTS_LOCK = threading.Lock()
+
+
+def trust_root(policy: LoadPolicy) -> "TrustRoot":
+    """The trust root of *policy*, loaded once per process per keys directory (a load
+    failure is remembered too, so a broken trust root costs one read, not one per
+    import). Raises :class:`TrustError` when there is none or it is malformed."""
+    if policy.keys_dir is None:
+        raise TrustError("no trust root configured (--keys / CODESUTURE_KEYS)")
+    with _ROOTS_LOCK:
+        cached = _ROOTS.get(policy.keys_dir)
+        if cached is None:
+            from codesuture.trust.keys import TrustRoot
+
+            try:
+                cached = TrustRoot.load(policy.keys_dir)
+            except TrustError as exc:
+                cached = exc
+            _ROOTS[policy.keys_dir] = cached
+    if isinstance(cached, TrustError):
+        raise cached
+    return cached
+
+
+def clear_trust_root_cache() -> None:
+    """Forget loaded trust roots (after ``keys/`` or ``revoked.json`` changed)."""
+    with _ROOTS_LOCK:
+        _ROOTS.clear()
 
 
 @dataclass(frozen=True)
@@ -79,11 +142,16 @@ def _refuse(entry: Entry, reason: str) -> OverlayRefused:
     return OverlayRefused(entry.name, reason)
 
 
-def admit(entry: Entry, policy: LoadPolicy, now: float | None = None) -> Admitted:
+def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "TrustRoot | None" = None) -> Admitted:
     """Admit *entry* under *policy* or raise :class:`OverlayRefused` with the reason.
 
+    *now*: epoch seconds for the expiry check (default: the current time). *root*: a
+    trust root to use instead of the per-process cached one of ``policy.keys_dir``
+    (``codesuture verify`` passes a freshly loaded one).
+
     Order: size caps, signature (when signed or required), subject/overlay digest,
-    expiry, revocation. The overlay bytes are never unmarshalled here.
+    revocation (overlay digest, signer key id), expiry. The overlay bytes are never
+    unmarshalled here.
     """
     now = time.time() if now is None else now
     try:
@@ -92,8 +160,13 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None) -> Admitte
             raise _refuse(entry, "overlay file is missing")
         envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
         signer: str | None = None
+        sigstore_bundle = None
+        if envelope is None and policy.sigstore_identity:
+            sigstore_bundle = entry.read(SIGSTORE_SUFFIX, MAX_ENVELOPE_BYTES)
         if envelope is not None and not policy.allows_unsigned:
-            meta, signer = _admit_signed(entry, envelope, data, policy)
+            meta, signer = _admit_signed(entry, envelope, data, policy, root)
+        elif sigstore_bundle is not None:
+            meta, signer = _admit_sigstore(entry, sigstore_bundle, data, policy)
         elif policy.allows_unsigned:
             raw = entry.read(META_SUFFIX, MAX_META_BYTES)
             if raw is None:
@@ -108,6 +181,15 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None) -> Admitte
     digest = hashlib.sha256(data).hexdigest()
     if digest != meta.overlay_sha256:
         raise _refuse(entry, "overlay bytes do not match their recorded digest (tampered or torn)")
+    if policy.keys_dir is not None or root is not None:
+        try:
+            root = root if root is not None else trust_root(policy)
+        except TrustError as exc:
+            raise _refuse(entry, exc.reason) from None
+        if digest in root.revoked_overlays:
+            raise _refuse(entry, f"revoked overlay (sha256 {digest} is in revoked.json)")
+        if signer is not None and signer in root.revoked_keys:
+            raise _refuse(entry, f"revoked key {signer}")
     if meta.expires:
         try:
             expired = parse_iso_utc(meta.expires) <= now
@@ -120,7 +202,51 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None) -> Admitte
     return Admitted(data, meta, signer)
 
 
-def _admit_signed(entry: Entry, envelope: bytes, data: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str]:
+def _admit_signed(
+    entry: Entry, envelope: bytes, data: bytes, policy: LoadPolicy, root: "TrustRoot | None" = None
+) -> tuple[OverlayMeta, str]:
     """Verify the DSSE envelope against the trust root; return (metadata from the
-    verified predicate, signer key id). Raises :class:`OverlayRefused`."""
-    raise _refuse(entry, "signed overlays are not supported by this build")
+    verified predicate, signer key id). Raises :class:`OverlayRefused`.
+
+    Nothing from the envelope is interpreted before its signature verified; the
+    statement's subject must name this overlay file and carry the SHA-256 of *data*.
+    """
+    from codesuture.trust import dsse
+    from codesuture.trust.statement import meta_from_statement
+
+    overlay_name = entry.name + OVERLAY_SUFFIX
+    try:
+        verified = dsse.verify(
+            envelope, root if root is not None else trust_root(policy), dsse.INTOTO_PAYLOAD_TYPE, entry.name + ENVELOPE_SUFFIX
+        )
+        meta, subject_digest = meta_from_statement(verified.payload, overlay_name)
+    except TrustError as exc:
+        raise _refuse(entry, exc.reason) from None
+    if hashlib.sha256(data).hexdigest() != subject_digest:
+        raise _refuse(entry, "overlay bytes do not match the signed subject digest (tampered)")
+    return meta, verified.keyid
+
+
+def _admit_sigstore(entry: Entry, bundle: bytes, data: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str]:
+    """Verify a Sigstore bundle (DSSE in-toto statement) offline against the identity
+    in *policy*; return (metadata, ``"sigstore:<identity>"``). Raises :class:`OverlayRefused`."""
+    from codesuture.trust.sigstore_support import verify_statement_bundle
+    from codesuture.trust.statement import meta_from_statement
+
+    overlay_name = entry.name + OVERLAY_SUFFIX
+    if not policy.sigstore_issuer:
+        raise _refuse(entry, "Sigstore identity configured without an OIDC issuer")
+    try:
+        payload = verify_statement_bundle(
+            bundle,
+            identity=policy.sigstore_identity or "",
+            issuer=policy.sigstore_issuer,
+            staging=policy.sigstore_staging,
+            path=entry.name + SIGSTORE_SUFFIX,
+        )
+        meta, subject_digest = meta_from_statement(payload, overlay_name)
+    except TrustError as exc:
+        raise _refuse(entry, exc.reason) from None
+    if hashlib.sha256(data).hexdigest() != subject_digest:
+        raise _refuse(entry, "overlay bytes do not match the signed subject digest (tampered)")
+    return meta, f"sigstore:{policy.sigstore_identity}"
