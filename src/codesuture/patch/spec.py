@@ -71,7 +71,8 @@ class PatchRecord:
     """One patch: where it is, what it does, and its evidence.
 
     ``offset`` is the failing instruction's offset in bytes (``tb_lasti``) in the code
-    object as it was before this patch; ``opname`` the instruction's name there.
+    object as it was before this patch; ``opname`` the instruction's name there;
+    ``line``/``col``/``end_col`` its source position (``co_positions``), checked too.
     ``added``/``removed`` count instructions (the diff gate's instruction delta).
     ``created``/``expires`` are RFC 3339 UTC timestamps.
     """
@@ -85,6 +86,8 @@ class PatchRecord:
     expression: str
     exception: str
     guard: GuardSpec
+    col: int | None = None
+    end_col: int | None = None
     added: int = 0
     removed: int = 0
     created: str = ""

@@ -45,8 +45,11 @@ def instruction_index(code: types.CodeType, offset: int) -> tuple[int, str]:
     raise PatchError(f"no instruction at offset {offset} in {code.co_qualname}")
 
 
-def locate(bc: list[Any], code: types.CodeType, offset: int, opname: str) -> int:
-    """Index in the abstract instruction list *bc* of the instruction at *offset*."""
+def locate(
+    bc: list[Any], code: types.CodeType, offset: int, opname: str, where: tuple[int | None, int | None] | None = None
+) -> int:
+    """Index in the abstract instruction list *bc* of the instruction at *offset*;
+    when *where* ``(line, col)`` is given the instruction's position must match too."""
     k, found = instruction_index(code, offset)
     if found != opname:
         raise PatchError(f"instruction at offset {offset} of {code.co_qualname} is {found}, expected {opname}")
@@ -57,6 +60,13 @@ def locate(bc: list[Any], code: types.CodeType, offset: int, opname: str) -> int
             if seen == k:
                 if ins.name != opname:
                     raise PatchError(f"bytecode mismatch at offset {offset}: {ins.name} != {opname}")
+                loc = ins.location
+                if where is not None and where[0] is not None and loc is not None:
+                    if (loc.lineno, loc.col_offset) != where and (loc.lineno, None) != where:
+                        raise PatchError(
+                            f"instruction at offset {offset} of {code.co_qualname} is at line {loc.lineno} "
+                            f"col {loc.col_offset}, expected line {where[0]} col {where[1]}"
+                        )
                 return i
     raise PatchError(f"offset {offset} is past the end of {code.co_qualname}")
 
@@ -78,7 +88,7 @@ def synthesize(code: types.CodeType, record: PatchRecord) -> Synthesis:
         raise PatchError(f"unknown guard {record.guard.guard!r}")
     bc = Bytecode.from_code(code)
     before = listing(bc)
-    idx = locate(bc, code, record.offset, record.opname)
+    idx = locate(bc, code, record.offset, record.opname, (record.line, record.col))
     work = list(bc)
     rw = guard(work, idx, record.guard)
     work[rw.start : rw.stop] = rw.body

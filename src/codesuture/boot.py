@@ -1,0 +1,171 @@
+"""``python -m codesuture.boot [options] (script.py | -m module) [args...]``
+
+Installs the overlay finder (and, unless ``--no-heal``, the healer), then runs the
+target as ``__main__`` like ``python script.py`` / ``python -m module`` would.
+
+Options (each has an environment variable, set for subprocesses too):
+
+  --overlays PATH     overlay directory or bundle file    CODESUTURE_OVERLAYS (default: ./overlays)
+  --keys DIR          trust root: public keys, revoked.json CODESUTURE_KEYS
+  --require-signed    refuse unsigned overlays              CODESUTURE_REQUIRE_SIGNED=1
+  --heal / --no-heal  heal crashes live and write overlays  CODESUTURE_HEAL=0|1 (default: heal)
+  --retries N         replays after patches (default 3)     CODESUTURE_RETRIES
+  --dry-run           diagnose only, change nothing
+  -v, --verbose       log what CodeSuture does
+  CODESUTURE_DISABLE=1 turns everything off: the target runs as with plain python.
+
+Kept import-light: nothing heavy is imported before a crash or an overlay needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = (
+    "usage: python -m codesuture.boot [--overlays PATH] [--keys DIR] [--require-signed] "
+    "[--heal | --no-heal] [--retries N] [--dry-run] [-v] (script.py | -m module) [args...]"
+)
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> dict:
+    """Parse boot options; returns a dict of settings. Raises UsageError."""
+    opts: dict = {
+        "overlays": environ.get("CODESUTURE_OVERLAYS") or "overlays",
+        "keys": environ.get("CODESUTURE_KEYS") or None,
+        "require_signed": environ.get("CODESUTURE_REQUIRE_SIGNED", "").lower() in _TRUE,
+        "heal": environ.get("CODESUTURE_HEAL", "1").lower() in _TRUE,
+        "retries": environ.get("CODESUTURE_RETRIES", "3"),
+        "dry_run": False,
+        "verbose": 0,
+        "module": None,
+        "script": None,
+        "args": [],
+    }
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--overlays", "--keys", "--retries", "-m"):
+            if i + 1 >= len(argv):
+                raise UsageError(f"{a} needs a value")
+            value = argv[i + 1]
+            if a == "-m":
+                opts["module"], opts["args"] = value, argv[i + 2 :]
+                break
+            opts[a[2:].replace("-", "_")] = value
+            i += 2
+            continue
+        if a.startswith("--overlays=") or a.startswith("--keys=") or a.startswith("--retries="):
+            name, _, value = a[2:].partition("=")
+            opts[name] = value
+        elif a == "--require-signed":
+            opts["require_signed"] = True
+        elif a == "--heal":
+            opts["heal"] = True
+        elif a == "--no-heal":
+            opts["heal"] = False
+        elif a == "--dry-run":
+            opts["dry_run"] = True
+        elif a in ("-v", "--verbose"):
+            opts["verbose"] += 1
+        elif a in ("-h", "--help"):
+            raise UsageError("")
+        elif a.startswith("-"):
+            raise UsageError(f"unknown option {a}")
+        else:
+            opts["script"], opts["args"] = a, argv[i + 1 :]
+            break
+        i += 1
+    if opts["script"] is None and opts["module"] is None:
+        raise UsageError("nothing to run: give a script or -m module")
+    try:
+        opts["retries"] = int(opts["retries"])
+        if opts["retries"] < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--retries takes a whole number >= 0, not {opts['retries']!r}") from None
+    return opts
+
+
+def export(opts: dict) -> None:
+    """Publish the settings so subprocesses and workers inherit them."""
+    os.environ["CODESUTURE_OVERLAYS"] = os.path.abspath(opts["overlays"])
+    if opts["keys"]:
+        os.environ["CODESUTURE_KEYS"] = os.path.abspath(opts["keys"])
+    if opts["require_signed"]:
+        os.environ["CODESUTURE_REQUIRE_SIGNED"] = "1"
+    os.environ["CODESUTURE_HEAL"] = "1" if opts["heal"] else "0"
+
+
+def _plain(opts: dict) -> int:
+    """Run the target with nothing of CodeSuture active (the kill switch)."""
+    import runpy
+
+    if opts["module"]:
+        sys.argv[:] = [opts["module"], *opts["args"]]
+        runpy.run_module(opts["module"], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv[:] = [opts["script"], *opts["args"]]
+        sys.path[0] = os.path.dirname(os.path.abspath(opts["script"]))
+        runpy.run_path(opts["script"], run_name="__main__")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the target's exit code (2 on a usage error)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse(argv, os.environ)
+    except UsageError as exc:
+        if str(exc):
+            print(f"codesuture.boot: {exc}", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2 if str(exc) else 0
+    if os.environ.get("CODESUTURE_DISABLE", "").lower() in _TRUE:
+        return _plain(opts)
+    if opts["verbose"]:
+        import logging
+
+        logging.basicConfig(level=logging.INFO if opts["verbose"] == 1 else logging.DEBUG,
+                            format="codesuture: %(levelname)s %(message)s")
+    export(opts)
+    return start(opts)
+
+
+def start(opts: dict) -> int:
+    from codesuture.loader.finder import install
+    from codesuture.runtime import script
+    from codesuture.trust.policy import LoadPolicy
+
+    policy = LoadPolicy.from_env()
+    finder = install(opts["overlays"], policy) if os.path.exists(opts["overlays"]) else None
+    entries = finder._index if finder is not None else None
+    try:
+        target = (
+            script.module_target(opts["module"], opts["args"]) if opts["module"]
+            else script.script_target(opts["script"], opts["args"])
+        )
+    except ImportError as exc:
+        print(f"{sys.executable}: {exc}", file=sys.stderr)
+        return 1
+    if not os.path.isfile(target.path):
+        print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
+        return 2
+    heal = None
+    if opts["heal"]:
+        from pathlib import Path
+
+        from codesuture.runtime.healer import Healer
+
+        healer = Healer(overlays=Path(opts["overlays"]), dry_run=opts["dry_run"])
+        heal = healer.heal
+    return script.run(target, heal=heal, retries=opts["retries"], entries=entries, policy=policy)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Diagnosis: which guard answers a crash at a crash site, and what it yields.
+
+Decided from the exception (type and message) and the failing instruction only;
+the healthy path is never observed. Defaults are chosen from how the guarded value is
+used right after (its consumer): ``()`` when it is sized or iterated (``len()``,
+``for``, ``in``), ``''`` when a constant index reads the list a string splitter made
+(``re.findall``, ``str.split``...), else None. See :mod:`codesuture.guards`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codesuture.crash.site import CrashSite
+from codesuture.errors import DiagnosisError
+from codesuture.patch.spec import GuardSpec
+
+#: Callables whose argument must be sized or iterable: guarded values they read get ().
+SIZED_CALLS = frozenset({
+    "len", "list", "tuple", "set", "frozenset", "sorted", "sum", "any", "all", "max", "min",
+    "enumerate", "zip", "iter", "reversed", "dict", "map", "filter",
+})
+#: Producers of lists of strings: a constant index into their empty result yields ''.
+STR_LIST_PRODUCERS = frozenset({"findall", "split", "rsplit", "splitlines"})
+
+
+def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
+    """The guard for *exc* at *site*, or :class:`DiagnosisError` saying why none fits."""
+    from bytecode import Bytecode
+
+    from codesuture.guards import subscript
+    from codesuture.guards.arith import ADDS, DIVISIONS
+    from codesuture.patch import instrs as I
+    from codesuture.patch.synthesize import locate
+    from codesuture.errors import PatchError
+
+    if not site.raised_here:
+        raise DiagnosisError(f"{type(exc).__name__} was raised inside a library call, not at {site.describe()}")
+    try:
+        bc = list(Bytecode.from_code(site.code))
+        idx = locate(bc, site.code, site.offset, site.opname)
+    except PatchError as err:
+        raise DiagnosisError(str(err)) from None
+    ins = bc[idx]
+    op, msg = ins.name, str(exc)
+
+    if isinstance(exc, AttributeError) and msg.startswith("'NoneType' object has no attribute") and op in ("LOAD_ATTR", "LOAD_METHOD"):
+        method = op == "LOAD_METHOD" or (isinstance(ins.arg, tuple) and ins.arg[0])
+        if method:
+            return GuardSpec("null_guard", "method", "None")
+        return GuardSpec("null_guard", "attr", _consumer_default(bc, idx))
+
+    if op == "BINARY_SUBSCR":
+        if isinstance(exc, KeyError):
+            form = "key"
+        elif isinstance(exc, IndexError):
+            form = "index"
+        elif isinstance(exc, TypeError) and msg.startswith("'NoneType' object is not subscriptable"):
+            form = "none"
+        else:
+            raise DiagnosisError(f"no guard for {type(exc).__name__} on a subscript")
+        links = subscript.chain_links(bc, idx)
+        last = links[-1] if links else idx
+        default = _consumer_default(bc, last)
+        if links:
+            return GuardSpec("chain_subscript_guard", form, default, links=1 + len(links))
+        if form == "key":
+            return GuardSpec("key_guard", "", default)
+        if form == "none":
+            return GuardSpec("subscript_guard", "", default)
+        key_at = I.find_producer(bc, idx, 1)
+        const_index = key_at is not None and bc[key_at].name == "LOAD_CONST" and type(bc[key_at].arg) is int
+        if const_index:
+            if default == "None" and _container_from_str_splitter(bc, idx):
+                default = "''"
+            return GuardSpec("list_bound_guard", "", default)
+        return GuardSpec("index_guard", "", default)
+
+    if op == "CONTAINS_OP" and isinstance(exc, TypeError) and msg.startswith("argument of type 'NoneType'"):
+        return GuardSpec("null_guard", "membership", "True" if ins.arg else "False")
+
+    if op == "BINARY_OP":
+        if isinstance(exc, ZeroDivisionError) and ins.arg in DIVISIONS:
+            true_div = "TRUE_DIVIDE" in ins.arg.name
+            return GuardSpec("division_guard", "", "0.0" if true_div else "0")
+        if isinstance(exc, TypeError) and msg.startswith("unsupported operand type(s)") and ": 'NoneType' and" in msg:
+            return GuardSpec("null_guard", "operator", "None")
+        if isinstance(exc, TypeError) and ins.arg in ADDS and (
+            "can only concatenate str" in msg or (msg.startswith("unsupported operand type(s) for +") and "'str'" in msg)
+        ):
+            return GuardSpec("str_coerce_guard", "", "''")
+
+    if op in I.CALL_NAMES:
+        if isinstance(exc, TypeError) and msg.startswith("'NoneType' object is not callable"):
+            return GuardSpec("callable_guard", "", "None")
+        name, start = I.callee_name(bc, idx)
+        if isinstance(exc, ValueError) and name in ("int", "float") and (
+            "invalid literal for int()" in msg or "could not convert string to float" in msg
+        ):
+            return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")
+        if isinstance(exc, FileNotFoundError) and name == "open" and start is not None:
+            return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc[start:idx]) else "io.StringIO()")
+
+    raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
+
+
+def _consumer_default(bc: list[Any], idx: int) -> str:
+    from codesuture.patch import instrs as I
+
+    found = I.find_consumer(bc, idx)
+    if found is None:
+        return "None"
+    j, position = found
+    ins = bc[j]
+    if ins.name == "GET_ITER":
+        return "()"
+    if ins.name == "CONTAINS_OP" and position == 1:
+        return "()"
+    if ins.name in I.CALL_NAMES:
+        name, _ = I.callee_name(bc, j)
+        if name in SIZED_CALLS:
+            return "()"
+    return "None"
+
+
+def _container_from_str_splitter(bc: list[Any], idx: int) -> bool:
+    from codesuture.patch import instrs as I
+
+    producer = I.find_producer(bc, idx, 2)
+    if producer is None or bc[producer].name not in I.CALL_NAMES:
+        return False
+    name, _ = I.callee_name(bc, producer)
+    return name in STR_LIST_PRODUCERS
+
+
+def _binary_mode(span: list[Any]) -> bool:
+    return any(
+        getattr(x, "name", None) == "LOAD_CONST" and isinstance(x.arg, str) and "b" in x.arg and set(x.arg) <= set("rwxabt+")
+        for x in span
+    )

@@ -1,0 +1,137 @@
+"""Crash site: the innermost traceback frame in patchable code.
+
+Patchable code is the application's files and installed packages (site-packages);
+not the standard library, not CodeSuture itself, not code without a source file.
+Nothing here traces: everything comes from the traceback the boundary caught.
+"""
+
+from __future__ import annotations
+
+import dis
+import linecache
+import os
+import site
+import sys
+import sysconfig
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+
+from codesuture.errors import DiagnosisError
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class CrashSite:
+    """Where a structural crash happened.
+
+    ``offset`` is the failing instruction's offset in bytes (``tb_lasti``); ``positions``
+    is ``(lineno, end_lineno, col_offset, end_col_offset)`` from ``co_positions``;
+    ``raised_here`` is False when the exception came from a deeper, unpatchable Python
+    frame (a library call that failed inside the standard library, say).
+    """
+
+    code: types.CodeType
+    offset: int
+    opname: str
+    positions: tuple[int | None, int | None, int | None, int | None]
+    filename: str
+    module: str
+    expression: str
+    raised_here: bool
+    frame: types.FrameType
+
+    @property
+    def line(self) -> int | None:
+        return self.positions[0]
+
+    def describe(self) -> str:
+        return f"{self.filename}:{self.line} in {self.code.co_qualname} ({self.opname} at offset {self.offset})"
+
+
+@lru_cache(maxsize=1)
+def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    sitedirs = set(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        sitedirs.add(site.getusersitepackages())
+    for key in ("purelib", "platlib"):
+        sitedirs.add(sysconfig.get_paths()[key])
+    stdlib = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+    norm = lambda ps: tuple(sorted({os.path.realpath(p) + os.sep for p in ps if p}))  # noqa: E731
+    return norm(sitedirs), norm(stdlib)
+
+
+@lru_cache(maxsize=4096)
+def is_patchable_file(filename: str) -> bool:
+    """True for application files and installed packages' files."""
+    if not filename or filename.startswith("<") or not filename.endswith(".py"):
+        return False
+    real = os.path.realpath(filename)
+    if real.startswith(_PKG_DIR + os.sep):
+        return False
+    if not os.path.isfile(real):
+        return False
+    sitedirs, stdlib = _roots()
+    if any(real.startswith(s) for s in sitedirs):
+        return True
+    return not any(real.startswith(s) for s in stdlib)
+
+
+def positions_at(code: types.CodeType, offset: int) -> tuple[int | None, int | None, int | None, int | None]:
+    for i, pos in enumerate(code.co_positions()):
+        if i * 2 == offset:
+            return pos
+    return (None, None, None, None)
+
+
+def source_segment(filename: str, pos: tuple[int | None, int | None, int | None, int | None]) -> str:
+    line, end_line, col, end_col = pos
+    if not line or col is None or end_col is None:
+        return linecache.getline(filename, line or 0).strip()
+    end_line = end_line or line
+    lines = [linecache.getline(filename, n) for n in range(line, end_line + 1)]
+    if not any(lines):
+        return ""
+    if len(lines) == 1:
+        return lines[0].encode()[col:end_col].decode(errors="replace")
+    first = lines[0].encode()[col:].decode(errors="replace")
+    last = lines[-1].encode()[:end_col].decode(errors="replace")
+    return "\n".join([first, *(s.rstrip("\n") for s in lines[1:-1]), last]).strip()
+
+
+def frames(tb: types.TracebackType | None) -> list[types.TracebackType]:
+    out = []
+    while tb is not None:
+        out.append(tb)
+        tb = tb.tb_next
+    return out
+
+
+def find_crash_site(exc: BaseException) -> CrashSite:
+    """Locate the crash site of *exc* from its traceback.
+
+    Raises :class:`DiagnosisError` when no frame of the traceback is patchable.
+    """
+    tbs = frames(exc.__traceback__)
+    for depth in range(len(tbs) - 1, -1, -1):
+        tb = tbs[depth]
+        code = tb.tb_frame.f_code
+        if not is_patchable_file(code.co_filename):
+            continue
+        offset = tb.tb_lasti
+        opname = next((i.opname for i in dis.get_instructions(code) if i.offset == offset), "?")
+        pos = positions_at(code, offset)
+        deeper = [t for t in tbs[depth + 1 :]]
+        return CrashSite(
+            code=code,
+            offset=offset,
+            opname=opname,
+            positions=pos,
+            filename=code.co_filename,
+            module=str(tb.tb_frame.f_globals.get("__name__", "")),
+            expression=source_segment(code.co_filename, pos),
+            raised_here=not deeper,
+            frame=tb.tb_frame,
+        )
+    raise DiagnosisError(f"no patchable frame in the traceback of {type(exc).__name__}")

@@ -1,0 +1,73 @@
+"""Live swap: put a patched code object in place of the old one everywhere it lives.
+
+* every function whose ``__code__`` is the old code object gets the new one, in place,
+  so bound methods, ``functools.partial``, ``__wrapped__`` chains, staticmethod and
+  classmethod wrappers and decorators that hold the function all see it;
+* every function whose code *contains* the old code (an outer function creating
+  closures, lambdas or 3.11 comprehensions) gets a copy with rebuilt ``co_consts``,
+  so functions created later are patched too.
+
+Code objects are not tracked by the garbage collector, so parents are found from the
+function objects (one ``gc.get_objects()`` pass), not from ``co_consts`` referrers.
+Frames already running the old code finish with it.
+"""
+
+from __future__ import annotations
+
+import gc
+import types
+from dataclasses import dataclass, field
+
+from codesuture.errors import PatchError
+from codesuture.patch.synthesize import replace_in_tree, walk_code
+
+
+@dataclass
+class SwapReport:
+    """What a swap changed: functions updated in place, and old -> new code objects."""
+
+    functions: int = 0
+    parents: int = 0
+    replaced: dict[types.CodeType, types.CodeType] = field(default_factory=dict)
+
+
+def check_compatible(old: types.CodeType, new: types.CodeType) -> None:
+    """Raise :class:`PatchError` when *new* cannot stand in for *old* in live
+    functions (free or cell variables differ, so closures would not line up)."""
+    if old.co_freevars != new.co_freevars or old.co_cellvars != new.co_cellvars:
+        raise PatchError(f"free variables of {old.co_qualname} differ after patching; refusing to swap")
+
+
+def swap(old: types.CodeType, new: types.CodeType) -> SwapReport:
+    """Replace *old* with *new* in every live function and parent function."""
+    check_compatible(old, new)
+    report = SwapReport()
+    report.replaced[old] = new
+    filename = old.co_filename
+    for obj in gc.get_objects():
+        if type(obj) is not types.FunctionType:
+            continue
+        code = obj.__code__
+        if code is old:
+            obj.__code__ = new
+            report.functions += 1
+        elif code.co_filename == filename and code is not new and any(c is old for c in walk_code(code)):
+            parent = report.replaced.get(code)
+            if parent is None:
+                parent = replace_in_tree(code, old, new)
+                report.replaced[code] = parent
+            obj.__code__ = parent
+            report.parents += 1
+    return report
+
+
+def restore(report: SwapReport) -> int:
+    """Undo a swap (rollback): put every replaced code object back. Returns the
+    number of functions restored."""
+    back = {new: old for old, new in report.replaced.items()}
+    n = 0
+    for obj in gc.get_objects():
+        if type(obj) is types.FunctionType and obj.__code__ in back:
+            obj.__code__ = back[obj.__code__]
+            n += 1
+    return n
