@@ -90,8 +90,10 @@ class Envelope:
         """Parse envelope JSON strictly; raises :class:`TrustError` ("malformed
         envelope: ...") naming *path*. Nothing is verified here."""
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json.loads(raw.decode("utf-8"))  # JSON exchanged between systems is UTF-8 (RFC 8259)
+        except UnicodeDecodeError:
+            raise TrustError("malformed envelope: not UTF-8", path) from None
+        except ValueError as exc:
             raise TrustError(f"malformed envelope: not JSON ({exc})", path) from None
         if not isinstance(data, dict):
             raise TrustError("malformed envelope: not a JSON object", path)

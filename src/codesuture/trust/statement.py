@@ -118,7 +118,7 @@ def meta_from_statement(statement_bytes: bytes, overlay_name: str) -> tuple[Over
     where = overlay_name
     _validate(statement_bytes, where)
     try:
-        data = json.loads(statement_bytes)
+        data = json.loads(statement_bytes.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise TrustError(f"statement is not JSON: {exc}", where) from None
     if data.get("predicateType") != PREDICATE_TYPE:
