@@ -212,7 +212,7 @@ def _check_info(path: Path, info: zipfile.ZipInfo) -> None:
 
 def _parse_manifest(payload: bytes, path: Path) -> tuple[tuple[str, ...], dict[str, str], str]:
     try:
-        data = json.loads(payload)
+        data = json.loads(payload.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"manifest is not JSON: {exc}", path) from None
     if not isinstance(data, dict) or data.get("_type") != BUNDLE_FORMAT:
