@@ -239,6 +239,13 @@ def test_sigstore_admission_uses_the_verified_statement(tmp_path, monkeypatch):
     a = admit(entry_for(overlay), policy)
     assert a.signer == "sigstore:dev@example.org" and a.meta.module == "demo.mod"
     assert seen == {"identity": "dev@example.org", "issuer": "https://oauth2.sigstore.dev/auth", "staging": False}
+    # A stray DSSE envelope beside it changes nothing when no key trust root is configured.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from codesuture.trust.sign import sign_overlay
+
+    sign_overlay(overlay, Ed25519PrivateKey.generate())
+    assert admit(entry_for(overlay), policy).signer == "sigstore:dev@example.org"
     overlay.write_bytes(overlay.read_bytes() + b"x")
     with pytest.raises(OverlayRefused, match="signed subject digest"):
         admit(entry_for(overlay), policy)

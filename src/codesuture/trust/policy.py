@@ -160,10 +160,11 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
             raise _refuse(entry, "overlay file is missing")
         envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
         signer: str | None = None
+        has_keys = policy.keys_dir is not None or root is not None
         sigstore_bundle = None
-        if envelope is None and policy.sigstore_identity:
+        if policy.sigstore_identity and (envelope is None or not has_keys):
             sigstore_bundle = entry.read(SIGSTORE_SUFFIX, MAX_ENVELOPE_BYTES)
-        if envelope is not None and not policy.allows_unsigned:
+        if envelope is not None and not policy.allows_unsigned and (has_keys or sigstore_bundle is None):
             meta, signer = _admit_signed(entry, envelope, data, policy, root)
         elif sigstore_bundle is not None:
             meta, signer = _admit_sigstore(entry, sigstore_bundle, data, policy)
