@@ -58,10 +58,10 @@ def test_roundtrip_to_meta(overlay):
 
 def test_default_ttl_keeps_metadata_expiry(overlay):
     path, meta = overlay
-    meta.expires = "2030-01-01T00:00:00Z"
+    meta = meta._replace(expires="2030-01-01T00:00:00Z")
     raw = build_statement(meta, path.name, path.read_bytes(), now=NOW)
     assert json.loads(raw)["predicate"]["expiresAt"] == "2030-01-01T00:00:00Z"
-    meta.expires = ""
+    meta = meta._replace(expires="")
     raw = build_statement(meta, path.name, path.read_bytes(), now=NOW)
     assert json.loads(raw)["predicate"]["expiresAt"] == iso_utc(NOW + 30 * 86400)
 

@@ -128,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if str(exc) else 0
     if os.environ.get("CODESUTURE_DISABLE", "").lower() in _TRUE:
         return _plain(opts)
-    if opts["verbose"]:
-        import logging
+    from codesuture import logs
 
-        logging.basicConfig(level=logging.INFO if opts["verbose"] == 1 else logging.DEBUG,
-                            format="codesuture: %(levelname)s %(message)s")
+    logs.request(30 if not opts["verbose"] else 20 if opts["verbose"] == 1 else 10)  # logging levels
     export(opts)
     return start(opts)
 
@@ -140,11 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 def start(opts: dict) -> int:
     from codesuture.loader.finder import install
     from codesuture.runtime import script
-    from codesuture.trust.policy import LoadPolicy
 
-    policy = LoadPolicy.from_env()
-    finder = install(opts["overlays"], policy) if os.path.exists(opts["overlays"]) else None
-    entries = finder._index if finder is not None else None
+    finder = install(opts["overlays"])  # the policy is read from the environment on first use
+    entries = finder.index if finder is not None else None
     try:
         target = (
             script.module_target(opts["module"], opts["args"]) if opts["module"]
@@ -156,15 +152,30 @@ def start(opts: dict) -> int:
     if not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
-    heal = None
-    if opts["heal"]:
-        from pathlib import Path
+    heal = _lazy_healer(opts) if opts["heal"] else None
+    return script.run(target, heal=heal, retries=opts["retries"], entries=entries, policy=None)
 
-        from codesuture.runtime.healer import Healer
 
-        healer = Healer(overlays=Path(opts["overlays"]), dry_run=opts["dry_run"])
-        heal = healer.heal
-    return script.run(target, heal=heal, retries=opts["retries"], entries=entries, policy=policy)
+def _lazy_healer(opts: dict) -> "object":
+    """A heal callback that imports the healer (and bytecode) only on the first crash."""
+    made: list = []
+
+    def heal(exc: BaseException, main_code: object, main_path: str) -> object:
+        if not made:
+            try:
+                from pathlib import Path
+
+                from codesuture.runtime.healer import Healer
+
+                made.append(Healer(overlays=None if opts["dry_run"] else Path(opts["overlays"]), dry_run=opts["dry_run"]))
+            except Exception as err:  # contained (rule 7): run the original code
+                from codesuture.logs import logger
+
+                logger("codesuture.heal").warning("healer unavailable: %r", err)
+                return None
+        return made[0].heal(exc, main_code, main_path)  # type: ignore[attr-defined]
+
+    return heal
 
 
 if __name__ == "__main__":

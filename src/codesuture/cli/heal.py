@@ -34,7 +34,9 @@ def run(overlays: str, retries: int, dry_run: bool, verbose: bool, ttl_days: flo
     from codesuture.runtime.healer import Healer
     from codesuture.trust.policy import LoadPolicy
 
-    logging.getLogger("codesuture").setLevel(logging.INFO if verbose else logging.WARNING)
+    from codesuture import logs
+
+    logs.request(logging.INFO if verbose else logging.WARNING)
     export({"overlays": overlays, "keys": os.environ.get("CODESUTURE_KEYS"), "require_signed": False, "heal": True})
     policy = LoadPolicy.from_env()
     finder = install(overlays, policy) if os.path.isdir(overlays) else None
@@ -43,7 +45,7 @@ def run(overlays: str, retries: int, dry_run: bool, verbose: bool, ttl_days: flo
         runner.script_target(script, list(args)),
         heal=healer.heal,
         retries=retries,
-        entries=finder._index if finder is not None else None,
+        entries=finder.index if finder is not None else None,
         policy=policy,
     )
     for result in healer.history:

@@ -11,20 +11,20 @@ Everything else (``__file__``, ``get_source`` for ``inspect``, ``importlib.resou
 
 from __future__ import annotations
 
-import logging
 import sys
 from importlib.machinery import ModuleSpec, SourceFileLoader
-from typing import Any, Sequence
 
-from codesuture.overlay.store import Entry
 
-log = logging.getLogger("codesuture.loader")
+def _log() -> Any:
+    from codesuture.logs import logger
+
+    return logger("codesuture.loader")
 
 
 class OverlayLoader(SourceFileLoader):
     """SourceFileLoader that runs an admitted overlay instead of the compiled source."""
 
-    def __init__(self, fullname: str, path: str, entries: Sequence[Entry], policy: Any) -> None:
+    def __init__(self, fullname: str, path: str, entries: Sequence[Any], policy: Any) -> None:
         super().__init__(fullname, path)
         self._entries = entries
         self._policy = policy
@@ -38,14 +38,14 @@ class OverlayLoader(SourceFileLoader):
             if found is not None:
                 return found.code
         except Exception as exc:  # contained: the original module loads (rule 7)
-            log.warning("overlay for %s not applied: internal error %r", fullname, exc)
+            _log().warning("overlay for %s not applied: internal error %r", fullname, exc)
         return super().get_code(fullname)
 
 
 class OverlayFinder:
     """``sys.meta_path`` finder for modules that have overlays in a store."""
 
-    def __init__(self, index: dict[str, list[Entry]], policy: Any) -> None:
+    def __init__(self, index: dict[str, list[Any]], policy: Any) -> None:
         self._index = index
         self._policy = policy
 
@@ -61,12 +61,12 @@ class OverlayFinder:
             if spec is None:
                 return None
             if type(spec.loader) is not SourceFileLoader or not spec.origin:
-                log.warning("overlay for %s not applied: not loaded from a source file (%r)", fullname, spec.loader)
+                _log().warning("overlay for %s not applied: not loaded from a source file (%r)", fullname, spec.loader)
                 return spec
             spec.loader = OverlayLoader(fullname, spec.origin, entries, self._policy)
             return spec
         except Exception as exc:  # contained (rule 7): let the normal finders run
-            log.warning("overlay finder failed for %s: %r", fullname, exc)
+            _log().warning("overlay finder failed for %s: %r", fullname, exc)
             return None
 
     def _real_spec(self, fullname: str, path: Any, target: Any) -> ModuleSpec | None:
@@ -81,25 +81,35 @@ class OverlayFinder:
                 return spec
         return None
 
+    @property
+    def index(self) -> dict[str, list[Any]]:
+        return self._index
+
     def invalidate_caches(self) -> None:
         pass
 
 
-def install(location: str, policy: Any) -> OverlayFinder | None:
-    """Put an :class:`OverlayFinder` for the store at *location* first on
-    ``sys.meta_path``. Returns it, or None when the store has no overlays or cannot
-    be read (logged; the program runs without overlays)."""
-    from codesuture.errors import CodeSutureError
-    from codesuture.overlay.store import open_store
+def install(location: str, policy: Any = None) -> OverlayFinder | None:
+    """Put an :class:`OverlayFinder` for the store at *location* (a directory, or a
+    bundle file) first on ``sys.meta_path``. *policy*: a
+    :class:`~codesuture.trust.policy.LoadPolicy`, or None to read it from the
+    environment when the first overlay is met. Returns the finder, or None when the
+    store has no overlays or cannot be read (logged; the program runs without them)."""
+    import os
 
     try:
-        store = open_store(location)
-        index = store.index()
-    except CodeSutureError as exc:
-        log.warning("overlays not loaded: %s", exc)
-        return None
-    except Exception as exc:  # contained (rule 7)
-        log.warning("overlays not loaded from %s: %r", location, exc)
+        if os.path.isdir(location):
+            from codesuture.overlay.index import index_directory
+
+            index = index_directory(location)
+        elif os.path.exists(location):
+            from codesuture.overlay.store import open_store
+
+            index = open_store(location).index()
+        else:
+            return None
+    except Exception as exc:  # contained (rule 7): CodeSutureError or anything else
+        _log().warning("overlays not loaded from %s: %s", location, exc)
         return None
     if not index:
         return None

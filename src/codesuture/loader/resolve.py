@@ -11,39 +11,38 @@ and the caller loads the original module.
 from __future__ import annotations
 
 import hashlib
-import logging
 import marshal
 import sys
 import types
-from dataclasses import dataclass
+from collections import namedtuple
 from importlib.util import MAGIC_NUMBER
-from typing import Sequence
 
 from codesuture.errors import OverlayError
+from codesuture.logs import logger
 from codesuture.overlay import format as fmt
 from codesuture.overlay.model import OverlayMeta
-from codesuture.overlay.store import Entry
 
-log = logging.getLogger("codesuture.loader")
+log = logger("codesuture.loader")
 
 #: key -> metadata of the overlay this process loaded for it (for the healer and review).
 LOADED: dict[str, OverlayMeta] = {}
 
 
-@dataclass(frozen=True)
-class Resolved:
-    code: types.CodeType
-    meta: OverlayMeta
-    entry_name: str
-    signer: str | None
+class Resolved(namedtuple("_Resolved", "code meta entry_name signer")):
+    """The overlay that applies: its code object, metadata, entry name and signer."""
+
+    __slots__ = ()
 
 
 def resolve(
-    key: str, entries: Sequence[Entry], source: bytes, source_path: str, policy: "object"
+    key: str, entries: "Sequence[Entry]", source: bytes, source_path: str, policy: "object"
 ) -> Resolved | None:
     """The overlay code for *source* (the module's exact bytes at *source_path*), or
     None after logging why no overlay applies. Never raises for bad overlays."""
-    from codesuture.trust.policy import admit  # deferred: only modules with overlays pay
+    from codesuture.trust.policy import admit
+
+    if policy is None:
+        policy = _env_policy()
 
     digest = hashlib.sha256(source).digest()
     prefix = digest.hex()[:16]
@@ -83,6 +82,18 @@ def resolve(
         log.info("loaded overlay %s for %s (%d patch%s)", entry.name, key, len(meta.patches), "" if len(meta.patches) == 1 else "es")
         return Resolved(code, meta, entry.name, admitted.signer)
     return None
+
+
+_POLICY: list[object] = []
+
+
+def _env_policy() -> object:
+    """The policy from the environment, read once per process."""
+    if not _POLICY:
+        from codesuture.trust.policy import LoadPolicy
+
+        _POLICY.append(LoadPolicy.from_env())
+    return _POLICY[0]
 
 
 def _fix_filename(code: types.CodeType, path: str) -> None:

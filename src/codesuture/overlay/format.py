@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from collections import namedtuple
 from importlib.util import MAGIC_NUMBER
 
 from codesuture.errors import OverlayError
@@ -32,13 +32,12 @@ HEADER_SIZE = HEADER.size  # 48 bytes
 MAX_OVERLAY_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Overlay:
-    """A parsed (not unmarshalled) overlay file."""
+class Overlay(namedtuple("_Overlay", "magic_number source_sha256 payload")):
+    """A parsed (not unmarshalled) overlay file: ``magic_number`` (4 bytes,
+    ``importlib.util.MAGIC_NUMBER`` of the building interpreter), ``source_sha256``
+    (32 bytes), ``payload`` (the marshalled module code object)."""
 
-    magic_number: bytes  # 4 bytes, importlib.util.MAGIC_NUMBER of the building interpreter
-    source_sha256: bytes  # 32 bytes
-    payload: bytes  # marshalled module code object
+    __slots__ = ()
 
     @property
     def matches_interpreter(self) -> bool:

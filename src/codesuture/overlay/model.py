@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from collections import namedtuple
 from importlib.util import MAGIC_NUMBER
-from typing import Any
 
 from codesuture.errors import OverlayError
 from codesuture.patch.spec import PatchRecord
@@ -29,8 +28,10 @@ def interpreter_info() -> dict[str, str]:
     }
 
 
-@dataclass
-class OverlayMeta:
+_META_FIELDS = "module key origin source_sha256 overlay_sha256 python created expires tier patches"
+
+
+class OverlayMeta(namedtuple("_OverlayMeta", _META_FIELDS, defaults=(None, "", "", "auto", ()))):
     """Metadata of one overlay.
 
     ``module``: import name, or ``__main__`` for a script. ``key``: the store key
@@ -39,18 +40,18 @@ class OverlayMeta:
     script's key). Digests are lowercase hex SHA-256. Times are RFC 3339 UTC.
     """
 
-    module: str
-    key: str
-    origin: str
-    source_sha256: str
-    overlay_sha256: str
-    python: dict[str, str] = field(default_factory=interpreter_info)
-    created: str = ""
-    expires: str = ""
-    tier: str = "auto"
-    patches: list[PatchRecord] = field(default_factory=list)
+    __slots__ = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def __new__(cls, *args: object, **kwargs: object) -> "OverlayMeta":
+        self = super().__new__(cls, *args, **kwargs)
+        fixes = {}
+        if self.python is None:
+            fixes["python"] = interpreter_info()
+        if not isinstance(self.patches, list):
+            fixes["patches"] = list(self.patches)
+        return self._replace(**fixes) if fixes else self
+
+    def to_json(self) -> "dict[str, object]":
         return {
             "format": META_FORMAT,
             "module": self.module,
@@ -69,7 +70,7 @@ class OverlayMeta:
         return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: Any, path: object = "<metadata>") -> "OverlayMeta":
+    def from_json(cls, data: object, path: object = "<metadata>") -> "OverlayMeta":
         """Validate and build from parsed JSON; raises :class:`OverlayError` naming *path*."""
         try:
             if not isinstance(data, dict) or data.get("format") != META_FORMAT:

@@ -18,27 +18,16 @@ import hashlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
 from codesuture.errors import OverlayError
 from codesuture.overlay.format import MAX_OVERLAY_BYTES
+from codesuture.overlay.index import (  # re-exported: the store's public names
+    ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES, MAX_META_BYTES, META_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX, DirEntry,
+    index_directory, parse_stem, read_capped, script_key,
+)
 
-OVERLAY_SUFFIX = ".overlay"
-META_SUFFIX = ".json"
-ENVELOPE_SUFFIX = ".dsse.json"
-SIGSTORE_SUFFIX = ".sigstore.json"
-#: Size caps (bytes) for sidecars, checked before reading.
-MAX_META_BYTES = 1024 * 1024
-MAX_ENVELOPE_BYTES = 4 * 1024 * 1024
-
-
-def script_key(path: str | os.PathLike[str]) -> str:
-    """Store key of a script run as ``__main__``: its resolved path's SHA-256, so two
-    scripts never share patches."""
-    real = os.path.realpath(os.fspath(path))
-    return "__main__." + hashlib.sha256(real.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def stem_for(key: str, source_sha256_hex: str, cache_tag: str | None = None) -> str:
@@ -59,49 +48,6 @@ class Entry(Protocol):
         ...
 
 
-def parse_stem(stem: str) -> tuple[str, str, str] | None:
-    """``(key, cache_tag, source_prefix)`` of a stem, or None when it is not one."""
-    parts = stem.rsplit(".", 2)
-    if len(parts) != 3 or len(parts[2]) != 16 or not parts[0]:
-        return None
-    return parts[0], parts[1], parts[2]
-
-
-def read_capped(path: Path, limit: int) -> bytes | None:
-    """Read *path* refusing more than *limit* bytes (checked before and while reading).
-
-    Returns None when the file does not exist; raises :class:`OverlayError` when it is
-    oversized, a link to elsewhere that cannot be opened, or unreadable."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                raise OverlayError(path, f"oversized ({size} bytes > {limit})")
-            data = fh.read(limit + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise OverlayError(path, f"unreadable: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise OverlayError(path, f"oversized (> {limit} bytes)")
-    return data
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    directory: Path
-    name: str
-    key: str
-    cache_tag: str
-    source_prefix: str
-
-    def path(self, suffix: str) -> Path:
-        return self.directory / (self.name + suffix)
-
-    def read(self, suffix: str, limit: int) -> bytes | None:
-        return read_capped(self.path(suffix), limit)
-
-
 class DirectoryStore:
     """Overlays in one directory. ``index()`` maps store key -> entries."""
 
@@ -112,25 +58,14 @@ class DirectoryStore:
         return f"DirectoryStore({str(self.directory)!r})"
 
     def entries(self) -> Iterator[DirEntry]:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise OverlayError(self.directory, f"cannot list overlay store: {exc.strerror or exc}") from None
-        for fname in sorted(names):
-            if not fname.endswith(OVERLAY_SUFFIX):
-                continue
-            stem = fname[: -len(OVERLAY_SUFFIX)]
-            parsed = parse_stem(stem)
-            if parsed:
-                yield DirEntry(self.directory, stem, *parsed)
+        for entries in self.index().values():
+            yield from entries
 
     def index(self) -> dict[str, list[DirEntry]]:
-        out: dict[str, list[DirEntry]] = {}
-        for entry in self.entries():
-            out.setdefault(entry.key, []).append(entry)
-        return out
+        try:
+            return index_directory(self.directory)
+        except OSError as exc:
+            raise OverlayError(self.directory, f"cannot list overlay store: {exc.strerror or exc}") from None
 
     @contextlib.contextmanager
     def locked(self, key: str) -> Iterator[None]:

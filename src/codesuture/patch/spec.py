@@ -10,8 +10,7 @@ module apply in the order they were made. Pure data: no heavy imports.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from collections import namedtuple
 
 #: Default TTL of a patch, in seconds (30 days). Expired patches are reported, not loaded.
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
@@ -19,7 +18,7 @@ DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 #: The values a guard may yield, by their stable name in metadata.
 #: Every one is a marshal-able constant, except the two empty in-memory files that
 #: ``file_guard`` builds at run time.
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: "dict[str, object]" = {
     "None": None,
     "0": 0,
     "0.0": 0.0,
@@ -45,8 +44,11 @@ def parse_iso_utc(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
-@dataclass(frozen=True)
-class GuardSpec:
+# namedtuples, not dataclasses: this module is on the overlay-loading path, where
+# importing dataclasses (and inspect with it) would cost more than the load itself.
+
+
+class GuardSpec(namedtuple("_GuardSpec", "guard form default links")):
     """What to synthesize: the guard family, its form and the value it yields.
 
     ``guard``: family name (``null_guard``, ``key_guard``, ...).
@@ -54,51 +56,41 @@ class GuardSpec:
     ``membership``, ...); ``""`` where a family has one form.
     ``default``: a key of :data:`DEFAULTS`.
     ``links``: for ``chain_subscript_guard``, how many chained subscripts are guarded.
+    Raises ``ValueError`` for an unknown default.
     """
 
-    guard: str
-    form: str = ""
-    default: str = "None"
-    links: int = 1
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.default not in DEFAULTS:
-            raise ValueError(f"unknown guard default {self.default!r}")
+    def __new__(cls, guard: str, form: str = "", default: str = "None", links: int = 1) -> "GuardSpec":
+        if default not in DEFAULTS:
+            raise ValueError(f"unknown guard default {default!r}")
+        return super().__new__(cls, str(guard), str(form), default, int(links))
 
 
-@dataclass(frozen=True)
-class PatchRecord:
+_PATCH_FIELDS = (
+    "module qualname firstlineno offset opname line expression exception guard "
+    "col end_col added removed created expires evidence"
+)
+
+
+class PatchRecord(namedtuple("_PatchRecord", _PATCH_FIELDS, defaults=(None, None, 0, 0, "", "", None))):
     """One patch: where it is, what it does, and its evidence.
 
     ``offset`` is the failing instruction's offset in bytes (``tb_lasti``) in the code
     object as it was before this patch; ``opname`` the instruction's name there;
     ``line``/``col``/``end_col`` its source position (``co_positions``), checked too.
     ``added``/``removed`` count instructions (the diff gate's instruction delta).
-    ``created``/``expires`` are RFC 3339 UTC timestamps.
+    ``created``/``expires`` are RFC 3339 UTC timestamps. ``evidence``: a dict (repro
+    results and the like).
     """
 
-    module: str
-    qualname: str
-    firstlineno: int
-    offset: int
-    opname: str
-    line: int | None
-    expression: str
-    exception: str
-    guard: GuardSpec
-    col: int | None = None
-    end_col: int | None = None
-    added: int = 0
-    removed: int = 0
-    created: str = ""
-    expires: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ()
 
     @property
     def yields(self) -> str:
         return self.guard.default
 
-    def expired(self, now: float | None = None) -> bool:
+    def expired(self, now: "float | None" = None) -> bool:
         """True when ``expires`` is set and in the past (or unparseable)."""
         if not self.expires:
             return False
@@ -107,18 +99,24 @@ class PatchRecord:
         except ValueError:
             return True
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["guard"] = asdict(self.guard)
+    def to_json(self) -> "dict[str, object]":
+        d = self._asdict()
+        d["guard"] = self.guard._asdict()
+        d["evidence"] = dict(self.evidence or {})
         return d
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PatchRecord":
+    def from_json(cls, data: "dict[str, object]") -> "PatchRecord":
         """Build from :meth:`to_json` output; raises ``ValueError``/``KeyError``/
         ``TypeError`` on a malformed record."""
         if not isinstance(data, dict):
             raise TypeError("patch record is not an object")
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["guard"] = GuardSpec(**data["guard"])
+        kwargs = {k: v for k, v in data.items() if k in cls._fields}
+        guard = data["guard"]
+        if not isinstance(guard, dict):
+            raise TypeError("patch guard is not an object")
+        kwargs["guard"] = GuardSpec(**guard)
+        for name in ("firstlineno", "offset"):
+            if not isinstance(kwargs.get(name), int):
+                raise TypeError(f"patch {name} is not an integer")
         return cls(**kwargs)

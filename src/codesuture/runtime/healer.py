@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import types
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codesuture.errors import CodeSutureError
@@ -101,7 +101,7 @@ class Healer:
             expires=iso_utc(now + self.ttl) if self.ttl else "",
         )
         synth = synthesize(site.code, record)
-        record = replace(record, added=synth.added, removed=synth.removed)
+        record = record._replace(added=synth.added, removed=synth.removed)
         diff = diffgate.render(synth.before, synth.after)
         diffgate.check(spec, synth.added, synth.removed)
         if self.dry_run:

@@ -11,24 +11,20 @@ imported stay imported (their functions were patched in place).
 from __future__ import annotations
 
 import builtins
-import logging
 import os
 import sys
 import types
-from dataclasses import dataclass
-from typing import Any, Callable
 
-log = logging.getLogger("codesuture.run")
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass
 class Target:
     """What runs as ``__main__``: its source path, module spec (for ``-m``) and argv."""
 
-    path: str
-    argv: list[str]
-    spec: Any = None
+    __slots__ = ("path", "argv", "spec")
+
+    def __init__(self, path: str, argv: list[str], spec: Any = None) -> None:
+        self.path, self.argv, self.spec = path, argv, spec
 
 
 def script_target(path: str, args: list[str]) -> Target:
@@ -80,7 +76,7 @@ def main_code_for(target: Target, entries: Any, policy: Any) -> types.CodeType:
     """The script's module code: its admitted overlay when one applies, else the
     compiled source. Raises OSError when the script cannot be read, SyntaxError as
     Python would."""
-    from codesuture.overlay.store import script_key
+    from codesuture.overlay.index import script_key
 
     with open(target.path, "rb") as fh:
         source = fh.read()
@@ -141,7 +137,9 @@ def run(
             attempt += 1
             if result.main_code is not None:
                 code = result.main_code
-            log.warning("replaying %s (attempt %d of %d)", os.path.basename(target.path), attempt, retries)
+            from codesuture.logs import logger
+
+            logger("codesuture.run").warning("replaying %s (attempt %d of %d)", os.path.basename(target.path), attempt, retries)
             del exc
 
 

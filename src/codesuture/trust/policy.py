@@ -28,32 +28,30 @@ directory (see :func:`trust_root`).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from codesuture.errors import CodeSutureError, OverlayRefused, TrustError
+from codesuture.logs import logger
 from codesuture.overlay.format import MAX_OVERLAY_BYTES
-from codesuture.overlay.model import OverlayMeta
-from codesuture.overlay.store import (
+from codesuture.overlay.index import (
     ENVELOPE_SUFFIX,
     MAX_ENVELOPE_BYTES,
     MAX_META_BYTES,
     META_SUFFIX,
     OVERLAY_SUFFIX,
     SIGSTORE_SUFFIX,
-    Entry,
 )
+from codesuture.overlay.model import OverlayMeta
 from codesuture.patch.spec import parse_iso_utc
 
-if TYPE_CHECKING:  # pragma: no cover
-    from codesuture.trust.keys import TrustRoot
+# Not imported (typing and dataclasses would cost more than admitting an overlay):
+# Entry is codesuture.overlay.store.Entry, TrustRoot is codesuture.trust.keys.TrustRoot.
 
-log = logging.getLogger("codesuture.trust")
+log = logger("codesuture.trust")
 
 ENV_KEYS = "CODESUTURE_KEYS"
 ENV_REQUIRE_SIGNED = "CODESUTURE_REQUIRE_SIGNED"
@@ -66,19 +64,20 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@dataclass(frozen=True)
-class LoadPolicy:
+class LoadPolicy(
+    namedtuple(
+        "_LoadPolicy",
+        "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging",
+        defaults=(None, False, None, None, False),
+    )
+):
     """``keys_dir``: the trust root (public keys, ``revoked.json``), or None.
     ``require_signed``: refuse unsigned overlays even without a trust root.
     ``sigstore_identity``/``sigstore_issuer``: accept Sigstore-signed overlays whose
     certificate has this SAN identity and OIDC issuer (``sigstore_staging``: verify
     against Sigstore's staging trust root instead of production)."""
 
-    keys_dir: Path | None = None
-    require_signed: bool = False
-    sigstore_identity: str | None = None
-    sigstore_issuer: str | None = None
-    sigstore_staging: bool = False
+    __slots__ = ()
 
     @property
     def allows_unsigned(self) -> bool:
@@ -128,14 +127,11 @@ def clear_trust_root_cache() -> None:
         _ROOTS.clear()
 
 
-@dataclass(frozen=True)
-class Admitted:
-    """An overlay that passed policy: its bytes, its metadata, and who signed it
-    (a key id, a Sigstore identity, or None when unsigned)."""
+class Admitted(namedtuple("_Admitted", "overlay_bytes meta signer")):
+    """An overlay that passed policy: its bytes, its metadata (:class:`OverlayMeta`),
+    and who signed it (a key id, a Sigstore identity, or None when unsigned)."""
 
-    overlay_bytes: bytes
-    meta: OverlayMeta
-    signer: str | None
+    __slots__ = ()
 
 
 def _refuse(entry: Entry, reason: str) -> OverlayRefused:
