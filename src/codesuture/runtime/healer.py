@@ -149,9 +149,25 @@ def _loaded_patches(key: str) -> list[PatchRecord]:
     return list(meta.patches) if meta else []
 
 
+_DEFAULT: list[Healer] = []
+
+
+def default_healer() -> Healer | None:
+    """The process-wide healer for boundaries that were not given one, configured
+    from the environment that ``python -m codesuture.boot`` exports
+    (``CODESUTURE_OVERLAYS``, ``CODESUTURE_HEAL``). None when healing is off or
+    CodeSuture is disabled."""
+    if disabled() or os.environ.get("CODESUTURE_HEAL", "1").strip().lower() in {"0", "false", "no", "off"}:
+        return None
+    if not _DEFAULT:
+        overlays = os.environ.get("CODESUTURE_OVERLAYS")
+        _DEFAULT.append(Healer(overlays=Path(overlays) if overlays else None))
+    return _DEFAULT[0]
+
+
 def disabled() -> bool:
     """The kill switch: ``CODESUTURE_DISABLE=1`` turns CodeSuture off entirely."""
     return os.environ.get("CODESUTURE_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-__all__ = ["Healer", "HealResult", "disabled"]
+__all__ = ["Healer", "HealResult", "default_healer", "disabled"]
