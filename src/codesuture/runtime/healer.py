@@ -31,6 +31,7 @@ class HealResult:
     main_code: types.CodeType | None = None
     overlay: Path | None = None
     seconds: float = 0.0
+    swap: object = None  # the SwapReport, for rollback
 
 
 @dataclass
@@ -117,11 +118,25 @@ class Healer:
             site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), spec.default,
             synth.added, report.functions, report.parents, elapsed * 1000,
         )
-        result = HealResult(record, diff, new_main, None, elapsed)
+        result = HealResult(record, diff, new_main, None, elapsed, report)
         if self.overlays is not None:
             result.overlay = self._write(key, module, site.filename, record)
         self.history.append(result)
         return result
+
+    def rollback(self) -> int:
+        """Restore the original code of every patch this healer made live, newest
+        first (the overlays on disk are :func:`codesuture.review.rollback.rollback`'s
+        business). Returns the number of functions restored."""
+        from codesuture.patch.swap import restore
+
+        n = 0
+        while self.history:
+            result = self.history.pop()
+            if result.swap is not None:
+                n += restore(result.swap)  # type: ignore[arg-type]
+        self.live.clear()
+        return n
 
     def _write(self, key: str, module: str, filename: str, record: PatchRecord) -> Path | None:
         from codesuture.errors import PatchError
