@@ -19,6 +19,8 @@ from pathlib import Path
 PY = sys.executable
 TAG = sys.implementation.cache_tag
 REPO = Path(__file__).resolve().parents[1]
+#: Rows of the real-crash report (tests/test_crashes.py), printed by conftest.py.
+CRASH_REPORT: list[dict] = []
 
 
 def clean_env(**extra: str) -> dict[str, str]:
