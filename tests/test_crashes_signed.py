@@ -1,0 +1,120 @@
+"""The real crash cases of ../shared/crashes through the whole signed path:
+
+heal (``codesuture run --overlays D trigger.py``) -> ``codesuture sign --key P D`` ->
+``codesuture verify --keys K D`` (exit 0) -> ``python -m codesuture.boot --overlays D
+--keys K --require-signed --no-heal trigger.py`` (exit 0, the overlay loaded at import,
+no new patch). Also through a bundle. Each case runs in a throwaway venv of the running
+Python with the case's package installed (see crash_venvs.py). Marked ``crashes``;
+skipped with a message when ../shared (or $CODESUTURE_SHARED) is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crash_venvs import HERE_VERSION, VenvError, case_venv, clean_env, crashes_dir, load_cases
+
+pytestmark = pytest.mark.crashes
+
+CASES = load_cases()
+if not CASES:
+    pytest.skip(
+        "real crash cases not found: ../shared/crashes beside the checkout (or $CODESUTURE_SHARED/crashes) is absent",
+        allow_module_level=True,
+    )
+
+
+def _run(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([os.fspath(a) for a in args], cwd=cwd, env=env or clean_env(PYTHONDONTWRITEBYTECODE="1"),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _show(p: subprocess.CompletedProcess[str]) -> str:
+    return f"$ {' '.join(map(str, p.args))}\n-- rc {p.returncode}\n-- stdout\n{p.stdout}-- stderr\n{p.stderr}"
+
+
+@pytest.fixture(scope="session")
+def venv_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("crash-venvs")
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory) -> tuple[Path, Path]:
+    """(private key outside any keys/ folder, trust root folder with its public key)."""
+    root = tmp_path_factory.mktemp("crash-keys")
+    priv, keys = root / "private" / "signer.key", root / "keys"
+    p = _run([sys.executable, "-m", "codesuture", "keygen", "--private-key", priv, "--public-key", keys / "signer.pem"], root)
+    assert p.returncode == 0, _show(p)
+    return priv, keys
+
+
+@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+def crash_case(request, venv_dir, tmp_path):
+    case = request.param
+    reason = case.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        vpy = case_venv(case, venv_dir)
+    except VenvError as exc:
+        pytest.fail(str(exc))
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy2(case.trigger, work / "trigger.py")
+    return case, vpy, work
+
+
+def test_heal_sign_verify_boot(crash_case, signing_key):
+    case, vpy, work = crash_case
+    priv, keys = signing_key
+    store = work / "overlays"
+
+    plain = _run([vpy, "trigger.py"], work)
+    exc_type = case.data["exception"]["type"]
+    assert plain.returncode != 0 and exc_type in plain.stderr, f"the trigger should crash first:\n{_show(plain)}"
+
+    healed = _run([vpy, "-m", "codesuture", "run", "--overlays", store, "trigger.py"], work)
+    assert healed.returncode == 0, f"codesuture run did not heal {case.id}:\n{_show(healed)}"
+    overlays = sorted(store.glob("*.overlay"))
+    assert overlays, _show(healed)
+    keyed = [o.name.split(f".{sys.implementation.cache_tag}.")[0] for o in overlays]
+    assert any(not k.startswith("__main__") for k in keyed), f"no guard inside the package's own module: {keyed}"
+
+    # The control: unsigned, the overlay is refused under --require-signed and the
+    # original package code crashes as before.
+    refused = _run([vpy, "-m", "codesuture.boot", "--overlays", store, "--keys", keys, "--require-signed", "--no-heal",
+                    "trigger.py"], work)
+    assert refused.returncode != 0 and exc_type in refused.stderr, _show(refused)
+    assert "unsigned overlay refused" in refused.stderr, _show(refused)
+
+    signed = _run([vpy, "-m", "codesuture", "sign", "--key", priv, store], work)
+    assert signed.returncode == 0, _show(signed)
+    verified = _run([vpy, "-m", "codesuture", "verify", "--keys", keys, store], work)
+    assert verified.returncode == 0, _show(verified)
+    assert verified.stdout.count("OK ") == len(overlays), _show(verified)
+
+    booted = _run([vpy, "-m", "codesuture.boot", "--overlays", store, "--keys", keys, "--require-signed", "--no-heal",
+                   "trigger.py"], work)
+    assert booted.returncode == 0, f"the signed overlay did not heal {case.id} at import:\n{_show(booted)}"
+    assert "Traceback" not in booted.stderr, _show(booted)
+    assert "not applied" not in booted.stderr and "UNSIGNED" not in booted.stderr, _show(booted)
+    assert len(list(store.glob("*.overlay"))) == len(overlays), "boot --no-heal must not write overlays"
+
+    # The same overlays shipped as one bundle.
+    bundle = work / "deploy.zip"
+    made = _run([vpy, "-m", "codesuture", "bundle", "create", store, "-o", bundle, "--key", priv], work)
+    assert made.returncode == 0, _show(made)
+    from_bundle = _run([vpy, "-m", "codesuture.boot", "--overlays", bundle, "--keys", keys, "--require-signed",
+                        "--no-heal", "trigger.py"], work)
+    assert from_bundle.returncode == 0 and from_bundle.stdout == booted.stdout, _show(from_bundle)
+
+
+def test_crashes_dir_is_the_shared_one():
+    assert crashes_dir() is not None and len(CASES) >= 1
+    assert HERE_VERSION in {"3.11", "3.12", "3.13"}
