@@ -69,6 +69,9 @@ CASES = [
          ("value = d[k]",), "d[k]", "None"),
     Case("subscript_guard", "subscript_guard", "TypeError", (("x", "None"), ("k", "'a'")),
          ("value = x[k]",), "x[k]", "None"),
+    # `x[a:b]`: BUILD_SLICE + BINARY_SUBSCR on 3.11, one BINARY_SLICE on 3.12+.
+    Case("subscript_guard-slice", "subscript_guard", "TypeError", (("x", "None"), ("i", "1")),
+         ("value = x[i:3]",), "x[i:3]", "None"),
     Case("chain_subscript_guard", "chain_subscript_guard", "KeyError", (("d", "{}"),),
          ("value = d['a']['b']",), "d['a']['b']", "None"),
     Case("index_guard", "index_guard", "IndexError", (("s", "[1, 2]"), ("i", "5")),
@@ -227,6 +230,13 @@ CONSUMER_CASES = [
          ("value = k not in x",), "", "True"),
     Case("file-binary", "file_guard", "FileNotFoundError", (("p", repr(MISSING)),),
          ("value = open(p, 'rb').read()",), "", "b''"),
+    # Only open()'s mode argument decides text or binary: a path like "ab" is not a mode.
+    Case("file-path-like-a-mode", "file_guard", "FileNotFoundError", (), ("value = open('ab').read()",), "", "''"),
+    Case("file-mode-kw", "file_guard", "FileNotFoundError", (("p", repr(MISSING)),),
+         ("value = open(p, encoding=None, mode='rb').read()",), "", "b''"),
+    Case("file-text-mode-kw", "file_guard", "FileNotFoundError", (("p", repr(MISSING)),),
+         ("value = open(p, mode='r', newline='b').read()",), "", "''"),
+    Case("slice-len", "subscript_guard", "TypeError", (("x", "None"),), ("value = len(x[1:])",), "", "0"),
     Case("chain-3-index", "chain_subscript_guard", "IndexError", (("m", "[]"),),
          ("value = m[0]['a'][1]",), "", "None"),
     Case("callable-kw", "callable_guard", "TypeError", (("f", "None"),),
@@ -247,11 +257,13 @@ def test_consumer_defaults(case: Case, tmp_path: Path) -> None:
 
 # --- 3.13 fused instructions do not hide a crash site ----------------------------------
 
+BY_ID = {c.id: c for c in CASES}
+
 FUSED = [
     # (case, fused instruction expected in target's code on 3.13)
-    (CASES[4], "LOAD_FAST_LOAD_FAST"),                   # d[k]
-    (CASES[0], "STORE_FAST_LOAD_FAST"),                  # a = x; a.real
-    (CASES[11], "LOAD_FAST_LOAD_FAST"),                  # a / b
+    (BY_ID["key_guard"], "LOAD_FAST_LOAD_FAST"),          # d[k]
+    (BY_ID["null_guard-attr"], "STORE_FAST_LOAD_FAST"),   # a = x; a.real
+    (BY_ID["division_guard-truediv"], "LOAD_FAST_LOAD_FAST"),  # a / b
     (Case("fused-store-after", "key_guard", "KeyError", (("d", "{}"), ("k", "'k'")),
           ("v = d[k]; w = v", "value = w"), "", "None"), "STORE_FAST_LOAD_FAST"),
     (Case("fused-index-pair", "index_guard", "IndexError", (("s", "[]"), ("i", "3")),

@@ -76,6 +76,10 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             return GuardSpec("list_bound_guard", "", default)
         return GuardSpec("index_guard", "", default)
 
+    if op == "BINARY_SLICE" and isinstance(exc, TypeError) and msg.startswith("'NoneType' object is not subscriptable"):
+        # 3.12+: ``x[a:b]`` is one instruction (3.11 builds a slice and subscripts).
+        return GuardSpec("subscript_guard", "", _consumer_default(bc, idx))
+
     if op == "CONTAINS_OP" and isinstance(exc, TypeError) and msg.startswith("argument of type 'NoneType'"):
         return GuardSpec("null_guard", "membership", "True" if ins.arg else "False")
 
@@ -99,7 +103,7 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
         ):
             return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")
         if isinstance(exc, FileNotFoundError) and name == "open" and start is not None:
-            return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc[start:idx]) else "io.StringIO()")
+            return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc, idx) else "io.StringIO()")
 
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
 
@@ -133,8 +137,36 @@ def _container_from_str_splitter(bc: list[Any], idx: int) -> bool:
     return name in STR_LIST_PRODUCERS
 
 
-def _binary_mode(span: list[Any]) -> bool:
-    return any(
-        getattr(x, "name", None) == "LOAD_CONST" and isinstance(x.arg, str) and "b" in x.arg and set(x.arg) <= set("rwxabt+")
-        for x in span
-    )
+def _binary_mode(bc: list[Any], idx: int) -> bool:
+    """True when the mode argument of the ``open(...)`` call at *idx* (the second
+    positional argument, or ``mode=``) is a constant with ``b`` in it. Only that
+    argument is read: a path constant such as ``"ab"`` is not a mode."""
+    from codesuture.patch import instrs as I
+
+    call = bc[idx]
+    n = int(call.arg)
+    kwnames: tuple[str, ...] = ()
+    base = 1  # stack depth of the last argument
+    if call.name == "CALL_KW":  # 3.13: the names tuple is on top of the arguments
+        k = I.find_producer(bc, idx, 1)
+        if k is None or bc[k].name != "LOAD_CONST" or not isinstance(bc[k].arg, tuple):
+            return False
+        kwnames, base = bc[k].arg, 2
+    else:  # 3.11/3.12: KW_NAMES (and PRECALL) right before CALL
+        j = idx - 1
+        while j >= 0 and getattr(bc[j], "name", None) in ("PRECALL", "KW_NAMES"):
+            if bc[j].name == "KW_NAMES":
+                kwnames = tuple(bc[j].arg)
+            j -= 1
+    positional = n - len(kwnames)
+    if "mode" in kwnames:
+        pos = positional + kwnames.index("mode")
+    elif positional >= 2:
+        pos = 1
+    else:
+        return False
+    at = I.find_producer(bc, idx, base + (n - 1 - pos))
+    if at is None:
+        return False
+    x = bc[at]
+    return x.name == "LOAD_CONST" and isinstance(x.arg, str) and "b" in x.arg and set(x.arg) <= set("rwxabt+")

@@ -2,7 +2,8 @@
 ``[container, key]``.
 
 * key_guard: ``key in container`` first; missing -> the default.
-* subscript_guard: container is None -> the default.
+* subscript_guard: container is None -> the default (also ``x[a:b]``, which 3.12+
+  compile to one BINARY_SLICE with the stack ``[x, a, b]``).
 * index_guard / list_bound_guard: ``-len(s) <= i < len(s)`` first (``len`` through
   ``s.__len__()``, so a module global named ``len`` cannot change it); out of range
   -> the default.
@@ -39,6 +40,9 @@ def _key_body(ins: Any, value: Any) -> list[Any]:
 
 def _none_body(ins: Any, value: Any) -> list[Any]:
     loc, do = ins.location, Label()
+    if ins.name == "BINARY_SLICE":  # 3.12+ [x, start, stop]
+        check = [I.at(loc, "COPY", 3), I.jump_if_not_none(do, loc)]
+        return branch(ins, check, [I.at(loc, "POP_TOP"), *_drop_two_push(loc, value)], do)
     check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
     return branch(ins, check, _drop_two_push(loc, value), do)
 
@@ -72,7 +76,7 @@ def key_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
 
 
 def subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
-    ins = check_opname(instrs[idx], *_SUBSCR)
+    ins = check_opname(instrs[idx], *_SUBSCR, "BINARY_SLICE")
     return Rewrite(idx, idx + 1, _none_body(ins, constant(spec.default)))
 
 
