@@ -222,17 +222,12 @@ def test_kill_switch_boot(switched: tuple[Path, Path], tmp_path: Path) -> None:
     assert not fresh.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="boot's kill-switch path runs the script through runpy.run_path, so the "
-                                        "traceback shows boot.py and runpy frames (and a relative script path) "
-                                        "that `python script.py` does not")
 def test_kill_switch_traceback_is_pythons(switched: tuple[Path, Path]) -> None:
     script, overlays = switched
     r = boot(script, overlays, args=("crash",), env=clean_env(CODESUTURE_DISABLE="1"))
     assert _traceback(r.stderr) == _traceback(plain(script, "crash").stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `codesuture run` (cli/heal.py) ignores CODESUTURE_DISABLE=1: "
-                                        "it still patches, replays and writes overlays")
 def test_kill_switch_codesuture_run(tmp_path: Path) -> None:
     script = write(tmp_path / "app" / "switched.py", SWITCHED)
     overlays = tmp_path / "overlays"

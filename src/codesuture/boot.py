@@ -103,17 +103,19 @@ def export(opts: dict) -> None:
 
 
 def _plain(opts: dict) -> int:
-    """Run the target with nothing of CodeSuture active (the kill switch)."""
-    import runpy
+    """Run the target with nothing of CodeSuture active (the kill switch): no finder,
+    no healer, no environment exported; the same runner as ``python script.py``."""
+    from codesuture.runtime import script
 
-    if opts["module"]:
-        sys.argv[:] = [opts["module"], *opts["args"]]
-        runpy.run_module(opts["module"], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv[:] = [opts["script"], *opts["args"]]
-        sys.path[0] = os.path.dirname(os.path.abspath(opts["script"]))
-        runpy.run_path(opts["script"], run_name="__main__")
-    return 0
+    try:
+        target = (
+            script.module_target(opts["module"], opts["args"]) if opts["module"]
+            else script.script_target(opts["script"], opts["args"])
+        )
+    except ImportError as exc:
+        print(f"{sys.executable}: {exc}", file=sys.stderr)
+        return 1
+    return script.run(target)
 
 
 def main(argv: list[str] | None = None) -> int:

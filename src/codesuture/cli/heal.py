@@ -35,7 +35,10 @@ def run(overlays: str, retries: int, dry_run: bool, verbose: bool, ttl_days: flo
     from codesuture.trust.policy import LoadPolicy
 
     from codesuture import logs
+    from codesuture.runtime.healer import disabled
 
+    if disabled():  # the kill switch: run the script as plain python would
+        sys.exit(runner.run(runner.script_target(script, list(args))))
     logs.request(logging.INFO if verbose else logging.WARNING)
     export({"overlays": overlays, "keys": os.environ.get("CODESUTURE_KEYS"), "require_signed": False, "heal": True})
     policy = LoadPolicy.from_env()

@@ -109,7 +109,7 @@ def install(location: str, policy: Any = None) -> OverlayFinder | None:
         else:
             return None
     except Exception as exc:  # contained (rule 7): CodeSutureError or anything else
-        _log().warning("overlays not loaded from %s: %s", location, exc)
+        _log().warning("overlays not loaded from %s: %s", location, getattr(exc, "reason", exc))
         return None
     if not index:
         return None
