@@ -33,14 +33,14 @@ DRIVER = C.HERE / "_healthy_driver.py"
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and samples")
-    ap.add_argument("--rounds", type=int, help="rounds (one child per variant each); default 16, quick 6")
+    ap.add_argument("--rounds", type=int, help="rounds (one child per variant each); default 24, quick 8")
     ap.add_argument("--samples", type=int, help="timed samples per workload per child; default 8, quick 5")
     ap.add_argument("--sample-ms", type=float, default=60.0, help="target length of one sample (default 60 ms)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-pyc", action="store_true", help="keep the caller's bytecode-cache setting")
     ap.add_argument("--json", help="also write the raw results to this file")
     args = ap.parse_args()
-    rounds = args.rounds or (6 if args.quick else 16)
+    rounds = args.rounds or (8 if args.quick else 24)
     samples = args.samples or (5 if args.quick else 8)
     names = [w for w in args.workloads.split(",") if w]
     C.pyperformance_benchmarks_dir()  # fail early when pyperformance is missing
