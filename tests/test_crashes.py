@@ -103,7 +103,7 @@ def test_real_crash(case_id: str, venvs_root: Path, tmp_path: Path) -> None:
     healed = heal(trigger, overlays, python=str(vpy), cwd=work)
     row["run rc"] = healed.returncode
     patched = [line for line in healed.stderr.splitlines() if line.startswith("codesuture: patched ")]
-    row["guard"] = ", ".join(m.group(1) for line in patched if (m := re.search(r": (\w+) on `", line)))
+    row["guard"] = ", ".join(m.group(1) for line in patched if (m := re.search(r": (\w+)(?:/\w+)? on `", line)))
     expected = case.get("fixed_version_behaviour", {}).get("stdout")
     row["equals upstream"] = healed.stdout == expected if expected is not None else None
     row["run stdout"] = healed.stdout

@@ -54,7 +54,8 @@ def run(overlays: str, retries: int, dry_run: bool, verbose: bool, ttl_days: flo
     for result in healer.history:
         r = result.record
         where = f"{r.module}:{r.line} {r.qualname}"
-        click.echo(f"codesuture: patched {where}: {r.guard.guard} on `{r.expression}` "
+        guard = r.guard.guard + (f"/{r.guard.form}" if r.guard.form else "")
+        click.echo(f"codesuture: patched {where}: {guard} on `{r.expression}` "
                    f"(yields {r.yields}, +{r.added} instructions)"
                    + (f" -> {result.overlay}" if result.overlay else ""), err=True)
         if verbose:

@@ -47,7 +47,10 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
     if isinstance(exc, AttributeError) and msg.startswith("'NoneType' object has no attribute") and op in ("LOAD_ATTR", "LOAD_METHOD"):
         method = op == "LOAD_METHOD" or (isinstance(ins.arg, tuple) and ins.arg[0])
         if method:
-            return GuardSpec("null_guard", "method", "None")
+            # The stand-in method's result is what the guarded call yields.
+            call = I.find_consumer(bc, idx)
+            default = _consumer_default(bc, call[0]) if call and bc[call[0]].name in I.CALL_NAMES else "None"
+            return GuardSpec("null_guard", "method", default)
         return GuardSpec("null_guard", "attr", _consumer_default(bc, idx))
 
     if op == "BINARY_SUBSCR":
@@ -89,6 +92,9 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             return GuardSpec("division_guard", "", "0.0" if true_div else "0")
         if isinstance(exc, TypeError) and msg.startswith("unsupported operand type(s)") and ": 'NoneType' and" in msg:
             return GuardSpec("null_guard", "operator", "None")
+        if (isinstance(exc, TypeError) and msg.startswith("unsupported operand type(s)") and msg.endswith("and 'NoneType'")
+                and ins.arg not in DIVISIONS):
+            return GuardSpec("null_guard", "operand", "None")
         if isinstance(exc, TypeError) and ins.arg in ADDS and (
             "can only concatenate str" in msg or (msg.startswith("unsupported operand type(s) for +") and "'str'" in msg)
         ):

@@ -5,8 +5,9 @@ the failing operation and documents the value it yields:
 guard                       protects                                     yields
 ==========================  ===========================================  =====================
 null_guard (attr)           ``x.attr`` with x None                       None (or ``()`` when sized/iterated)
-null_guard (method)         ``x.m(...)`` with x None                     None (the call returns None)
+null_guard (method)         ``x.m(...)`` with x None                     None (or ``()`` when sized/iterated)
 null_guard (operator)       ``x op y`` / ``x op= y`` with x None          None (x stays None)
+null_guard (operand)        ``x op y`` / ``x op= y`` with y None          x (unchanged; not for / // %)
 null_guard (membership)     ``k in x`` with x None                       False (``not in``: True)
 key_guard                   ``m[k]`` with k missing from mapping m        None (or ``()``)
 subscript_guard             ``x[k]`` with x None                         None (or ``()``)

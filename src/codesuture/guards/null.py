@@ -2,7 +2,9 @@
 
 Forms: ``attr`` (``x.a`` yields the default), ``method`` (``x.m(args)``: the call
 runs a stand-in that returns the default, so ``x.m(...)`` is None), ``operator``
-(``x op y``/``x op= y`` with x None yields None: x stays None), ``membership``
+(``x op y``/``x op= y`` with x None yields None: x stays None), ``operand``
+(``x op y``/``x op= y`` with y None yields x unchanged: an absent right operand
+contributes nothing; not for divisions), ``membership``
 (``k in x`` with x None is False; ``k not in x`` is True).
 """
 
@@ -35,6 +37,11 @@ def synthesize(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
         check_opname(ins, "BINARY_OP")
         # [x, y]: when x is None drop y and leave x (None) as the result.
         check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
+        on_none = [I.at(loc, "POP_TOP")]
+    elif spec.form == "operand":
+        check_opname(ins, "BINARY_OP")
+        # [x, y]: when y is None drop it and leave x as the result.
+        check = [I.at(loc, "COPY", 1), I.jump_if_not_none(do, loc)]
         on_none = [I.at(loc, "POP_TOP")]
     elif spec.form == "membership":
         check_opname(ins, "CONTAINS_OP")
