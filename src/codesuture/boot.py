@@ -102,20 +102,27 @@ def export(opts: dict) -> None:
     os.environ["CODESUTURE_HEAL"] = "1" if opts["heal"] else "0"
 
 
+def _target(opts: dict) -> "object":
+    """The script or ``-m`` module to run; prints Python's message and returns None
+    when a module cannot be found."""
+    from codesuture.runtime import script
+
+    try:
+        if opts["module"]:
+            return script.module_target(opts["module"], opts["args"])
+        return script.script_target(opts["script"], opts["args"])
+    except ImportError as exc:
+        print(f"{sys.executable}: {exc}", file=sys.stderr)
+        return None
+
+
 def _plain(opts: dict) -> int:
     """Run the target with nothing of CodeSuture active (the kill switch): no finder,
     no healer, no environment exported; the same runner as ``python script.py``."""
     from codesuture.runtime import script
 
-    try:
-        target = (
-            script.module_target(opts["module"], opts["args"]) if opts["module"]
-            else script.script_target(opts["script"], opts["args"])
-        )
-    except ImportError as exc:
-        print(f"{sys.executable}: {exc}", file=sys.stderr)
-        return 1
-    return script.run(target)
+    target = _target(opts)
+    return 1 if target is None else script.run(target)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,13 +150,8 @@ def start(opts: dict) -> int:
 
     finder = install(opts["overlays"])  # the policy is read from the environment on first use
     entries = finder.index if finder is not None else None
-    try:
-        target = (
-            script.module_target(opts["module"], opts["args"]) if opts["module"]
-            else script.script_target(opts["script"], opts["args"])
-        )
-    except ImportError as exc:
-        print(f"{sys.executable}: {exc}", file=sys.stderr)
+    target = _target(opts)
+    if target is None:
         return 1
     if not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)

@@ -143,6 +143,12 @@ def sign_path(
 ) -> list[SignResult]:
     """Sign every overlay named by *paths* (files or folders); one result per overlay
     (or per bad path). Never raises for one bad overlay: the result says why."""
+    return _each_overlay(paths, lambda overlay: sign_overlay(overlay, private_key, ttl_seconds=ttl_seconds, now=now))
+
+
+def _each_overlay(paths: Iterable[str | os.PathLike[str]], sign_one: Any) -> list[SignResult]:
+    """``sign_one(overlay) -> SignResult`` for every overlay named by *paths*; a bad
+    path or a :class:`CodeSutureError` becomes a failed result naming the file."""
     results: list[SignResult] = []
     for raw in paths:
         try:
@@ -152,7 +158,7 @@ def sign_path(
             continue
         for overlay in overlays:
             try:
-                results.append(sign_overlay(overlay, private_key, ttl_seconds=ttl_seconds, now=now))
+                results.append(sign_one(overlay))
             except CodeSutureError as exc:
                 results.append(SignResult(overlay, False, reason=_reason(exc)))
     return results
@@ -178,24 +184,15 @@ def sign_path_sigstore(
 
     token = ss.identity_token(identity_token)
     ctx = context if context is not None else ss.signing_context(staging)
-    results: list[SignResult] = []
-    for raw in paths:
-        try:
-            overlays = find_overlays([raw])
-        except CodeSutureError as exc:
-            results.append(SignResult(Path(raw), False, reason=_reason(exc)))
-            continue
-        for overlay in overlays:
-            try:
-                data, meta = _read_overlay_and_meta(overlay)
-                statement = build_statement(meta, overlay.name, data, ttl_seconds, now=now)
-                bundle = ss.sign_statement(statement, token, ctx)
-                out = atomic_write(overlay.with_name(_stem(overlay) + SIGSTORE_SUFFIX), bundle)
-            except CodeSutureError as exc:
-                results.append(SignResult(overlay, False, reason=_reason(exc)))
-            else:
-                results.append(SignResult(overlay, True, out, f"sigstore:{getattr(token, 'identity', '?')}"))
-    return results
+
+    def sign_one(overlay: Path) -> SignResult:
+        data, meta = _read_overlay_and_meta(overlay)
+        statement = build_statement(meta, overlay.name, data, ttl_seconds, now=now)
+        bundle = ss.sign_statement(statement, token, ctx)
+        out = atomic_write(overlay.with_name(_stem(overlay) + SIGSTORE_SUFFIX), bundle)
+        return SignResult(overlay, True, out, f"sigstore:{getattr(token, 'identity', '?')}")
+
+    return _each_overlay(paths, sign_one)
 
 
 def _verify_overlay(overlay: Path, keys_dir: Path, root: Any, now: float | None) -> VerifyResult:
