@@ -261,7 +261,7 @@ def test_trust_root_loaded_once_per_process(signed, monkeypatch):
 
 def test_policy_from_env(tmp_path):
     p = LoadPolicy.from_env({"CODESUTURE_KEYS": str(tmp_path), "CODESUTURE_REQUIRE_SIGNED": "yes"})
-    assert p.keys_dir == tmp_path and p.require_signed and not p.allows_unsigned
+    assert os.fspath(p.keys_dir) == os.fspath(tmp_path) and p.require_signed and not p.allows_unsigned
     assert LoadPolicy.from_env({}).allows_unsigned
     p = LoadPolicy.from_env({"CODESUTURE_SIGSTORE_IDENTITY": "me@example.org", "CODESUTURE_SIGSTORE_ISSUER": "https://issuer"})
     assert p.sigstore_identity == "me@example.org" and not p.allows_unsigned

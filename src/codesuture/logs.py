@@ -19,8 +19,15 @@ def request(level: int) -> None:
     _requested, _applied = level, False
 
 
-def logger(name: str) -> Any:
-    """``logging.getLogger(name)``, configuring the requested handler on first use."""
+def _wanted(level: int) -> bool:
+    """Whether a record at *level* could be shown: an entry point asked for it, or the
+    program imported logging itself (then its configuration decides)."""
+    import sys
+
+    return "logging" in sys.modules or (_requested is not None and _requested <= level)
+
+
+def _real(name: str) -> "object":
     import logging
 
     global _applied
@@ -34,3 +41,35 @@ def logger(name: str) -> Any:
             root.propagate = False
         root.setLevel(_requested)
     return logging.getLogger(name)
+
+
+class LazyLogger:
+    """Stands in for ``logging.getLogger(name)``: imports :mod:`logging` on the first
+    record that could be shown (warnings always; info and debug only when wanted)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        return _wanted(level) and _real(self.name).isEnabledFor(level)  # type: ignore[attr-defined]
+
+    def debug(self, *args: object, **kwargs: object) -> None:
+        if _wanted(10):
+            _real(self.name).debug(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def info(self, *args: object, **kwargs: object) -> None:
+        if _wanted(20):
+            _real(self.name).info(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def warning(self, *args: object, **kwargs: object) -> None:
+        _real(self.name).warning(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def error(self, *args: object, **kwargs: object) -> None:
+        _real(self.name).error(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def logger(name: str) -> LazyLogger:
+    """A logger for *name* that costs nothing until it has something to say."""
+    return LazyLogger(name)

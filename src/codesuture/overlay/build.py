@@ -9,11 +9,11 @@ and it fails loudly (PatchError) if the live code and the file on disk disagree.
 from __future__ import annotations
 
 import hashlib
-import logging
 import marshal
 import time
 from pathlib import Path
 
+from codesuture.logs import logger
 from codesuture.errors import OverlayError, PatchError
 from codesuture.overlay import format as fmt
 from codesuture.overlay.model import OverlayMeta, interpreter_info
@@ -24,7 +24,7 @@ from codesuture.overlay.store import (
 from codesuture.patch.spec import PatchRecord, iso_utc
 from codesuture.patch.synthesize import apply_to_module
 
-log = logging.getLogger("codesuture.overlay")
+log = logger("codesuture.overlay")
 
 
 def compile_module(source: bytes, filename: str) -> "object":

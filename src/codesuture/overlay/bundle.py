@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import stat
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codesuture.logs import logger
 from codesuture.errors import BundleError, CodeSutureError, OverlayError, TrustError
 from codesuture.overlay.format import MAX_OVERLAY_BYTES
 from codesuture.overlay.store import (
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.trust.keys import TrustRoot
     from codesuture.trust.policy import Admitted, LoadPolicy
 
-log = logging.getLogger("codesuture.bundle")
+log = logger("codesuture.bundle")
 
 BUNDLE_FORMAT = "https://codesuture.dev/bundle/v1"
 MANIFEST_NAME = "codesuture-bundle.dsse.json"
@@ -451,7 +451,7 @@ def verify_bundle(
         root = TrustRoot.load(keys_dir)
     except TrustError as exc:
         return BundleReport(p, False, f"trust root: {exc}")
-    policy = LoadPolicy(Path(keys_dir), require_signed=True)
+    policy = LoadPolicy(Path(keys_dir), require_signed=True, strict_statements=True)
     store = BundleStore(p, policy, root=root)
     try:
         manifest = store.verify()

@@ -37,6 +37,16 @@ def iso_utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def is_iso_utc(text: object) -> bool:
+    """True when *text* has exactly the form :func:`iso_utc` writes
+    (``YYYY-MM-DDTHH:MM:SSZ``). Such timestamps order as strings do, so the load path
+    compares them without parsing."""
+    if not isinstance(text, str) or len(text) != 20:
+        return False
+    return (text[4] == text[7] == "-" and text[10] == "T" and text[13] == text[16] == ":" and text[19] == "Z"
+            and (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]).isdigit())
+
+
 def parse_iso_utc(text: str) -> float:
     """Inverse of :func:`iso_utc`; raises ``ValueError`` on another format."""
     import calendar

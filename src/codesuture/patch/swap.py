@@ -7,8 +7,12 @@
   closures, lambdas or 3.11 comprehensions) gets a copy with rebuilt ``co_consts``,
   so functions created later are patched too.
 
-Code objects are not tracked by the garbage collector, so parents are found from the
-function objects (one ``gc.get_objects()`` pass), not from ``co_consts`` referrers.
+Functions using the old code are found with ``gc.get_referrers`` (a C-level pass).
+Code objects are not tracked by the garbage collector, so parents cannot be found
+from ``co_consts`` referrers; they are found from the function objects, with one
+``gc.get_objects()`` pass, and only when a live parent can exist: when the code is
+nested in a function (``<locals>`` in its qualified name). Methods and module-level
+functions and lambdas have only a class or module body as parent, which is not live.
 Frames already running the old code finish with it.
 """
 
@@ -43,15 +47,18 @@ def swap(old: types.CodeType, new: types.CodeType) -> SwapReport:
     check_compatible(old, new)
     report = SwapReport()
     report.replaced[old] = new
+    for obj in gc.get_referrers(old):
+        if type(obj) is types.FunctionType and obj.__code__ is old:
+            obj.__code__ = new
+            report.functions += 1
+    if "<locals>" not in old.co_qualname:
+        return report
     filename = old.co_filename
     for obj in gc.get_objects():
         if type(obj) is not types.FunctionType:
             continue
         code = obj.__code__
-        if code is old:
-            obj.__code__ = new
-            report.functions += 1
-        elif code.co_filename == filename and code is not new and any(c is old for c in walk_code(code)):
+        if code.co_filename == filename and code is not new and any(c is old for c in walk_code(code)):
             parent = report.replaced.get(code)
             if parent is None:
                 parent = replace_in_tree(code, old, new)

@@ -15,10 +15,11 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codesuture.logs import logger
 from codesuture.errors import CodeSutureError
 from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord, iso_utc
 
-log = logging.getLogger("codesuture.heal")
+log = logger("codesuture.heal")
 
 
 @dataclass

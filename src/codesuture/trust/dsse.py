@@ -20,15 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections import namedtuple
 
 from codesuture.errors import TrustError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from codesuture.trust.keys import TrustRoot
 
 #: payloadType of an in-toto Statement (in-toto attestation spec v1, envelope layer).
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -42,7 +37,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
 
 
-def _b64decode(text: Any, what: str, path: object) -> bytes:
+def _b64decode(text: object, what: str, path: object) -> bytes:
     if not isinstance(text, str):
         raise TrustError(f"malformed envelope: {what} is not a base64 string", path)
     s = text.strip()
@@ -55,24 +50,22 @@ def _b64decode(text: Any, what: str, path: object) -> bytes:
         raise TrustError(f"malformed envelope: {what} is not valid base64", path) from None
 
 
-@dataclass(frozen=True)
-class Signature:
-    keyid: str  # "" when absent
-    sig: bytes
+class Signature(namedtuple("_Signature", "keyid sig")):
+    """One DSSE signature: ``keyid`` (``""`` when absent) and ``sig`` bytes."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """A parsed DSSE envelope (signatures not yet verified)."""
+class Envelope(namedtuple("_Envelope", "payload payload_type signatures")):
+    """A parsed DSSE envelope (signatures not yet verified): ``payload`` bytes,
+    ``payload_type`` str, ``signatures`` a tuple of :class:`Signature`."""
 
-    payload: bytes
-    payload_type: str
-    signatures: tuple[Signature, ...]
+    __slots__ = ()
 
     def pae(self) -> bytes:
         return pae(self.payload_type, self.payload)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> "dict[str, object]":
         return {
             "payload": base64.b64encode(self.payload).decode("ascii"),
             "payloadType": self.payload_type,
@@ -126,13 +119,10 @@ class Envelope:
         return cls(payload, payload_type, tuple(out))
 
 
-@dataclass(frozen=True)
-class Verified:
-    """A verified envelope: its payload and the key id whose signature verified."""
+class Verified(namedtuple("_Verified", "payload payload_type keyid")):
+    """A verified envelope: its payload, payload type, and the key id whose signature verified."""
 
-    payload: bytes
-    payload_type: str
-    keyid: str
+    __slots__ = ()
 
 
 def sign(payload: bytes, payload_type: str, private_key: "Ed25519PrivateKey") -> Envelope:

@@ -16,21 +16,23 @@ naming the file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
-import logging
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from codesuture.errors import TrustError
-from codesuture.overlay.store import atomic_write
+from codesuture.logs import logger
 
-log = logging.getLogger("codesuture.trust")
+# ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) is imported
+# only where keys are written or private keys read; loading a trust root at start-up
+# does not need it (see load_public_key_pem).
+
+log = logger("codesuture.trust")
 
 REVOKED_FILE = "revoked.json"
 PUBLIC_KEY_SUFFIXES = (".pem", ".pub")
@@ -39,14 +41,28 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+#: DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4): SEQUENCE {
+#: SEQUENCE { OID 1.3.101.112 }, BIT STRING (32-byte key) }. DER is canonical, so this
+#: prefix + the raw key *is* the key's SubjectPublicKeyInfo.
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def spki_der(public_key: Ed25519PublicKey) -> bytes:
+    """DER SubjectPublicKeyInfo of *public_key* (RFC 8410)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def keyid(public_key: Ed25519PublicKey) -> str:
     """Key id of *public_key*: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(spki_der(public_key)).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
     """*public_key* as PEM SubjectPublicKeyInfo bytes."""
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -56,7 +72,13 @@ def _as_bytes(passphrase: str | bytes | None) -> bytes | None:
     return passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
 
 
-def _inside_keys_folder(path: Path) -> bool:
+def _path(p: "str | os.PathLike[str]") -> "Path":
+    from pathlib import Path
+
+    return Path(p)
+
+
+def _inside_keys_folder(path: "Path") -> bool:
     return "keys" in path.resolve().parent.parts
 
 
@@ -73,7 +95,7 @@ def generate(
     Raises :class:`TrustError` when *private_path* is inside a folder named ``keys``
     (the trust root is public keys only) or when either file exists and not *overwrite*.
     """
-    priv, pub = Path(private_path), Path(public_path)
+    priv, pub = _path(private_path), _path(public_path)
     if _inside_keys_folder(priv):
         raise TrustError("refusing to write a private key inside a folder named 'keys' (the trust root holds public keys only)", priv)
     if priv.resolve() == pub.resolve():
@@ -82,9 +104,13 @@ def generate(
         for p in (priv, pub):
             if p.exists() or p.is_symlink():
                 raise TrustError("already exists (refusing to overwrite a key)", p)
+    from cryptography.hazmat.primitives import serialization
+
+    from codesuture.overlay.store import atomic_write
+
     key = Ed25519PrivateKey.generate()
     secret = _as_bytes(passphrase)
-    encryption: serialization.KeySerializationEncryption = (
+    encryption: "serialization.KeySerializationEncryption" = (
         serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
@@ -95,7 +121,7 @@ def generate(
     return kid
 
 
-def _read_small(path: Path) -> bytes:
+def _read_small(path: "str | os.PathLike[str]") -> bytes:
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_KEY_FILE_BYTES + 1)
@@ -110,7 +136,9 @@ def load_private_key(path: str | os.PathLike[str], passphrase: str | bytes | Non
     """Load an Ed25519 private key (PEM PKCS#8). Raises :class:`TrustError` naming
     *path* when it is unreadable, encrypted without a passphrase, the passphrase is
     wrong, or it is not an Ed25519 private key."""
-    p = Path(path)
+    from cryptography.hazmat.primitives import serialization
+
+    p = _path(path)
     data = _read_small(p)
     try:
         key = serialization.load_pem_private_key(data, password=_as_bytes(passphrase))
@@ -133,6 +161,15 @@ def load_public_key_pem(data: bytes, path: object = "<public key>") -> Ed25519Pu
     :class:`TrustError` naming *path*. A private key here is an error, not a fallback."""
     if b"PRIVATE KEY" in data:
         raise TrustError("contains a PRIVATE key; the trust root must hold public keys only", path)
+    der = _pem_body(data, b"PUBLIC KEY")
+    if der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX):
+        # The common case, without importing serialization: cryptography validates the key.
+        try:
+            return Ed25519PublicKey.from_public_bytes(der[12:])
+        except ValueError:
+            raise TrustError("not a valid Ed25519 public key", path) from None
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_public_key(data)
     except Exception:
@@ -142,15 +179,27 @@ def load_public_key_pem(data: bytes, path: object = "<public key>") -> Ed25519Pu
     return key
 
 
+def _pem_body(data: bytes, label: bytes) -> bytes | None:
+    """The DER inside the one PEM block labelled *label* (RFC 7468), or None."""
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    text = data.strip()
+    if not (text.startswith(begin) and text.endswith(end)) or text.count(b"-----BEGIN") != 1:
+        return None
+    try:
+        return base64.b64decode(b"".join(text[len(begin) : -len(end)].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """Load one Ed25519 public key PEM file; raises :class:`TrustError` naming it."""
-    p = Path(path)
+    p = _path(path)
     return load_public_key_pem(_read_small(p), p)
 
 
-def _load_revocations(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+def _load_revocations(path: "str | os.PathLike[str]") -> tuple[frozenset[str], frozenset[str]]:
     """``(overlay digests, key ids)`` from *path*, or empty sets when it is absent."""
-    if not path.exists():
+    if not os.path.exists(path):
         return frozenset(), frozenset()
     try:
         data = json.loads(_read_small(path))
@@ -175,7 +224,6 @@ def _load_revocations(path: Path) -> tuple[frozenset[str], frozenset[str]]:
     return out[0], out[1]
 
 
-@dataclass(frozen=True)
 class TrustRoot:
     """Trusted public keys ``{keyid: key}`` and revocations.
 
@@ -184,17 +232,29 @@ class TrustRoot:
     key file is still present). ``path``: the directory it was loaded from.
     """
 
-    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
-    revoked_overlays: frozenset[str] = frozenset()
-    revoked_keys: frozenset[str] = frozenset()
-    path: Path | None = None
+    __slots__ = ("keys", "revoked_overlays", "revoked_keys", "path")
+
+    def __init__(
+        self,
+        keys: "dict[str, Ed25519PublicKey] | None" = None,
+        revoked_overlays: frozenset[str] = frozenset(),
+        revoked_keys: frozenset[str] = frozenset(),
+        path: "Path | None" = None,
+    ) -> None:
+        self.keys = dict(keys or {})
+        self.revoked_overlays = revoked_overlays
+        self.revoked_keys = revoked_keys
+        self.path = path  # the directory, as given (str or Path)
+
+    def __repr__(self) -> str:
+        return f"TrustRoot({len(self.keys)} key(s), path={self.path!s})"
 
     @classmethod
     def load(cls, keys_dir: str | os.PathLike[str]) -> "TrustRoot":
         """Load every ``*.pem``/``*.pub`` public key in *keys_dir* and its
         ``revoked.json``. Raises :class:`TrustError` naming the file on any malformed
         input, or the directory when it is missing."""
-        d = Path(keys_dir)
+        d = os.fspath(keys_dir)  # str, not pathlib: this runs at start-up
         try:
             names = sorted(os.listdir(d))
         except FileNotFoundError:
@@ -205,9 +265,12 @@ class TrustRoot:
         for name in names:
             if not name.endswith(PUBLIC_KEY_SUFFIXES) or name.startswith("."):
                 continue
-            key = load_public_key(d / name)
-            keys[keyid(key)] = key
-        overlays, revoked_keys = _load_revocations(d / REVOKED_FILE)
+            data = _read_small(os.path.join(d, name))
+            key = load_public_key_pem(data, os.path.join(d, name))
+            der = _pem_body(data, b"PUBLIC KEY")
+            kid = hashlib.sha256(der).hexdigest() if der is not None and der.startswith(ED25519_SPKI_PREFIX) else keyid(key)
+            keys[kid] = key
+        overlays, revoked_keys = _load_revocations(os.path.join(d, REVOKED_FILE))
         log.debug("trust root %s: %d key(s), %d revoked overlay(s), %d revoked key(s)", d, len(keys), len(overlays), len(revoked_keys))
         return cls(keys, overlays, revoked_keys, d)
 

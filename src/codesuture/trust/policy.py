@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
+import _thread
 import time
 from collections import namedtuple
-from pathlib import Path
 
 from codesuture.errors import CodeSutureError, OverlayRefused, TrustError
 from codesuture.logs import logger
@@ -46,7 +45,7 @@ from codesuture.overlay.index import (
     SIGSTORE_SUFFIX,
 )
 from codesuture.overlay.model import OverlayMeta
-from codesuture.patch.spec import parse_iso_utc
+from codesuture.patch.spec import is_iso_utc, iso_utc
 
 # Not imported (typing and dataclasses would cost more than admitting an overlay):
 # Entry is codesuture.overlay.store.Entry, TrustRoot is codesuture.trust.keys.TrustRoot.
@@ -67,15 +66,18 @@ def _truthy(value: str | None) -> bool:
 class LoadPolicy(
     namedtuple(
         "_LoadPolicy",
-        "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging",
-        defaults=(None, False, None, None, False),
+        "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging strict_statements",
+        defaults=(None, False, None, None, False, False),
     )
 ):
     """``keys_dir``: the trust root (public keys, ``revoked.json``), or None.
     ``require_signed``: refuse unsigned overlays even without a trust root.
     ``sigstore_identity``/``sigstore_issuer``: accept Sigstore-signed overlays whose
     certificate has this SAN identity and OIDC issuer (``sigstore_staging``: verify
-    against Sigstore's staging trust root instead of production)."""
+    against Sigstore's staging trust root instead of production).
+    ``strict_statements``: also validate each verified statement with
+    ``sigstore.dsse.Statement`` (``codesuture verify`` does; the import-time loader
+    does not, for start-up cost: see :mod:`codesuture.trust.statement`)."""
 
     __slots__ = ()
 
@@ -88,7 +90,7 @@ class LoadPolicy(
         env = os.environ if environ is None else environ
         keys = env.get(ENV_KEYS)
         return cls(
-            Path(keys) if keys else None,
+            keys or None,
             _truthy(env.get(ENV_REQUIRE_SIGNED)),
             env.get(ENV_SIGSTORE_IDENTITY) or None,
             env.get(ENV_SIGSTORE_ISSUER) or None,
@@ -96,8 +98,8 @@ class LoadPolicy(
         )
 
 
-_ROOTS: dict[Path, "TrustRoot | TrustError"] = {}
-_ROOTS_LOCK = threading.Lock()
+_ROOTS: "dict[str, TrustRoot | TrustError]" = {}
+_ROOTS_LOCK = _thread.allocate_lock()  # _thread: threading costs an import at start-up
 
 
 def trust_root(policy: LoadPolicy) -> "TrustRoot":
@@ -107,7 +109,7 @@ def trust_root(policy: LoadPolicy) -> "TrustRoot":
     if policy.keys_dir is None:
         raise TrustError("no trust root configured (--keys / CODESUTURE_KEYS)")
     with _ROOTS_LOCK:
-        cached = _ROOTS.get(policy.keys_dir)
+        cached = _ROOTS.get(os.fspath(policy.keys_dir))
         if cached is None:
             from codesuture.trust.keys import TrustRoot
 
@@ -115,7 +117,7 @@ def trust_root(policy: LoadPolicy) -> "TrustRoot":
                 cached = TrustRoot.load(policy.keys_dir)
             except TrustError as exc:
                 cached = exc
-            _ROOTS[policy.keys_dir] = cached
+            _ROOTS[os.fspath(policy.keys_dir)] = cached
     if isinstance(cached, TrustError):
         raise cached
     return cached
@@ -188,11 +190,9 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
         if signer is not None and signer in root.revoked_keys:
             raise _refuse(entry, f"revoked key {signer}")
     if meta.expires:
-        try:
-            expired = parse_iso_utc(meta.expires) <= now
-        except ValueError:
-            expired = True
-        if expired:
+        if not is_iso_utc(meta.expires):
+            raise _refuse(entry, f"expiry {meta.expires!r} is not an RFC 3339 UTC time")
+        if meta.expires <= iso_utc(now):
             raise _refuse(entry, f"expired at {meta.expires}")
     if signer is None:
         log.warning("loading UNSIGNED overlay %s (no trust root configured)", entry.name)
@@ -216,7 +216,7 @@ def _admit_signed(
         verified = dsse.verify(
             envelope, root if root is not None else trust_root(policy), dsse.INTOTO_PAYLOAD_TYPE, entry.name + ENVELOPE_SUFFIX
         )
-        meta, subject_digest = meta_from_statement(verified.payload, overlay_name)
+        meta, subject_digest = meta_from_statement(verified.payload, overlay_name, strict=policy.strict_statements)
     except TrustError as exc:
         raise _refuse(entry, exc.reason) from None
     if hashlib.sha256(data).hexdigest() != subject_digest:

@@ -14,13 +14,13 @@ Results are data (:class:`SignResult`, :class:`VerifyResult`); nothing is printe
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from codesuture.logs import logger
 from codesuture.errors import CodeSutureError, TrustError
 from codesuture.overlay.model import OverlayMeta
 from codesuture.overlay.store import (
@@ -40,7 +40,7 @@ from codesuture.patch.spec import parse_iso_utc
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-log = logging.getLogger("codesuture.trust")
+log = logger("codesuture.trust")
 
 
 def _reason(exc: BaseException) -> str:
@@ -203,7 +203,7 @@ def _verify_overlay(overlay: Path, keys_dir: Path, root: Any, now: float | None)
         return VerifyResult(str(overlay), False, "file name is not <key>.<cache_tag>.<source sha256[:16]>.overlay")
     entry = DirEntry(overlay.parent, _stem(overlay), *parsed)
     try:
-        admitted = admit(entry, LoadPolicy(keys_dir, require_signed=True), now, root=root)
+        admitted = admit(entry, LoadPolicy(keys_dir, require_signed=True, strict_statements=True), now, root=root)
     except CodeSutureError as exc:
         return VerifyResult(str(overlay), False, _reason(exc))
     return VerifyResult(str(overlay), True, "", admitted.signer, admitted.meta.module, admitted.meta.expires)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from typing import Any
 
+from codesuture.logs import logger
 from codesuture.errors import TrustError
 from codesuture.trust.dsse import INTOTO_PAYLOAD_TYPE
 
-log = logging.getLogger("codesuture.trust")
+log = logger("codesuture.trust")
 
 _VERIFIERS: dict[bool, Any] = {}
 _VERIFIERS_LOCK = threading.Lock()
