@@ -47,11 +47,12 @@ def test_sign_and_verify_folder(setup):
     tmp, keys_dir, priv, ov_dir, a, b = setup
     r = run("sign", "--key", priv, "--passphrase-env", "PW", "--ttl", "7", ov_dir, env={"PW": "s3cret"})
     assert r.exit_code == 0, r.output
-    assert r.output.count("signed ") == 2
+    assert r.output.count("signed ") == 3  # two overlays and the folder's signed overlay set
+    assert "overlays.manifest.dsse.json" in r.output
     assert a.with_name(a.name.replace(".overlay", ".dsse.json")).is_file()
     r = run("verify", "--keys", keys_dir, ov_dir)
     assert r.exit_code == 0, r.output
-    assert r.output.count("OK ") == 2
+    assert r.output.count("OK ") == 3
     r = run("verify", "--keys", keys_dir, "--json", a)
     data = json.loads(r.output)
     assert data["ok"] is True and data["results"][0]["module"] == "a.mod"
@@ -69,7 +70,10 @@ def test_verify_reports_each_failure(setup):
     assert f"OK {b}" in r.output
     r = run("verify", "--keys", keys_dir, "--json", ov_dir)
     data = json.loads(r.output)
-    assert data["ok"] is False and [x["ok"] for x in data["results"]] == [False, True]
+    # The two overlays, then the folder's signed overlay set, stale since `a` changed.
+    assert data["ok"] is False and [x["ok"] for x in data["results"]] == [False, True, False]
+    assert data["results"][2]["path"].endswith("overlays.manifest.dsse.json")
+    assert "stale for " + a.name in data["results"][2]["reason"]
 
 
 def test_sign_refuses_overlay_not_matching_metadata(setup):

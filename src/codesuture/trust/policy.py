@@ -124,9 +124,60 @@ def trust_root(policy: LoadPolicy) -> "TrustRoot":
 
 
 def clear_trust_root_cache() -> None:
-    """Forget loaded trust roots (after ``keys/`` or ``revoked.json`` changed)."""
+    """Forget loaded trust roots and overlay sets (after ``keys/``, ``revoked.json`` or a
+    signed overlay set changed)."""
     with _ROOTS_LOCK:
         _ROOTS.clear()
+        _SETS.clear()
+
+
+#: (directory, keys dir) -> ({overlay file name: signed fields}, signer key id)
+_SETS: "dict[tuple[str, str], tuple[dict[str, dict[str, str]], str]]" = {}
+
+
+def _signed_set(entry: "Entry", policy: LoadPolicy, root: "TrustRoot | None") -> "tuple[dict[str, dict[str, str]], str]":
+    """The verified overlay set of *entry*'s directory (verified once per process), or
+    empty when there is none, it does not verify (logged once), or *entry* is not in a
+    directory store."""
+    directory = getattr(entry, "directory", None)
+    if directory is None or (policy.keys_dir is None and root is None):
+        return {}, ""
+    cache_key = (os.fspath(directory), os.fspath(policy.keys_dir) if policy.keys_dir is not None else f"root:{id(root)}")
+    with _ROOTS_LOCK:
+        cached = _SETS.get(cache_key)
+    if cached is None:
+        from codesuture.trust.manifest import load_verified_set
+
+        try:
+            cached = load_verified_set(directory, root if root is not None else trust_root(policy))
+        except TrustError as exc:
+            # INFO: each overlay it would have covered says why it is refused (or loads from its own envelope).
+            log.info("signed overlay set of %s not used: %s", directory, exc.reason)
+            cached = ({}, "")
+        with _ROOTS_LOCK:
+            _SETS[cache_key] = cached
+    return cached
+
+
+def _admit_from_set(
+    entry: "Entry", data: bytes, envelope: "bytes | None", policy: LoadPolicy, root: "TrustRoot | None"
+) -> "tuple[OverlayMeta, str] | None":
+    """Metadata vouched for by the directory's signed overlay set when it covers these
+    exact overlay bytes and this exact envelope; None otherwise (the overlay's own
+    envelope decides)."""
+    if envelope is None or policy.strict_statements:
+        return None
+    entries, signer = _signed_set(entry, policy, root)
+    info = entries.get(entry.name + OVERLAY_SUFFIX)
+    if (info is None or hashlib.sha256(data).hexdigest() != info["sha256"]
+            or hashlib.sha256(envelope).hexdigest() != info["envelope_sha256"]):
+        return None
+    meta = OverlayMeta(
+        module=info["module"], key=info["key"], origin="", source_sha256=info["source_sha256"],
+        overlay_sha256=info["sha256"], python={"cache_tag": info["cache_tag"], "magic": info["magic"]},
+        expires=info["expiresAt"], patches=(),
+    )
+    return meta, signer
 
 
 class Admitted(namedtuple("_Admitted", "overlay_bytes meta signer")):
@@ -156,13 +207,18 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
         data = entry.read(OVERLAY_SUFFIX, MAX_OVERLAY_BYTES)
         if data is None:
             raise _refuse(entry, "overlay file is missing")
-        envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
         signer: str | None = None
         has_keys = policy.keys_dir is not None or root is not None
+        envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
+        # A signed overlay set pinning these bytes and this envelope admits without a
+        # per-overlay signature check (one verification per directory).
+        from_set = _admit_from_set(entry, data, envelope, policy, root) if has_keys and not policy.allows_unsigned else None
         sigstore_bundle = None
-        if policy.sigstore_identity and (envelope is None or not has_keys):
+        if from_set is None and policy.sigstore_identity and (envelope is None or not has_keys):
             sigstore_bundle = entry.read(SIGSTORE_SUFFIX, MAX_ENVELOPE_BYTES)
-        if envelope is not None and not policy.allows_unsigned and (has_keys or sigstore_bundle is None):
+        if from_set is not None:
+            meta, signer = from_set
+        elif envelope is not None and not policy.allows_unsigned and (has_keys or sigstore_bundle is None):
             meta, signer = _admit_signed(entry, envelope, data, policy, root)
         elif sigstore_bundle is not None:
             meta, signer = _admit_sigstore(entry, sigstore_bundle, data, policy)

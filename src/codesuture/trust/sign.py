@@ -25,6 +25,7 @@ from codesuture.errors import CodeSutureError, TrustError
 from codesuture.overlay.model import OverlayMeta
 from codesuture.overlay.store import (
     ENVELOPE_SUFFIX,
+    MAX_ENVELOPE_BYTES,
     META_SUFFIX,
     MAX_META_BYTES,
     OVERLAY_SUFFIX,
@@ -142,8 +143,43 @@ def sign_path(
     now: float | None = None,
 ) -> list[SignResult]:
     """Sign every overlay named by *paths* (files or folders); one result per overlay
-    (or per bad path). Never raises for one bad overlay: the result says why."""
-    return _each_overlay(paths, lambda overlay: sign_overlay(overlay, private_key, ttl_seconds=ttl_seconds, now=now))
+    (or per bad path). For each folder, also sign the overlay set
+    (``overlays.manifest.dsse.json``, see :mod:`codesuture.trust.manifest`) over every
+    overlay it holds whose signature is current. Never raises for one bad overlay: the
+    result says why."""
+    paths = list(paths)
+    results = _each_overlay(paths, lambda overlay: sign_overlay(overlay, private_key, ttl_seconds=ttl_seconds, now=now))
+    for raw in paths:
+        if Path(raw).is_dir():
+            try:
+                results.append(sign_overlay_set(Path(raw), private_key, now=now))
+            except CodeSutureError as exc:
+                results.append(SignResult(Path(raw), False, reason=_reason(exc)))
+    return results
+
+
+def sign_overlay_set(directory: Path, private_key: "Ed25519PrivateKey", *, now: float | None = None) -> SignResult:
+    """Write ``DIR/overlays.manifest.dsse.json``: one signed in-toto Statement over every
+    overlay in *directory* that has its own envelope, with the ``expiresAt`` of that
+    envelope's statement. Raises :class:`CodeSutureError` naming the file."""
+    from codesuture.trust import dsse
+    from codesuture.trust.manifest import MANIFEST_NAME, build_set_statement
+    from codesuture.trust.statement import meta_from_statement
+    from codesuture.patch.spec import iso_utc
+
+    items = []
+    for overlay in find_overlays([directory]):
+        raw = read_capped(overlay.with_name(_stem(overlay) + ENVELOPE_SUFFIX), MAX_ENVELOPE_BYTES)
+        if raw is None:
+            continue
+        data, _ = _read_overlay_and_meta(overlay)
+        meta, digest = meta_from_statement(dsse.Envelope.loads(raw, overlay).payload, overlay.name, strict=False)
+        if hashlib.sha256(data).hexdigest() == digest:  # an overlay changed since it was signed stays out
+            items.append((overlay.name, data, meta, raw))
+    statement = build_set_statement(items, iso_utc(time.time() if now is None else now))
+    envelope = dsse.sign(statement, dsse.INTOTO_PAYLOAD_TYPE, private_key)
+    out = atomic_write(directory / MANIFEST_NAME, envelope.dumps())
+    return SignResult(directory / MANIFEST_NAME, True, out, envelope.signatures[0].keyid)
 
 
 def _each_overlay(paths: Iterable[str | os.PathLike[str]], sign_one: Any) -> list[SignResult]:
@@ -247,7 +283,34 @@ def verify_path(
         if not overlays:
             results.append(VerifyResult(str(p), False, "no overlays found"))
         results.extend(_verify_overlay(o, kd, root, now) for o in overlays)
+        if p.is_dir():
+            results.extend(_verify_set(p, root))
     return results
+
+
+def _verify_set(directory: Path, root: Any) -> list[VerifyResult]:
+    """Check the directory's signed overlay set, when there is one: its signature, and
+    that every overlay and envelope it pins is still the one on disk."""
+    from codesuture.trust.manifest import MANIFEST_NAME, load_verified_set
+
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        return []
+    try:
+        entries, signer = load_verified_set(directory, root)
+    except TrustError as exc:
+        return [VerifyResult(str(path), False, exc.reason)]
+    for name, info in sorted(entries.items()):
+        overlay = directory / name
+        try:
+            data = read_capped(overlay, MAX_OVERLAY_BYTES)
+            envelope = read_capped(overlay.with_name(_stem(overlay) + ENVELOPE_SUFFIX), MAX_ENVELOPE_BYTES)
+        except CodeSutureError as exc:
+            return [VerifyResult(str(path), False, f"covers {name}, which cannot be read: {_reason(exc)}")]
+        if data is None or envelope is None or hashlib.sha256(data).hexdigest() != info["sha256"] \
+                or hashlib.sha256(envelope).hexdigest() != info["envelope_sha256"]:
+            return [VerifyResult(str(path), False, f"stale for {name}: sign the folder again (codesuture sign --key KEY {directory})")]
+    return [VerifyResult(str(path), True, "", signer, f"{len(entries)} overlay(s)")]
 
 
 def _sigstore_bundle_for(path: Path) -> Path | None:
