@@ -160,7 +160,7 @@ def _signed_set(entry: "Entry", policy: LoadPolicy, root: "TrustRoot | None") ->
 
 
 def _admit_from_set(
-    entry: "Entry", data: bytes, envelope: "bytes | None", policy: LoadPolicy, root: "TrustRoot | None"
+    entry: "Entry", digest: str, envelope: "bytes | None", policy: LoadPolicy, root: "TrustRoot | None"
 ) -> "tuple[OverlayMeta, str] | None":
     """Metadata vouched for by the directory's signed overlay set when it covers these
     exact overlay bytes and this exact envelope; None otherwise (the overlay's own
@@ -169,7 +169,7 @@ def _admit_from_set(
         return None
     entries, signer = _signed_set(entry, policy, root)
     info = entries.get(entry.name + OVERLAY_SUFFIX)
-    if (info is None or hashlib.sha256(data).hexdigest() != info["sha256"]
+    if (info is None or digest != info["sha256"]
             or hashlib.sha256(envelope).hexdigest() != info["envelope_sha256"]):
         return None
     meta = OverlayMeta(
@@ -212,7 +212,8 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
         envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
         # A signed overlay set pinning these bytes and this envelope admits without a
         # per-overlay signature check (one verification per directory).
-        from_set = _admit_from_set(entry, data, envelope, policy, root) if has_keys and not policy.allows_unsigned else None
+        digest = hashlib.sha256(data).hexdigest()
+        from_set = _admit_from_set(entry, digest, envelope, policy, root) if has_keys and not policy.allows_unsigned else None
         sigstore_bundle = None
         if from_set is None and policy.sigstore_identity and (envelope is None or not has_keys):
             sigstore_bundle = entry.read(SIGSTORE_SUFFIX, MAX_ENVELOPE_BYTES)
@@ -233,7 +234,6 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
         raise
     except CodeSutureError as exc:
         raise _refuse(entry, getattr(exc, "reason", str(exc))) from None
-    digest = hashlib.sha256(data).hexdigest()
     if digest != meta.overlay_sha256:
         raise _refuse(entry, "overlay bytes do not match their recorded digest (tampered or torn)")
     if policy.keys_dir is not None or root is not None:
