@@ -131,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = parse(argv, os.environ)
     except UsageError as exc:
-        if str(exc):
-            print(f"codesuture.boot: {exc}", file=sys.stderr)
+        if not str(exc):  # --help
+            print(__doc__.strip().replace("``", "`"))
+            return 0
+        print(f"codesuture.boot: {exc}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
-        return 2 if str(exc) else 0
+        return 2
     if os.environ.get("CODESUTURE_DISABLE", "").lower() in _TRUE:
         return _plain(opts)
     from codesuture import logs
