@@ -12,6 +12,7 @@ import hashlib
 import marshal
 import time
 from pathlib import Path
+from typing import Callable
 
 from codesuture.logs import logger
 from codesuture.errors import OverlayError, PatchError
@@ -93,7 +94,7 @@ def write_overlay(
     return path
 
 
-def remove_patches(store: DirectoryStore, meta_path: Path, keep: "callable") -> Path | None:  # type: ignore[valid-type]
+def remove_patches(store: DirectoryStore, meta_path: Path, keep: "Callable[[PatchRecord], bool]") -> Path | None:
     """Rewrite the overlay whose metadata is *meta_path* keeping only the patches for
     which ``keep(record)`` is true; delete the overlay when none remain (rollback).
     Returns the overlay path, or None when it was deleted."""

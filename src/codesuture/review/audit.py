@@ -78,7 +78,8 @@ def audit(directory: Path, keys_dir: Path | None = None, now: float | None = Non
     policy = LoadPolicy(keys_dir=keys_dir)
     now = time.time() if now is None else now
     quiet = logging.getLogger("codesuture.trust")  # the audit reports "signed: no" itself
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     rows: list[AuditRow] = []
     try:
         index = index_directory(directory)
