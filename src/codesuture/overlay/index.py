@@ -46,7 +46,11 @@ def read_capped(path: str | os.PathLike[str], limit: int) -> bytes | None:
                 from codesuture.errors import OverlayError
 
                 raise OverlayError(path, f"oversized ({size} bytes > {limit})")
-            data = fh.read(limit + 1)
+            # Read what fstat reported (plus one byte to notice growth), not the cap:
+            # read(n) allocates n bytes up front, and the caps are megabytes.
+            data = fh.read(size + 1)
+            if len(data) > size:  # grew since fstat: read on, up to the cap
+                data += fh.read(limit + 1 - len(data))
     except FileNotFoundError:
         return None
     except OSError as exc:
