@@ -40,23 +40,35 @@ def read_capped(path: str | os.PathLike[str], limit: int) -> bytes | None:
     Returns None when the file does not exist; raises
     :class:`~codesuture.errors.OverlayError` when it is oversized or unreadable."""
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                from codesuture.errors import OverlayError
-
-                raise OverlayError(path, f"oversized ({size} bytes > {limit})")
-            # Read what fstat reported (plus one byte to notice growth), not the cap:
-            # read(n) allocates n bytes up front, and the caps are megabytes.
-            data = fh.read(size + 1)
-            if len(data) > size:  # grew since fstat: read on, up to the cap
-                data += fh.read(limit + 1 - len(data))
+        # os.open/os.read, not open(): no buffered file object per read (the loader
+        # reads two files per admitted module).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
         from codesuture.errors import OverlayError
 
         raise OverlayError(path, f"unreadable: {exc.strerror or exc}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            from codesuture.errors import OverlayError
+
+            raise OverlayError(path, f"oversized ({size} bytes > {limit})")
+        # Read what fstat reported plus one byte to notice growth; never ask for the
+        # cap at once (os.read(fd, n) allocates n bytes, and the caps are megabytes).
+        data = os.read(fd, size + 1)
+        while size < len(data) <= limit:  # it grew since fstat: read on in chunks, to the cap
+            more = os.read(fd, min(1 << 16, limit + 1 - len(data)))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        from codesuture.errors import OverlayError
+
+        raise OverlayError(path, f"unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         from codesuture.errors import OverlayError
 

@@ -175,7 +175,7 @@ def _admit_from_set(
     meta = OverlayMeta(
         module=info["module"], key=info["key"], origin="", source_sha256=info["source_sha256"],
         overlay_sha256=info["sha256"], python={"cache_tag": info["cache_tag"], "magic": info["magic"]},
-        expires=info["expiresAt"], patches=(),
+        created="", expires=info["expiresAt"], tier="auto", patches=[],
     )
     return meta, signer
 
@@ -185,6 +185,17 @@ class Admitted(namedtuple("_Admitted", "overlay_bytes meta signer")):
     and who signed it (a key id, a Sigstore identity, or None when unsigned)."""
 
     __slots__ = ()
+
+
+_NOW: list = [None, ""]
+
+
+def _now_text(now: float) -> str:
+    """``iso_utc(now)``, formatted once per second of *now* (admission runs per module)."""
+    second = int(now)
+    if _NOW[0] != second:
+        _NOW[0], _NOW[1] = second, iso_utc(second)
+    return _NOW[1]
 
 
 def _refuse(entry: Entry, reason: str) -> OverlayRefused:
@@ -248,7 +259,7 @@ def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "
     if meta.expires:
         if not is_iso_utc(meta.expires):
             raise _refuse(entry, f"expiry {meta.expires!r} is not an RFC 3339 UTC time")
-        if meta.expires <= iso_utc(now):
+        if meta.expires <= _now_text(now):
             raise _refuse(entry, f"expired at {meta.expires}")
     if signer is None:
         log.warning("loading UNSIGNED overlay %s (no trust root configured)", entry.name)
