@@ -97,7 +97,9 @@ def test_heal_sign_verify_boot(crash_case, signing_key):
     assert signed.returncode == 0, _show(signed)
     verified = _run([vpy, "-m", "codesuture", "verify", "--keys", keys, store], work)
     assert verified.returncode == 0, _show(verified)
-    assert verified.stdout.count("OK ") == len(overlays), _show(verified)
+    # Each overlay, and the folder's signed overlay set.
+    assert verified.stdout.count("OK ") == len(overlays) + 1, _show(verified)
+    assert "signed overlay set of" in verified.stdout, _show(verified)
 
     booted = _run([vpy, "-m", "codesuture.boot", "--overlays", store, "--keys", keys, "--require-signed", "--no-heal",
                    "trigger.py"], work)

@@ -88,7 +88,9 @@ def test_shipped_overlays_match_the_example_source():
 def test_verify_exits_0():
     p = _run("-m", "codesuture", "verify", "--keys", KEYS, OVERLAYS)
     assert p.returncode == 0, f"codesuture verify failed:\n{p.stdout}{p.stderr}\n{_stale_hint()}"
-    assert p.stdout.count("OK ") == len(_overlays()), p.stdout
+    # Each overlay, and the folder's signed overlay set (overlays.manifest.dsse.json).
+    assert p.stdout.count("OK ") == len(_overlays()) + 1, p.stdout
+    assert "overlays.manifest.dsse.json" in p.stdout, p.stdout
 
 
 def test_verify_json_names_the_shipped_signer():
@@ -99,7 +101,10 @@ def test_verify_json_names_the_shipped_signer():
 
     kids = set(TrustRoot.load(KEYS).keys)
     assert {r["signer"] for r in report["results"]} <= kids
-    assert {r["module"] for r in report["results"]} == {"stock"}
+    overlays = [r for r in report["results"] if r["path"].endswith(".overlay")]
+    assert {r["module"] for r in overlays} == {"stock"} and len(overlays) == len(_overlays())
+    (the_set,) = [r for r in report["results"] if r["path"].endswith("overlays.manifest.dsse.json")]
+    assert the_set["ok"] and the_set["signer"] in kids
 
 
 def test_plain_example_crashes():

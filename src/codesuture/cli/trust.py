@@ -117,6 +117,7 @@ def verify(
             if r.ok:
                 extra = f" module {r.module}" if r.module else ""
                 extra += f", expires {r.expires}" if r.expires else ""
+                extra += f", {r.reason}" if r.reason else ""
                 click.echo(f"OK {r.path} (signer {r.signer}{extra})")
             else:
                 click.echo(f"FAIL {r.path}: {r.reason}")

@@ -310,7 +310,7 @@ def _verify_set(directory: Path, root: Any) -> list[VerifyResult]:
         if data is None or envelope is None or hashlib.sha256(data).hexdigest() != info["sha256"] \
                 or hashlib.sha256(envelope).hexdigest() != info["envelope_sha256"]:
             return [VerifyResult(str(path), False, f"stale for {name}: sign the folder again (codesuture sign --key KEY {directory})")]
-    return [VerifyResult(str(path), True, "", signer, f"{len(entries)} overlay(s)")]
+    return [VerifyResult(str(path), True, f"signed overlay set of {len(entries)} overlay(s)", signer)]
 
 
 def _sigstore_bundle_for(path: Path) -> Path | None:
