@@ -1,9 +1,32 @@
-"""Shared pytest hooks: the real-crash report table (tests/test_crashes.py)."""
+"""Shared pytest hooks and fixtures: the real-crash report table
+(tests/test_crashes.py) and the folder of the crash cases' venvs (one per session, so
+tests/test_crashes.py and tests/test_crashes_signed.py share the venvs)."""
 
 from __future__ import annotations
 
 import json
 import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _host_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
+    """Every test gets its own host-state folder (signed-set versions seen, overlays
+    withdrawn), in this process's environment and in the children heal_helpers starts:
+    overlay bytes are deterministic, so state shared across tests would leak a rollback
+    of one test into the next."""
+    import heal_helpers
+
+    state = tmp_path_factory.mktemp("host-state")
+    monkeypatch.setenv("CODESUTURE_STATE_DIR", str(state))
+    heal_helpers.use_state_dir(state)
+    yield state
+
+
+@pytest.fixture(scope="session")
+def crash_venv_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return tmp_path_factory.mktemp("crash-venvs")
 
 
 def _table(rows: list[dict]) -> list[str]:

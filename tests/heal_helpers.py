@@ -1,13 +1,18 @@
-"""Helpers for the heal-side tests: run ``codesuture run`` / ``codesuture.boot`` in a
-subprocess, inspect overlay directories, and build throwaway venvs that see this
-interpreter's packages (codesuture and its dependencies) through a ``.pth`` file.
+"""Helpers for the heal-side tests, in one place: run ``codesuture run`` /
+``codesuture.boot`` / the CLI in a subprocess with a clean environment (its own host
+state folder), inspect overlay directories, find other interpreters, locate
+``../shared``, and build throwaway venvs that see this interpreter's packages
+(codesuture and its dependencies) through a ``.pth`` file (the real crash cases'
+venvs, tests/crash_venvs.py, are built with them).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,11 +28,35 @@ REPO = Path(__file__).resolve().parents[1]
 CRASH_REPORT: list[dict] = []
 
 
+_STATE: str | None = None
+
+
+def state_dir() -> str:
+    """The host-state folder children get (never the user's own): the current test's
+    (conftest.py sets one per test with :func:`use_state_dir`, so a rollback recorded
+    by one test never withdraws the identical overlay bytes another test builds), else
+    one for the session."""
+    global _STATE
+    if _STATE is None:
+        import tempfile
+
+        _STATE = tempfile.mkdtemp(prefix="codesuture-test-state-")
+        atexit.register(shutil.rmtree, _STATE, True)
+    return _STATE
+
+
+def use_state_dir(path: str | os.PathLike[str]) -> None:
+    global _STATE
+    _STATE = os.fspath(path)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child: no CODESUTURE_* settings or PYTHONPATH leaking in
-    from the test runner, unbuffered output, plus *extra*."""
+    from the test runner, the test's own host-state folder (:func:`state_dir`), unbuffered output, plus
+    *extra*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODESUTURE_") and k != "PYTHONPATH"}
     env["PYTHONUNBUFFERED"] = "1"
+    env["CODESUTURE_STATE_DIR"] = state_dir()
     env.update(extra)
     return env
 
@@ -71,6 +100,12 @@ def boot(script: Path, overlays: Path, *options: str, python: str = PY, args: tu
                cwd or script.parent, env)
 
 
+def cli(*args: str | os.PathLike[str], cwd: str | os.PathLike[str], python: str = PY,
+        env: dict[str, str] | None = None, timeout: float = 120) -> Proc:
+    """``python -m codesuture ARGS...`` (keygen, sign, audit, rollback...)."""
+    return run([python, "-m", "codesuture", *args], cwd, env, timeout)
+
+
 def plain(script: Path, *args: str, python: str = PY, cwd: Path | None = None,
           env: dict[str, str] | None = None) -> Proc:
     return run([python, str(script), *args], cwd or script.parent, env)
@@ -90,16 +125,55 @@ def overlays_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".overlay"))
 
 
-def script_key(path: Path) -> str:
-    from codesuture.overlay.store import script_key as key
+def script_key(path: Path, app_root: Path | None = None) -> str:
+    """Store key of *path* run as ``__main__`` (its app root: the nearest folder with
+    pyproject.toml, else its own folder)."""
+    from codesuture.overlay.names import main_key, script_origin
+    from codesuture.settings import find_app_root
 
-    return key(path)
+    root = str(app_root) if app_root else find_app_root(str(path.parent))
+    return main_key(script_origin(str(path), root))
 
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
+
+
+# --- other interpreters, ../shared ----------------------------------------------------
+
+def shared_dir() -> Path | None:
+    """``$CODESUTURE_SHARED`` or ``../shared`` beside the checkout, when present."""
+    env = os.environ.get("CODESUTURE_SHARED")
+    p = Path(env) if env else REPO.parent / "shared"
+    return p if p.is_dir() else None
+
+
+def python_for(version: str) -> str | None:
+    """An interpreter of Python *version* (``3.X``) that imports codesuture and
+    bytecode: the repo's ``.venv-3.X``, else ``python3.X`` from pyenv or PATH (None
+    when there is none). Never a machine path."""
+    candidates = [REPO / f".venv-{version}" / "bin" / "python"]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        found = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True)
+        if found.returncode == 0 and found.stdout.strip():
+            candidates.append(Path(found.stdout.strip().splitlines()[0], "bin", f"python{version}"))
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        candidates.append(Path(on_path))
+    for cand in candidates:
+        if cand.exists() and subprocess.run([str(cand), "-c", "import codesuture.cli, bytecode"], env=clean_env(),
+                                            capture_output=True).returncode == 0:
+            return str(cand)
+    return None
+
+
+def other_pythons() -> list[str]:
+    """Interpreters of the other supported minor versions (see :func:`python_for`)."""
+    mine = "%d.%d" % sys.version_info[:2]
+    return [py for v in ("3.11", "3.12", "3.13") if v != mine and (py := python_for(v))]
 
 
 # --- throwaway venvs -------------------------------------------------------------------
@@ -110,8 +184,9 @@ def this_site_packages() -> str:
 
 def make_venv(where: Path, python: str = PY) -> Path:
     """A fresh ``python -m venv --without-pip`` at *where* whose ``site-packages`` holds
-    a ``.pth`` that adds this interpreter's ``site-packages`` (processing its own
-    ``.pth`` files, so the editable codesuture install is seen). Returns its python."""
+    a ``.pth`` that adds this interpreter's ``site-packages`` (with ``addsitedir``, so
+    its own ``.pth`` files are processed and the editable codesuture install is seen).
+    Returns its python."""
     subprocess.run([python, "-m", "venv", "--without-pip", str(where)], check=True, capture_output=True)
     vpy = where / "bin" / "python"
     purelib = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -122,7 +197,7 @@ def make_venv(where: Path, python: str = PY) -> Path:
     return vpy
 
 
-def pip_install(vpy: Path, *requirements: str, timeout: float = 600) -> Proc:
+def pip_install(vpy: Path, *requirements: str, timeout: float = 900) -> Proc:
     """Install into the venv of *vpy* with this interpreter's pip (``pip --python``)."""
     return run([PY, "-m", "pip", "--python", str(vpy), "install", "--disable-pip-version-check",
                 "--no-input", "-q", *requirements], vpy.parent, clean_env(), timeout=timeout)

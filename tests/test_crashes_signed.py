@@ -2,10 +2,13 @@
 
 heal (``codesuture run --overlays D trigger.py``) -> ``codesuture sign --key P D`` ->
 ``codesuture verify --keys K D`` (exit 0) -> ``python -m codesuture.boot --overlays D
---keys K --require-signed --no-heal trigger.py`` (exit 0, the overlay loaded at import,
-no new patch). Also through a bundle. Each case runs in a throwaway venv of the running
-Python with the case's package installed (see crash_venvs.py). Marked ``crashes``;
-skipped with a message when ../shared (or $CODESUTURE_SHARED) is absent.
+--keys K trigger.py`` (prod by default with a trust root: exit 0, the overlay loaded at
+import, no new patch, nothing written). Also through a bundle. Each case runs in a
+throwaway venv of the running Python with the case's package installed (see
+crash_venvs.py); every ``codesuture`` command runs on the venv's interpreter, so
+``sign`` finds the package's source (origin ``site-packages:...``) in that venv's
+site-packages when it rebuilds the overlay to check it. Marked ``crashes``; skipped
+with a message when ../shared (or $CODESUTURE_SHARED) is absent.
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from crash_venvs import HERE_VERSION, VenvError, case_venv, clean_env, crashes_dir, load_cases
+from crash_venvs import HERE_VERSION, SKIP_MSG, VenvError, case_venv, crashes_dir, load_cases
+from heal_helpers import clean_env, snapshot
 
 pytestmark = pytest.mark.crashes
 
 CASES = load_cases()
 if not CASES:
-    pytest.skip(
-        "real crash cases not found: ../shared/crashes beside the checkout (or $CODESUTURE_SHARED/crashes) is absent",
-        allow_module_level=True,
-    )
+    pytest.skip(SKIP_MSG, allow_module_level=True)
 
 
 def _run(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -37,11 +38,6 @@ def _run(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: floa
 
 def _show(p: subprocess.CompletedProcess[str]) -> str:
     return f"$ {' '.join(map(str, p.args))}\n-- rc {p.returncode}\n-- stdout\n{p.stdout}-- stderr\n{p.stderr}"
-
-
-@pytest.fixture(scope="session")
-def venv_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("crash-venvs")
 
 
 @pytest.fixture(scope="session")
@@ -55,13 +51,13 @@ def signing_key(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
-def crash_case(request, venv_dir, tmp_path):
+def crash_case(request, crash_venv_dir, tmp_path):
     case = request.param
     reason = case.skip_reason()
     if reason:
         pytest.skip(reason)
     try:
-        vpy = case_venv(case, venv_dir)
+        vpy = case_venv(case, crash_venv_dir)
     except VenvError as exc:
         pytest.fail(str(exc))
     work = tmp_path / "work"
@@ -99,21 +95,23 @@ def test_heal_sign_verify_boot(crash_case, signing_key):
     assert verified.returncode == 0, _show(verified)
     # Each overlay, and the folder's signed overlay set.
     assert verified.stdout.count("OK ") == len(overlays) + 1, _show(verified)
-    assert "signed overlay set of" in verified.stdout, _show(verified)
+    # The set is named after the app root (the trigger's folder here) and is version 1.
+    assert f"signed overlay set 'work' v1 of {len(overlays)} overlay(s)" in verified.stdout, _show(verified)
 
-    booted = _run([vpy, "-m", "codesuture.boot", "--overlays", store, "--keys", keys, "--require-signed", "--no-heal",
-                   "trigger.py"], work)
+    before = snapshot(store)
+    booted = _run([vpy, "-m", "codesuture.boot", "--overlays", store, "--keys", keys, "trigger.py"], work)
     assert booted.returncode == 0, f"the signed overlay did not heal {case.id} at import:\n{_show(booted)}"
     assert "Traceback" not in booted.stderr, _show(booted)
     assert "not applied" not in booted.stderr and "UNSIGNED" not in booted.stderr, _show(booted)
-    assert len(list(store.glob("*.overlay"))) == len(overlays), "boot --no-heal must not write overlays"
+    assert "patched" not in booted.stderr, _show(booted)
+    assert snapshot(store) == before, "boot in prod must not write or delete anything in the store"
 
     # The same overlays shipped as one bundle.
     bundle = work / "deploy.zip"
     made = _run([vpy, "-m", "codesuture", "bundle", "create", store, "-o", bundle, "--key", priv], work)
     assert made.returncode == 0, _show(made)
-    from_bundle = _run([vpy, "-m", "codesuture.boot", "--overlays", bundle, "--keys", keys, "--require-signed",
-                        "--no-heal", "trigger.py"], work)
+    from_bundle = _run([vpy, "-m", "codesuture.boot", "--overlays", bundle, "--keys", keys, "--require-overlays",
+                        "trigger.py"], work)
     assert from_bundle.returncode == 0 and from_bundle.stdout == booted.stdout, _show(from_bundle)
 
 

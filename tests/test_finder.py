@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import builtins
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from codesuture.loader.finder import OverlayFinder
+from heal_helpers import PY, clean_env
+from heal_helpers import run as _run
 
 PKG_INIT = "from importlib.resources import files\n\ndef data():\n    return files(__name__).joinpath('data.txt').read_text()\n"
 MOD = textwrap.dedent('''
@@ -23,8 +22,7 @@ MOD = textwrap.dedent('''
 
 
 def run(*args, cwd, env=None):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return _run([PY, *map(str, args)], cwd, clean_env(**(env or {})))
 
 
 @pytest.fixture
@@ -44,7 +42,7 @@ def app(tmp_path):
         print("loader", type(pkg.mod.__loader__).__name__, pkg.mod.__file__.endswith("mod.py"))
     '''))
     r = run("-m", "codesuture", "run", "--overlays", "ov", "main.py", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, str(r)
     assert [p.name.split(".cpython")[0] for p in (tmp_path / "ov").glob("*.overlay")] == ["pkg.mod"]
     return tmp_path
 
@@ -107,3 +105,29 @@ def test_corrupt_store_never_takes_the_program_down(app):
     r = run("-m", "codesuture.boot", "--overlays", "ov", "--no-heal", "main.py", cwd=app)
     assert r.returncode == 1 and "IndexError" in r.stderr  # the original code ran
     assert "not applied" in r.stderr
+
+
+def test_overlay_code_names_the_real_file(app):
+    """Overlays are compiled under a portable origin (no machine path in their bytes);
+    loaded, their code names this machine's file again, so a traceback through patched
+    code is the one plain python prints (file, line, carets)."""
+    (app / "probe.py").write_text(textwrap.dedent('''
+        import pkg.mod
+        print("co_filename", pkg.mod.first.__code__.co_filename == pkg.mod.__file__)
+        print("loader", type(pkg.mod.__loader__).__name__)
+        class Odd:
+            def __len__(self):
+                return 1
+            def __getitem__(self, i):
+                raise ValueError("odd")
+        pkg.mod.first(Odd())  # in range: the guard lets it through, the original subscript raises
+    '''))
+    data = b"".join(p.read_bytes() for p in (app / "ov").iterdir())
+    assert str(app).encode() not in data
+    r = run("-m", "codesuture.boot", "--overlays", "ov", "probe.py", cwd=app)
+    p = run("probe.py", cwd=app)
+    assert "co_filename True" in r.stdout and "loader OverlayLoader" in r.stdout, str(r)
+    assert r.returncode == p.returncode == 1
+    tb = lambda s: s[s.index("Traceback"):].splitlines()  # noqa: E731
+    assert [ln for ln in tb(r.stderr) if not ln.startswith("codesuture:")] == tb(p.stderr)
+    assert f'File "{app / "pkg" / "mod.py"}", line 4, in first' in p.stderr

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
-import os
 import re
-import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
 import pytest
 
 from heal_helpers import (
-    PY, REPO, TAG, boot, clean_env, heal, overlays_in, plain, run, script_key, snapshot, write,
+    PY, TAG, boot, clean_env, heal, other_pythons, overlays_in, plain, run, script_key, snapshot, write,
 )
 
 # A script that crashes (KeyError in f) only when its first argument is "crash", so the
@@ -76,30 +76,11 @@ def test_stale_overlay_is_not_applied(switched: tuple[Path, Path]) -> None:
     assert stale.stdout == "STARt\n"
 
 
-def _other_pythons() -> list[str]:
-    """Interpreters of other minor versions that can import codesuture: the CI venvs
-    (``.venv-3.X`` in the repo root), the dev venvs (/work/venvs/py3.X)."""
-    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
-    found = []
-    for v in ("3.11", "3.12", "3.13"):
-        if v == mine:
-            continue
-        for cand in (REPO / f".venv-{v}" / "bin" / "python", Path(f"/work/venvs/py{v}/bin/python")):
-            if not cand.exists():
-                continue
-            ok = subprocess.run([str(cand), "-c", "import codesuture.cli, bytecode"], env=clean_env(),
-                                capture_output=True).returncode == 0
-            if ok:
-                found.append(str(cand))
-                break
-    return found
-
-
 def test_overlay_from_another_python_is_not_applied(tmp_path: Path) -> None:
-    others = _other_pythons()
+    others = other_pythons()
     if not others:
-        pytest.skip("no interpreter of another Python version with codesuture installed "
-                    "(looked for .venv-3.X in the repo root and /work/venvs/py3.X)")
+        pytest.skip("no interpreter of another Python version (3.11-3.13) that imports codesuture: looked for the "
+                    "repo's .venv-3.X, pyenv's and PATH's python3.X")
     script = write(tmp_path / "app" / "switched.py", SWITCHED)
     helper_script = write(tmp_path / "app" / "uses_helper.py", """
         import sys, helpermod
@@ -294,16 +275,40 @@ def test_junk_in_store_is_ignored(switched: tuple[Path, Path]) -> None:
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("where", ["regular file", "under a regular file"])
-def test_unusable_overlay_path_never_takes_the_program_down(where: str, tmp_path: Path) -> None:
+def test_junk_file_as_store_is_a_bundle_and_prod(tmp_path: Path) -> None:
+    """A file given as --overlays is a bundle, so the run is prod: a junk file is a
+    WARNING and the program runs; a crash is not healed and the file is never touched;
+    with --heal the patch is proposed in <file>.pending, never in the file."""
     script = write(tmp_path / "app" / "switched.py", SWITCHED)
     blocker = tmp_path / "blocker"
     blocker.write_bytes(b"\x00\x01 not a store")
-    overlays = blocker if where == "regular file" else blocker / "overlays"
+    pending = tmp_path / "blocker.pending"
+    r = boot(script, blocker)
+    assert r.returncode == 0 and r.results() == ["RESULT 1"], str(r)
+    assert "WARNING overlays not loaded from" in r.stderr and "not a zip bundle" in r.stderr, str(r)
+    # Prod by default: the crash is the program's, one line says what would be patched.
+    c = boot(script, blocker, args=("crash",), no_heal=False)
+    assert c.returncode == 1 and c.stderr.rstrip().endswith("KeyError: 'x'"), str(c)
+    assert "crash not healed (prod mode" in c.stderr and "would_patch=key_guard" in c.stderr, str(c)
+    assert not pending.exists()
+    # --heal: healed live and proposed for review beside the bundle, never inside it.
+    h = boot(script, blocker, "--heal", args=("crash",), no_heal=False)
+    assert h.returncode == 0 and h.results() == ["RESULT None"], str(h)
+    assert "proposed overlay" in h.stderr, str(h)
+    assert len(overlays_in(pending)) == 1
+    assert blocker.read_bytes() == b"\x00\x01 not a store"
+
+
+def test_store_under_a_regular_file_never_takes_the_program_down(tmp_path: Path) -> None:
+    script = write(tmp_path / "app" / "switched.py", SWITCHED)
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"\x00\x01 not a store")
+    overlays = blocker / "overlays"
     # Loading: the program runs.
     r = boot(script, overlays)
     assert r.returncode == 0 and r.results() == ["RESULT 1"], str(r)
-    # Healing: patched live, the overlay cannot be written, the program still completes.
+    # Healing (dev: no trust settings): patched live, the overlay cannot be written,
+    # the program still completes.
     h = boot(script, overlays, args=("crash",), no_heal=False)
     assert h.returncode == 0 and h.results() == ["RESULT None"], str(h)
     assert "no overlay written" in h.stderr, str(h)
@@ -368,20 +373,31 @@ print("RESULT", repr(a({})), repr(b([1])))
 """
 
 
-@pytest.mark.parametrize("retries,rc,starts,patches", [(0, 1, 1, 0), (1, 1, 2, 1), (2, 0, 3, 2)])
+@pytest.mark.parametrize("retries,rc,starts,patches", [(0, 1, 1, 1), (1, 1, 2, 2), (2, 0, 3, 2)])
 def test_retries(retries: int, rc: int, starts: int, patches: int, tmp_path: Path) -> None:
+    """--retries N: every crash is healed (and written), the run is replayed at most N
+    times; 0 heals without replaying."""
     script = write(tmp_path / "two.py", TWO_CRASHES)
     overlays = tmp_path / "overlays"
     r = heal(script, overlays, "--retries", str(retries))
     assert r.returncode == rc, str(r)
     assert r.stdout.count("START") == starts, str(r)
     assert len(_patched(r.stderr)) == patches, str(r)
-    assert r.stderr.count("replaying") == patches
+    assert r.stderr.count("replaying") == starts - 1, str(r)
+    assert len(overlays_in(overlays)) == 1, str(r)
+    meta = json.loads(next(overlays.glob("*.json")).read_text())
+    assert [p["qualname"] for p in meta["patches"]] == ["a", "b"][:patches]
+    if rc == 1:
+        # The crash that was not replayed is reported as plain python reports it.
+        assert _traceback(r.stderr).endswith("KeyError: 'x'" if retries == 0 else "IndexError: list index out of range")
     if retries == 0:
-        assert snapshot(overlays) == {}
         assert _traceback(r.stderr) == _traceback(plain(script).stderr) != ""
     if rc == 0:
         assert r.results() == ["RESULT None None"]
+    # What was written heals the next run from the overlay alone.
+    if patches == 2:
+        b = boot(script, overlays)
+        assert b.returncode == 0 and b.results() == ["RESULT None None"] and "patched" not in b.stderr, str(b)
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
@@ -594,7 +610,7 @@ def test_diff_gate_refuses_in_the_heal_path(mod: types.ModuleType, monkeypatch: 
 
 
 @pytest.mark.parametrize("target", ["codesuture.patch.swap.swap", "codesuture.crash.diagnose.diagnose",
-                                    "codesuture.patch.synthesize.synthesize"])
+                                    "codesuture.patch.synthesize.synthesize_all"])
 def test_internal_failure_is_contained(target: str, mod: types.ModuleType, monkeypatch: pytest.MonkeyPatch,
                                        tmp_path: Path) -> None:
     from codesuture.runtime.healer import Healer
@@ -607,3 +623,42 @@ def test_internal_failure_is_contained(target: str, mod: types.ModuleType, monke
     healer = Healer(overlays=tmp_path / "overlays")
     assert healer.heal(_crash(mod.lookup, {}, "k")) is None
     assert mod.lookup.__code__ is old and not (tmp_path / "overlays").exists()
+
+
+def test_overlay_bytes_do_not_depend_on_pending_garbage(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``codesuture sign`` rebuilds an overlay and refuses any byte difference, so the
+    bytes must not depend on the garbage collector: marshal flags objects with more
+    than one reference, and the synthesis leaves cycles (control-flow graphs) that
+    point at nested code objects until they are collected. (Seen with tabulate:
+    ``bundle create --key`` refused an overlay ``sign`` had just accepted.)"""
+    import gc
+    import marshal
+
+    from codesuture.overlay import format as fmt
+    from codesuture.overlay.build import build_overlay
+    from codesuture.runtime.healer import Healer
+
+    name = "cs_gc_" + re.sub(r"\W", "_", request.node.name)
+    source = textwrap.dedent("""
+        def outer(rows):
+            out = []
+            for r in rows:
+                out.append((lambda v: v)(r))
+            return rows[0], out
+    """).lstrip()
+    module = _load(tmp_path, name, source)
+    try:
+        healer = Healer(overlays=None)
+        assert healer.heal(_crash(module.outer, [])) is not None
+        records = [r for f in healer._functions.values() for r in f.records]
+        was_enabled = gc.isenabled()
+        gc.disable()  # what automatic collection may or may not have done by the time of marshal.dumps
+        try:
+            data, code = build_overlay(source.encode(), f"app:{name}.py", records)
+            gc.collect()  # nothing but `code` refers to the code objects now
+            assert data == fmt.pack(marshal.dumps(code), source.encode())
+        finally:
+            if was_enabled:
+                gc.enable()
+    finally:
+        sys.modules.pop(name, None)

@@ -1,39 +1,50 @@
 """The signed-overlay path end to end, through the real importer.
 
 One app (``main.py`` importing ``mod.py``, whose ``lookup`` raises KeyError) is healed
-with ``codesuture run``, the overlay signed with ``codesuture sign`` and bundled with
-``codesuture bundle create``. Then every attack of docs/threat-model.md is applied to a
-copy and the app is run two ways:
+with ``codesuture run``, and the overlay signed with the real CLI in the two layouts a
+deploy uses:
+
+* **set**: ``codesuture sign --app-root app --set-name e2e overlays`` (the folder's
+  signed overlay set pins every file; each envelope names the set);
+* **file**: ``codesuture sign --app-root app overlays/<stem>.overlay`` (one envelope,
+  no set);
+
+and the signed folder bundled with ``codesuture bundle create`` (**bundle**). Then each
+attack of docs/threat-model.md is applied to a copy and the app is run two ways:
 
 * in a subprocess, ``python -m codesuture.boot --overlays D --keys K --require-signed
-  --no-heal main.py`` (started through a ``-c`` wrapper that records every
+  --no-heal app/main.py`` (started through a ``-c`` wrapper that records every
   ``marshal.loads`` call made from CodeSuture's code, with the SHA-256 of its input);
-* in process, with :func:`codesuture.loader.finder.install` and ``importlib``, with
-  ``codesuture.loader.resolve.marshal`` replaced by a recorder.
+* in process, with :func:`codesuture.loader.finder.install` on
+  :func:`codesuture.store.kinds.open_store` and a :class:`LoadPolicy` with the test's
+  host-state folder (the one its subprocesses get, so attacks on rollback protection
+  apply to both), with ``codesuture.loader.resolve.marshal`` replaced by a recorder.
 
-An attack passes when: the refusal is one log line with the expected reason, the
+An attack passes when: the refusal is exactly one log line with the expected reason
+(besides prod mode's one ``crash not healed`` line for the crash that follows), the
 ORIGINAL module runs (the app crashes with ``KeyError: 'missing'`` instead of printing
 ``MARKER patched``), and ``marshal.loads`` was never called by CodeSuture. The positive
-controls (the untampered signed overlay, the untampered bundle) print ``MARKER patched``
+controls (the untampered signed folder, signed file, bundle) print ``MARKER patched``
 and unmarshal exactly the verified payload, once.
 
 Also: the kill switch ``CODESUTURE_DISABLE=1``, and the environment-variable
 equivalents of the flags, including their inheritance by a subprocess the app starts.
+The store-level attacks of issue 6 (FIFOs, rollback, older sets, planted code, ...)
+are in tests/test_store_attacks.py.
 """
 
 from __future__ import annotations
 
 import base64
-import glob
 import hashlib
 import importlib
 import json
 import logging
+import marshal
 import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import time
 import zipfile
@@ -42,20 +53,22 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from heal_helpers import clean_env, other_pythons, state_dir
 
 from codesuture.loader import resolve as resolve_mod
 from codesuture.loader.finder import install, uninstall
 from codesuture.overlay import format as ovformat
-from codesuture.overlay.bundle import create_bundle
+from codesuture.overlay.model import OverlayMeta
+from codesuture.overlay.names import MAX_ENVELOPE_BYTES, MAX_OVERLAY_BYTES, SET_NAME
+from codesuture.ship.sign import write_envelope, write_set
+from codesuture.store.kinds import open_store
 from codesuture.trust import dsse
 from codesuture.trust.keys import keyid, load_private_key
 from codesuture.trust.policy import LoadPolicy, clear_trust_root_cache
-from codesuture.trust.sign import sign_overlay
 
 PY = sys.executable
 TAG = sys.implementation.cache_tag
-REPO = Path(__file__).resolve().parents[1]
-HERE_VERSION = "%d.%d" % sys.version_info[:2]
+SET = "e2e"
 
 MOD_SRC = '''"""A module with a structural bug: a missing mapping key."""
 
@@ -70,9 +83,12 @@ print("MARKER patched" if value is None else f"MARKER unexpected {value!r}")
 '''
 CRASH = "KeyError: 'missing'"
 PATCHED = "MARKER patched"
+#: Where CodeSuture unmarshals what it marshalled itself a moment before (the healer
+#: normalising a code object it just built from the source): never bytes from a store.
+OWN_ROUND_TRIPS = ("/codesuture/overlay/build.py",)
 
 #: Runs codesuture.boot with marshal.loads wrapped: every call made from CodeSuture's
-#: own code prints ``MARSHAL-LOADS <function> <sha256 of the input>`` on stderr.
+#: own code prints ``MARSHAL-LOADS <file>:<function> <sha256 of the input>`` on stderr.
 RECORDING_BOOT = r"""
 import hashlib, marshal, runpy, sys
 _real = marshal.loads
@@ -90,14 +106,6 @@ runpy.run_module("codesuture.boot", run_name="__main__", alter_sys=True)
 # --------------------------------------------------------------------------- helpers
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CODESUTURE_") and k != "PYTHONPATH"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # a one-byte source edit must never meet a stale .pyc
-    env.update(extra)
-    return env
-
-
 @dataclass
 class Proc:
     args: list[str]
@@ -110,23 +118,39 @@ class Proc:
 
     @property
     def log_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.startswith("codesuture:")]
+        """CodeSuture's log lines, without the session summary."""
+        return [line for line in self.stderr.splitlines()
+                if line.startswith("codesuture:") and not line.startswith("codesuture: session:")]
+
+    @property
+    def refusals(self) -> list[str]:
+        """Log lines other than prod mode's report of a crash it did not heal."""
+        return [line for line in self.log_lines if "crash not healed" not in line]
 
     @property
     def unmarshalled(self) -> list[str]:
-        """sha256 of every input CodeSuture passed to marshal.loads (recording runs)."""
-        return [line.rsplit(" ", 1)[1] for line in self.stderr.splitlines() if line.startswith("MARSHAL-LOADS ")]
+        """sha256 of every input CodeSuture passed to marshal.loads (recording runs),
+        except the healer's round trip of code it compiled itself (OWN_ROUND_TRIPS)."""
+        out = []
+        for line in self.stderr.splitlines():
+            if line.startswith("MARSHAL-LOADS "):
+                _, where, digest = line.rsplit(" ", 2)
+                if not where.rsplit(":", 1)[0].endswith(OWN_ROUND_TRIPS):
+                    out.append(digest)
+        return out
 
 
 def run(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Proc:
+    import subprocess
+
     args = [os.fspath(a) for a in args]
     p = subprocess.run(args, cwd=cwd, env=env if env is not None else clean_env(), capture_output=True,
                        text=True, timeout=timeout)
     return Proc(args, p.returncode, p.stdout, p.stderr)
 
 
-def cli(*args, cwd: Path, python: str = PY) -> Proc:
-    return run([python, "-m", "codesuture", *args], cwd)
+def cli(*args, cwd: Path, python: str = PY, env: dict[str, str] | None = None) -> Proc:
+    return run([python, "-m", "codesuture", *args], cwd, env)
 
 
 def flip(path: Path, offset: int) -> None:
@@ -140,6 +164,10 @@ def sha256_file(path: Path) -> str:
 
 
 STEM_SUFFIXES = (".overlay", ".json", ".dsse.json")
+
+
+def stem_of(overlay: Path) -> str:
+    return overlay.name[: -len(".overlay")]
 
 
 def rename_stem(directory: Path, old: str, new: str) -> None:
@@ -172,25 +200,48 @@ def zinfo(name: str, mode: int = stat.S_IFREG | 0o644) -> zipfile.ZipInfo:
     return i
 
 
+def sign_low(overlay: Path, key, *, ttl_seconds: float = 86400, now: float | None = None,
+             set_name: str | None = None):
+    """The unchecked low half of signing (no rebuild check): for attacks in which a
+    trusted signer signs what it should not, or the attacker signs with their own key.
+    Returns the overlay's set member."""
+    sidecar = overlay.with_name(stem_of(overlay) + ".json").read_bytes()
+    _, member = write_envelope(str(overlay), overlay.read_bytes(), sidecar, OverlayMeta.loads(sidecar), key,
+                               ttl_seconds=ttl_seconds, now=now, set_name=set_name)
+    return member
+
+
+def sign_folder_low(directory: Path, key, *, ttl_seconds: float = 86400, now: float | None = None,
+                    expires: str | None = None) -> None:
+    """Every overlay of *directory* signed into set ``e2e`` (the next version) without
+    the rebuild check."""
+    members = {stem_of(o): sign_low(o, key, ttl_seconds=ttl_seconds, now=now, set_name=SET)
+               for o in sorted(directory.glob("*.overlay"))}
+    write_set(str(directory), members, key, SET, now=now, expires=expires)
+
+
 # --------------------------------------------------------------------------- the healed, signed app
 
 
 @dataclass
 class Base:
-    """Built once per module: the app, its healed overlay (signed), keys, a bundle."""
+    """Built once per module: the app, its healed overlay signed into a set (``store``)
+    and signed alone (``file_store``), keys, a bundle of the set."""
 
     root: Path
     app: Path
     store: Path
+    file_store: Path
+    unsigned: Path  # the healed overlay, before any signing
     keys: Path
     signer_key_path: Path
     attacker_key_path: Path
     attacker_keys: Path
     bundle: Path
     stem: str
-    kid: str
-    attacker_kid: str
-    other: dict = field(default_factory=dict)  # cache of the other-Python overlay
+    kid: str = ""
+    attacker_kid: str = ""
+    other: dict = field(default_factory=dict)  # the other-Python overlays, built on demand
 
     @property
     def overlay(self) -> Path:
@@ -206,39 +257,55 @@ class Base:
     def attacker(self):
         return load_private_key(self.attacker_key_path)
 
+    def env(self) -> dict[str, str]:
+        """Environment for building the base (its own host state)."""
+        return clean_env(CODESUTURE_STATE_DIR=str(self.root / "build-state"))
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Base:
     root = tmp_path_factory.mktemp("signed-e2e")
+    env = clean_env(CODESUTURE_STATE_DIR=str(root / "build-state"))
     app = root / "app"
     app.mkdir()
     (app / "mod.py").write_text(MOD_SRC)
     (app / "main.py").write_text(MAIN_SRC)
-    plain = run([PY, app / "main.py"], root)
+    plain = run([PY, app / "main.py"], root, env)
     assert plain.returncode == 1 and CRASH in plain.stderr, plain
 
     store = root / "overlays"
-    healed = cli("run", "--overlays", store, app / "main.py", cwd=root)
+    healed = cli("run", "--overlays", store, app / "main.py", cwd=root, env=env)
     assert healed.returncode == 0 and PATCHED in healed.stdout, healed
-    stems = sorted(p.name[: -len(".overlay")] for p in store.glob("*.overlay"))
+    stems = sorted(stem_of(p) for p in store.glob("*.overlay"))
     prefix = hashlib.sha256(MOD_SRC.encode()).hexdigest()[:16]
     assert stems == [f"mod.{TAG}.{prefix}"], stems
+    unsigned = root / "unsigned"
+    shutil.copytree(store, unsigned, ignore=shutil.ignore_patterns(".*"))
+    file_store = root / "overlays-file"
+    shutil.copytree(store, file_store, ignore=shutil.ignore_patterns(".*"))
 
     private = root / "private"
     keys = root / "keys"
     attacker_keys = root / "attacker-keys"
     for name, pub_dir in (("signer", keys), ("attacker", attacker_keys)):
-        p = cli("keygen", "--private-key", private / f"{name}.key", "--public-key", pub_dir / f"{name}.pem", cwd=root)
+        p = cli("keygen", "--private-key", private / f"{name}.key", "--public-key", pub_dir / f"{name}.pem",
+                cwd=root, env=env)
         assert p.returncode == 0, p
-    p = cli("sign", "--ttl", "30", "--key", private / "signer.key", store, cwd=root)
+    p = cli("sign", "--ttl", "30", "--key", private / "signer.key", "--app-root", app, "--set-name", SET, store,
+            cwd=root, env=env)
+    assert p.returncode == 0 and f"signed overlay set '{SET}' v1" in p.stdout, p
+    p = cli("sign", "--ttl", "30", "--key", private / "signer.key", "--app-root", app,
+            file_store / f"{stems[0]}.overlay", cwd=root, env=env)
     assert p.returncode == 0, p
-    p = cli("verify", "--keys", keys, store, cwd=root)
+    assert not (file_store / SET_NAME).exists() and (file_store / f"{stems[0]}.dsse.json").is_file()
+    for d in (store, file_store):
+        p = cli("verify", "--keys", keys, d, cwd=root, env=env)
+        assert p.returncode == 0, p
+    bundle = root / "deploy.cso"
+    p = cli("bundle", "create", store, "-o", bundle, cwd=root, env=env)
     assert p.returncode == 0, p
-    bundle = root / "deploy.zip"
-    p = cli("bundle", "create", store, "-o", bundle, "--key", private / "signer.key", cwd=root)
-    assert p.returncode == 0, p
-    b = Base(root, app, store, keys, private / "signer.key", private / "attacker.key", attacker_keys, bundle,
-             stems[0], "", "")
+    b = Base(root, app, store, file_store, unsigned, keys, private / "signer.key", private / "attacker.key",
+             attacker_keys, bundle, stems[0])
     b.kid = keyid(b.signer().public_key())
     b.attacker_kid = keyid(b.attacker().public_key())
     return b
@@ -246,12 +313,13 @@ def base(tmp_path_factory) -> Base:
 
 @dataclass
 class Case:
-    """A copy of the base artifacts that one test may tamper with."""
+    """A copy of the base artifacts, in one layout, that one test may tamper with."""
 
     base: Base
+    layout: str  # "set", "file" or "bundle"
     root: Path
     app: Path
-    store: Path  # directory store
+    store: Path  # the directory store
     keys: Path
     location: Path  # what --overlays points at: the store or a bundle
 
@@ -268,127 +336,150 @@ class Case:
         prefix = hashlib.sha256((self.app / "mod.py").read_bytes()).hexdigest()[:16]
         return f"mod.{TAG}.{prefix}"
 
+    @property
+    def state_dir(self) -> Path:
+        """This test's host state: the subprocesses' (heal_helpers.clean_env) and the
+        in-process policy's."""
+        return Path(state_dir())
+
+    def set_mismatch(self, fname: str, version: int = 1) -> str:
+        """The refusal of a side file the set pins that is not the signed one."""
+        return rf"{re.escape(fname)} does not match the signed overlay set '{SET}' v{version} \(tampered or replaced\)"
+
+
+def make_case(base: Base, tmp_path: Path, layout: str) -> Case:
+    tmp_path = tmp_path / layout
+    tmp_path.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", ".*")
+    shutil.copytree(base.app, tmp_path / "app", ignore=ignore)
+    shutil.copytree(base.file_store if layout == "file" else base.store, tmp_path / "overlays", ignore=ignore)
+    shutil.copytree(base.keys, tmp_path / "keys")
+    store = tmp_path / "overlays"
+    location = store
+    if layout == "bundle":
+        location = tmp_path / "deploy.cso"
+        shutil.copy2(base.bundle, location)
+    return Case(base, layout, tmp_path, tmp_path / "app", store, tmp_path / "keys", location)
+
 
 @pytest.fixture
 def case(base: Base, tmp_path: Path) -> Case:
-    ignore = shutil.ignore_patterns("__pycache__", ".*.lock")
-    shutil.copytree(base.app, tmp_path / "app", ignore=ignore)
-    shutil.copytree(base.store, tmp_path / "overlays", ignore=ignore)
-    shutil.copytree(base.keys, tmp_path / "keys")
-    return Case(base, tmp_path, tmp_path / "app", tmp_path / "overlays", tmp_path / "keys", tmp_path / "overlays")
+    return make_case(base, tmp_path, "set")
+
+
+@pytest.fixture
+def file_case(base: Base, tmp_path: Path) -> Case:
+    return make_case(base, tmp_path, "file")
 
 
 # --------------------------------------------------------------------------- another interpreter
 
 
-def _pyenv_root() -> str | None:
-    if shutil.which("pyenv"):
-        try:
-            out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            return out
-    return os.environ.get("PYENV_ROOT") or (os.path.expanduser("~/.pyenv") if os.path.isdir(os.path.expanduser("~/.pyenv")) else None)
+def other_python_store(c: Case) -> Path:
+    """A folder holding only an overlay of mod.py for another interpreter, made with
+    ``codesuture rebuild --python OTHER`` from the healed overlay, and signed in the
+    case's layout with ``codesuture sign --python OTHER``. Skips when no other
+    interpreter with codesuture is found."""
+    b = c.base
+    if "python" not in b.other:
+        found = other_pythons()
+        if not found:
+            pytest.skip(f"no Python other than {TAG} with codesuture found (the repository's .venv-3.X, pyenv "
+                        "or python3.X on PATH)")
+        b.other["python"] = found[0]
+        built = b.root / "other-python"
+        p = cli("rebuild", "--python", found[0], "--app-root", b.app, "-o", built, b.unsigned, cwd=b.root, env=b.env())
+        assert p.returncode == 0, p
+        (overlay,) = built.glob("mod.*.overlay")
+        assert TAG not in overlay.name
+        b.other["built"] = built
+    python = b.other["python"]
+    if c.layout not in b.other:
+        out = b.root / f"other-python-{c.layout}"
+        shutil.copytree(b.other["built"], out)
+        (overlay,) = out.glob("mod.*.overlay")
+        target = out if c.layout == "set" else overlay
+        p = cli("sign", "--ttl", "30", "--key", b.signer_key_path, "--app-root", b.app, "--set-name", SET,
+                "--python", python, target, cwd=b.root, env=b.env())
+        assert p.returncode == 0, p
+        b.other[c.layout] = out
+    return b.other[c.layout]
 
 
-def other_python_candidates() -> list[str]:
-    """Interpreters of another supported minor version: $CODESUTURE_OTHER_PYTHON, the
-    repository's .venv-X.Y (scripts/test.sh), /work/venvs/pyX.Y, pyenv's versions,
-    pythonX.Y on PATH."""
-    out: list[str] = []
-    if os.environ.get("CODESUTURE_OTHER_PYTHON"):
-        out.append(os.environ["CODESUTURE_OTHER_PYTHON"])
-    root = _pyenv_root()
-    for v in ("3.11", "3.12", "3.13"):
-        if v == HERE_VERSION:
-            continue
-        out += [str(REPO / f".venv-{v}" / "bin" / "python"), f"/work/venvs/py{v}/bin/python"]
-        if root:
-            out += sorted(glob.glob(f"{root}/versions/{v}.*/bin/python{v}"), reverse=True)
-        if shutil.which(f"python{v}"):
-            out.append(shutil.which(f"python{v}"))
-    return out
-
-
-def find_other_python() -> tuple[str, bool] | None:
-    """(interpreter, whether it can run codesuture) for another Python, or None."""
-    for cand in other_python_candidates():
-        if not os.access(cand, os.X_OK):
-            continue
-        try:
-            tag = subprocess.run([cand, "-c", "import sys; print(sys.implementation.cache_tag)"],
-                                 capture_output=True, text=True, timeout=60).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if not tag or tag == TAG:
-            continue
-        can_heal = subprocess.run([cand, "-c", "import codesuture.cli, bytecode"], capture_output=True,
-                                  env=clean_env(), timeout=60).returncode == 0
-        return cand, can_heal
-    return None
-
-
-BUILD_WITH_STDLIB = r"""
-import base64, importlib.util, json, marshal, platform, sys
-path = sys.argv[1]
-src = open(path, "rb").read()
-print(json.dumps({"payload": base64.b64encode(marshal.dumps(compile(src, path, "exec"))).decode(),
-                  "magic": importlib.util.MAGIC_NUMBER.hex(), "cache_tag": sys.implementation.cache_tag,
-                  "implementation": sys.implementation.name, "version": platform.python_version()}))
-"""
-
-
-def other_python_overlay(base: Base) -> Path:
-    """A signed (by the trusted key) overlay of mod.py built by another interpreter, in
-    its own directory. Skips when no other interpreter is found."""
-    if "dir" in base.other:
-        return base.other["dir"]
-    found = find_other_python()
-    if found is None:
-        pytest.skip(f"no Python other than {HERE_VERSION} found (looked at: {', '.join(other_python_candidates()) or 'nothing'}; "
-                    "set CODESUTURE_OTHER_PYTHON or install one with pyenv)")
-    python, can_heal = found
-    work = base.root / "other-python"
-    app = work / "app"
-    shutil.copytree(base.app, app, ignore=shutil.ignore_patterns("__pycache__"))
-    store = work / "overlays"
-    made = False
-    if can_heal:  # the real thing: healed by codesuture running on that interpreter
-        healed = cli("run", "--overlays", store, app / "main.py", cwd=work, python=python)
-        made = healed.returncode == 0 and any(store.glob("mod.*.overlay"))
-    if not made:  # a bare interpreter: a valid overlay of the unpatched module, built with its stdlib
-        built = json.loads(run([python, "-c", BUILD_WITH_STDLIB, app / "mod.py"], work).stdout)
-        payload = base64.b64decode(built["payload"])
-        data = ovformat.HEADER.pack(ovformat.FILE_MAGIC, ovformat.FORMAT_VERSION, bytes.fromhex(built["magic"]),
-                                    hashlib.sha256(MOD_SRC.encode()).digest(), len(payload)) + payload
-        meta = json.loads(base.overlay.with_suffix(".json").read_bytes())
-        meta["python"] = {k: built[k] for k in ("implementation", "version", "cache_tag", "magic")}
-        meta["overlay_sha256"] = hashlib.sha256(data).hexdigest()
-        stem = f"mod.{built['cache_tag']}.{base.stem.rsplit('.', 1)[1]}"
-        store.mkdir(parents=True, exist_ok=True)
-        (store / f"{stem}.overlay").write_bytes(data)
-        (store / f"{stem}.json").write_text(json.dumps(meta))
-    (overlay,) = store.glob("mod.*.overlay")
-    sign_overlay(overlay, base.signer(), ttl_seconds=30 * 86400)
-    base.other.update(dir=store, python=python, healed=made)
-    return store
+def _use_other_python(c: Case) -> tuple[str, str]:
+    """Replace the case's store by the other Python's signed overlay; returns its
+    (stem, cache tag)."""
+    src = other_python_store(c)
+    for f in c.store.iterdir():
+        f.unlink()
+    for f in src.iterdir():
+        shutil.copy2(f, c.store / f.name)
+    (overlay,) = c.store.glob("mod.*.overlay")
+    stem = stem_of(overlay)
+    return stem, stem.split(".")[1]
 
 
 # --------------------------------------------------------------------------- the attacks
 # Each takes a fresh Case, tampers with it and returns the regex the refusal must match.
+# ATTACKS: name -> (function, the layouts it applies to).
+
+ATTACKS: dict[str, tuple[Callable[[Case], str], tuple[str, ...]]] = {}
 
 
+def attack(*layouts: str):
+    def register(fn: Callable[[Case], str]) -> Callable[[Case], str]:
+        ATTACKS[fn.__name__[2:]] = (fn, layouts)
+        return fn
+
+    return register
+
+
+def _tampered_overlay(c: Case) -> str:
+    if c.layout == "set":
+        return rf"overlay bytes do not match the signed overlay set '{SET}' v\d+ \(tampered or replaced\)"
+    return r"overlay bytes do not match the signed subject digest \(tampered or replaced\)"
+
+
+def _envelope_refused(c: Case, file_reason: str) -> str:
+    """Under a set, any change to the envelope is a pinned file that changed; alone,
+    the envelope's own check (*file_reason*) refuses it."""
+    return c.set_mismatch(c.stem + ".dsse.json") if c.layout == "set" else file_reason
+
+
+@attack("set", "file")
 def a_overlay_flipped_byte(c: Case) -> str:
     flip(c.member(".overlay"), -5)  # inside the marshalled code
-    return r"overlay bytes do not match the signed subject digest \(tampered\)"
+    return _tampered_overlay(c)
 
 
+@attack("set", "file")
 def a_overlay_header_flipped_byte(c: Case) -> str:
     flip(c.member(".overlay"), 20)  # inside the header's source SHA-256
-    return r"overlay bytes do not match the signed subject digest \(tampered\)"
+    return _tampered_overlay(c)
 
 
+@attack("set", "file")
+def a_overlay_replaced_by_other_code(c: Case) -> str:
+    """Other (valid) code behind the same header: what the attacker really wants."""
+    evil = compile('def lookup(d):\n    return "EVIL"\n', "app:mod.py", "exec")
+    c.member(".overlay").write_bytes(ovformat.pack(marshal.dumps(evil), MOD_SRC.encode()))
+    return _tampered_overlay(c)
+
+
+@attack("set", "file")
+def a_truncated_overlay(c: Case) -> str:
+    p = c.member(".overlay")
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return _tampered_overlay(c)
+
+
+@attack("set", "file")
+def a_oversized_overlay(c: Case) -> str:
+    os.truncate(c.member(".overlay"), MAX_OVERLAY_BYTES + 1)  # sparse: costs no disk
+    return rf"oversized \({MAX_OVERLAY_BYTES + 1} bytes > {MAX_OVERLAY_BYTES}\)"
+
+
+@attack("set", "file")
 def a_envelope_payload_flipped_byte(c: Case) -> str:
     env_path = c.member(".dsse.json")
     env = json.loads(env_path.read_text())
@@ -397,9 +488,10 @@ def a_envelope_payload_flipped_byte(c: Case) -> str:
     payload[i] = ord("9")  # a much later expiry: the attacker's obvious edit
     env["payload"] = base64.b64encode(bytes(payload)).decode()
     env_path.write_text(json.dumps(env))
-    return rf"bad signature \(key {c.base.kid}\)"
+    return _envelope_refused(c, rf"bad signature \(key {c.base.kid}\)")
 
 
+@attack("set", "file")
 def a_signature_flipped_byte(c: Case) -> str:
     env_path = c.member(".dsse.json")
     env = json.loads(env_path.read_text())
@@ -407,30 +499,60 @@ def a_signature_flipped_byte(c: Case) -> str:
     sig[10] ^= 0x01
     env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
     env_path.write_text(json.dumps(env))
-    return rf"bad signature \(key {c.base.kid}\)"
+    return _envelope_refused(c, rf"bad signature \(key {c.base.kid}\)")
 
 
+@attack("set", "file")
 def a_wrong_key_claiming_trusted_keyid(c: Case) -> str:
-    """The attacker re-signs the (edited) statement with their own key and names the
-    trusted key id: the key id is only a hint."""
+    """The attacker re-signs the statement with their own key and names the trusted
+    key id: the key id is only a hint."""
     env_path = c.member(".dsse.json")
     env = json.loads(env_path.read_text())
     forged = dsse.sign(base64.b64decode(env["payload"]), env["payloadType"], c.base.attacker())
     env["signatures"] = [{"keyid": c.base.kid, "sig": base64.b64encode(forged.signatures[0].sig).decode()}]
     env_path.write_text(json.dumps(env))
-    return rf"bad signature \(key {c.base.kid}\)"
+    return _envelope_refused(c, rf"bad signature \(key {c.base.kid}\)")
 
 
+@attack("set", "file")
 def a_untrusted_key(c: Case) -> str:
-    sign_overlay(c.member(".overlay"), c.base.attacker(), ttl_seconds=86400)  # replaces the envelope
-    return rf"untrusted key {c.base.attacker_kid}"
+    """The envelope replaced by one the attacker signed with their own key."""
+    sign_low(c.member(".overlay"), c.base.attacker(), set_name=SET if c.layout == "set" else None)
+    return _envelope_refused(c, rf"untrusted key {c.base.attacker_kid}")
 
 
+@attack("set")
+def a_forged_set(c: Case) -> str:
+    """The attacker signs the whole folder again with ``codesuture sign`` and their own
+    key (a newer set version, every envelope theirs): only keys in keys/ count."""
+    p = cli("sign", "--key", c.base.attacker_key_path, "--app-root", c.app, "--set-name", SET, c.store, cwd=c.root)
+    assert p.returncode == 0 and f"'{SET}' v2" in p.stdout, p
+    return rf"signed overlay set refused: untrusted key {c.base.attacker_kid}"
+
+
+@attack("set", "file")
+def a_truncated_envelope(c: Case) -> str:
+    p = c.member(".dsse.json")
+    p.write_bytes(p.read_bytes()[:-40])
+    return _envelope_refused(c, r"malformed envelope: not JSON")
+
+
+@attack("set", "file")
+def a_oversized_envelope(c: Case) -> str:
+    os.truncate(c.member(".dsse.json"), MAX_ENVELOPE_BYTES + 1)
+    size = rf"oversized \({MAX_ENVELOPE_BYTES + 1} bytes > {MAX_ENVELOPE_BYTES}\)"
+    return rf"{re.escape(c.stem)}\.dsse\.json: {size}" if c.layout == "set" else size
+
+
+@attack("set", "file")
 def a_unsigned(c: Case) -> str:
+    """Every signature dropped: the envelope, and the set."""
     c.member(".dsse.json").unlink()
+    (c.store / SET_NAME).unlink(missing_ok=True)
     return r"unsigned overlay refused"
 
 
+@attack("set", "file")
 def a_other_source_bytes(c: Case) -> str:
     """mod.py edited by one byte after signing: the overlay is stale."""
     with open(c.app / "mod.py", "ab") as fh:
@@ -438,51 +560,51 @@ def a_other_source_bytes(c: Case) -> str:
     return r"overlay for mod not applied: stale, source .*mod\.py changed since it was built"
 
 
+@attack("set", "file")
 def a_other_source_bytes_renamed(c: Case) -> str:
-    """...and the attacker renames the stale overlay to the new source's hash prefix:
-    the signed subject names the old file."""
+    """...and the attacker renames the stale overlay to the new source's hash prefix."""
     a_other_source_bytes(c)
     rename_stem(c.store, c.stem, c.new_stem)
+    if c.layout == "set":
+        return rf"not in the signed overlay set '{SET}' v\d+ \(withdrawn, or planted\)"
     return rf"statement subject '{re.escape(c.stem)}\.overlay' is not this overlay"
 
 
+@attack("set", "file")
 def a_other_source_bytes_resigned(c: Case) -> str:
-    """A trusted signer mistakenly signs the stale overlay under the new source's name:
-    the loader still compares the header's source SHA-256 with the real source."""
+    """A trusted signer signs the stale overlay under the new source's name, without
+    the rebuild check (``codesuture sign`` itself refuses it): the loader still compares
+    the header's source SHA-256 with the real source."""
     a_other_source_bytes(c)
     rename_stem(c.store, c.stem, c.new_stem)
-    c.store.joinpath(c.new_stem + ".dsse.json").unlink()
-    sign_overlay(c.store / (c.new_stem + ".overlay"), c.base.signer(), ttl_seconds=86400)
+    if c.layout == "set":
+        sign_folder_low(c.store, c.base.signer())
+    else:
+        sign_low(c.store / (c.new_stem + ".overlay"), c.base.signer())
     return r"stale: source .*mod\.py changed since it was built"
 
 
-def _use_other_python(c: Case) -> tuple[str, str]:
-    src = other_python_overlay(c.base)
-    for f in c.store.iterdir():
-        f.unlink()
-    for f in src.iterdir():
-        if not f.name.startswith("."):
-            shutil.copy2(f, c.store / f.name)
-    (overlay,) = c.store.glob("mod.*.overlay")
-    stem = overlay.name[: -len(".overlay")]
-    return stem, stem.split(".")[1]
-
-
+@attack("set", "file")
 def a_other_python(c: Case) -> str:
     _, tag = _use_other_python(c)
     return rf"overlay for mod not applied: built for another Python \({tag}; this is {TAG}\)"
 
 
+@attack("set", "file")
 def a_other_python_renamed(c: Case) -> str:
     """The attacker renames another Python's overlay to this interpreter's cache tag."""
     stem, tag = _use_other_python(c)
     rename_stem(c.store, stem, stem.replace(tag, TAG))
+    if c.layout == "set":
+        return rf"not in the signed overlay set '{SET}' v\d+ \(withdrawn, or planted\)"
     return rf"statement subject '{re.escape(stem)}\.overlay' is not this overlay"
 
 
+@attack("set", "file")
 def a_other_python_resigned(c: Case) -> str:
-    """A trusted signer mistakenly signs another Python's overlay as this one's (name
-    and metadata say this cache tag): the header's magic number still differs."""
+    """A trusted signer signs another Python's overlay as this one's (name and metadata
+    say this cache tag), without the rebuild check: the header's magic number still
+    differs."""
     stem, tag = _use_other_python(c)
     new = stem.replace(tag, TAG)
     rename_stem(c.store, stem, new)
@@ -491,115 +613,176 @@ def a_other_python_resigned(c: Case) -> str:
     meta["python"]["cache_tag"] = TAG
     meta_path.write_text(json.dumps(meta))
     (c.store / (new + ".dsse.json")).unlink()
-    sign_overlay(c.store / (new + ".overlay"), c.base.signer(), ttl_seconds=86400)
+    if c.layout == "set":
+        sign_folder_low(c.store, c.base.signer())
+    else:
+        sign_low(c.store / (new + ".overlay"), c.base.signer())
     return r"built for another Python \(magic number differs\)"
 
 
+@attack("set", "file")
 def a_expired(c: Case) -> str:
-    sign_overlay(c.member(".overlay"), c.base.signer(), ttl_seconds=60, now=time.time() - 3600)
+    """Signed an hour ago for one minute (the set's expiry follows its overlays')."""
+    if c.layout == "set":
+        sign_folder_low(c.store, c.base.signer(), ttl_seconds=60, now=time.time() - 3600)
+        return rf"signed overlay set '{SET}' expired at \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    sign_low(c.member(".overlay"), c.base.signer(), ttl_seconds=60, now=time.time() - 3600)
     return r"expired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
+@attack("set")
+def a_overlay_expired_in_a_live_set(c: Case) -> str:
+    """The set is valid for a day, the overlay's own attestation expired."""
+    members = {c.stem: sign_low(c.member(".overlay"), c.base.signer(), ttl_seconds=60, now=time.time() - 3600,
+                                set_name=SET)}
+    from codesuture.util.clock import iso_utc
+
+    write_set(str(c.store), members, c.base.signer(), SET, expires=iso_utc(time.time() + 86400))
+    return r"overlay mod\.\S+ not applied: expired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+@attack("set", "file")
 def a_revoked_overlay(c: Case) -> str:
     digest = sha256_file(c.member(".overlay"))
     (c.keys / "revoked.json").write_text(json.dumps({"overlays": [digest], "keys": []}))
     return rf"revoked overlay \(sha256 {digest} is in revoked.json\)"
 
 
+@attack("set", "file")
 def a_revoked_key(c: Case) -> str:
     (c.keys / "revoked.json").write_text(json.dumps({"overlays": [], "keys": [c.base.kid]}))
-    return rf"revoked key {c.base.kid}"
+    reason = rf"revoked key {c.base.kid}"
+    return f"signed overlay set refused: {reason}" if c.layout == "set" else reason
 
 
+@attack("set", "file")
 def a_public_key_removed(c: Case) -> str:
     """The signer's public key is gone from keys/ (only another key remains)."""
     (c.keys / "signer.pem").unlink()
     shutil.copy2(c.base.attacker_keys / "attacker.pem", c.keys / "attacker.pem")
-    return rf"untrusted key {c.base.kid}"
+    reason = rf"untrusted key {c.base.kid}"
+    return f"signed overlay set refused: {reason}" if c.layout == "set" else reason
 
 
-def a_truncated_overlay(c: Case) -> str:
-    p = c.member(".overlay")
-    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    return r"overlay bytes do not match the signed subject digest \(tampered\)"
+@attack("set", "bundle")
+def a_set_older_than_seen(c: Case) -> str:
+    """The folder was signed again (v2) and this host loaded v2; then the v1 files (or
+    the v1 bundle) are put back: the host's high-water mark refuses them."""
+    newer = c.root / "newer"
+    shutil.copytree(c.store, newer)
+    p = cli("sign", "--key", c.base.signer_key_path, "--app-root", c.app, "--set-name", SET, newer, cwd=c.root)
+    assert p.returncode == 0 and f"'{SET}' v2" in p.stdout, p
+    if c.layout == "bundle":
+        assert cli("bundle", "create", newer, "-o", c.root / "newer.cso", cwd=c.root).returncode == 0
+        newer = c.root / "newer.cso"
+    p = run([PY, "-m", "codesuture.boot", "--overlays", newer, "--keys", c.keys, "app/main.py"], c.root)
+    assert p.returncode == 0 and PATCHED in p.stdout, p
+    return (rf"signed overlay set refused: signed overlay set '{SET}' version 1 is older than version 2 already "
+            r"seen on this host \(rolled back\)")
 
 
-def a_truncated_envelope(c: Case) -> str:
-    p = c.member(".dsse.json")
-    p.write_bytes(p.read_bytes()[:-40])
-    return r"malformed envelope: not JSON"
+@attack("set", "file", "bundle")
+def a_withdrawn_by_rollback(c: Case) -> str:
+    """``codesuture rollback`` on this host took these very bytes out (of another copy):
+    they never load here again."""
+    other = c.root / "elsewhere"
+    if c.layout == "bundle":
+        shutil.copy2(c.location, other)
+    else:
+        shutil.copytree(c.store, other)
+    p = cli("rollback", "--module", "mod", other, cwd=c.root)
+    assert p.returncode == 0 and "recorded as withdrawn" in p.stdout, p
+    return r"withdrawn by codesuture rollback at \d{4}-"
 
 
-def a_oversized_overlay(c: Case) -> str:
-    os.truncate(c.member(".overlay"), ovformat.MAX_OVERLAY_BYTES + 1)  # sparse: costs no disk
-    return rf"oversized \({ovformat.MAX_OVERLAY_BYTES + 1} bytes > {ovformat.MAX_OVERLAY_BYTES}\)"
+# bundles
 
 
-def a_oversized_envelope(c: Case) -> str:
-    from codesuture.overlay.index import MAX_ENVELOPE_BYTES
-
-    os.truncate(c.member(".dsse.json"), MAX_ENVELOPE_BYTES + 1)
-    return rf"oversized \({MAX_ENVELOPE_BYTES + 1} bytes > {MAX_ENVELOPE_BYTES}\)"
+def _bundle_reason(c: Case, reason: str) -> str:
+    return rf"overlays not loaded from .*deploy\.cso: {reason}"
 
 
-def _bundle(c: Case, name: str = "deploy.zip") -> Path:
-    c.location = c.root / name
-    return c.location
-
-
+@attack("bundle")
 def a_bundle_dotdot_member(c: Case) -> str:
     name = f"../{c.stem}.overlay"
-    rewrite_zip(c.base.bundle, _bundle(c), add=[(zinfo(name), c.member(".overlay").read_bytes())])
-    return r"overlays not loaded from .*deploy\.zip: .*unsafe member name '\.\./.*' \(contains '\.\.'\)"
+    rewrite_zip(c.base.bundle, c.location, add=[(zinfo(name), c.member(".overlay").read_bytes())])
+    return _bundle_reason(c, r"unsafe member name '\.\./.*' \(contains '\.\.'\)")
 
 
+@attack("bundle")
 def a_bundle_absolute_member(c: Case) -> str:
     name = f"/tmp/{c.stem}.overlay"
-    rewrite_zip(c.base.bundle, _bundle(c), add=[(zinfo(name), c.member(".overlay").read_bytes())])
-    return r"overlays not loaded from .*deploy\.zip: .*unsafe member name '/tmp/.*' \(absolute path\)"
+    rewrite_zip(c.base.bundle, c.location, add=[(zinfo(name), c.member(".overlay").read_bytes())])
+    return _bundle_reason(c, r"unsafe member name '/tmp/.*' \(absolute path\)")
 
 
+@attack("bundle")
 def a_bundle_symlink_member(c: Case) -> str:
     """The overlay member replaced by a symlink to a file outside the bundle."""
     outside = c.root / "outside.overlay"
     outside.write_bytes(c.member(".overlay").read_bytes())
     name = f"{c.stem}.overlay"
-    rewrite_zip(c.base.bundle, _bundle(c),
-                replace={name: (zinfo(name, stat.S_IFLNK | 0o777), str(outside).encode())})
-    return rf"overlays not loaded from .*deploy\.zip: .*member '{re.escape(name)}' is a symlink"
+    rewrite_zip(c.base.bundle, c.location, replace={name: (zinfo(name, stat.S_IFLNK | 0o777), str(outside).encode())})
+    return _bundle_reason(c, rf"member '{re.escape(name)}' is a symlink")
 
 
-def a_bundle_overlay_missing_from_manifest(c: Case) -> str:
-    """A correctly signed bundle of another overlay, with this (individually validly
-    signed) overlay slipped in: it is not in the signed manifest."""
-    decoy_dir = c.root / "decoy"
-    decoy_dir.mkdir()
-    shutil.copy2(c.member(".overlay"), decoy_dir / f"decoy.{TAG}.{'0' * 16}.overlay")
-    meta = json.loads(c.member(".json").read_text())
-    meta.update(module="decoy", key="decoy", source_sha256="0" * 64)
-    (decoy_dir / f"decoy.{TAG}.{'0' * 16}.json").write_text(json.dumps(meta))
-    sign_overlay(decoy_dir / f"decoy.{TAG}.{'0' * 16}.overlay", c.base.signer(), ttl_seconds=86400)
-    legit = create_bundle(decoy_dir, c.root / "legit.zip", c.base.signer()).path
-    rewrite_zip(legit, _bundle(c), add=[(zinfo(c.stem + s), c.member(s).read_bytes()) for s in STEM_SUFFIXES])
-    return rf"overlays not loaded from .*deploy\.zip: .*member '{re.escape(c.stem)}\..*' is not in the signed manifest"
+@attack("bundle")
+def a_bundle_fifo_member(c: Case) -> str:
+    name = f"{c.stem}.overlay"
+    rewrite_zip(c.base.bundle, c.location, replace={name: (zinfo(name, stat.S_IFIFO | 0o644), b"")})
+    return _bundle_reason(c, rf"member '{re.escape(name)}' is a special file, not a regular file")
 
 
-def a_bundle_manifest_untrusted_key(c: Case) -> str:
-    create_bundle(c.store, _bundle(c), c.base.attacker())
-    return r"overlays not loaded from .*deploy\.zip: .*manifest does not verify: untrusted key"
+@attack("bundle")
+def a_bundle_overlay_not_pinned(c: Case) -> str:
+    """A correctly signed bundle (of a folder whose signed set lists nothing), with this
+    (individually validly signed) overlay slipped in: the set does not pin it."""
+    empty = c.root / "empty"
+    empty.mkdir()
+    p = cli("sign", "--key", c.base.signer_key_path, "--app-root", c.app, "--set-name", SET, empty, cwd=c.root)
+    assert p.returncode == 0, p
+    legit = c.root / "legit.cso"
+    assert cli("bundle", "create", empty, "-o", legit, cwd=c.root).returncode == 0
+    files = c.base.file_store
+    rewrite_zip(legit, c.location,
+                add=[(zinfo(c.stem + s), (files / (c.stem + s)).read_bytes()) for s in STEM_SUFFIXES])
+    return (rf"signed overlay set refused: bundle member '{re.escape(c.stem)}\..*' is not pinned by the signed "
+            r"overlay set")
 
 
+@attack("bundle")
+def a_bundle_member_dropped(c: Case) -> str:
+    """The sidecar taken out of the bundle: the set pins it."""
+    rewrite_zip(c.base.bundle, c.location, drop={c.stem + ".json"})
+    return rf"signed overlay set refused: bundle lacks '{re.escape(c.stem)}\.json', which the signed overlay set pins"
+
+
+@attack("bundle")
+def a_bundle_without_set(c: Case) -> str:
+    rewrite_zip(c.base.bundle, c.location, drop={SET_NAME})
+    return rf"signed overlay set refused: bundle has no signed overlay set \({re.escape(SET_NAME)}\)"
+
+
+@attack("bundle")
+def a_bundle_set_untrusted_key(c: Case) -> str:
+    """A bundle made (and its folder signed) with the attacker's key."""
+    p = cli("bundle", "create", c.store, "-o", c.location, "--key", c.base.attacker_key_path, "--app-root", c.app,
+            "--set-name", SET, cwd=c.root)
+    assert p.returncode == 0, p
+    return rf"signed overlay set refused: untrusted key {c.base.attacker_kid}"
+
+
+@attack("bundle")
 def a_bundle_tampered_member(c: Case) -> str:
     name = f"{c.stem}.overlay"
     data = bytearray(c.member(".overlay").read_bytes())
     data[-5] ^= 0x01
-    rewrite_zip(c.base.bundle, _bundle(c), replace={name: (zinfo(name), bytes(data))})
-    return rf"member '{re.escape(name)}' does not match its digest in the signed manifest"
+    rewrite_zip(c.base.bundle, c.location, replace={name: (zinfo(name), bytes(data))})
+    return _tampered_overlay(Case(c.base, "set", c.root, c.app, c.store, c.keys, c.location))
 
 
-ATTACKS: dict[str, Callable[[Case], str]] = {
-    name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("a_") and callable(fn)
-}
+ATTACK_PARAMS = [pytest.param(name, layout, id=f"{layout}-{name}")
+                 for name, (_, layouts) in sorted(ATTACKS.items()) for layout in layouts]
 
 
 # --------------------------------------------------------------------------- running the app
@@ -622,7 +805,7 @@ def assert_original_ran(p: Proc) -> None:
 
 def assert_refused_once(p: Proc, reason: str) -> None:
     assert_original_ran(p)
-    lines = p.log_lines
+    lines = p.refusals
     assert len(lines) == 1, f"want exactly one log line for the refusal:\n{p}"
     assert re.search(reason, lines[0]), f"reason {reason!r} not in {lines[0]!r}\n{p}"
     assert lines[0].startswith("codesuture: WARNING "), lines
@@ -663,12 +846,11 @@ class InProcess:
 
 def import_in_process(c: Case, monkeypatch) -> InProcess:
     """Import ``mod`` from the case's app with the real OverlayFinder installed on the
-    case's store (or bundle) under the strict policy; marshal inside resolve recorded."""
+    case's store (or bundle) under the strict policy, with the test's host state;
+    marshal inside resolve recorded."""
     recorder = MarshalRecorder()
     monkeypatch.setattr(resolve_mod, "marshal", recorder)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    monkeypatch.setenv("CODESUTURE_KEYS", str(c.keys))  # a bundle store reads its policy from the environment
-    monkeypatch.setenv("CODESUTURE_REQUIRE_SIGNED", "1")
     monkeypatch.syspath_prepend(str(c.app))
     monkeypatch.delitem(sys.modules, "mod", raising=False)
     clear_trust_root_cache()
@@ -677,8 +859,10 @@ def import_in_process(c: Case, monkeypatch) -> InProcess:
     old_level = log.level
     log.addHandler(collect)
     log.setLevel(logging.INFO)
+    store = open_store(c.location)
     try:
-        finder = install(str(c.location), LoadPolicy(c.keys, require_signed=True))
+        policy = LoadPolicy(str(c.keys), require_signed=True, state_dir=str(c.state_dir))
+        finder = install(store, policy)
         try:
             importlib.invalidate_caches()
             module = importlib.import_module("mod")
@@ -690,6 +874,7 @@ def import_in_process(c: Case, monkeypatch) -> InProcess:
         log.removeHandler(collect)
         log.setLevel(old_level)
         clear_trust_root_cache()
+        getattr(store, "close", lambda: None)()
     assert finder is not None or c.location.is_file(), "the store was not indexed"
     assert os.path.samefile(module.__file__, c.app / "mod.py")
     return InProcess(module, recorder.calls, collect.lines)
@@ -703,35 +888,36 @@ def test_the_app_crashes_without_codesuture(case):
     assert p.returncode == 1 and CRASH in p.stderr, p
 
 
-@pytest.mark.parametrize("store", ["directory", "bundle"])
-def test_signed_overlay_loads(case, store):
-    if store == "bundle":
-        case.location = case.base.bundle
-    p = boot_recorded(case, *strict_options(case))
+@pytest.mark.parametrize("layout", ["set", "file", "bundle"])
+def test_signed_overlay_loads(base, tmp_path, layout):
+    c = make_case(base, tmp_path, layout)
+    p = boot_recorded(c, *strict_options(c))
     assert p.returncode == 0 and PATCHED in p.stdout, p
     assert p.log_lines == [], p
-    assert p.unmarshalled == [case.base.payload_sha256], f"want one marshal.loads, of the verified payload:\n{p}"
+    assert p.unmarshalled == [base.payload_sha256], f"want one marshal.loads, of the verified payload:\n{p}"
 
 
-@pytest.mark.parametrize("store", ["directory", "bundle"])
-def test_signed_overlay_loads_in_process(case, store, monkeypatch):
-    if store == "bundle":
-        case.location = case.base.bundle
-    got = import_in_process(case, monkeypatch)
+@pytest.mark.parametrize("layout", ["set", "file", "bundle"])
+def test_signed_overlay_loads_in_process(base, tmp_path, layout, monkeypatch):
+    c = make_case(base, tmp_path, layout)
+    got = import_in_process(c, monkeypatch)
     assert got.module.lookup({}) is None  # the patched code
-    assert got.unmarshalled == [case.base.payload_sha256]
+    assert got.unmarshalled == [base.payload_sha256]
     assert got.warnings() == [], got.log
-    assert any(f"loaded overlay {case.stem} for mod" in line for line in got.log), got.log
+    via = "dsse" if layout == "file" else "set"
+    assert any(f"loaded overlay {c.stem} for mod ({via})" in line for line in got.log), got.log
 
 
 def test_signed_overlay_loads_with_plain_boot(case):
-    """The documented command line itself, no wrapper."""
+    """The documented command line itself, no wrapper: the output, and the session line."""
     p = run([PY, "-m", "codesuture.boot", *strict_options(case), "app/main.py"], case.root)
-    assert p.returncode == 0 and p.stdout == PATCHED + "\n" and p.stderr == "", p
+    assert p.returncode == 0 and p.stdout == PATCHED + "\n", p
+    assert p.stderr.splitlines() == ["codesuture: session: 0 patches applied, 1 overlay loaded"], p
 
 
-def test_cli_verify_and_bundle_verify(case):
+def test_cli_verify_and_bundle_verify(case, file_case):
     assert cli("verify", "--keys", case.keys, case.store, cwd=case.root).returncode == 0
+    assert cli("verify", "--keys", file_case.keys, file_case.store, cwd=file_case.root).returncode == 0
     assert cli("verify", "--keys", case.keys, case.base.bundle, cwd=case.root).returncode == 0
     assert cli("bundle", "verify", "--keys", case.keys, case.base.bundle, cwd=case.root).returncode == 0
 
@@ -739,17 +925,20 @@ def test_cli_verify_and_bundle_verify(case):
 # --------------------------------------------------------------------------- the attacks
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_attack_refused_through_boot(case, attack):
-    reason = ATTACKS[attack](case)
-    p = boot_recorded(case, *strict_options(case))
+@pytest.mark.parametrize("name, layout", ATTACK_PARAMS)
+def test_attack_refused_through_boot(base, tmp_path, name, layout):
+    c = make_case(base, tmp_path, layout)
+    reason = ATTACKS[name][0](c)
+    p = boot_recorded(c, *strict_options(c))
     assert_refused_once(p, reason)
+    assert len(p.log_lines) == 2 and "crash not healed (prod mode" in p.log_lines[1], p
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_attack_refused_in_process(case, attack, monkeypatch):
-    reason = ATTACKS[attack](case)
-    got = import_in_process(case, monkeypatch)
+@pytest.mark.parametrize("name, layout", ATTACK_PARAMS)
+def test_attack_refused_in_process(base, tmp_path, name, layout, monkeypatch):
+    c = make_case(base, tmp_path, layout)
+    reason = ATTACKS[name][0](c)
+    got = import_in_process(c, monkeypatch)
     with pytest.raises(KeyError, match="missing"):
         got.module.lookup({})  # the original code
     assert got.unmarshalled == [], "marshal.loads reached with unverified bytes"
@@ -757,38 +946,47 @@ def test_attack_refused_in_process(case, attack, monkeypatch):
     assert len(warnings) == 1 and re.search(reason, warnings[0]), got.log
 
 
-@pytest.mark.parametrize("attack", ["overlay_flipped_byte", "signature_flipped_byte", "untrusted_key", "expired",
-                                    "revoked_overlay", "revoked_key", "truncated_overlay", "oversized_overlay"])
-def test_attack_fails_cli_verify(case, attack):
+VERIFY_SEES = ["overlay_flipped_byte", "signature_flipped_byte", "untrusted_key", "expired", "revoked_overlay",
+               "revoked_key", "truncated_overlay", "oversized_overlay", "forged_set", "unsigned"]
+
+
+@pytest.mark.parametrize("name, layout", [p for p in ATTACK_PARAMS if p.values[0] in VERIFY_SEES])
+def test_attack_fails_cli_verify(base, tmp_path, name, layout):
     """``codesuture verify`` refuses what the loader refuses (for attacks it can see
     without the module's source)."""
-    reason = ATTACKS[attack](case)
-    p = cli("verify", "--keys", case.keys, case.store, cwd=case.root)
-    assert p.returncode == 1 and p.stdout.startswith("FAIL ") and re.search(reason, p.stdout), p
+    c = make_case(base, tmp_path, layout)
+    reason = ATTACKS[name][0](c)
+    p = cli("verify", "--keys", c.keys, c.store, cwd=c.root)
+    assert p.returncode == 1 and "FAIL " in p.stdout, p
+    if name != "unsigned":
+        assert re.search(reason.replace("signed overlay set refused: ", ""), p.stdout), p
 
 
 def test_other_python_overlay_beside_this_pythons_loads(case):
-    """Overlays for several interpreters can share a store: each Python picks its own."""
-    src = other_python_overlay(case.base)
-    for f in src.iterdir():
-        if not f.name.startswith("."):
-            shutil.copy2(f, case.store / f.name)
+    """Overlays for several interpreters share one signed folder (``codesuture rebuild
+    --python`` + ``codesuture sign --python``): each Python picks its own."""
+    other = other_python_store(Case(case.base, "file", case.root, case.app, case.store, case.keys, case.store))
+    (overlay,) = other.glob("mod.*.overlay")
+    for suffix in (".overlay", ".json"):
+        shutil.copy2(other / (stem_of(overlay) + suffix), case.store)
+    p = cli("sign", "--ttl", "30", "--key", case.base.signer_key_path, "--app-root", case.app, "--set-name", SET,
+            "--python", case.base.other["python"], case.store, cwd=case.root)
+    assert p.returncode == 0 and f"'{SET}' v2: 2 overlay(s)" in p.stdout, p
     p = boot_recorded(case, *strict_options(case))
     assert p.returncode == 0 and PATCHED in p.stdout and p.log_lines == [], p
     assert p.unmarshalled == [case.base.payload_sha256], p
+    p = run([case.base.other["python"], "-m", "codesuture.boot", *strict_options(case), "app/main.py"], case.root)
+    assert p.returncode == 0 and PATCHED in p.stdout, p
 
 
-def test_other_python_overlay_was_built_by_that_interpreter(base):
-    """Report how the other-Python overlay was made (healed there, or a bare build)."""
-    store = other_python_overlay(base)
+def test_other_python_overlay_was_built_by_that_interpreter(case):
+    store = other_python_store(case)
     (overlay,) = store.glob("mod.*.overlay")
     header = ovformat.parse(overlay.read_bytes())
     from importlib.util import MAGIC_NUMBER
 
     assert header.magic_number != MAGIC_NUMBER
     assert TAG not in overlay.name
-    if not base.other["healed"]:
-        pytest.skip(f"{base.other['python']} cannot run codesuture; a stdlib-built overlay was used instead")
 
 
 # --------------------------------------------------------------------------- kill switch and environment
@@ -797,7 +995,7 @@ def test_other_python_overlay_was_built_by_that_interpreter(base):
 def test_disable_turns_everything_off(case):
     p = boot_recorded(case, *strict_options(case), env=clean_env(CODESUTURE_DISABLE="1"))
     assert_original_ran(p)
-    assert p.log_lines == [], p
+    assert p.log_lines == [] and "codesuture:" not in p.stderr, p
 
 
 def test_disable_also_stops_healing(case):
@@ -821,19 +1019,21 @@ def env_settings(c: Case, **extra: str) -> dict[str, str]:
                      CODESUTURE_REQUIRE_SIGNED="1", CODESUTURE_HEAL="0", **extra)
 
 
-@pytest.mark.parametrize("store", ["directory", "bundle"])
-def test_environment_variables_without_flags(case, store):
-    if store == "bundle":
-        case.location = case.base.bundle
-    p = boot_recorded(case, env=env_settings(case))
+@pytest.mark.parametrize("layout", ["set", "file", "bundle"])
+def test_environment_variables_without_flags(base, tmp_path, layout):
+    c = make_case(base, tmp_path, layout)
+    p = boot_recorded(c, env=env_settings(c))
     assert p.returncode == 0 and PATCHED in p.stdout and p.log_lines == [], p
-    assert p.unmarshalled == [case.base.payload_sha256], p
+    assert p.unmarshalled == [base.payload_sha256], p
 
 
-@pytest.mark.parametrize("attack", ["signature_flipped_byte", "untrusted_key", "expired", "bundle_symlink_member"])
-def test_environment_variables_refuse_attacks(case, attack):
-    reason = ATTACKS[attack](case)
-    p = boot_recorded(case, env=env_settings(case))
+@pytest.mark.parametrize("name, layout", [("signature_flipped_byte", "file"), ("untrusted_key", "file"),
+                                          ("expired", "set"), ("forged_set", "set"),
+                                          ("bundle_symlink_member", "bundle")])
+def test_environment_variables_refuse_attacks(base, tmp_path, name, layout):
+    c = make_case(base, tmp_path, layout)
+    reason = ATTACKS[name][0](c)
+    p = boot_recorded(c, env=env_settings(c))
     assert_refused_once(p, reason)
 
 
@@ -851,7 +1051,7 @@ def test_keys_env_alone_refuses_unsigned(case):
 
 def test_unsigned_loads_only_in_development_mode(case):
     """The control for the two tests above: with no trust root and no --require-signed
-    the unsigned overlay loads, with a WARNING line."""
+    (dev mode) the unsigned overlay loads, with a WARNING line."""
     a_unsigned(case)
     env = clean_env(CODESUTURE_OVERLAYS=str(case.store), CODESUTURE_HEAL="0")
     p = boot_recorded(case, env=env)
@@ -916,13 +1116,14 @@ def test_require_signed_and_no_heal_inherited(case, how):
 
 
 @pytest.mark.parametrize("how", ["flags", "environment"])
-def test_keys_inherited(case, how):
+def test_keys_inherited(file_case, how):
     """The child refuses a bad signature (it inherited --keys; without a trust root it
     would load the overlay from its sidecar)."""
-    a_signature_flipped_byte(case)
-    p = spawn(case, how, "--overlays", "overlays", "--keys", "keys", "--no-heal")
+    c = file_case
+    a_signature_flipped_byte(c)
+    p = spawn(c, how, "--overlays", "overlays", "--keys", "keys", "--no-heal")
     assert p.returncode == 1 and "CHILD-EXIT 1" in p.stdout and PATCHED not in p.stdout, p
-    assert CRASH in p.stderr and f"bad signature (key {case.base.kid})" in p.stderr, p
+    assert CRASH in p.stderr and f"bad signature (key {c.base.kid})" in p.stderr, p
 
 
 def test_disable_inherited(case):

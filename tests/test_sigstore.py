@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from codesuture.cli import main
+from codesuture.cli.app import main
 from codesuture.errors import OverlayRefused, TrustError
+from codesuture.ship.sign import SignOptions, sign_sigstore
+from codesuture.ship.verify import verify_paths_sigstore as verify_path_sigstore
 from codesuture.trust import sigstore_support as ss
-from codesuture.trust.policy import LoadPolicy, admit
-from codesuture.trust.sign import sign_path_sigstore, verify_path_sigstore
+from codesuture.trust.policy import LoadPolicy, admit, clear_trust_root_cache
 from codesuture.trust.statement import PREDICATE_TYPE
-from trust_helpers import entry_for, make_overlay, shared_dir
+from trust_helpers import APP_MODULES, entry_for, healed_app, make_overlay, shared_dir, sign_overlay
 
 WHEEL = "rfc8785-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "c4e92e9ecc828bef2aa7dba1de8ac983511f7532a0df11c770d39099a25cf201"
@@ -41,7 +42,26 @@ def isolated_sigstore_cache(tmp_path, monkeypatch):
     dirs; a stale one would take priority, so each test gets fresh ones."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(ss, "_VERIFIERS", {})
+    clear_trust_root_cache()
+
+
+@pytest.fixture(scope="module")
+def healed(tmp_path_factory):
+    """A real overlay (``sign`` rebuilds what it signs), healed once per module."""
+    return healed_app(tmp_path_factory.mktemp("healed"), {"seta": APP_MODULES["seta"]})
+
+
+@pytest.fixture
+def real_overlay(healed, tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(healed[0], app)
+    return next((app / "overlays").glob("seta.*.overlay"))
+
+
+def sign_path_sigstore(paths, *, identity_token, ttl_seconds=None, context=None):
+    return sign_sigstore(paths, identity_token=identity_token, options=SignOptions(ttl_seconds=ttl_seconds), context=context)
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +225,8 @@ class FakeContext:
         yield _Signer()
 
 
-def test_sign_sigstore_up_to_the_network_boundary(tmp_path):
-    overlay = make_overlay(tmp_path)
+def test_sign_sigstore_up_to_the_network_boundary(real_overlay):
+    overlay = real_overlay
     ctx = FakeContext()
     (res,) = sign_path_sigstore([overlay], identity_token=_token(), ttl_seconds=3600, context=ctx)
     assert res.ok, res
@@ -216,17 +236,28 @@ def test_sign_sigstore_up_to_the_network_boundary(tmp_path):
     s = json.loads(statement)
     assert s["predicateType"] == PREDICATE_TYPE
     assert s["subject"][0] == {"name": overlay.name, "digest": {"sha256": hashlib.sha256(overlay.read_bytes()).hexdigest()}}
-    written = json.loads(res.output.read_bytes())
-    assert res.output.name == overlay.name.replace(".overlay", ".sigstore.json")
+    assert "overlaySet" not in s["predicate"] and s["predicate"]["source"]["origin"] == "app:seta.py"
+    written = json.loads(Path(res.output).read_bytes())
+    assert Path(res.output).name == overlay.name.replace(".overlay", ".sigstore.json")
     assert written["statement_sha256"] == hashlib.sha256(statement).hexdigest()
 
 
-def test_sigstore_admission_uses_the_verified_statement(tmp_path, monkeypatch):
-    # Policy wiring for Sigstore-signed overlays, with the offline verifier stubbed to
-    # return the statement the fake signer saw.
+def test_sign_sigstore_checks_the_rebuild_first(tmp_path):
+    # A hand-made overlay has no source to rebuild it from: nothing reaches the signer.
     overlay = make_overlay(tmp_path)
     ctx = FakeContext()
-    sign_path_sigstore([overlay], identity_token=_token(), ttl_seconds=3600, context=ctx)
+    (res,) = sign_path_sigstore([overlay], identity_token=_token(), ttl_seconds=3600, context=ctx)
+    assert not res.ok and "cannot rebuild it to check it" in res.reason
+    assert ctx.statements == [] and not Path(str(overlay).replace(".overlay", ".sigstore.json")).exists()
+
+
+def test_sigstore_admission_uses_the_verified_statement(real_overlay, monkeypatch):
+    # Policy wiring for Sigstore-signed overlays, with the offline verifier stubbed to
+    # return the statement the fake signer saw.
+    overlay = real_overlay
+    ctx = FakeContext()
+    (res,) = sign_path_sigstore([overlay], identity_token=_token(), ttl_seconds=3600, context=ctx)
+    assert res.ok, res
     statement = ctx.statements[0][1]
     seen = {}
 
@@ -237,18 +268,19 @@ def test_sigstore_admission_uses_the_verified_statement(tmp_path, monkeypatch):
     monkeypatch.setattr(ss, "verify_statement_bundle", fake_verify)
     policy = LoadPolicy(sigstore_identity="dev@example.org", sigstore_issuer="https://oauth2.sigstore.dev/auth")
     a = admit(entry_for(overlay), policy)
-    assert a.signer == "sigstore:dev@example.org" and a.meta.module == "demo.mod"
+    assert a.signer == "sigstore:dev@example.org" and a.meta.module == "seta" and a.via == "sigstore"
     assert seen == {"identity": "dev@example.org", "issuer": "https://oauth2.sigstore.dev/auth", "staging": False}
     # A stray DSSE envelope beside it changes nothing when no key trust root is configured.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from codesuture.trust.sign import sign_overlay
 
     sign_overlay(overlay, Ed25519PrivateKey.generate())
     assert admit(entry_for(overlay), policy).signer == "sigstore:dev@example.org"
     overlay.write_bytes(overlay.read_bytes() + b"x")
     with pytest.raises(OverlayRefused, match="signed subject digest"):
         admit(entry_for(overlay), policy)
+    # Without an issuer the identity alone is not accepted.
+    with pytest.raises(OverlayRefused, match="without an OIDC issuer"):
+        admit(entry_for(overlay), LoadPolicy(sigstore_identity="dev@example.org"))
 
 
 def test_no_identity_token(monkeypatch):

@@ -145,3 +145,33 @@ def test_missing_trust_root_dir(tmp_path):
     with pytest.raises(TrustError, match="does not exist") as ei:
         keys.TrustRoot.load(tmp_path / "nope")
     assert ei.value.path == str(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["ci.pem", "revoked.json"])
+def test_fifo_in_the_trust_root_does_not_block(tmp_path, name):
+    import os
+
+    from trust_helpers import deadline
+
+    if name != "ci.pem":
+        _pub(tmp_path, "a.pem")
+    os.mkfifo(tmp_path / name)
+    with deadline(5), pytest.raises(TrustError, match="is a FIFO") as ei:
+        keys.TrustRoot.load(tmp_path)
+    assert ei.value.path == str(tmp_path / name)
+
+
+def test_oversized_key_file(tmp_path):
+    with open(tmp_path / "big.pem", "wb") as fh:
+        fh.truncate(keys.MAX_KEY_FILE_BYTES + 1)
+    with pytest.raises(TrustError, match="oversized") as ei:
+        keys.TrustRoot.load(tmp_path)
+    assert ei.value.path == str(tmp_path / "big.pem")
+
+
+def test_hidden_files_are_ignored_and_the_path_is_kept(tmp_path):
+    a = _pub(tmp_path, "a.pem")
+    (tmp_path / ".draft.pem").write_bytes(b"junk")
+    root = keys.TrustRoot.load(tmp_path)
+    assert set(root.keys) == {a} and root.path == str(tmp_path)
+    assert repr(root) == f"TrustRoot(1 key(s), path={tmp_path})"

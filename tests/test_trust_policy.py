@@ -1,4 +1,5 @@
-"""Load policy at the admit() level: the tamper suite of the threat model.
+"""Load policy at the admit() level: the tamper suite of the threat model, for
+overlays signed one by one (no signed set; sets: ``test_overlay_set.py``).
 
 Every refusal is an OverlayRefused with a precise reason, and marshal.loads is never
 reached (admit never unmarshals; the fixture makes any call fail loudly).
@@ -11,6 +12,7 @@ import json
 import logging
 import marshal
 import os
+import re
 import subprocess
 import sys
 
@@ -18,12 +20,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from codesuture.errors import OverlayRefused
-from codesuture.overlay import format as ovformat
+from codesuture.overlay.names import MAX_ENVELOPE_BYTES, MAX_OVERLAY_BYTES
 from codesuture.trust import dsse, policy as policy_mod
 from codesuture.trust.keys import keyid, public_pem
-from codesuture.trust.policy import LoadPolicy, admit, clear_trust_root_cache
-from codesuture.trust.sign import sign_overlay
-from trust_helpers import add_key, entry_for, make_overlay, make_signed
+from codesuture.trust.policy import LoadPolicy, admit, clear_trust_root_cache, full_meta
+from trust_helpers import add_key, entry_for, make_overlay, make_signed, sign_overlay
 
 NOW = 1_800_000_000.0  # 2027-01-15
 
@@ -58,9 +59,10 @@ def signed(tmp_path):
 
 
 def refused(s, reason, now=NOW, policy=None):
-    with pytest.raises(OverlayRefused, match=reason) as ei:
+    with pytest.raises(OverlayRefused) as ei:
         admit(s.entry, policy or s.policy, now)
     assert ei.value.path == s.entry.name
+    assert re.search(reason, ei.value.reason), ei.value.reason
     return ei.value
 
 
@@ -165,13 +167,11 @@ def test_truncated_envelope(signed):
 
 def test_oversized_overlay_refused_before_reading(signed):
     with open(signed.overlay, "r+b") as fh:  # sparse: costs no disk
-        fh.truncate(ovformat.MAX_OVERLAY_BYTES + 1)
+        fh.truncate(MAX_OVERLAY_BYTES + 1)
     refused(signed, "oversized")
 
 
 def test_oversized_envelope(signed):
-    from codesuture.overlay.store import MAX_ENVELOPE_BYTES
-
     with open(signed.envelope, "r+b") as fh:
         fh.truncate(MAX_ENVELOPE_BYTES + 1)
     refused(signed, "oversized")
@@ -219,7 +219,9 @@ def test_unsigned_refused_under_require_signed(tmp_path):
 
 
 def test_signed_without_trust_root_under_require_signed(signed):
-    refused(signed, "no trust root configured", policy=LoadPolicy(require_signed=True))
+    # Nothing to verify its envelope against: refused, and the reason says so.
+    refused(signed, r"signed, but no trust root is configured to verify it \(--keys\)",
+            policy=LoadPolicy(require_signed=True))
 
 
 def test_unsigned_loads_with_warning_without_trust_root(tmp_path, caplog):
@@ -233,7 +235,7 @@ def test_unsigned_loads_with_warning_without_trust_root(tmp_path, caplog):
 def test_unsigned_tampered_still_caught_by_metadata_digest(tmp_path):
     overlay = make_overlay(tmp_path)
     overlay.write_bytes(overlay.read_bytes() + b"\0")
-    with pytest.raises(OverlayRefused, match="do not match their recorded digest"):
+    with pytest.raises(OverlayRefused, match="overlay bytes do not match the digest in its metadata"):
         admit(entry_for(overlay), LoadPolicy(), NOW)
 
 
@@ -255,16 +257,103 @@ def test_trust_root_loaded_once_per_process(signed, monkeypatch):
     monkeypatch.setattr(keys.TrustRoot, "load", classmethod(counting))
     for _ in range(5):
         admit(signed.entry, signed.policy, NOW)
-    assert loads == [signed.keys_dir]
+    assert loads == [os.fspath(signed.keys_dir)]
     assert policy_mod.trust_root(signed.policy) is policy_mod.trust_root(LoadPolicy(signed.keys_dir))
 
 
-def test_policy_from_env(tmp_path):
-    p = LoadPolicy.from_env({"CODESUTURE_KEYS": str(tmp_path), "CODESUTURE_REQUIRE_SIGNED": "yes"})
+def test_policy_from_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no config file of this repository's
+    st = str(tmp_path / "state")
+    p = LoadPolicy.from_env({"CODESUTURE_KEYS": str(tmp_path), "CODESUTURE_REQUIRE_SIGNED": "yes",
+                             "CODESUTURE_STATE_DIR": st, "CODESUTURE_MIN_SET_VERSION": "4"})
     assert os.fspath(p.keys_dir) == os.fspath(tmp_path) and p.require_signed and not p.allows_unsigned
-    assert LoadPolicy.from_env({}).allows_unsigned
-    p = LoadPolicy.from_env({"CODESUTURE_SIGSTORE_IDENTITY": "me@example.org", "CODESUTURE_SIGSTORE_ISSUER": "https://issuer"})
+    assert (p.state_dir, p.min_set_version, p.strict_statements) == (st, 4, False)
+    assert LoadPolicy.from_env({"CODESUTURE_STATE_DIR": st}).allows_unsigned
+    p = LoadPolicy.from_env({"CODESUTURE_SIGSTORE_IDENTITY": "me@example.org", "CODESUTURE_SIGSTORE_ISSUER": "https://issuer",
+                             "CODESUTURE_STATE_DIR": st})
     assert p.sigstore_identity == "me@example.org" and not p.allows_unsigned
+    # A trust root means prod, and prod means require_signed unless said otherwise.
+    assert LoadPolicy.from_env({"CODESUTURE_KEYS": str(tmp_path), "CODESUTURE_STATE_DIR": st}).require_signed
+
+
+@pytest.mark.parametrize("value", ["", "2", "required", "maybe"])
+def test_policy_from_env_is_strict(tmp_path, monkeypatch, value):
+    from codesuture.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="CODESUTURE_REQUIRE_SIGNED"):
+        LoadPolicy.from_env({"CODESUTURE_REQUIRE_SIGNED": value, "CODESUTURE_STATE_DIR": str(tmp_path)})
+
+
+def test_admitted_says_what_vouched(signed, tmp_path):
+    a = admit(signed.entry, signed.policy, NOW)
+    assert a.via == "dsse" and a.signer == signed.keyid
+    assert full_meta(signed.entry, a, signed.policy) is a.meta  # the verified Statement has the patch list
+    overlay = make_overlay(tmp_path / "plain")
+    u = admit(entry_for(overlay), LoadPolicy(), NOW)
+    assert (u.via, u.signer) == ("unsigned", None) and [p.qualname for p in u.meta.patches] == ["f"]
+
+
+def test_full_meta_refuses_an_envelope_swapped_after_admission(signed):
+    import hashlib
+
+    from codesuture.overlay.model import OverlayMeta
+
+    a = admit(signed.entry, signed.policy, NOW)
+    a = a._replace(meta=a.meta._replace(patches=[]))  # what full_meta must complete
+    assert [p.qualname for p in full_meta(signed.entry, a, signed.policy).patches] == ["f"]
+    # A validly signed envelope for other bytes under this name, planted after admission.
+    original = signed.overlay.read_bytes()
+    sidecar = signed.overlay.with_name(signed.entry.name + ".json")
+    meta_bytes = sidecar.read_bytes()
+    other = original + b"\0"
+    signed.overlay.write_bytes(other)
+    sidecar.write_bytes(OverlayMeta.loads(meta_bytes)._replace(overlay_sha256=hashlib.sha256(other).hexdigest()).dumps())
+    sign_overlay(signed.overlay, signed.key, ttl_seconds=86400, now=NOW)
+    signed.overlay.write_bytes(original)
+    sidecar.write_bytes(meta_bytes)
+    with pytest.raises(OverlayRefused, match="its envelope is not the one that admitted it"):
+        full_meta(signed.entry, a, signed.policy)
+
+
+def test_signed_into_a_set_refused_in_a_store_without_it(tmp_path):
+    s = make_signed(tmp_path, ttl_seconds=86400, now=NOW)
+    sign_overlay(s.overlay, s.key, ttl_seconds=86400, now=NOW, set_name="demo")
+    refused(s, r"signed as part of overlay set 'demo', which this store does not have")
+
+
+def test_unsigned_sidecar_problems_name_the_sidecar(tmp_path):
+    overlay = make_overlay(tmp_path)
+    sidecar = overlay.with_name(overlay.name[: -len(".overlay")] + ".json")
+    sidecar.write_text("{not json")
+    with pytest.raises(OverlayRefused) as ei:
+        admit(entry_for(overlay), LoadPolicy(), NOW)
+    assert ei.value.reason.startswith(sidecar.name + ": metadata is not JSON")
+    sidecar.unlink()
+    with pytest.raises(OverlayRefused, match="metadata file is missing"):
+        admit(entry_for(overlay), LoadPolicy(), NOW)
+
+
+def test_unsigned_expiry(tmp_path):
+    overlay = make_overlay(tmp_path, expires="2027-01-15T09:00:00Z")
+    assert admit(entry_for(overlay), LoadPolicy(), NOW).meta.expires == "2027-01-15T09:00:00Z"
+    with pytest.raises(OverlayRefused, match="expired at 2027-01-15T09:00:00Z"):
+        admit(entry_for(overlay), LoadPolicy(), NOW + 3600)
+    bad = make_overlay(tmp_path / "bad", expires="next tuesday")
+    with pytest.raises(OverlayRefused, match="is not an RFC 3339 UTC time"):
+        admit(entry_for(bad), LoadPolicy(), NOW)
+
+
+def test_withdrawn_signed_overlay(signed, tmp_path):
+    import hashlib
+
+    from codesuture.trust.state import HostState
+
+    digest = hashlib.sha256(signed.overlay.read_bytes()).hexdigest()
+    HostState(str(tmp_path / "state")).withdraw({digest: signed.entry.name}, NOW)
+    refused(signed, "withdrawn by codesuture rollback at 2027-01-15T08:00:00Z",
+            policy=LoadPolicy(signed.keys_dir, state_dir=str(tmp_path / "state")))
+    assert admit(signed.entry, signed.policy, NOW).via == "dsse"  # no host state, no memory
 
 
 def test_importing_policy_stays_cheap():

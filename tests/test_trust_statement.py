@@ -10,8 +10,8 @@ from sigstore.dsse import Statement
 
 from codesuture.errors import TrustError
 from codesuture.overlay.model import OverlayMeta
-from codesuture.patch.spec import iso_utc
 from codesuture.trust.statement import PREDICATE_TYPE, STATEMENT_TYPE, build_statement, meta_from_statement
+from codesuture.util.clock import iso_utc
 from trust_helpers import make_overlay
 
 NOW = 1_800_000_000.0
@@ -47,7 +47,8 @@ def test_roundtrip_to_meta(overlay):
     path, meta = overlay
     data = path.read_bytes()
     raw = build_statement(meta, path.name, data, 3600, now=NOW, evidence=[{"repro": "ok"}])
-    back, digest = meta_from_statement(raw, path.name)
+    back, digest, set_name = meta_from_statement(raw, path.name)
+    assert set_name is None and "overlaySet" not in json.loads(raw)["predicate"]
     assert digest == hashlib.sha256(data).hexdigest() == back.overlay_sha256
     assert back.expires == iso_utc(NOW + 3600)
     assert (back.module, back.key, back.origin, back.source_sha256, back.python, back.tier) == (
@@ -91,10 +92,36 @@ def _mutate(raw, fn):
         (lambda s: s["predicate"].update(expiresAt="tomorrow"), "expiresAt"),
         (lambda s: s["predicate"].pop("source"), "source/interpreter"),
         (lambda s: s["predicate"].update(patches=[{"qualname": "f"}]), "malformed patch record"),
+        (lambda s: s["predicate"].update(patches={}), "patches must be a list"),
+        (lambda s: s["predicate"].update(overlaySet=""), "overlaySet must be a set name"),
+        (lambda s: s["predicate"].update(overlaySet=["demo"]), "overlaySet must be a set name"),
+        (lambda s: s["predicate"]["source"].update(sha256="AB" * 32), "source.sha256"),
+        (lambda s: s["predicate"]["interpreter"].update(version=3), "interpreter fields must be strings"),
+        (lambda s: s["predicate"].update(createdAt="2027-01-15 08:00:00"), "createdAt"),
+        (lambda s: s["predicate"].pop("module"), "'module' missing"),
+        (lambda s: s.pop("predicate"), "no predicate|Statement"),
     ],
 )
 def test_meta_from_statement_refusals(overlay, mutation, reason):
     path, meta = overlay
     raw = build_statement(meta, path.name, path.read_bytes(), 60, now=NOW)
-    with pytest.raises(TrustError, match=reason):
+    with pytest.raises(TrustError, match=reason) as ei:
         meta_from_statement(_mutate(raw, mutation), path.name)
+    assert ei.value.path == path.name
+    with pytest.raises(TrustError, match=reason):  # the loader's own checks, without sigstore's models
+        meta_from_statement(_mutate(raw, mutation), path.name, strict=False)
+
+
+def test_overlay_set_name_roundtrip(overlay):
+    path, meta = overlay
+    raw = build_statement(meta, path.name, path.read_bytes(), 60, now=NOW, overlay_set="inventory")
+    assert json.loads(raw)["predicate"]["overlaySet"] == "inventory"
+    back, _, set_name = meta_from_statement(raw, path.name)
+    assert set_name == "inventory" and back.module == meta.module
+
+
+def test_statement_carries_no_machine_path(overlay):
+    path, meta = overlay
+    raw = build_statement(meta, path.name, path.read_bytes(), 60, now=NOW)
+    assert json.loads(raw)["predicate"]["source"]["origin"] == "app:demo/mod.py"
+    assert str(path.parent).encode() not in raw

@@ -1,18 +1,20 @@
 """``python -m codesuture.boot [options] (script.py | -m module) [args...]``
 
-Installs the overlay finder (and, unless ``--no-heal``, the healer), then runs the
-target as ``__main__`` like ``python script.py`` / ``python -m module`` would.
+Installs the overlay finder for the configured store (and, in dev mode, the healer),
+then runs the target as ``__main__`` like ``python script.py`` / ``python -m module``
+would. Settings come from flags, ``CODESUTURE_*`` variables and the app's config file
+(see :mod:`codesuture.settings`; ``--help`` lists them all). Without a store setting,
+no store is read: boot never reads ``./overlays`` on its own.
 
-Options (each has an environment variable, set for subprocesses too):
+Modes: dev (heal live, write overlays) unless a trust root, ``--require-signed`` or a
+bundle makes it prod (load verified overlays only; a crash is logged as one line with
+what would have been patched; ``--heal`` heals live and proposes the patch in the
+pending directory). ``CODESUTURE_DISABLE=1`` turns everything off: the target runs as
+with plain python.
 
-  --overlays PATH     overlay directory or bundle file    CODESUTURE_OVERLAYS (default: ./overlays)
-  --keys DIR          trust root: public keys, revoked.json CODESUTURE_KEYS
-  --require-signed    refuse unsigned overlays              CODESUTURE_REQUIRE_SIGNED=1
-  --heal / --no-heal  heal crashes live and write overlays  CODESUTURE_HEAL=0|1 (default: heal)
-  --retries N         replays after patches (default 3)     CODESUTURE_RETRIES
-  --dry-run           diagnose only, change nothing
-  -v, --verbose       log what CodeSuture does
-  CODESUTURE_DISABLE=1 turns everything off: the target runs as with plain python.
+Exit codes: the target's; 2 for a usage or configuration error; 78 when
+``--require-overlays`` is set and the store or trust root cannot be used; 130 after
+Ctrl-C.
 
 Kept import-light: nothing heavy is imported before a crash or an overlay needs it.
 """
@@ -22,164 +24,281 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+    from codesuture.settings import Settings
+
 USAGE = (
-    "usage: python -m codesuture.boot [--overlays PATH] [--keys DIR] [--require-signed] "
-    "[--heal | --no-heal] [--retries N] [--dry-run] [-v] (script.py | -m module) [args...]"
+    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
+    "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
+    "(script.py | -m module) [args...]"
 )
-_TRUE = {"1", "true", "yes", "on"}
+#: Options taking a value -> settings attribute.
+_VALUED = {
+    "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
+    "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
+}
+#: Flags -> (settings attribute, value).
+_FLAGS = {
+    "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
+    "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
+    "--record-messages": ("record_messages", True),
+}
 
 
 class UsageError(Exception):
     pass
 
 
-def parse(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> dict:
-    """Parse boot options; returns a dict of settings. Raises UsageError."""
-    opts: dict = {
-        "overlays": environ.get("CODESUTURE_OVERLAYS") or "overlays",
-        "keys": environ.get("CODESUTURE_KEYS") or None,
-        "require_signed": environ.get("CODESUTURE_REQUIRE_SIGNED", "").lower() in _TRUE,
-        "heal": environ.get("CODESUTURE_HEAL", "1").lower() in _TRUE,
-        "retries": environ.get("CODESUTURE_RETRIES", "3"),
-        "dry_run": False,
-        "verbose": 0,
-        "module": None,
-        "script": None,
-        "args": [],
-    }
+class Invocation:
+    """The parsed command line: settings given as flags, and the target."""
+
+    __slots__ = ("flags", "module", "script", "args")
+
+    def __init__(self) -> None:
+        self.flags: dict[str, Any] = {"verbose": 0}
+        self.module: str | None = None
+        self.script: str | None = None
+        self.args: list[str] = []
+
+    def start_dir(self) -> str:
+        """Where the app root search starts: the script's directory (cwd for -m)."""
+        return os.path.dirname(os.path.abspath(self.script)) if self.script else os.getcwd()
+
+
+def parse(argv: list[str]) -> Invocation:
+    """Parse boot's command line (values are checked by :func:`codesuture.settings.load`).
+    Raises UsageError (an empty message for ``--help``)."""
+    inv = Invocation()
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--overlays", "--keys", "--retries", "-m"):
-            if i + 1 >= len(argv):
-                raise UsageError(f"{a} needs a value")
-            value = argv[i + 1]
+        name, eq, value = a.partition("=")
+        if name in _VALUED or a == "-m":
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"{a} needs a value")
+                value = argv[i + 1]
+                i += 1
             if a == "-m":
-                opts["module"], opts["args"] = value, argv[i + 2 :]
+                inv.module, inv.args = value, argv[i + 1 :]
                 break
-            opts[a[2:].replace("-", "_")] = value
-            i += 2
-            continue
-        if a.startswith("--overlays=") or a.startswith("--keys=") or a.startswith("--retries="):
-            name, _, value = a[2:].partition("=")
-            opts[name] = value
-        elif a == "--require-signed":
-            opts["require_signed"] = True
-        elif a == "--heal":
-            opts["heal"] = True
-        elif a == "--no-heal":
-            opts["heal"] = False
-        elif a == "--dry-run":
-            opts["dry_run"] = True
+            inv.flags[_VALUED[name]] = value
+        elif a in _FLAGS:
+            attr, flag_value = _FLAGS[a]
+            inv.flags[attr] = flag_value
         elif a in ("-v", "--verbose"):
-            opts["verbose"] += 1
+            inv.flags["verbose"] += 1
+        elif a == "-vv":
+            inv.flags["verbose"] += 2
         elif a in ("-h", "--help"):
             raise UsageError("")
         elif a.startswith("-"):
             raise UsageError(f"unknown option {a}")
         else:
-            opts["script"], opts["args"] = a, argv[i + 1 :]
+            inv.script, inv.args = a, argv[i + 1 :]
             break
         i += 1
-    if opts["script"] is None and opts["module"] is None:
+    if inv.script is None and inv.module is None:
         raise UsageError("nothing to run: give a script or -m module")
-    try:
-        opts["retries"] = int(opts["retries"])
-        if opts["retries"] < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--retries takes a whole number >= 0, not {opts['retries']!r}") from None
-    return opts
+    return inv
 
 
-def export(opts: dict) -> None:
-    """Publish the settings so subprocesses and workers inherit them."""
-    os.environ["CODESUTURE_OVERLAYS"] = os.path.abspath(opts["overlays"])
-    if opts["keys"]:
-        os.environ["CODESUTURE_KEYS"] = os.path.abspath(opts["keys"])
-    if opts["require_signed"]:
-        os.environ["CODESUTURE_REQUIRE_SIGNED"] = "1"
-    os.environ["CODESUTURE_HEAL"] = "1" if opts["heal"] else "0"
+def _help() -> str:
+    from codesuture.settings import help_text
+
+    return (__doc__ or "").strip().replace("``", "`") + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
 
 
-def _target(opts: dict) -> "object":
+def _target(inv: Invocation) -> Any:
     """The script or ``-m`` module to run; prints Python's message and returns None
     when a module cannot be found."""
     from codesuture.runtime import script
 
     try:
-        if opts["module"]:
-            return script.module_target(opts["module"], opts["args"])
-        return script.script_target(opts["script"], opts["args"])
+        if inv.module:
+            return script.module_target(inv.module, inv.args)
+        return script.script_target(inv.script or "", inv.args)
     except ImportError as exc:
         print(f"{sys.executable}: {exc}", file=sys.stderr)
         return None
 
 
-def _plain(opts: dict) -> int:
+def _plain(inv: Invocation) -> int:
     """Run the target with nothing of CodeSuture active (the kill switch): no finder,
     no healer, no environment exported; the same runner as ``python script.py``."""
     from codesuture.runtime import script
 
-    target = _target(opts)
-    return 1 if target is None else script.run(target)  # type: ignore[arg-type]
+    target = _target(inv)
+    return 1 if target is None else script.run(target)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the target's exit code (2 on a usage error)."""
+    """Entry point; returns the exit code (see the module docstring)."""
+    from codesuture import settings
+    from codesuture.errors import ConfigError
+
     argv = sys.argv[1:] if argv is None else argv
     try:
-        opts = parse(argv, os.environ)
+        inv = parse(argv)
     except UsageError as exc:
-        if not str(exc):  # --help
-            print(__doc__.strip().replace("``", "`"))
+        if not str(exc):
+            print(_help())
             return 0
         print(f"codesuture.boot: {exc}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
-        return 2
-    if os.environ.get("CODESUTURE_DISABLE", "").lower() in _TRUE:
-        return _plain(opts)
+        return settings.EXIT_USAGE
+    try:
+        if settings.disabled():
+            return _plain(inv)
+        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir())
+    except ConfigError as exc:
+        print(f"codesuture.boot: {exc}", file=sys.stderr)
+        return settings.EXIT_USAGE
     from codesuture import logs
 
-    logs.request(30 if not opts["verbose"] else 20 if opts["verbose"] == 1 else 10)  # logging levels
-    export(opts)
-    return start(opts)
-
-
-def start(opts: dict) -> int:
-    from codesuture.loader.finder import install
-    from codesuture.runtime import script
-
-    finder = install(opts["overlays"])  # the policy is read from the environment on first use
-    entries = finder.index if finder is not None else None
-    target = _target(opts)
+    logs.request(30 if not s.verbose else 20 if s.verbose == 1 else 10)  # logging levels
+    s.export()
+    target = _target(inv)
     if target is None:
         return 1
     if not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
-    heal = _lazy_healer(opts) if opts["heal"] else None
-    return script.run(target, heal=heal, retries=opts["retries"], entries=entries, policy=None)
+    code, session = start(s, target)
+    line = summary(session)
+    if line:
+        print(line, file=sys.stderr)
+    return code
 
 
-def _lazy_healer(opts: dict) -> "object":
+class Session:
+    """What :func:`start` set up, for a summary: the finder (or None), the healer (or
+    None) and the CLI's verbosity."""
+
+    __slots__ = ("finder", "healer", "verbose")
+
+    def __init__(self) -> None:
+        self.finder: Any = None
+        self.healer: Any = None
+        self.verbose = 0
+
+
+def summary(session: Session, default_store: str | None = None) -> str | None:
+    """The one-line session summary, or None when nothing was patched or loaded."""
+    resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
+    LOADED = getattr(resolve, "LOADED", {})
+    healer = session.healer
+    patched = sum(1 for r in getattr(healer, "history", []) if r.status == "patched")
+    proposed = sum(1 for r in getattr(healer, "history", []) if r.status == "patched" and r.proposed)
+    replays = sum(1 for r in getattr(healer, "history", []) if r.status != "patched")
+    if not (patched or LOADED or replays):
+        return None
+    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied"]
+    if proposed:
+        parts.append(f"{proposed} proposed for review")
+    parts.append(f"{len(LOADED)} overlay{'s' if len(LOADED) != 1 else ''} loaded")
+    line = "codesuture: session: " + ", ".join(parts)
+    if default_store:
+        line += f" (store {default_store}, the default; --overlays to change)"
+    return line
+
+
+def start(s: Settings, target: Any) -> tuple[int, Session]:
+    """Open the store, install the finder and the healer as *s* says, run *target*.
+    Returns ``(exit code, session)``."""
+    from codesuture import settings
+    from codesuture.runtime import script
+
+    session = Session()
+    usable = open_store(s, session)
+    if not usable and s.require_overlays:
+        return settings.EXIT_STORE_UNUSABLE, session
+    heal = None
+    if s.heal or s.prod:
+        heal = _lazy_healer(s, session)
+    index = session.finder.index if session.finder is not None else None
+    policy = getattr(session.finder, "_policy", None)
+    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
+
+
+def open_store(s: Settings, session: Session) -> bool:
+    """Install the finder for the configured store, if any. Returns False when a store
+    or trust root was configured but cannot be used (each reason logged once)."""
+    from codesuture.logs import logger
+
+    log = logger("codesuture.boot")
+    if s.keys is not None and not os.path.isdir(s.keys):
+        log.warning("trust root %s (%s) does not exist: every signed overlay will be refused", s.keys, s.source("keys"))
+        if s.require_overlays:
+            log.error("--require-overlays: the trust root %s cannot be used", s.keys)
+            return False
+    if s.overlays is None:
+        log.info("no overlay store configured (--overlays, CODESUTURE_OVERLAYS or the config file's overlays)")
+        if s.require_overlays:
+            log.error("--require-overlays: no overlay store is configured")
+            return False
+        return True
+    from codesuture.store.kinds import open_store as open_
+
+    store = open_(s.overlays)
+    if os.path.lexists(s.overlays) and not store.exists():
+        log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
+                    s.overlays, s.source("overlays"))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
+        return not s.require_overlays
+    if not store.exists():
+        if not s.prod and s.heal:
+            if s.source("overlays") == "default":
+                log.info("overlay store %s does not exist yet: patches will create it", s.overlays)
+            else:
+                log.warning("overlay store %s (%s) does not exist: patches will create it", s.overlays, s.source("overlays"))
+            return True
+        log.warning("overlay store %s (%s) does not exist: running without overlays", s.overlays, s.source("overlays"))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s does not exist", s.overlays)
+        return not s.require_overlays
+    from codesuture.errors import CodeSutureError
+    from codesuture.loader.finder import build_index, install
+    from codesuture.trust.policy import LoadPolicy
+
+    policy = LoadPolicy.from_settings(s)
+    try:
+        index = build_index(store)
+        if s.require_overlays and (store.kind == "bundle" or s.keys is not None):
+            from codesuture.trust.policy import store_set
+
+            store_set(store, policy)
+    except CodeSutureError as exc:
+        log.warning("overlays not loaded from %s: %s", s.overlays, getattr(exc, "reason", exc))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
+            return False
+        return True
+    session.finder = install(store, policy, index)
+    if not s.prod and s.heal and store.kind == "directory" and store.stale_temps:
+        store.clean_stale_temps()
+    return True
+
+
+def _lazy_healer(s: Settings, session: Session) -> Any:
     """A heal callback that imports the healer (and bytecode) only on the first crash."""
-    made: list = []
 
-    def heal(exc: BaseException, main_code: object, main_path: str) -> object:
-        if not made:
+    def heal(exc: BaseException, main_code: Any, main_path: str) -> Any:
+        if session.healer is None:
             try:
-                from pathlib import Path
-
                 from codesuture.runtime.healer import Healer
 
-                made.append(Healer(overlays=None if opts["dry_run"] else Path(opts["overlays"]), dry_run=opts["dry_run"]))
+                session.healer = Healer.from_settings(s)
             except Exception as err:  # contained (rule 7): run the original code
                 from codesuture.logs import logger
 
                 logger("codesuture.heal").warning("healer unavailable: %r", err)
                 return None
-        return made[0].heal(exc, main_code, main_path)  # type: ignore[attr-defined]
+        return session.healer.heal(exc, main_code, main_path)
 
     return heal
 

@@ -1,7 +1,17 @@
 """The one error hierarchy of CodeSuture.
 
 Every error the library raises on purpose derives from :class:`CodeSutureError`, so a
-caller (the CLI, a boundary) can contain all of them with one ``except``.
+caller (the CLI, a boundary) can contain all of them with one ``except``::
+
+    CodeSutureError
+      ConfigError        a setting (flag, environment variable, config file) is invalid
+      DiagnosisError     no guard answers this crash
+      PatchError         a guard cannot be synthesized, validated or swapped in
+      FileError          a file is missing, not a regular file, oversized or unreadable
+        OverlayError     an overlay, its metadata or its store is malformed
+          OverlayRefused policy refuses an overlay (the original module loads)
+      TrustError         a key, signature, envelope, statement or trust root is invalid
+        BundleError      a deploy bundle is malformed, unsafe or does not match its set
 """
 
 from __future__ import annotations
@@ -11,18 +21,29 @@ class CodeSutureError(Exception):
     """Base class of every error CodeSuture raises on purpose."""
 
 
+class ConfigError(CodeSutureError):
+    """A setting is invalid. ``name`` is the flag, environment variable or config key
+    as the user wrote it; ``reason`` a short sentence."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
 class DiagnosisError(CodeSutureError):
     """A crash cannot be answered by a guard (unsupported instruction or exception,
     the program catches it itself, the code is not patchable)."""
 
 
 class PatchError(CodeSutureError):
-    """A guard could not be synthesized, was over its diff budget, or could not be
-    propagated (for example free variables differ)."""
+    """A guard could not be synthesized, was over its diff budget, failed validation,
+    or could not be propagated (for example free variables differ)."""
 
 
-class OverlayError(CodeSutureError):
-    """An overlay file, its metadata or its store is malformed or unreadable.
+class FileError(CodeSutureError):
+    """A file cannot be used: missing, not a regular file (FIFO, device, directory,
+    socket, a symlink leaving its store), oversized, or unreadable.
 
     ``path`` names the file; ``reason`` is a short human sentence.
     """
@@ -33,9 +54,14 @@ class OverlayError(CodeSutureError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class OverlayError(FileError):
+    """An overlay file, its metadata or its store is malformed or unreadable."""
+
+
 class OverlayRefused(OverlayError):
     """An overlay exists but policy refuses to load it (stale source, other Python,
-    expired, revoked, untrusted key, bad signature, unsigned under --require-signed).
+    expired, revoked, withdrawn, untrusted key, bad signature, not in the signed set,
+    unsigned under --require-signed).
 
     The original module is loaded instead.
     """
@@ -55,4 +81,4 @@ class TrustError(CodeSutureError):
 
 class BundleError(TrustError):
     """A deploy bundle is malformed, unsafe (``..``, absolute paths, links) or does
-    not match its signed manifest."""
+    not match its signed overlay set."""

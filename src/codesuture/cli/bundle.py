@@ -1,42 +1,47 @@
-"""``codesuture bundle create`` / ``bundle verify``: parse, call :mod:`codesuture.overlay.bundle`, print."""
+"""``codesuture bundle create`` / ``bundle verify``: parse, call :mod:`codesuture.ship.bundle`, print."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import click
 
-from codesuture.cli import main
 from codesuture.errors import CodeSutureError
 
 
-@main.group()
+@click.group()
 def bundle() -> None:
-    """Ship overlays as one signed bundle file."""
+    """Ship a signed folder of overlays as one bundle file."""
 
 
 @bundle.command("create")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Bundle file to write.")
-@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ed25519 private key that signs the manifest.")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False), help="Sign the folder with this Ed25519 key first.")
 @click.option("--passphrase-env", metavar="VAR", help="Environment variable holding the private key's passphrase.")
-def create(directory: str, output: str, key_path: str, passphrase_env: str | None) -> None:
-    """Bundle every signed overlay in DIRECTORY into one file with a signed manifest."""
-    from codesuture.overlay.bundle import create_bundle
-    from codesuture.trust.keys import load_private_key
+@click.option("--set-name", metavar="NAME", help="With --key: name of the signed overlay set.")
+@click.option("--app-root", type=click.Path(file_okay=False, exists=True), help="With --key: where app: origins are.")
+@click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False), help="With --key: interpreters for rebuilding.")
+def create(directory: str, output: str, key_path: str | None, passphrase_env: str | None, set_name: str | None,
+           app_root: str | None, pythons: tuple[str, ...]) -> None:
+    """Bundle the signed folder DIRECTORY (what its signed overlay set pins) into one file."""
+    from codesuture.cli.common import passphrase as _passphrase
+    from codesuture.cli.common import state_dir as _state_dir
+    from codesuture.ship.bundle import create_bundle
+    from codesuture.ship.sign import SignOptions
 
-    passphrase = None
-    if passphrase_env:
-        passphrase = os.environ.get(passphrase_env)
-        if passphrase is None:
-            raise click.UsageError(f"--passphrase-env {passphrase_env}: that environment variable is not set")
     try:
-        info = create_bundle(directory, output, load_private_key(key_path, passphrase))
+        key = None
+        if key_path:
+            from codesuture.trust.keys import load_private_key
+
+            key = load_private_key(key_path, _passphrase(passphrase_env))
+        info = create_bundle(directory, output, private_key=key,
+                             options=SignOptions(None, set_name, app_root, pythons, _state_dir()))
     except CodeSutureError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {info.path}: {len(info.stems)} overlay(s), {len(info.members)} member(s), manifest key {info.keyid}")
+    click.echo(f"wrote {info.path}: {len(info.stems)} overlay(s), {len(info.members)} member(s), "
+               f"signed overlay set {info.set_name!r} v{info.version} (key {info.keyid})")
 
 
 @bundle.command("verify")
@@ -44,20 +49,9 @@ def create(directory: str, output: str, key_path: str, passphrase_env: str | Non
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("file", type=click.Path(dir_okay=False))
 def verify(keys_dir: str, as_json: bool, file: str) -> None:
-    """Verify a bundle: structure, signed manifest, member digests, every overlay."""
-    from codesuture.overlay.bundle import verify_bundle
+    """Verify a bundle: structure, signed overlay set, every member and overlay."""
+    from codesuture.cli.common import print_results
+    from codesuture.ship.verify import VerifyResult, verify_paths
 
-    report = verify_bundle(file, keys_dir)
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        if report.reason and not report.overlays:
-            click.echo(f"FAIL {report.path}: {report.reason}")
-        for m in report.overlays:
-            if m.ok:
-                click.echo(f"OK {report.path}:{m.stem} (signer {m.signer})")
-            else:
-                click.echo(f"FAIL {report.path}:{m.stem}: {m.reason}")
-        if report.ok:
-            click.echo(f"bundle {report.path} verified (manifest key {report.manifest_keyid})")
-    sys.exit(0 if report.ok else 1)
+    results = verify_paths([file], keys_dir) if os.path.isfile(file) else [VerifyResult(file, False, "no such file")]
+    print_results(results, as_json)

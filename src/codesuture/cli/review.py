@@ -1,14 +1,14 @@
-"""``codesuture explain``, ``audit`` and ``rollback``."""
+"""``codesuture explain``, ``audit``, ``rollback`` and ``rebuild``, on a folder or a bundle."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
-from pathlib import Path
 
 import click
 
-from codesuture.cli import main
 from codesuture.errors import CodeSutureError
 
 
@@ -17,16 +17,19 @@ def _fail(exc: CodeSutureError) -> None:
     sys.exit(1)
 
 
-@main.command()
+@click.command()
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Verify signed Statements against this trust root.")
+@click.option("--function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.argument("overlays", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def explain(as_json: bool, overlays: tuple[Path, ...]) -> None:
-    """Describe what each OVERLAY (a .overlay file) does: module, source digest,
-    interpreter, signatures present, and every patch. Reads metadata only."""
-    from codesuture.review.audit import explain as describe
+@click.argument("targets", nargs=-1, required=True, type=click.Path(exists=True))
+def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: tuple[str, ...]) -> None:
+    """Describe what each overlay in TARGETS (.overlay files, folders, bundles) does:
+    module, source digest, interpreter, and every patch, read from its signed Statement
+    (from its sidecar only when it is unsigned, and said so)."""
+    from codesuture.review.explain import explain as describe
 
     try:
-        docs = [describe(p) for p in overlays]
+        docs = [d for t in targets for d in describe(t, keys_dir, function)]
     except CodeSutureError as exc:
         _fail(exc)
         return
@@ -35,59 +38,118 @@ def explain(as_json: bool, overlays: tuple[Path, ...]) -> None:
         return
     for d in docs:
         py = d["python"]
-        click.echo(f"{d['overlay']}\n  module {d['module']}  source sha256 {str(d['source_sha256'])[:16]}...  "
-                   f"{py.get('cache_tag')} ({py.get('version')})  tier {d['tier']}  expires {d['expires'] or 'never'}"
-                   f"  signed: {', '.join(d['signed']) or 'no'}")
+        click.echo(f"{d['overlay']}\n  module {d['module']}  origin {d['origin']}  source sha256 {str(d['source_sha256'])[:16]}...  "
+                   f"{py.get('cache_tag')} ({py.get('version')})  tier {d['tier']}  expires {d['expires'] or 'never'}\n"
+                   f"  described from: {d['metadata_from']}")
         for p in d["patches"]:
             click.echo(f"  - {p['qualname']} line {p['line']}: {p['guard']['guard']}"
                        f"{'/' + p['guard']['form'] if p['guard']['form'] else ''} on `{p['expression']}` "
                        f"-> yields {p['guard']['default']}  (+{p['added']} instructions; was {p['exception']})")
+    if not docs:
+        click.echo("no overlays" + (f" with patches of {function}" if function else ""))
 
 
-@main.command()
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.command()
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
               help="Trust root: audit as a deploy with this trust root would load.")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: current directory's app root).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def audit(keys_dir: Path | None, as_json: bool, directory: Path) -> None:
-    """Check every overlay in DIRECTORY as the loader would (signature, digest,
-    expiry, revocation) and against its origin source. Exit 1 when any is refused or stale."""
+@click.argument("target", type=click.Path(exists=True))
+def audit(keys_dir: str | None, app_root: str | None, as_json: bool, target: str) -> None:
+    """Check every overlay of TARGET (a folder or a bundle) as the loader of this host
+    would (signed set, signature, digest, expiry, revocation, withdrawals) and against
+    its source found here. Exit 1 when any is refused or stale."""
+    from codesuture.cli.common import state_dir
     from codesuture.review.audit import audit as run_audit
+    from codesuture.settings import find_app_root
 
     try:
-        rows = run_audit(directory, keys_dir)
+        report = run_audit(target, keys_dir, app_root or find_app_root(os.getcwd()), state_dir=state_dir())
     except CodeSutureError as exc:
         _fail(exc)
         return
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        click.echo(json.dumps({"ok": report.ok, "set": report.set_status,
+                               "overlays": [dataclasses.asdict(r) for r in report.rows]}, indent=2))
     else:
-        for r in rows:
+        for r in report.rows:
             click.echo(f"{r.status:12} {r.name}  ({r.patches} patch(es), signed: {r.signed or 'no'}, "
                        f"expires {r.expires or 'never'})")
             for note in r.notes:
                 click.echo(f"             {note}")
-        if not rows:
-            click.echo(f"no overlays in {directory}")
-    bad = [r for r in rows if r.status.startswith("refused") or r.status == "stale"]
-    sys.exit(1 if bad else 0)
+        if report.set_status:
+            click.echo(("" if report.set_ok else "refused      ") + report.set_status)
+        if not report.rows:
+            click.echo(f"no overlays in {target}")
+    sys.exit(0 if report.ok else 1)
 
 
-@main.command()
+@click.command()
 @click.option("--module", help="Only this module (import name or store key).")
-@click.option("--function", "qualname", help="Only patches of this function (qualified name).")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def rollback(module: str | None, qualname: str | None, directory: Path) -> None:
-    """Take patches out of the overlays in DIRECTORY (all, or --module/--function).
-    Rewritten overlays are unsigned until signed again; empty ones are deleted."""
+@click.option("--function", "function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
+@click.option("--all", "every", is_flag=True, help="Every patch of every overlay.")
+@click.option("--dry-run", is_flag=True, help="Say what would be taken out; change nothing.")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (to rebuild what is left).")
+@click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False),
+              help="Interpreter to rebuild other Pythons' overlays with (repeatable).")
+@click.argument("target", type=click.Path(exists=True))
+def rollback(module: str | None, function: str | None, every: bool, dry_run: bool, app_root: str | None,
+             pythons: tuple[str, ...], target: str) -> None:
+    """Take patches out of the overlays of TARGET (a folder or a bundle): --module,
+    --function or --all. Each overlay taken out is recorded as withdrawn on this host,
+    so its old files cannot load again; rewritten overlays are unsigned until signed."""
+    from codesuture.cli.common import state_dir as _state_dir
     from codesuture.review.rollback import rollback as run_rollback
+    from codesuture.settings import find_app_root
 
+    if every and (module or function):
+        raise click.UsageError("--all takes out every patch: give it alone, or use --module/--function")
+    if not (module or function or every):
+        raise click.UsageError("say what to roll back: --module NAME, --function NAME or --all")
     try:
-        results = run_rollback(directory, module, qualname)
+        results = run_rollback(target, module=module, function=function, every=every, dry_run=dry_run,
+                               state_dir=_state_dir(), app_root=app_root or find_app_root(os.getcwd()), pythons=pythons)
     except CodeSutureError as exc:
         _fail(exc)
         return
+    verb = "would take out" if dry_run else "took out"
     for r in results:
-        click.echo(f"{'deleted' if r.deleted else 'rewrote'} {r.overlay}: removed {', '.join(r.removed)}")
+        what = "the whole overlay" if r.deleted else ", ".join(r.removed)
+        click.echo(f"{verb} {what} from {r.overlay}" + (f" ({r.note})" if r.note else "")
+                   + ("" if dry_run else f"; sha256 {r.withdrawn[:16]}... recorded as withdrawn"))
     if not results:
         click.echo("nothing to roll back")
+
+
+@click.command()
+@click.option("--python", "python", required=True, type=click.Path(dir_okay=False), help="The interpreter to build for.")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: current directory's app root).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Folder to write the new overlays to (default: STORE).")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+def rebuild(python: str, app_root: str | None, output: str | None, store: str) -> None:
+    """Re-apply the recorded patches of STORE's overlays for another interpreter, by
+    running it: one reviewed heal, overlays for a 3.11/3.12/3.13 fleet. The new
+    overlays are unsigned; patches that do not re-locate there are reported."""
+    from codesuture.review.rebuild import rebuild_for
+    from codesuture.settings import find_app_root
+
+    try:
+        results = rebuild_for(store, python, app_root or find_app_root(os.getcwd()), output)
+    except CodeSutureError as exc:
+        _fail(exc)
+        return
+    bad = 0
+    for r in results:
+        if r.written:
+            click.echo(f"wrote {r.written} ({r.patches} patch(es) re-located)")
+        for qualname, why in r.failed:
+            bad += 1
+            click.echo(f"{r.source}: {qualname}: not re-located: {why}", err=True)
+        if r.error:
+            bad += 1
+            click.echo(f"{r.source}: {r.error}", err=True)
+        if r.skipped:
+            click.echo(f"{r.source}: {r.skipped}")
+    if not results:
+        click.echo("no overlays to rebuild")
+    sys.exit(1 if bad else 0)

@@ -37,11 +37,11 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
     if not site.raised_here:
         raise DiagnosisError(f"{type(exc).__name__} was raised inside a library call, not at {site.describe()}")
     try:
-        bc = list(Bytecode.from_code(site.code))
+        bc: list[Any] = list(Bytecode.from_code(site.code))
         idx = locate(bc, site.code, site.offset, site.opname)
     except PatchError as err:
         raise DiagnosisError(str(err)) from None
-    ins = bc[idx]
+    ins: Any = bc[idx]
     op, msg = ins.name, str(exc)
 
     if isinstance(exc, AttributeError) and msg.startswith("'NoneType' object has no attribute") and op in ("LOAD_ATTR", "LOAD_METHOD"):

@@ -30,7 +30,7 @@ def _tries(filename: str, mtime: float) -> tuple[tuple[int, int, frozenset[str]]
         return ()
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))) and node.body and node.handlers:
+        if isinstance(node, (ast.Try, ast.TryStar)) and node.body and node.handlers:
             names: set[str] = set()
             for h in node.handlers:
                 names |= _handler_names(h.type)

@@ -40,7 +40,6 @@ class CrashSite:
     module: str
     expression: str
     raised_here: bool
-    frame: types.FrameType
 
     @property
     def line(self) -> int | None:
@@ -132,6 +131,5 @@ def find_crash_site(exc: BaseException) -> CrashSite:
             module=str(tb.tb_frame.f_globals.get("__name__", "")),
             expression=source_segment(code.co_filename, pos),
             raised_here=not deeper,
-            frame=tb.tb_frame,
         )
     raise DiagnosisError(f"no patchable frame in the traceback of {type(exc).__name__}")

@@ -23,30 +23,6 @@ callable_guard              ``f(...)`` with f None                       None
 
 ``()`` is chosen when the guarded value is immediately sized or iterated (``len()``,
 ``for``, ``in``); ``''`` when a constant index reads a list that a string splitter
-produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`.
+produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`. :func:`codesuture.guards.registry.registry` maps
+guard names to their synthesizers; this package module imports none of them.
 """
-
-from __future__ import annotations
-
-from typing import Any, Callable
-
-from codesuture.guards.base import Rewrite
-
-
-def registry() -> dict[str, Callable[[list[Any], int, Any], Rewrite]]:
-    """Guard name -> synthesizer ``(instrs, index, spec) -> Rewrite``."""
-    from codesuture.guards import arith, calls, null, subscript
-
-    return {
-        "null_guard": null.synthesize,
-        "key_guard": subscript.key_guard,
-        "subscript_guard": subscript.subscript_guard,
-        "chain_subscript_guard": subscript.chain_subscript_guard,
-        "index_guard": subscript.index_guard,
-        "list_bound_guard": subscript.index_guard,
-        "division_guard": arith.division_guard,
-        "str_coerce_guard": arith.str_coerce_guard,
-        "callable_guard": calls.callable_guard,
-        "type_coercion_guard": calls.type_coercion_guard,
-        "file_guard": calls.file_guard,
-    }

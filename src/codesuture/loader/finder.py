@@ -1,18 +1,34 @@
 """The meta path finder and its loader.
 
 :class:`OverlayFinder` sits first on ``sys.meta_path``. For a module without an
-overlay it costs one dict lookup and returns None. For a module with one, it asks
-the rest of ``sys.meta_path`` for the real spec and, when that is an ordinary source
+overlay it costs one dict lookup and returns None. For a module with one, it asks the
+rest of ``sys.meta_path`` for the real spec and, when that is an ordinary source
 module, swaps in :class:`OverlayLoader`: a ``SourceFileLoader`` whose ``get_code``
-returns the overlay's code when it applies and the normal compiled source otherwise.
-Everything else (``__file__``, ``get_source`` for ``inspect``, ``importlib.resources``,
-``-X importtime``) is the ordinary loader's.
+returns the overlay's code when policy admits it and the normal compiled source
+otherwise. Everything else (``__file__``, ``get_source`` for ``inspect``,
+``importlib.resources``, ``-X importtime``) is the ordinary loader's.
+
+Re-entrancy: while the finder works for a thread (admission reads files, imports
+``cryptography`` the first time, logs a refusal through ``logging``), every import that
+thread makes bypasses the finder. The index never holds a standard-library module or
+one of CodeSuture's own (:func:`build_index` drops them with one log line, before the
+finder is installed), and the modules admission needs are imported by :func:`install`
+before the finder goes on ``sys.meta_path``, so a hostile store can never make the
+finder import through itself.
 """
 
 from __future__ import annotations
 
+import _thread
 import sys
 from importlib.machinery import ModuleSpec, SourceFileLoader
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any, Sequence
+
+#: Thread idents inside the finder's own work (admission, logging): their imports bypass it.
+_BUSY: set[int] = set()
 
 
 def _log() -> Any:
@@ -30,24 +46,30 @@ class OverlayLoader(SourceFileLoader):
         self._policy = policy
 
     def get_code(self, fullname: str) -> Any:
-        try:
-            from codesuture.loader.resolve import resolve
+        me = _thread.get_ident()
+        if me not in _BUSY:
+            _BUSY.add(me)
+            try:
+                from codesuture.loader.resolve import resolve
 
-            source = self.get_data(self.path)
-            found = resolve(fullname, self._entries, source, self.path, self._policy)
-            if found is not None:
-                return found.code
-        except Exception as exc:  # contained: the original module loads (rule 7)
-            _log().warning("overlay for %s not applied: internal error %r", fullname, exc)
+                source = self.get_data(self.path)
+                found = resolve(fullname, self._entries, source, self.path, self._policy)
+                if found is not None:
+                    return found.code
+            except Exception as exc:  # contained: the original module loads (docs/design-rules.md, rule 7)
+                _log().warning("overlay for %s not applied: internal error %r", fullname, exc)
+            finally:
+                _BUSY.discard(me)
         return super().get_code(fullname)
 
 
 class OverlayFinder:
-    """``sys.meta_path`` finder for modules that have overlays in a store."""
+    """``sys.meta_path`` finder for the modules that have overlays in one store."""
 
-    def __init__(self, index: dict[str, list[Any]], policy: Any) -> None:
+    def __init__(self, index: dict[str, list[Any]], policy: Any, store: Any = None) -> None:
         self._index = index
         self._policy = policy
+        self.store = store
 
     def __repr__(self) -> str:
         return f"<OverlayFinder {len(self._index)} module(s)>"
@@ -56,6 +78,10 @@ class OverlayFinder:
         entries = self._index.get(fullname)
         if entries is None:
             return None
+        me = _thread.get_ident()
+        if me in _BUSY:
+            return None
+        _BUSY.add(me)
         try:
             spec = self._real_spec(fullname, path, target)
             if spec is None:
@@ -68,6 +94,8 @@ class OverlayFinder:
         except Exception as exc:  # contained (rule 7): let the normal finders run
             _log().warning("overlay finder failed for %s: %r", fullname, exc)
             return None
+        finally:
+            _BUSY.discard(me)
 
     def _real_spec(self, fullname: str, path: Any, target: Any) -> ModuleSpec | None:
         for finder in sys.meta_path:
@@ -89,31 +117,60 @@ class OverlayFinder:
         pass
 
 
-def install(location: str, policy: Any = None) -> OverlayFinder | None:
-    """Put an :class:`OverlayFinder` for the store at *location* (a directory, or a
-    bundle file) first on ``sys.meta_path``. *policy*: a
-    :class:`~codesuture.trust.policy.LoadPolicy`, or None to read it from the
-    environment when the first overlay is met. Returns the finder, or None when the
-    store has no overlays or cannot be read (logged; the program runs without them)."""
-    import os
+def _never_overlaid(key: str) -> str | None:
+    """Why the store key *key* is never loaded from a store, or None when it may be."""
+    top = key.partition(".")[0]
+    if top == "codesuture":
+        return "CodeSuture never loads overlays of itself"
+    if top in sys.stdlib_module_names and top != "__main__":
+        return "CodeSuture never patches the standard library"
+    return None
 
+
+def build_index(store: Any) -> dict[str, list[Any]]:
+    """The finder's index of *store*: store key -> entries, without the keys of
+    standard-library modules and of CodeSuture itself (each dropped with one WARNING).
+    Raises :class:`~codesuture.errors.CodeSutureError` when the store cannot be
+    listed or is refused."""
+    index = store.index()
+    for key in [k for k in index if _never_overlaid(k)]:
+        _log().warning("overlay for %s ignored (%s): %s", key, store.display(index[key][0].name + ".overlay"), _never_overlaid(key))
+        del index[key]
+    return index
+
+
+def _preimport(policy: Any) -> None:
+    """Import what admitting and refusing an overlay needs, before the finder is on
+    ``sys.meta_path`` (so the finder never imports through itself on another thread)."""
+    import hashlib  # noqa: F401
+    import marshal  # noqa: F401
+
+    import codesuture.loader.resolve  # noqa: F401
+    import codesuture.trust.policy  # noqa: F401
+
+    if getattr(policy, "keys_dir", None) is not None:
+        import codesuture.trust.dsse  # noqa: F401
+        import codesuture.trust.keys  # noqa: F401  (cryptography's Ed25519)
+        import codesuture.trust.overlay_set  # noqa: F401
+        import codesuture.trust.statement  # noqa: F401
+
+
+def install(store: Any, policy: Any, index: dict[str, list[Any]] | None = None) -> OverlayFinder | None:
+    """Put an :class:`OverlayFinder` for *store* (a directory or bundle store, see
+    :func:`codesuture.store.open_store`) first on ``sys.meta_path``, with *policy* (a
+    :class:`~codesuture.trust.policy.LoadPolicy`). *index*: from :func:`build_index`
+    (built here when None). Returns the finder, or None when the store has no overlays
+    or cannot be read (logged: the program runs without them)."""
     try:
-        if os.path.isdir(location):
-            from codesuture.overlay.index import index_directory
-
-            index = index_directory(location)
-        elif os.path.exists(location):
-            from codesuture.overlay.store import open_store
-
-            index = open_store(location).index()
-        else:
+        if index is None:
+            index = build_index(store)
+        if not index:
             return None
+        _preimport(policy)
     except Exception as exc:  # contained (rule 7): CodeSutureError or anything else
-        _log().warning("overlays not loaded from %s: %s", location, getattr(exc, "reason", exc))
+        _log().warning("overlays not loaded from %s: %s", store.location, getattr(exc, "reason", exc))
         return None
-    if not index:
-        return None
-    finder = OverlayFinder(index, policy)
+    finder = OverlayFinder(index, policy, store)
     sys.meta_path.insert(0, finder)
     return finder
 

@@ -1,9 +1,10 @@
 """Decide whether one of a module's overlays applies to its source, and unmarshal it.
 
-Order (rule 1 and 2 of the design): pick the overlays built for this interpreter's
-cache tag and these exact source bytes (by file name, no reads); admit one through
-the load policy (signature, digest, expiry, revocation; no unmarshalling); check the
-header's magic number and source SHA-256 and the metadata's key; only then
+Order (design rules 1 and 2, ``docs/design-rules.md``): pick the overlays built for
+this interpreter's cache tag and these exact source bytes (by file name, no reads);
+admit one through the load policy (:func:`codesuture.trust.policy.admit`: signed set,
+signature, digest, revocation, expiry; no unmarshalling); check the header's magic
+number and source SHA-256 and the metadata's key and cache tag; only then
 ``marshal.loads``. Every refusal is one log line naming the overlay and the reason,
 and the caller loads the original module.
 """
@@ -20,12 +21,23 @@ from importlib.util import MAGIC_NUMBER
 from codesuture.errors import OverlayError
 from codesuture.logs import logger
 from codesuture.overlay import format as fmt
-from codesuture.overlay.model import OverlayMeta
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any, Sequence
 
 log = logger("codesuture.loader")
 
-#: key -> metadata of the overlay this process loaded for it (for the healer and review).
-LOADED: dict[str, OverlayMeta] = {}
+
+class Loaded(namedtuple("_Loaded", "entry admitted policy")):
+    """An overlay this process loaded: its store entry, what admission returned, and
+    the policy that admitted it (:func:`loaded_patches` reads its patch list lazily)."""
+
+    __slots__ = ()
+
+
+#: store key -> the overlay this process loaded for it (for the healer and review).
+LOADED: dict[str, Loaded] = {}
 
 
 class Resolved(namedtuple("_Resolved", "code meta entry_name signer")):
@@ -34,15 +46,10 @@ class Resolved(namedtuple("_Resolved", "code meta entry_name signer")):
     __slots__ = ()
 
 
-def resolve(
-    key: str, entries: "Sequence[Entry]", source: bytes, source_path: str, policy: "object"
-) -> Resolved | None:
+def resolve(key: str, entries: Sequence[Any], source: bytes, source_path: str, policy: Any) -> Resolved | None:
     """The overlay code for *source* (the module's exact bytes at *source_path*), or
     None after logging why no overlay applies. Never raises for bad overlays."""
     from codesuture.trust.policy import admit
-
-    if policy is None:
-        policy = _env_policy()
 
     digest = hashlib.sha256(source).digest()
     prefix = digest.hex()[:16]
@@ -57,7 +64,7 @@ def resolve(
         return None
     for entry in mine:
         try:
-            admitted = admit(entry, policy)  # type: ignore[arg-type]
+            admitted = admit(entry, policy)
             ov = fmt.parse(admitted.overlay_bytes, entry.name)
             if ov.magic_number != MAGIC_NUMBER:
                 raise OverlayError(entry.name, "built for another Python (magic number differs)")
@@ -78,22 +85,26 @@ def resolve(
             log.warning("overlay %s not applied: internal error %r", entry.name, exc)
             continue
         _fix_filename(code, source_path)
-        LOADED[key] = meta
-        log.info("loaded overlay %s for %s (%d patch%s)", entry.name, key, len(meta.patches), "" if len(meta.patches) == 1 else "es")
+        LOADED[key] = Loaded(entry, admitted, policy)
+        log.info("loaded overlay %s for %s (%s)", entry.name, key, admitted.via)
         return Resolved(code, meta, entry.name, admitted.signer)
     return None
 
 
-_POLICY: list[object] = []
+def loaded_patches(key: str) -> list[Any]:
+    """The patch records of the overlay loaded for *key* in this process ([] when none
+    or when its signed metadata cannot be read again)."""
+    found = LOADED.get(key)
+    if found is None:
+        return []
+    from codesuture.errors import CodeSutureError
+    from codesuture.trust.policy import full_meta
 
-
-def _env_policy() -> object:
-    """The policy from the environment, read once per process."""
-    if not _POLICY:
-        from codesuture.trust.policy import LoadPolicy
-
-        _POLICY.append(LoadPolicy.from_env())
-    return _POLICY[0]
+    try:
+        return list(full_meta(found.entry, found.admitted, found.policy).patches)
+    except CodeSutureError as exc:
+        log.warning("patches of the overlay loaded for %s unknown: %s", key, getattr(exc, "reason", exc))
+        return []
 
 
 def _fix_filename(code: types.CodeType, path: str) -> None:
@@ -102,4 +113,4 @@ def _fix_filename(code: types.CodeType, path: str) -> None:
     import _imp
 
     if code.co_filename != path:
-        _imp._fix_co_filename(code, path)
+        _imp._fix_co_filename(code, path)  # type: ignore[attr-defined]

@@ -23,13 +23,12 @@ from collections import namedtuple
 from importlib.util import MAGIC_NUMBER
 
 from codesuture.errors import OverlayError
+from codesuture.overlay.names import MAX_OVERLAY_BYTES
 
 FILE_MAGIC = b"CSOV"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sI4s32sI")
 HEADER_SIZE = HEADER.size  # 48 bytes
-#: Refuse anything larger before reading it (bytes). Real module code is far smaller.
-MAX_OVERLAY_BYTES = 16 * 1024 * 1024
 
 
 class Overlay(namedtuple("_Overlay", "magic_number source_sha256 payload")):

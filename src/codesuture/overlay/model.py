@@ -1,8 +1,10 @@
 """Overlay metadata: the JSON sidecar (``<stem>.json``) written beside every overlay.
 
-It names the module, the exact source it was built from, the interpreter, the
-overlay's own digest, and every patch inside (see :class:`~codesuture.patch.spec.PatchRecord`).
-When an overlay is signed, the same object becomes the in-toto predicate.
+It names the module, the exact source it was built from (SHA-256 and a portable
+origin, see :mod:`codesuture.overlay.names`), the interpreter, the overlay's own
+digest, and every patch inside (see :class:`~codesuture.patch.spec.PatchRecord`).
+When an overlay is signed, the same object becomes the in-toto predicate, and the
+sidecar is only a convenience: review tools and the loader read the signed Statement.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from importlib.util import MAGIC_NUMBER
 from codesuture.errors import OverlayError
 from codesuture.patch.spec import PatchRecord
 
-META_FORMAT = 1
+#: Format 2: patch offsets name instructions of the unpatched code (format 1 chained them).
+META_FORMAT = 2
 
 
 def interpreter_info() -> dict[str, str]:
@@ -28,23 +31,24 @@ def interpreter_info() -> dict[str, str]:
     }
 
 
-_META_FIELDS = "module key origin source_sha256 overlay_sha256 python created expires tier patches"
-
-
-class OverlayMeta(namedtuple("_OverlayMeta", _META_FIELDS, defaults=(None, "", "", "auto", ()))):
+class OverlayMeta(namedtuple(
+    "_OverlayMeta",
+    "module key origin source_sha256 overlay_sha256 python created expires tier patches",
+    defaults=(None, "", "", "auto", ()),
+)):
     """Metadata of one overlay.
 
     ``module``: import name, or ``__main__`` for a script. ``key``: the store key
-    (the import name, or ``__main__.<sha256(path)[:16]>`` for a script).
-    ``origin``: source path when built (informational, except that it is part of a
-    script's key). Digests are lowercase hex SHA-256. Times are RFC 3339 UTC.
+    (see :mod:`codesuture.overlay.names`). ``origin``: where the source lives,
+    portable (``app:...``, ``site-packages:...``, ``sys.path:...``). Digests are
+    lowercase hex SHA-256. Times are RFC 3339 UTC.
     """
 
     __slots__ = ()
 
     def __new__(cls, *args: object, **kwargs: object) -> "OverlayMeta":
         self = super().__new__(cls, *args, **kwargs)
-        fixes = {}
+        fixes: dict[str, object] = {}
         if self.python is None:
             fixes["python"] = interpreter_info()
         if not isinstance(self.patches, list):
@@ -73,8 +77,10 @@ class OverlayMeta(namedtuple("_OverlayMeta", _META_FIELDS, defaults=(None, "", "
     def from_json(cls, data: object, path: object = "<metadata>") -> "OverlayMeta":
         """Validate and build from parsed JSON; raises :class:`OverlayError` naming *path*."""
         try:
-            if not isinstance(data, dict) or data.get("format") != META_FORMAT:
-                raise ValueError("not CodeSuture overlay metadata (format %r)" % (data.get("format") if isinstance(data, dict) else None))
+            if not isinstance(data, dict) or "format" not in data:
+                raise ValueError("not CodeSuture overlay metadata")
+            if data["format"] != META_FORMAT:
+                raise ValueError(f"metadata format {data['format']!r} is not {META_FORMAT} (written by another CodeSuture; heal again)")
             return cls(
                 module=str(data["module"]),
                 key=str(data["key"]),

@@ -32,6 +32,11 @@ PSEUDO = (Label, TryBegin, TryEnd, SetLineno)
 _NOARG = object()
 
 
+def _n(arg: Any) -> int:
+    """An instruction's integer argument (bytecode types it as a union of everything)."""
+    return int(arg)
+
+
 def at(loc: Any, name: str, arg: Any = _NOARG) -> Instr:
     """An instruction carrying the failing instruction's source location *loc*."""
     if arg is _NOARG:
@@ -112,7 +117,7 @@ def call_slots(instr: Instr) -> tuple[int, int]:
     deepest at N+2. 3.13 stack: ``[callable, self|NULL, arg1..argN (, kwnames)]``:
     callable and deepest at N+2 (CALL_KW: N+3).
     """
-    n = int(instr.arg)
+    n = _n(instr.arg)
     if not PY313:
         return n + 1, n + 2
     d = n + 3 if instr.name == "CALL_KW" else n + 2
@@ -152,7 +157,7 @@ def effect(instr: Instr) -> tuple[int, int] | None:
     if name in _BINARY:
         return 2, 1
     if name in _BUILD:
-        return int(arg), 1
+        return _n(arg), 1
     if name == "LOAD_FAST_LOAD_FAST":
         return 0, 2
     if name == "STORE_FAST_STORE_FAST":
@@ -170,27 +175,27 @@ def effect(instr: Instr) -> tuple[int, int] | None:
     if name == "BINARY_SLICE":
         return 3, 1
     if name == "COPY":
-        return int(arg), int(arg) + 1
+        return _n(arg), _n(arg) + 1
     if name == "SWAP":
-        return int(arg), int(arg)
+        return _n(arg), _n(arg)
     if name == "FORMAT_VALUE":
-        return (2 if int(arg) & 4 else 1), 1
+        return (2 if _n(arg) & 4 else 1), 1
     if name == "BUILD_MAP":
-        return 2 * int(arg), 1
+        return 2 * _n(arg), 1
     if name == "BUILD_CONST_KEY_MAP":
-        return int(arg) + 1, 1
+        return _n(arg) + 1, 1
     if name in CALL_NAMES:
         return call_slots(instr)[1], 1
     if name == "CALL_FUNCTION_EX":
-        return 3 + (int(arg) & 1), 1
+        return 3 + (_n(arg) & 1), 1
     if name == "MAKE_FUNCTION":
-        return (1 if PY313 else 1 + bin(int(arg) & 0xF).count("1")), 1
+        return (1 if PY313 else 1 + bin(_n(arg) & 0xF).count("1")), 1
     if name == "GET_LEN":
         return 1, 2
     if name == "IMPORT_FROM":
         return 1, 2
     if name == "UNPACK_SEQUENCE":
-        return 1, int(arg)
+        return 1, _n(arg)
     return None
 
 
@@ -243,7 +248,7 @@ def find_consumer(instrs: Sequence[Any], idx: int) -> tuple[int, int] | None:
     return None
 
 
-def name_loaded(ins: Any) -> str | None:
+def name_loaded(ins: Any) -> Any:
     """The global/local name an instruction loads (LOAD_GLOBAL/LOAD_NAME/LOAD_FAST/
     LOAD_DEREF), or None."""
     if not isinstance(ins, Instr):

@@ -2,15 +2,22 @@
 
 A :class:`PatchRecord` is enough to re-create the patched code object from freshly
 compiled source: find the code object by ``qualname`` and ``firstlineno``, find the
-failing instruction at ``offset`` (bytes, as ``tb_lasti``, in the code as it was
-before this patch), and synthesize ``guard`` there with ``default``. Patches of one
-module apply in the order they were made. Pure data: no heavy imports.
+failing instruction at ``offset`` (bytes, as ``tb_lasti``) in that code object *as
+compiled from the source, before any patch*, check it against ``opname`` and its
+source position, and synthesize ``guard`` there with ``default``. Because every
+record names an instruction of the unpatched code, the records of one function form
+a set: they are applied together in source order (see
+:func:`codesuture.patch.synthesize.synthesize_all`), whatever order and whichever
+process made them, and two records with the same :attr:`PatchRecord.site` are the
+same patch. Pure data: no heavy imports.
 """
 
 from __future__ import annotations
 
 import time
 from collections import namedtuple
+
+from codesuture.util.clock import parse_iso_utc
 
 #: Default TTL of a patch, in seconds (30 days). Expired patches are reported, not loaded.
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
@@ -30,28 +37,6 @@ DEFAULTS: "dict[str, object]" = {
     "io.StringIO()": "io.StringIO()",
     "io.BytesIO()": "io.BytesIO()",
 }
-
-
-def iso_utc(epoch: float) -> str:
-    """Format *epoch* (seconds) as an RFC 3339 UTC timestamp, e.g. ``2026-11-21T09:00:00Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def is_iso_utc(text: object) -> bool:
-    """True when *text* has exactly the form :func:`iso_utc` writes
-    (``YYYY-MM-DDTHH:MM:SSZ``). Such timestamps order as strings do, so the load path
-    compares them without parsing."""
-    if not isinstance(text, str) or len(text) != 20:
-        return False
-    return (text[4] == text[7] == "-" and text[10] == "T" and text[13] == text[16] == ":" and text[19] == "Z"
-            and (text[:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]).isdigit())
-
-
-def parse_iso_utc(text: str) -> float:
-    """Inverse of :func:`iso_utc`; raises ``ValueError`` on another format."""
-    import calendar
-
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 # namedtuples, not dataclasses: this module is on the overlay-loading path, where
@@ -77,24 +62,30 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links")):
         return super().__new__(cls, str(guard), str(form), default, int(links))
 
 
-_PATCH_FIELDS = (
-    "module qualname firstlineno offset opname line expression exception guard "
-    "col end_col added removed created expires evidence"
-)
-
-
-class PatchRecord(namedtuple("_PatchRecord", _PATCH_FIELDS, defaults=(None, None, 0, 0, "", "", None))):
+class PatchRecord(namedtuple(
+    "_PatchRecord",
+    "module qualname firstlineno offset opname line expression exception guard col end_col added removed created expires evidence end_line",
+    defaults=(None, None, 0, 0, "", "", None, None),
+)):
     """One patch: where it is, what it does, and its evidence.
 
-    ``offset`` is the failing instruction's offset in bytes (``tb_lasti``) in the code
-    object as it was before this patch; ``opname`` the instruction's name there;
-    ``line``/``col``/``end_col`` its source position (``co_positions``), checked too.
-    ``added``/``removed`` count instructions (the diff gate's instruction delta).
-    ``created``/``expires`` are RFC 3339 UTC timestamps. ``evidence``: a dict (repro
-    results and the like).
+    ``offset`` is the failing instruction's offset in bytes (``tb_lasti``) in the
+    function's code object as compiled from the source (no patch applied); ``opname``
+    the instruction's name there; ``line``/``end_line``/``col``/``end_col`` its source
+    position (``co_positions``; columns are UTF-8 byte offsets), checked too and used
+    to re-locate the instruction on another interpreter. ``exception``: the exception
+    type, and its message only where it cannot carry user data (see
+    :func:`codesuture.crash.diagnose.describe_exception`). ``added``/``removed`` count
+    instructions (the diff gate's instruction delta). ``created``/``expires`` are RFC
+    3339 UTC timestamps. ``evidence``: a dict (repro results and the like).
     """
 
     __slots__ = ()
+
+    @property
+    def site(self) -> "tuple[str, int, int]":
+        """``(qualname, firstlineno, offset)``: what makes two records the same patch."""
+        return (self.qualname, self.firstlineno, self.offset)
 
     @property
     def yields(self) -> str:

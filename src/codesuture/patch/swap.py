@@ -13,7 +13,8 @@ from ``co_consts`` referrers; they are found from the function objects, with one
 ``gc.get_objects()`` pass, and only when a live parent can exist: when the code is
 nested in a function (``<locals>`` in its qualified name). Methods and module-level
 functions and lambdas have only a class or module body as parent, which is not live.
-Frames already running the old code finish with it.
+Frames already running the old code finish with it. Rollback is a swap back to the
+original code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gc
 import types
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from codesuture.errors import PatchError
 from codesuture.patch.synthesize import replace_in_tree, walk_code
@@ -42,39 +44,43 @@ def check_compatible(old: types.CodeType, new: types.CodeType) -> None:
         raise PatchError(f"free variables of {old.co_qualname} differ after patching; refusing to swap")
 
 
-def swap(old: types.CodeType, new: types.CodeType) -> SwapReport:
-    """Replace *old* with *new* in every live function and parent function."""
-    check_compatible(old, new)
+def swap(olds: Sequence[types.CodeType] | types.CodeType, new: types.CodeType) -> SwapReport:
+    """Replace every code object in *olds* (a function's original code and the patched
+    versions it had in this process) with *new*, in every live function and parent
+    function. One ``gc.get_referrers`` pass for all of them, one ``gc.get_objects``
+    pass only when the code is nested in a function. Raises :class:`PatchError` when
+    *new* cannot stand in for one of them (nothing is changed then)."""
+    olds = [olds] if isinstance(olds, types.CodeType) else [o for o in olds if o is not new]
+    for old in olds:
+        check_compatible(old, new)
     report = SwapReport()
-    report.replaced[old] = new
-    for obj in gc.get_referrers(old):
-        if type(obj) is types.FunctionType and obj.__code__ is old:
+    if not olds:
+        return report
+    targets = {id(o): o for o in olds}
+    for old in olds:
+        report.replaced[old] = new
+    for obj in gc.get_referrers(*olds):
+        if type(obj) is types.FunctionType and id(obj.__code__) in targets:
             obj.__code__ = new
             report.functions += 1
-    if "<locals>" not in old.co_qualname:
+    if not any("<locals>" in o.co_qualname for o in olds):
         return report
-    filename = old.co_filename
+    filename = new.co_filename
     for obj in gc.get_objects():
         if type(obj) is not types.FunctionType:
             continue
         code = obj.__code__
-        if code.co_filename == filename and code is not new and any(c is old for c in walk_code(code)):
-            parent = report.replaced.get(code)
-            if parent is None:
-                parent = replace_in_tree(code, old, new)
-                report.replaced[code] = parent
-            obj.__code__ = parent
-            report.parents += 1
+        if code.co_filename != filename or code is new:
+            continue
+        parent = report.replaced.get(code)
+        if parent is None:
+            parent = code
+            for old in olds:
+                if any(c is old for c in walk_code(parent)):
+                    parent = replace_in_tree(parent, old, new)
+            if parent is code:
+                continue
+            report.replaced[code] = parent
+        obj.__code__ = parent
+        report.parents += 1
     return report
-
-
-def restore(report: SwapReport) -> int:
-    """Undo a swap (rollback): put every replaced code object back. Returns the
-    number of functions restored."""
-    back = {new: old for old, new in report.replaced.items()}
-    n = 0
-    for obj in gc.get_objects():
-        if type(obj) is types.FunctionType and obj.__code__ in back:
-            obj.__code__ = back[obj.__code__]
-            n += 1
-    return n

@@ -1,8 +1,16 @@
-"""Guard synthesis: code object + patch record -> patched code object.
+"""Guard synthesis: code object + patch records -> patched code object.
 
-Deterministic: the same code object and the same :class:`PatchRecord` give the same
-patched code in any process on the same interpreter, which is what lets a live patch
-and an overlay built later from source agree.
+:func:`synthesize_all` applies every record of one function *together* to the code
+object compiled from the source (each record names an instruction of that unpatched
+code): records are located first, then applied in source order, handler blocks
+appended in that order. So the result depends only on the code and the *set* of
+records, never on the order or the process they were made in: a patch made live, the
+same patches merged from several processes, and an overlay rebuilt from source on the
+reviewer's machine are the same code object, byte for byte once marshalled.
+
+Each result carries an *origin map*: for every real instruction of the new code, the
+index of the original instruction it is (or None for a guard's own instruction), so a
+crash inside patched code is translated back to a site of the unpatched code.
 """
 
 from __future__ import annotations
@@ -10,46 +18,63 @@ from __future__ import annotations
 import dis
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from bytecode import Bytecode, Instr
 
 from codesuture.errors import PatchError
+from codesuture.patch import linetable
 from codesuture.patch.spec import PatchRecord
 
 
 @dataclass(frozen=True)
 class Synthesis:
-    """A patched code object and its instruction delta (counts of instructions;
-    ``before``/``after`` are listings for ``--verbose``)."""
+    """A patched code object, its instruction delta against the code it was made from
+    (counts of instructions; ``before``/``after`` are listings for ``--verbose``), and
+    ``origin``: per real instruction of ``code``, the index of the original instruction
+    (as :func:`instruction_index` counts them) or None for an instruction a guard added."""
 
     code: types.CodeType
     added: int
     removed: int
     before: list[str]
     after: list[str]
+    origin: tuple[int | None, ...] = ()
+
+
+def real_instructions(code: types.CodeType) -> list[dis.Instruction]:
+    """The instructions of *code* that ``bytecode`` models one-to-one (no CACHE or
+    EXTENDED_ARG entries), in order."""
+    return [i for i in dis.get_instructions(code) if i.opname not in ("EXTENDED_ARG", "CACHE")]
 
 
 def instruction_index(code: types.CodeType, offset: int) -> tuple[int, str]:
     """Map an instruction offset in bytes (``tb_lasti``) to ``(k, opname)``: the
     instruction is the k-th real instruction of ``Bytecode.from_code(code)``
-    (CACHE and EXTENDED_ARG entries do not count)."""
-    k = 0
-    for ins in dis.get_instructions(code):
+    (CACHE and EXTENDED_ARG entries do not count). Raises PatchError."""
+    for k, ins in enumerate(real_instructions(code)):
         if ins.offset == offset:
             return k, ins.opname
         if ins.offset > offset:
             break
-        if ins.opname != "EXTENDED_ARG":
-            k += 1
     raise PatchError(f"no instruction at offset {offset} in {code.co_qualname}")
+
+
+def offset_of(code: types.CodeType, k: int) -> int:
+    """Offset in bytes of the k-th real instruction of *code* (inverse of
+    :func:`instruction_index`). Raises PatchError."""
+    real = real_instructions(code)
+    if not 0 <= k < len(real):
+        raise PatchError(f"{code.co_qualname} has no instruction {k}")
+    return real[k].offset
 
 
 def locate(
     bc: list[Any], code: types.CodeType, offset: int, opname: str, where: tuple[int | None, int | None] | None = None
 ) -> int:
-    """Index in the abstract instruction list *bc* of the instruction at *offset*;
-    when *where* ``(line, col)`` is given the instruction's position must match too."""
+    """Index in the abstract instruction list *bc* (of *code*, unchanged) of the
+    instruction at *offset*; when *where* ``(line, col)`` is given the instruction's
+    position must match too. Raises PatchError."""
     k, found = instruction_index(code, offset)
     if found != opname:
         raise PatchError(f"instruction at offset {offset} of {code.co_qualname} is {found}, expected {opname}")
@@ -71,37 +96,74 @@ def locate(
     raise PatchError(f"offset {offset} is past the end of {code.co_qualname}")
 
 
-def listing(bc: list[Any]) -> list[str]:
-    return [f"{ins.name} {ins.arg!r}" if ins.require_arg() else ins.name for ins in bc if isinstance(ins, Instr)]
+def _arg_text(arg: Any) -> str:
+    """An instruction argument as text without object identities (labels, code)."""
+    if isinstance(arg, types.CodeType):
+        return f"<code {arg.co_qualname}>"
+    if type(arg).__name__ in ("Label", "TryBegin", "TryEnd"):
+        return "<label>"
+    return repr(arg)
 
 
-def synthesize(code: types.CodeType, record: PatchRecord) -> Synthesis:
-    """Apply *record*'s guard to *code*.
+def listing(bc: Sequence[Any]) -> list[str]:
+    """One line per real instruction (``NAME arg``), comparable across code objects."""
+    return [f"{ins.name} {_arg_text(ins.arg)}" if ins.require_arg() else ins.name for ins in bc if isinstance(ins, Instr)]
 
-    Raises :class:`PatchError` when the instruction is not where the record says, the
-    guard does not fit the site, or the result does not assemble.
+
+def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, before: list[str] | None = None) -> Synthesis:
+    """Apply every record in *records* (all of them for *code*, the function's code as
+    compiled from source) and return the patched code.
+
+    *before*: the listing to diff against (default: *code*'s), e.g. the function's
+    previous patched code, so ``added``/``removed`` are the newest record's delta.
+    Raises :class:`PatchError` when an instruction is not where a record says, two
+    records name the same instruction, a guard does not fit its site, the result does
+    not assemble, or its location table or instruction map fails validation.
     """
-    from codesuture.guards import registry
+    from codesuture.guards.registry import registry
 
-    guard = registry().get(record.guard.guard)
-    if guard is None:
-        raise PatchError(f"unknown guard {record.guard.guard!r}")
+    guards = registry()
     bc = Bytecode.from_code(code)
-    before = listing(bc)
-    idx = locate(bc, code, record.offset, record.opname, (record.line, record.col))
     work = list(bc)
-    rw = guard(work, idx, record.guard)
-    work[rw.start : rw.stop] = rw.body
-    work.extend(rw.tail)
+    originals = [ins for ins in work if isinstance(ins, Instr)]
+    index_of = {id(ins): k for k, ins in enumerate(originals)}
+    targets: list[tuple[int, Any, PatchRecord]] = []
+    for rec in records:
+        if rec.guard.guard not in guards:
+            raise PatchError(f"unknown guard {rec.guard.guard!r}")
+        i = locate(work, code, rec.offset, rec.opname, (rec.line, rec.col))
+        targets.append((rec.offset, work[i], rec))
+    targets.sort(key=lambda t: t[0])
+    for (a, _, _), (b, _, rb) in zip(targets, targets[1:]):
+        if a == b:
+            raise PatchError(f"two patches for the instruction at offset {a} of {code.co_qualname}")
+    tails: list[Any] = []
+    for _, target, rec in targets:
+        idx = next(i for i, x in enumerate(work) if x is target)
+        rw = guards[rec.guard.guard](work, idx, rec.guard)
+        work[rw.start : rw.stop] = rw.body
+        tails.extend(rw.tail)
+    work.extend(tails)
     bc.clear()
     bc.extend(work)
+    names = ", ".join(sorted({r.guard.guard for r in records}))
     try:
         new = bc.to_code()
     except Exception as exc:  # the bytecode library raises several types here
-        raise PatchError(f"{record.guard.guard} does not assemble in {code.co_qualname}: {exc}") from exc
-    after = listing(bc)
-    added, removed = _delta(before, after)
-    return Synthesis(new, added, removed, before, after)
+        raise PatchError(f"{names} does not assemble in {code.co_qualname}: {exc}") from exc
+    new = linetable.checked(new, work, firstlineno=code.co_firstlineno)
+    now_real = [ins for ins in work if isinstance(ins, Instr)]
+    origin = tuple(index_of.get(id(ins)) for ins in now_real)
+    if len(real_instructions(new)) != len(origin):
+        raise PatchError(f"{names} in {code.co_qualname}: assembled code does not map onto its instructions; refused")
+    after = listing(now_real)
+    added, removed = _delta(before if before is not None else listing(originals), after)
+    return Synthesis(new, added, removed, before if before is not None else listing(originals), after, origin)
+
+
+def synthesize(code: types.CodeType, record: PatchRecord) -> Synthesis:
+    """Apply *record*'s guard to *code* (``synthesize_all(code, [record])``)."""
+    return synthesize_all(code, [record])
 
 
 def _delta(before: list[str], after: list[str]) -> tuple[int, int]:
@@ -148,12 +210,22 @@ def replace_in_tree(root: types.CodeType, old: types.CodeType, new: types.CodeTy
     return root.replace(co_consts=tuple(consts)) if changed else root
 
 
-def apply_to_module(module_code: types.CodeType, records: list[PatchRecord]) -> types.CodeType:
-    """Apply *records* in order to the code objects nested in *module_code*; the
-    overlay builder and the loader's checks use this. Raises :class:`PatchError`."""
-    for rec in records:
-        target = find_code(module_code, rec.qualname, rec.firstlineno)
+def group_by_function(records: Sequence[PatchRecord]) -> dict[tuple[str, int], list[PatchRecord]]:
+    """Records by ``(qualname, firstlineno)``, each list in offset order, functions in
+    source order."""
+    out: dict[tuple[str, int], list[PatchRecord]] = {}
+    for rec in sorted(records, key=lambda r: (r.firstlineno, r.qualname, r.offset)):
+        out.setdefault((rec.qualname, rec.firstlineno), []).append(rec)
+    return out
+
+
+def apply_to_module(module_code: types.CodeType, records: Sequence[PatchRecord]) -> types.CodeType:
+    """Apply *records* to the code objects nested in *module_code* (compiled from
+    source), each function's records together (:func:`synthesize_all`); the overlay
+    builder uses this. Raises :class:`PatchError`."""
+    for (qualname, firstlineno), recs in group_by_function(records).items():
+        target = find_code(module_code, qualname, firstlineno)
         if target is None:
-            raise PatchError(f"{rec.qualname} (line {rec.firstlineno}) not found in {module_code.co_filename}")
-        module_code = replace_in_tree(module_code, target, synthesize(target, rec).code)
+            raise PatchError(f"{qualname} (line {firstlineno}) not found in {module_code.co_filename}")
+        module_code = replace_in_tree(module_code, target, synthesize_all(target, recs).code)
     return module_code

@@ -1,30 +1,29 @@
-"""Explain and audit overlays on disk.
+"""Audit a store (a folder or a bundle) as a deploy would load it.
 
-:func:`explain` describes one overlay from its metadata (never unmarshalling it);
-:func:`audit` checks every overlay in a store the way the loader would, and adds what
-the loader cannot know in advance: whether the source at the recorded origin still
-has the recorded bytes.
+Every overlay is admitted under the load policy of the given trust root
+(:func:`codesuture.trust.policy.admit`; without ``--keys`` unsigned overlays are
+acceptable), its full patch list read from what vouches for it, and its source found
+here from the portable origin (``--app-root`` for ``app:`` origins, this interpreter's
+site-packages for installed modules) and compared with the recorded SHA-256. A store
+with a signed set gets one line for the set.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from codesuture.errors import CodeSutureError
-from codesuture.overlay.index import MAX_META_BYTES, META_SUFFIX, index_directory
-from codesuture.overlay.model import OverlayMeta
-from codesuture.overlay.store import ENVELOPE_SUFFIX, SIGSTORE_SUFFIX, read_capped
+from codesuture.errors import CodeSutureError, TrustError
 
 
 @dataclass
 class AuditRow:
     """One overlay's state. ``status``: ``ok`` or the first problem found
-    (``refused: <reason>``, ``stale``, ``origin missing``, ``other python``).
-    ``signed``: ``dsse``, ``sigstore`` or ``""``."""
+    (``refused: <reason>``, ``stale``, ``source not found``). ``signed``: ``set``,
+    ``dsse``, ``sigstore`` or ``""``."""
 
     name: str
     module: str
@@ -35,86 +34,99 @@ class AuditRow:
     notes: list[str] = field(default_factory=list)
 
 
-def load_meta(overlay: Path) -> OverlayMeta:
-    """Metadata of the overlay file *overlay* (``<stem>.overlay``); raises
-    :class:`~codesuture.errors.OverlayError` naming the file when missing or malformed."""
-    from codesuture.errors import OverlayError
+@dataclass
+class AuditReport:
+    """Rows per overlay, and the signed set's state (``None``: no set)."""
 
-    meta_path = overlay.with_name(overlay.name[: -len(".overlay")] + META_SUFFIX)
-    raw = read_capped(meta_path, MAX_META_BYTES)
-    if raw is None:
-        raise OverlayError(meta_path, "metadata file is missing")
-    return OverlayMeta.loads(raw, meta_path)
+    rows: list[AuditRow]
+    set_status: str | None = None
+    set_ok: bool = True
 
-
-def explain(overlay: Path) -> dict[str, object]:
-    """A JSON-ready description of one overlay: module, source, interpreter, signature
-    files present, and every patch (guard, expression, value yielded, delta, expiry)."""
-    meta = load_meta(overlay)
-    stem = overlay.name[: -len(".overlay")]
-    return {
-        "overlay": str(overlay),
-        "module": meta.module,
-        "key": meta.key,
-        "origin": meta.origin,
-        "source_sha256": meta.source_sha256,
-        "python": meta.python,
-        "created": meta.created,
-        "expires": meta.expires,
-        "tier": meta.tier,
-        "signed": [s for s in (ENVELOPE_SUFFIX, SIGSTORE_SUFFIX) if (overlay.parent / (stem + s)).exists()],
-        "patches": [p.to_json() for p in meta.patches],
-    }
+    @property
+    def ok(self) -> bool:
+        return self.set_ok and not any(r.status.startswith("refused") or r.status == "stale" for r in self.rows)
 
 
-def audit(directory: Path, keys_dir: Path | None = None, now: float | None = None) -> list[AuditRow]:
-    """Check every overlay in *directory* under the load policy (``keys_dir``: the
-    trust root; None: unsigned overlays are acceptable) and against its origin source.
-    Raises :class:`~codesuture.errors.OverlayError` when the directory cannot be listed."""
-    from codesuture.trust.policy import LoadPolicy, admit
+def _present(entry: object, suffix: str) -> bool:
+    try:
+        return entry.read(suffix) is not None  # type: ignore[attr-defined]
+    except CodeSutureError:
+        return True  # there, but unusable: it still claims a signature
 
+
+def audit(target: str, keys_dir: str | None = None, app_root: str | None = None, now: float | None = None,
+          state_dir: str | None = None) -> AuditReport:
+    """Audit the store at *target*; with *state_dir*, also as this host would load it
+    (overlays withdrawn here, a set older than one seen here), without writing the
+    host state. Raises :class:`~codesuture.errors.CodeSutureError` naming the store
+    when it cannot be listed or opened."""
     import logging
 
-    policy = LoadPolicy(keys_dir=keys_dir)
+    from codesuture.overlay.names import OVERLAY_SUFFIX, resolve_origin
+    from codesuture.review.explain import entries_of
+    from codesuture.trust.policy import LoadPolicy, admit, full_meta, store_set
+
+    policy = LoadPolicy(keys_dir=keys_dir, require_signed=keys_dir is not None)
     now = time.time() if now is None else now
+    state = None
+    if state_dir:
+        from codesuture.trust.state import HostState
+
+        state = HostState(state_dir)
     quiet = logging.getLogger("codesuture.trust")  # the audit reports "signed: no" itself
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    rows: list[AuditRow] = []
     try:
-        index = index_directory(directory)
-    except OSError as exc:
-        from codesuture.errors import OverlayError
-
-        raise OverlayError(directory, f"cannot list overlay store: {exc.strerror or exc}") from None
-    for entries in index.values():
+        entries = entries_of(target)
+        report = AuditReport([])
         for entry in entries:
-            signed = "dsse" if os.path.exists(entry.path(ENVELOPE_SUFFIX)) else (
-                "sigstore" if os.path.exists(entry.path(SIGSTORE_SUFFIX)) else "")
-            row = AuditRow(entry.name, entry.key, "ok", signed, 0, "")
+            row = AuditRow(entry.name, entry.key, "ok", "", 0, "")
+            report.rows.append(row)
             try:
-                meta = admit(entry, policy, now).meta
+                admitted = admit(entry, policy, now)
+                meta = full_meta(entry, admitted, policy)
             except CodeSutureError as exc:
                 row.status = f"refused: {getattr(exc, 'reason', exc)}"
-                rows.append(row)
+                row.signed = next((kind for kind, suffix in (("dsse", ".dsse.json"), ("sigstore", ".sigstore.json"))
+                                   if _present(entry, suffix)), "")
+                continue
+            row.signed = "" if admitted.via == "unsigned" else admitted.via
+            withdrawn = state.withdrawn().get(hashlib.sha256(admitted.overlay_bytes).hexdigest()) if state else None
+            if withdrawn is not None:
+                row.status = f"refused: withdrawn by codesuture rollback on this host at {withdrawn.get('at', '?')}"
                 continue
             row.module, row.patches, row.expires = meta.module, len(meta.patches), meta.expires
-            import sys
-
             if meta.python.get("cache_tag") != sys.implementation.cache_tag:
-                row.notes.append(f"built for {meta.python.get('cache_tag')} (this is {sys.implementation.cache_tag})")
-            try:
-                current = hashlib.sha256(Path(meta.origin).read_bytes()).hexdigest()
-            except OSError:
-                row.status = "origin missing"
-                row.notes.append(f"{meta.origin} is not readable here (a deploy at another path is fine)")
+                row.notes.append(f"built for {meta.python.get('cache_tag')} (this is {sys.implementation.cache_tag}): "
+                                 "its source is looked up for this interpreter")
+            path = resolve_origin(meta.origin, app_root)
+            if path is None:
+                row.status = "source not found"
+                row.notes.append(f"{meta.origin} is not found here (app root {app_root or '?'}; --app-root)")
             else:
-                if current != meta.source_sha256:
-                    row.status = "stale"
-                    row.notes.append(f"{meta.origin} changed since the overlay was built")
+                with open(path, "rb") as fh:
+                    if hashlib.sha256(fh.read()).hexdigest() != meta.source_sha256:
+                        row.status = "stale"
+                        row.notes.append(f"{path} changed since the overlay was built: it will not load")
             soon = [p for p in meta.patches if p.expires and p.expired(now + 7 * 86400)]
             if soon:
                 row.notes.append(f"{len(soon)} patch(es) expire within 7 days")
-            rows.append(row)
-    quiet.setLevel(level)
-    return rows
+        if entries:
+            try:
+                vset = store_set(entries[0].store, policy)
+            except TrustError as exc:
+                report.set_status, report.set_ok = f"signed overlay set refused: {exc.reason}", False
+            else:
+                if vset is not None:
+                    report.set_status = (f"signed overlay set {vset.name!r} v{vset.version}, {len(vset.overlays)} overlay(s), "
+                                         f"expires {vset.expires}, key {vset.keyid}")
+                    seen = state.seen_version(vset.keyid, vset.name) if state else 0
+                    if vset.version < seen:
+                        report.set_status += f": OLDER than version {seen} seen on this host (it will not load here)"
+                        report.set_ok = False
+        return report
+    finally:
+        quiet.setLevel(level)
+
+
+__all__ = ["AuditRow", "AuditReport", "audit"]

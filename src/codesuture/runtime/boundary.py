@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 
-def boundary(func=None, *, replay: bool = True, retries: int = 3, healer=None):  # type: ignore[no-untyped-def]
+def boundary(func=None, *, replay: bool = True, retries: int = 3, healer=None):
     """Decorate *func* (usable as ``@boundary`` or ``@boundary(replay=False)``).
 
     ``healer``: a :class:`~codesuture.runtime.healer.Healer`; default: the
@@ -19,9 +19,9 @@ def boundary(func=None, *, replay: bool = True, retries: int = 3, healer=None): 
     function runs exactly as undecorated). ``retries``: replays per call.
     """
 
-    def wrap(fn):  # type: ignore[no-untyped-def]
+    def wrap(fn):
         @functools.wraps(fn)
-        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def run(*args, **kwargs):
             attempt = 0
             while True:
                 try:
@@ -37,7 +37,7 @@ def boundary(func=None, *, replay: bool = True, retries: int = 3, healer=None): 
     return wrap(func) if func is not None else wrap
 
 
-def _default():  # type: ignore[no-untyped-def]
+def _default():
     from codesuture.runtime.healer import default_healer
 
     return default_healer()

@@ -1,189 +1,515 @@
 """The healer: exception -> crash site -> diagnosis -> guard -> diff gate -> live swap
 -> overlay. Used by every boundary.
 
+One crash site, one patch (design rule 13): heals are serialized per process by one
+lock. Every patched function is tracked as its *original* code object (as compiled
+from source) plus the set of records applied to it; a new patch re-synthesizes the
+function from the original with all its records (see
+:func:`codesuture.patch.synthesize.synthesize_all`). A crash inside patched code is
+translated back to its site in the original code, so
+
+* a crash at a site this process already patched (a thread that was already running
+  the old code) replays without a new patch;
+* a crash at a site another process patched since (its record is in the store)
+  adopts that record live, without a new diagnosis;
+* two processes patching different sites of one function both keep theirs (the store
+  merges records by site).
+
+Where the patch goes: into the overlay store only in dev mode, when the store is a
+folder without a signed set and the overlay being extended is not signed; otherwise
+into the *pending* directory, which the loader never reads (design rule 9).
+
 Containment (rule 7): :meth:`Healer.heal` never raises. Whatever goes wrong inside
-CodeSuture is logged and reported as "not healed", and the boundary continues with
-the program's original behaviour (re-raising its exception).
+CodeSuture is logged and reported as "not healed", and the boundary continues with the
+program's original behaviour (re-raising its exception).
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import threading
 import time
 import types
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
+from codesuture.errors import CodeSutureError, DiagnosisError, PatchError
 from codesuture.logs import logger
-from codesuture.errors import CodeSutureError
-from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord, iso_utc
+from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.util.clock import iso_utc
 
 log = logger("codesuture.heal")
 
 
 @dataclass
 class HealResult:
-    """A patch made live. ``main_code`` is the script's new module code when the
-    patch was inside the script run as ``__main__``; ``overlay`` the overlay written."""
+    """The outcome of a heal that lets the boundary replay. ``status``: ``patched``
+    (a new patch), ``already`` (this process had patched the site) or ``adopted`` (the
+    store had a patch for it from another process). ``main_code``: the script's new
+    module code when the patch was inside the script run as ``__main__``;
+    ``overlay``: the overlay written (or proposed in the pending directory)."""
 
     record: PatchRecord
     diff: str
     main_code: types.CodeType | None = None
-    overlay: Path | None = None
+    overlay: str | None = None
     seconds: float = 0.0
-    swap: object = None  # the SwapReport, for rollback
+    status: str = "patched"
+    proposed: bool = False
 
 
 @dataclass
+class FunctionState:
+    """One function this process patched: its code as compiled from source, the records
+    applied to it, every code object it had live (``lineage``) and, per patched code
+    object, its origin map (id -> map)."""
+
+    key: str
+    module: str
+    filename: str
+    original: types.CodeType
+    records: list[PatchRecord] = field(default_factory=list)
+    lineage: list[types.CodeType] = field(default_factory=list)
+    maps: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
+
+    @property
+    def current(self) -> types.CodeType:
+        return self.lineage[-1] if self.lineage else self.original
+
+
+def describe_exception(exc: BaseException, record_messages: bool = False) -> str:
+    """``Type: message`` for patch metadata. Unless *record_messages*, the message is
+    kept only where it names code, not data (``'NoneType' object has no attribute
+    'x'``, operand types, ``division by zero``, ``... index out of range``); quoted
+    values elsewhere become ``'<redacted>'``, and a KeyError's key is never kept."""
+    import re
+
+    name = type(exc).__name__
+    msg = str(exc)
+    if record_messages:
+        return f"{name}: {msg}"
+    if isinstance(exc, KeyError):
+        return f"{name}: <redacted key>"
+    if isinstance(exc, (AttributeError, TypeError, ZeroDivisionError, IndexError)):
+        return f"{name}: {msg}"
+    redacted = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'<redacted>'", msg)
+    return f"{name}: {redacted}"
+
+
 class Healer:
-    """``overlays``: the store directory patches are written to (None: live only).
-    ``dry_run``: diagnose and report, change nothing. ``ttl``: patch lifetime in seconds."""
+    """Heals crashes for one process.
 
-    overlays: Path | None = None
-    dry_run: bool = False
-    ttl: float = DEFAULT_TTL_SECONDS
-    tier: str = "auto"
-    history: list[HealResult] = field(default_factory=list)
-    proposals: list[PatchRecord] = field(default_factory=list)
-    #: store key -> patches live in this process (loaded from overlays or made here)
-    live: dict[str, list[PatchRecord]] = field(default_factory=dict)
+    ``overlays``: the overlay store (a folder, or a bundle file; None: none). Patches are
+    written there only when :attr:`writes_to_store`; else to ``pending`` (default
+    ``<overlays>.pending``). ``dry_run``: diagnose and report, change nothing.
+    ``report_only``: prod without ``--heal``: log one structured line per crash and
+    change nothing. ``ttl``: patch lifetime in seconds (0: none). ``record_messages``:
+    keep raw exception messages. ``app_root``: what script origins are relative to.
+    ``prod``: new patches are proposals (pending), never written into the store.
+    """
 
-    def heal(
-        self, exc: BaseException, main_code: types.CodeType | None = None, main_path: str | None = None
-    ) -> HealResult | None:
+    def __init__(
+        self,
+        overlays: str | os.PathLike[str] | None = None,
+        *,
+        pending: str | os.PathLike[str] | None = None,
+        dry_run: bool = False,
+        report_only: bool = False,
+        ttl: float = DEFAULT_TTL_SECONDS,
+        tier: str = "auto",
+        record_messages: bool = False,
+        app_root: str | None = None,
+        prod: bool = False,
+    ) -> None:
+        self.overlays = os.path.abspath(overlays) if overlays is not None else None
+        self.pending = (os.path.abspath(pending) if pending is not None
+                        else (self.overlays.rstrip(os.sep) + ".pending" if self.overlays else None))
+        self.dry_run = dry_run
+        self.report_only = report_only
+        self.ttl = ttl
+        self.tier = tier
+        self.record_messages = record_messages
+        self.app_root = app_root
+        self.prod = prod
+        self.history: list[HealResult] = []
+        self.proposals: list[PatchRecord] = []
+        self._lock = threading.RLock()
+        self._functions: dict[tuple[str, str, int], FunctionState] = {}
+        self._codes: dict[int, FunctionState] = {}
+        self._gate: bool | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Healer":
+        """The healer :mod:`codesuture.settings` describes (report-only when healing is off)."""
+        return cls(
+            settings.overlays, pending=settings.pending, dry_run=settings.dry_run, report_only=not settings.heal,
+            ttl=settings.ttl_seconds, record_messages=settings.record_messages, app_root=settings.app_root,
+            prod=settings.prod,
+        )
+
+    # ------------------------------------------------------------------ public
+
+    def heal(self, exc: BaseException, main_code: types.CodeType | None = None, main_path: str | None = None) -> HealResult | None:
         """Try to patch the crash *exc*. *main_code*/*main_path*: the module code and
-        path of the script running as ``__main__``, if any. Returns None when not healed."""
-        try:
-            return self._heal(exc, main_code, main_path)
-        except CodeSutureError as err:
-            log.warning("not healed: %s", err)
-        except Exception as err:  # contained (rule 7)
-            log.warning("not healed: internal error %r", err, exc_info=log.isEnabledFor(logging.DEBUG))
-        return None
+        path of the script running as ``__main__``, if any. Returns None when not
+        healed (logged); never raises."""
+        with self._lock:
+            try:
+                if not self._allowed():
+                    return None
+                return self._heal(exc, main_code, main_path)
+            except CodeSutureError as err:
+                log.warning("not healed: %s", err)
+            except Exception as err:  # contained (rule 7)
+                import logging
+
+                log.warning("not healed: internal error %r", err, exc_info=log.isEnabledFor(logging.DEBUG))
+            return None
+
+    def rollback(self) -> int:
+        """Restore the original code of every function this healer patched live.
+        Returns the number of functions restored (the overlays on disk are
+        :func:`codesuture.review.rollback.rollback`'s business)."""
+        from codesuture.patch.swap import swap
+
+        with self._lock:
+            n = 0
+            for fs in self._functions.values():
+                if fs.lineage:
+                    n += swap(fs.lineage, fs.original).functions
+                    fs.lineage.clear()
+                    fs.records.clear()
+            self._functions.clear()
+            self._codes.clear()
+            self.history.clear()
+            return n
+
+    @property
+    def patches(self) -> int:
+        """New patches made in this process."""
+        return sum(1 for r in self.history if r.status == "patched")
+
+    # ------------------------------------------------------------------ steps
+
+    def _allowed(self) -> bool:
+        """The interpreter gate (:data:`codesuture.settings.HEAL_PYTHONS`), once."""
+        if self._gate is None:
+            import platform
+
+            from codesuture.settings import HEAL_PYTHONS
+
+            version = platform.python_version()
+            try:
+                from packaging.specifiers import SpecifierSet
+
+                self._gate = SpecifierSet(HEAL_PYTHONS).contains(version, prereleases=True)
+            except Exception as exc:  # noqa: BLE001 - a broken packaging: refuse to guess
+                log.warning("healing is off: cannot evaluate %s for Python %s (%r)", HEAL_PYTHONS, version, exc)
+                self._gate = False
+                return False
+            if not self._gate:
+                log.warning("healing is off on Python %s: guards are tested on Python %s (overlays still load)",
+                            version, HEAL_PYTHONS)
+        return self._gate
 
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
         from codesuture.crash.diagnose import diagnose
         from codesuture.crash.handled import caught_by_program
         from codesuture.crash.site import find_crash_site
-        from codesuture.overlay.store import script_key
         from codesuture.patch import diffgate
-        from codesuture.patch.swap import swap
-        from codesuture.patch.synthesize import replace_in_tree, synthesize, walk_code
 
         t0 = time.perf_counter()
         where = caught_by_program(exc)
         if where:
             log.warning("not healed: the program catches %s itself at %s", type(exc).__name__, where)
             return None
-        site = find_crash_site(exc)
+        live = find_crash_site(exc)
+        fs = self._state_for(live, main_code, main_path)
+        site = self._original_site(live, fs)
+        existing = next((r for r in fs.records if r.site == _site(site)), None)
+        if existing is not None:
+            if live.code is fs.current:
+                raise DiagnosisError(f"{site.describe()} fails again although patched ({type(exc).__name__}); "
+                                     f"one site gets one patch")
+            log.info("%s is already patched in this process: replaying", site.describe())
+            return self._result(existing, fs, main_code, "already", t0)
+        stored = [r for r in self._stored_records(fs) if (r.qualname, r.firstlineno) == (site.code.co_qualname, site.code.co_firstlineno)]
+        adopted = next((r for r in stored if r.site == _site(site)), None)
+        if adopted is not None:
+            self._apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
+            log.warning("adopted the patch another process made at %s (%s)", site.describe(), adopted.guard.guard)
+            return self._result(adopted, fs, main_code, "adopted", t0)
         spec = diagnose(exc, site)
-        in_main = main_code is not None and any(c is site.code for c in walk_code(main_code))
-        if in_main:
-            module, key = "__main__", script_key(main_path or site.filename)
-        elif site.module == "__main__":
-            module, key = "__main__", script_key(site.filename)
-        else:
-            module, key = site.module, site.module
+        if self.report_only:
+            log.warning("crash not healed (prod mode, healing off): site=%s:%s function=%s instruction=%s@%d "
+                        "exception=%s would_patch=%s%s yields=%s", site.filename, site.line, site.code.co_qualname,
+                        site.opname, site.offset, type(exc).__name__, spec.guard, f"/{spec.form}" if spec.form else "",
+                        spec.default)
+            return None
         now = time.time()
-        line, _end, col, end_col = site.positions
+        line, end_line, col, end_col = site.positions
         record = PatchRecord(
-            module=module,
-            qualname=site.code.co_qualname,
-            firstlineno=site.code.co_firstlineno,
-            offset=site.offset,
-            opname=site.opname,
-            line=line,
-            col=col,
-            end_col=end_col,
-            expression=site.expression,
-            exception=f"{type(exc).__name__}: {exc}",
-            guard=spec,
-            created=iso_utc(now),
-            expires=iso_utc(now + self.ttl) if self.ttl else "",
+            module=fs.module, qualname=site.code.co_qualname, firstlineno=site.code.co_firstlineno,
+            offset=site.offset, opname=site.opname, line=line, end_line=end_line, col=col, end_col=end_col,
+            expression=site.expression, exception=describe_exception(exc, self.record_messages), guard=spec,
+            created=iso_utc(now), expires=iso_utc(now + self.ttl) if self.ttl else "",
         )
-        synth = synthesize(site.code, record)
-        record = record._replace(added=synth.added, removed=synth.removed)
-        diff = diffgate.render(synth.before, synth.after)
+        from codesuture.patch.synthesize import listing, synthesize_all
+
+        before = listing(list(_instrs(fs.current)))
+        synth = synthesize_all(fs.original, _merge(fs.records, [record]), before=before)
         diffgate.check(spec, synth.added, synth.removed)
+        record = record._replace(added=synth.added, removed=synth.removed)
         if self.dry_run:
             self.proposals.append(record)
             log.warning("would patch %s with %s (dry run)", site.describe(), spec.guard)
             return None
-        report = swap(site.code, synth.code)
-        new_main = replace_in_tree(main_code, site.code, synth.code) if in_main and main_code is not None else None
+        records = _merge(fs.records, [record])
+        report = self._install(fs, records, synth)
         elapsed = time.perf_counter() - t0
-        self.live.setdefault(key, list(_loaded_patches(key))).append(record)
         log.warning(
             "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
             site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), spec.default,
             synth.added, report.functions, report.parents, elapsed * 1000,
         )
-        result = HealResult(record, diff, new_main, None, elapsed, report)
-        if self.overlays is not None:
-            result.overlay = self._write(key, module, site.filename, record)
+        from codesuture.patch.diffgate import render
+
+        result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
+        result.overlay, result.proposed = self._write(fs)
         self.history.append(result)
         return result
 
-    def rollback(self) -> int:
-        """Restore the original code of every patch this healer made live, newest
-        first (the overlays on disk are :func:`codesuture.review.rollback.rollback`'s
-        business). Returns the number of functions restored."""
-        from codesuture.patch.swap import restore
+    def _result(self, record: PatchRecord, fs: FunctionState, main_code: types.CodeType | None, status: str,
+                t0: float) -> HealResult:
+        result = HealResult(record, "", self._main(fs, main_code), None, time.perf_counter() - t0, status)
+        self.history.append(result)
+        return result
 
-        n = 0
-        while self.history:
-            result = self.history.pop()
-            if result.swap is not None:
-                n += restore(result.swap)  # type: ignore[arg-type]
-        self.live.clear()
-        return n
+    def _main(self, fs: FunctionState, main_code: types.CodeType | None) -> types.CodeType | None:
+        """The script's module code with *fs*'s current code in place of its older ones."""
+        if main_code is None or fs.module != "__main__":
+            return None
+        from codesuture.patch.synthesize import replace_in_tree
 
-    def _write(self, key: str, module: str, filename: str, record: PatchRecord) -> Path | None:
-        from codesuture.errors import PatchError
-        from codesuture.overlay.build import write_overlay
-        from codesuture.overlay.store import DirectoryStore
+        new = main_code
+        for old in [fs.original, *fs.lineage[:-1]]:
+            new = replace_in_tree(new, old, fs.current)
+        return new
 
-        assert self.overlays is not None
-        store = DirectoryStore(self.overlays)
-        patches = self.live.get(key, [record])
+    def _state_for(self, live: Any, main_code: types.CodeType | None, main_path: str | None) -> FunctionState:
+        """The :class:`FunctionState` of the function that crashed (made on first use)."""
+        from codesuture.overlay.names import main_key, module_origin, script_origin
+        from codesuture.patch.synthesize import walk_code
+
+        known = self._codes.get(id(live.code))
+        if known is not None:
+            return known
+        in_main = main_code is not None and any(c is live.code for c in walk_code(main_code))
+        if in_main or live.module == "__main__":
+            path = main_path if in_main and main_path else live.filename
+            module, key = "__main__", main_key(script_origin(path, self._app_root(path)))
+        else:
+            module = key = live.module
+        ident = (key, live.code.co_qualname, live.code.co_firstlineno)
+        fs = self._functions.get(ident)
+        if fs is None:
+            original, maps = self._original_code(key, live)
+            fs = FunctionState(key, module, live.filename, original)
+            fs.records = list(maps[1])
+            if maps[0] is not None:
+                fs.maps[id(live.code)] = maps[0]
+                fs.lineage.append(live.code)
+            self._functions[ident] = fs
+            self._codes[id(original)] = fs
+        self._codes[id(live.code)] = fs
+        return fs
+
+    def _original_code(self, key: str, live: Any) -> tuple[types.CodeType, tuple[tuple[int | None, ...] | None, list[PatchRecord]]]:
+        """``(original code, (origin map of the live code or None, records in it))``:
+        the live code itself when it is unpatched; else, for a function loaded from an
+        overlay, the function recompiled from source (checked to give the live code)."""
+        from codesuture.loader.resolve import loaded_patches
+
+        code = live.code
+        recs = [r for r in loaded_patches(key) if (r.qualname, r.firstlineno) == (code.co_qualname, code.co_firstlineno)]
+        if not recs:
+            return code, (None, [])
+        from codesuture.overlay.build import compile_module
+        from codesuture.patch.synthesize import find_code, synthesize_all
+
+        with open(live.filename, "rb") as fh:
+            module_code = compile_module(fh.read(), live.filename)
+        original = find_code(module_code, code.co_qualname, code.co_firstlineno)
+        if original is None:
+            raise PatchError(f"{code.co_qualname} not found in {live.filename}")
+        synth = synthesize_all(original, recs)
+        if synth.code != code:
+            raise PatchError(f"{code.co_qualname} runs code that its overlay's records do not rebuild; refusing to patch it")
+        return original, (synth.origin, recs)
+
+    def _original_site(self, live: Any, fs: FunctionState) -> Any:
+        """The crash site translated to the function's original code."""
+        from codesuture.crash.site import positions_at
+        from codesuture.patch.synthesize import instruction_index, offset_of
+
+        if live.code is fs.original:
+            return live
+        origin = fs.maps.get(id(live.code))
+        if origin is None:
+            raise DiagnosisError(f"{live.describe()} runs code this process does not know")
+        k, _ = instruction_index(live.code, live.offset)
+        orig_k = origin[k] if k < len(origin) else None
+        if orig_k is None:
+            raise DiagnosisError(f"the crash at {live.describe()} is inside a guard's own instructions; not patched")
+        offset = offset_of(fs.original, orig_k)
+        opname = next(i.opname for i in _instrs_dis(fs.original) if i.offset == offset)
+        return replace(live, code=fs.original, offset=offset, opname=opname, positions=positions_at(fs.original, offset))
+
+    def _apply(self, fs: FunctionState, records: Sequence[PatchRecord]) -> Any:
+        from codesuture.patch.synthesize import synthesize_all
+
+        return self._install(fs, _merge([], records), synthesize_all(fs.original, _merge([], records)))
+
+    def _install(self, fs: FunctionState, records: list[PatchRecord], synth: Any) -> Any:
+        """Swap *synth* in for every code object the function had, and remember it."""
+        from codesuture.patch.swap import swap
+
+        report = swap([fs.original, *fs.lineage], synth.code)
+        fs.lineage.append(synth.code)
+        fs.maps[id(synth.code)] = synth.origin
+        fs.records = records
+        self._codes[id(synth.code)] = fs
+        return report
+
+    def _app_root(self, path: str) -> str:
+        if self.app_root:
+            return self.app_root
+        from codesuture.settings import find_app_root
+
+        return find_app_root(os.path.dirname(os.path.abspath(path)))
+
+    def _target(self, fs: FunctionState, stem: str) -> tuple[str | None, bool]:
+        """``(directory to write into, whether it is the pending directory)``."""
+        if self.overlays is not None and not self.prod and not os.path.isfile(self.overlays):
+            from codesuture.overlay.names import ENVELOPE_SUFFIX, SET_NAME, SIGSTORE_SUFFIX
+
+            signed = any(os.path.lexists(os.path.join(self.overlays, n))
+                         for n in (SET_NAME, stem + ENVELOPE_SUFFIX, stem + SIGSTORE_SUFFIX))
+            if not signed:
+                return self.overlays, False
+        return self.pending, True
+
+    def _stored_records(self, fs: FunctionState) -> list[PatchRecord]:
+        """Records another process wrote for this module's source, where this healer
+        writes (the store in dev, the pending directory otherwise)."""
+        import hashlib
+
+        from codesuture.overlay.names import stem_for
+        from codesuture.store.directory import DirectoryStore
+        from codesuture.store.writer import stored_records
+
         try:
-            try:
-                return write_overlay(store, key, module, filename, patches, tier=self.tier)
-            except PatchError:
-                # The store holds patches this process does not run: write what runs here.
-                return write_overlay(store, key, module, filename, patches, tier=self.tier, merge=False)
-        except (CodeSutureError, OSError) as exc:
-            log.warning("patched live, but no overlay written for %s: %s", key, exc)
-        return None
+            with open(fs.filename, "rb") as fh:
+                stem = stem_for(fs.key, hashlib.sha256(fh.read()).hexdigest())
+        except OSError:
+            return []
+        directory, _ = self._target(fs, stem)
+        if directory is None or self.dry_run or self.report_only:
+            return []
+        # An expired record is never adopted: the crash is healed anew, which renews it.
+        now = time.time()
+        return [r for r in stored_records(DirectoryStore(directory, budget=None), stem) if not r.expired(now)]
+
+    def _write(self, fs: FunctionState) -> tuple[str | None, bool]:
+        """Write the module's overlay; returns (its path or None, proposed)."""
+        import hashlib
+
+        from codesuture.overlay.names import module_origin, script_origin, stem_for
+        from codesuture.store.directory import DirectoryStore
+        from codesuture.store.writer import write_overlay
+
+        try:
+            with open(fs.filename, "rb") as fh:
+                source = fh.read()
+        except OSError as exc:
+            log.warning("patched live, but no overlay written for %s: %s", fs.key, exc)
+            return None, False
+        directory, proposed = self._target(fs, stem_for(fs.key, hashlib.sha256(source).hexdigest()))
+        if directory is None:
+            return None, False
+        records = [r for f in self._functions.values() if f.key == fs.key for r in f.records]
+        # The patches of the overlay this module was loaded from, in functions this
+        # healer never touched, go along: a proposal (pending) must be able to replace
+        # that overlay after review without dropping them.
+        from codesuture.loader.resolve import loaded_patches
+
+        sites = {r.site for r in records}
+        records += [r for r in loaded_patches(fs.key) if r.site not in sites]
+        app_root = self._app_root(fs.filename)
+        origin = script_origin(fs.filename, app_root) if fs.module == "__main__" else module_origin(fs.filename, app_root)
+        try:
+            path = write_overlay(DirectoryStore(directory, budget=None), fs.key, fs.module, fs.filename, records,
+                                 origin=origin, source=source, tier="propose" if proposed else self.tier)
+        except (CodeSutureError, OSError, SyntaxError) as exc:
+            log.warning("patched live, but no overlay written for %s: %s", fs.key, exc)
+            return None, False
+        if proposed:
+            log.warning("proposed overlay %s (pending review: never loaded until signed and moved into a store)", path)
+        return path, proposed
 
 
-def _loaded_patches(key: str) -> list[PatchRecord]:
-    from codesuture.loader.resolve import LOADED
+def _site(site: Any) -> tuple[str, int, int]:
+    return (site.code.co_qualname, site.code.co_firstlineno, site.offset)
 
-    meta = LOADED.get(key)
-    return list(meta.patches) if meta else []
+
+def _merge(old: Sequence[PatchRecord], new: Sequence[PatchRecord]) -> list[PatchRecord]:
+    merged = {r.site: r for r in [*old, *new]}
+    return sorted(merged.values(), key=lambda r: r.offset)
+
+
+def _instrs(code: types.CodeType) -> Any:
+    from bytecode import Bytecode
+
+    return Bytecode.from_code(code)
+
+
+def _instrs_dis(code: types.CodeType) -> Any:
+    import dis
+
+    return dis.get_instructions(code)
 
 
 _DEFAULT: list[Healer] = []
 
 
 def default_healer() -> Healer | None:
-    """The process-wide healer for boundaries that were not given one, configured
-    from the environment that ``python -m codesuture.boot`` exports
-    (``CODESUTURE_OVERLAYS``, ``CODESUTURE_HEAL``). None when healing is off or
-    CodeSuture is disabled."""
-    if disabled() or os.environ.get("CODESUTURE_HEAL", "1").strip().lower() in {"0", "false", "no", "off"}:
+    """The process-wide healer for boundaries that were not given one, configured from
+    the environment ``python -m codesuture.boot`` exports. None when healing is off,
+    CodeSuture is disabled, or the settings are invalid (logged)."""
+    from codesuture import settings
+
+    try:
+        if settings.disabled():
+            return None
+        s = settings.load(environ=os.environ)
+    except CodeSutureError as exc:
+        log.warning("not healing: %s", exc)
+        return None
+    if not s.heal:
         return None
     if not _DEFAULT:
-        overlays = os.environ.get("CODESUTURE_OVERLAYS")
-        _DEFAULT.append(Healer(overlays=Path(overlays) if overlays else None))
+        _DEFAULT.append(Healer.from_settings(s))
     return _DEFAULT[0]
 
 
 def disabled() -> bool:
-    """The kill switch: ``CODESUTURE_DISABLE=1`` turns CodeSuture off entirely."""
-    return os.environ.get("CODESUTURE_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """The kill switch: ``CODESUTURE_DISABLE`` true. An invalid value counts as set."""
+    from codesuture import settings
+
+    try:
+        return settings.disabled()
+    except CodeSutureError:
+        return True
 
 
-__all__ = ["Healer", "HealResult", "default_healer", "disabled"]
+__all__ = ["Healer", "HealResult", "default_healer", "disabled", "describe_exception"]

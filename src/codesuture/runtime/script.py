@@ -15,6 +15,10 @@ import os
 import sys
 import types
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any, Callable
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -72,24 +76,51 @@ def report(exc: BaseException) -> None:
     sys.excepthook(type(exc), exc.with_traceback(tb), tb)
 
 
-def main_code_for(target: Target, entries: Any, policy: Any) -> types.CodeType:
+def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: Any, app_root: str) -> types.CodeType:
     """The script's module code: its admitted overlay when one applies, else the
-    compiled source. Raises OSError when the script cannot be read, SyntaxError as
-    Python would."""
-    from codesuture.overlay.index import script_key
-
+    compiled source. Its store key comes from its path relative to *app_root* (see
+    :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
+    cannot be read, SyntaxError as Python would."""
     with open(target.path, "rb") as fh:
         source = fh.read()
-    if entries is not None:
-        key = script_key(target.path)
-        mine = entries.get(key)
+    if index:
+        from codesuture.overlay.names import main_key, script_origin
+
+        origin = script_origin(target.path, app_root)
+        key = main_key(origin)
+        mine = index.get(key)
         if mine:
             from codesuture.loader.resolve import resolve
 
             found = resolve(key, mine, source, target.path, policy)
             if found is not None:
                 return found.code
+        else:
+            _near_miss(index, origin, key)
     return compile(source, target.path, "exec", dont_inherit=True)
+
+
+def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
+    """Log when the store has an overlay for a script of the same name at another path
+    relative to the app root (a different app root here, or a moved script)."""
+    from codesuture.logs import logger
+
+    log = logger("codesuture.loader")
+    log.debug("no overlay for %s (store key %s)", origin, key)
+    name = origin.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    others = [entries[0] for k, entries in index.items() if k.startswith("__main__.")][:16]
+    for entry in others:
+        try:
+            raw = entry.read(".json")
+            import json
+
+            other = json.loads(raw)["origin"] if raw else ""
+        except Exception:  # noqa: BLE001 - only a hint for a log line
+            continue
+        if isinstance(other, str) and other != origin and other.rsplit("/", 1)[-1].rsplit(":", 1)[-1] == name:
+            log.warning("no overlay for script %s: the store has one for %s (another path relative to the app root; "
+                        "the app root here is the nearest folder with pyproject.toml)", origin, other)
+            return
 
 
 def run(
@@ -97,11 +128,15 @@ def run(
     *,
     heal: Callable[[BaseException, types.CodeType, str], Any] | None = None,
     retries: int = 3,
-    entries: Any = None,
+    index: dict[str, list[Any]] | None = None,
     policy: Any = None,
+    app_root: str | None = None,
 ) -> int:
-    """Run *target* as ``__main__``; with *heal*, heal and replay up to *retries*
-    times. Returns the exit code."""
+    """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
+    up to *retries* times (0: heal, never replay). Returns the exit code: the script's,
+    1 after an unhandled exception, 130 after Ctrl-C."""
+    from codesuture.settings import EXIT_INTERRUPTED
+
     sys.argv[:] = target.argv
     script_dir = os.path.dirname(os.path.abspath(target.path))
     if target.spec is None:
@@ -109,7 +144,7 @@ def run(
             sys.path[0] = script_dir
         else:
             sys.path.insert(0, script_dir)
-    code = main_code_for(target, entries, policy)
+    code = main_code_for(target, index, policy, app_root or script_dir)
     attempt = 0
     while True:
         module = types.ModuleType("__main__")
@@ -127,11 +162,12 @@ def run(
             return 0
         except SystemExit as exc:
             return _exit_code(exc)
-        except KeyboardInterrupt:
-            raise
+        except KeyboardInterrupt as exc:
+            report(exc)
+            return EXIT_INTERRUPTED
         except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
-            result = heal(exc, code, target.path) if heal is not None and attempt < retries else None
-            if result is None:
+            result = heal(exc, code, target.path) if heal is not None else None
+            if result is None or attempt >= retries:
                 report(exc)
                 return 1
             attempt += 1

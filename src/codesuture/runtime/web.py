@@ -14,7 +14,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MUTATING = ("do_POST", "do_PUT", "do_PATCH", "do_DELETE")
 
 
-def _heal(healer, exc):  # type: ignore[no-untyped-def]
+def _heal(healer, exc):
     if healer is None:
         from codesuture.runtime.healer import default_healer
 
@@ -25,24 +25,24 @@ def _heal(healer, exc):  # type: ignore[no-untyped-def]
 class _CountingWriter:
     """Wraps a handler's ``wfile`` to know whether any response byte went out."""
 
-    def __init__(self, raw):  # type: ignore[no-untyped-def]
+    def __init__(self, raw):
         self._raw = raw
         self.written = 0
 
-    def write(self, data):  # type: ignore[no-untyped-def]
+    def write(self, data):
         self.written += len(data)
         return self._raw.write(data)
 
-    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name):
         return getattr(self._raw, name)
 
 
-def healing_handler(cls=None, *, healer=None, retries: int = 3):  # type: ignore[no-untyped-def]
+def healing_handler(cls=None, *, healer=None, retries: int = 3):
     """Class decorator for a ``http.server.BaseHTTPRequestHandler`` subclass: its
     ``do_GET``/``do_HEAD``/``do_OPTIONS`` heal and replay; ``do_POST``/``do_PUT``/
     ``do_PATCH``/``do_DELETE`` heal without replay."""
 
-    def decorate(klass):  # type: ignore[no-untyped-def]
+    def decorate(klass):
         for name in ("do_GET", "do_HEAD", "do_OPTIONS", *MUTATING):
             method = getattr(klass, name, None)
             if method is not None:
@@ -52,9 +52,9 @@ def healing_handler(cls=None, *, healer=None, retries: int = 3):  # type: ignore
     return decorate(cls) if cls is not None else decorate
 
 
-def _wrap_method(method, replayable: bool, healer, retries: int):  # type: ignore[no-untyped-def]
+def _wrap_method(method, replayable: bool, healer, retries: int):
     @functools.wraps(method)
-    def run(self):  # type: ignore[no-untyped-def]
+    def run(self):
         attempt = 0
         while True:
             writer = _CountingWriter(self.wfile)
@@ -79,12 +79,12 @@ class HealingWSGIMiddleware:
     happened before the app returned its response iterable (and so before any byte
     was sent). Exceptions while the body streams are healed, not replayed."""
 
-    def __init__(self, app, *, healer=None, retries: int = 3) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app, *, healer=None, retries: int = 3) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
 
-    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+    def __call__(self, environ, start_response):
         safe = environ.get("REQUEST_METHOD", "GET").upper() in SAFE_METHODS
         attempt = 0
         while True:
@@ -101,11 +101,11 @@ class _HealingBody:
     """The app's response iterable; a crash while iterating is healed (for the next
     request) and re-raised."""
 
-    def __init__(self, body, owner) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, body, owner) -> None:
         self._body = body
         self._owner = owner
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         try:
             yield from self._body
         except Exception as exc:
@@ -123,24 +123,24 @@ class HealingASGIMiddleware:
     crashed before ``http.response.start`` was sent, feeding the app the request
     messages it already received."""
 
-    def __init__(self, app, *, healer=None, retries: int = 3) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app, *, healer=None, retries: int = 3) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
 
-    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+    async def __call__(self, scope, receive, send):
         if scope.get("type") != "http":
             return await self.app(scope, receive, send)
         safe = str(scope.get("method", "GET")).upper() in SAFE_METHODS
         received: list = []
         started = False
 
-        async def recording_receive():  # type: ignore[no-untyped-def]
+        async def recording_receive():
             message = await receive()
             received.append(message)
             return message
 
-        async def tracking_send(message):  # type: ignore[no-untyped-def]
+        async def tracking_send(message):
             nonlocal started
             if message.get("type") == "http.response.start":
                 started = True
@@ -159,8 +159,8 @@ class HealingASGIMiddleware:
                 recv = _replaying(list(received), recording_receive)
 
 
-def _replaying(messages, then):  # type: ignore[no-untyped-def]
-    async def receive():  # type: ignore[no-untyped-def]
+def _replaying(messages, then):
+    async def receive():
         if messages:
             return messages.pop(0)
         return await then()

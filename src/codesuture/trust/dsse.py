@@ -24,6 +24,12 @@ from collections import namedtuple
 
 from codesuture.errors import TrustError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from codesuture.trust.keys import TrustRoot
+
 
 #: payloadType of an in-toto Statement (in-toto attestation spec v1, envelope layer).
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"

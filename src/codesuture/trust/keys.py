@@ -26,6 +26,10 @@ import re
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from codesuture.errors import TrustError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
 from codesuture.logs import logger
 
 # ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) is imported
@@ -106,7 +110,7 @@ def generate(
                 raise TrustError("already exists (refusing to overwrite a key)", p)
     from cryptography.hazmat.primitives import serialization
 
-    from codesuture.overlay.store import atomic_write
+    from codesuture.util.files import atomic_write
 
     key = Ed25519PrivateKey.generate()
     secret = _as_bytes(passphrase)
@@ -122,13 +126,16 @@ def generate(
 
 
 def _read_small(path: "str | os.PathLike[str]") -> bytes:
+    """A key or revocation file: a regular file of at most MAX_KEY_FILE_BYTES."""
+    from codesuture.errors import FileError
+    from codesuture.util.files import read_regular
+
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise TrustError(f"unreadable: {exc.strerror or exc}", path) from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise TrustError(f"oversized key file (> {MAX_KEY_FILE_BYTES} bytes)", path)
+        data = read_regular(path, MAX_KEY_FILE_BYTES)
+    except FileError as exc:
+        raise TrustError(exc.reason, path) from None
+    if data is None:
+        raise TrustError("unreadable: No such file or directory", path)
     return data
 
 
@@ -239,7 +246,7 @@ class TrustRoot:
         keys: "dict[str, Ed25519PublicKey] | None" = None,
         revoked_overlays: frozenset[str] = frozenset(),
         revoked_keys: frozenset[str] = frozenset(),
-        path: "Path | None" = None,
+        path: "str | Path | None" = None,
     ) -> None:
         self.keys = dict(keys or {})
         self.revoked_overlays = revoked_overlays

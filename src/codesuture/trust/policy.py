@@ -1,83 +1,78 @@
 """Load policy: which overlays may reach ``marshal.loads``.
 
-:func:`admit` is the only door from an overlay store to the loader. It reads the
-overlay bytes (size-capped), establishes its metadata (from a verified signed
-statement, or from the unsigned sidecar when policy allows unsigned overlays), checks
-the overlay digest, expiry and revocation, and returns the admitted bytes. It never
-unmarshals. Source-hash and interpreter checks follow in the loader, which has the
-source bytes.
+:func:`admit` is the only door from an overlay store to the loader. It is the load
+policy table of ``docs/overlay-format.md``, row for row:
 
-Defaults (documented in docs/overlay-format.md): unsigned overlays load only when no
-trust root is configured and ``--require-signed`` is off (a developer's machine right
-after ``codesuture run``), each with a WARNING log line. Configuring a trust root
-(``--keys`` / ``CODESUTURE_KEYS``) or ``--require-signed`` / ``CODESUTURE_REQUIRE_SIGNED=1``
-refuses every unsigned overlay, and bundles are always verified.
+====  ==========================================================  ====================================
+step  check                                                       refusal (one log line; original loads)
+====  ==========================================================  ====================================
+1     the store's signed overlay set, when the store has one      set does not verify / older than seen or
+      (always for a bundle; required by ``min_set_version``)       than min_set_version / bundle member
+                                                                  not pinned / none where one must be
+2     with a set: the set is unexpired and lists this overlay,     set expired / not in the signed set / a
+      and the side files it pins for it are intact (checked       side file does not match the set
+      once per store, with the set)
+3     without a set, what vouches for the overlay: its DSSE        unsigned overlay refused (trust root or
+      envelope (Ed25519, trust root); else its Sigstore bundle     require_signed in force) / bad
+      (identity); else the unsigned sidecar, only when no trust    signature / untrusted key / signed into
+      root, no ``require_signed``, no Sigstore identity            a set this store does not have
+4     then the overlay file: a regular file of at most 16 MiB      missing / not a regular file /
+      whose SHA-256 is the one vouched for                         oversized / tampered or replaced
+5     revocation: overlay digest and signer in ``revoked.json``;   revoked overlay / revoked key /
+      overlay digest withdrawn on this host                        withdrawn by codesuture rollback
+6     expiry (the overlay's own; its set's in step 2)              expired
+====  ==========================================================  ====================================
 
-Signed overlays carry a DSSE envelope (``<stem>.dsse.json``, Ed25519, verified against
-the trust root) or, when Sigstore identity settings are configured
-(``CODESUTURE_SIGSTORE_IDENTITY``, ``CODESUTURE_SIGSTORE_ISSUER``, optionally
-``CODESUTURE_SIGSTORE_STAGING=1``), a Sigstore bundle (``<stem>.sigstore.json``,
-verified offline against the trust root embedded in ``sigstore``).
+The loader then checks the header's magic number, the source SHA-256 against the
+module's bytes, the key and the cache tag (:mod:`codesuture.loader.resolve`), and only
+then unmarshals. :func:`admit` never unmarshals.
 
-Import cost: this module imports only the standard library and CodeSuture's light
-modules. ``cryptography`` and ``sigstore`` are imported inside functions, the first
-time a signed overlay is admitted. The trust root is loaded once per process per keys
-directory (see :func:`trust_root`).
+Import cost: only the standard library and CodeSuture's light modules at import time.
+``cryptography`` and ``sigstore`` are imported the first time a signature is checked.
+The trust root and each store's signed set are read once per process.
 """
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import os
-import _thread
 import time
 from collections import namedtuple
 
-from codesuture.errors import CodeSutureError, OverlayRefused, TrustError
+from codesuture.errors import CodeSutureError, FileError, OverlayRefused, TrustError
 from codesuture.logs import logger
-from codesuture.overlay.format import MAX_OVERLAY_BYTES
-from codesuture.overlay.index import (
-    ENVELOPE_SUFFIX,
-    MAX_ENVELOPE_BYTES,
-    MAX_META_BYTES,
-    META_SUFFIX,
-    OVERLAY_SUFFIX,
-    SIGSTORE_SUFFIX,
-)
 from codesuture.overlay.model import OverlayMeta
-from codesuture.patch.spec import is_iso_utc, iso_utc
+from codesuture.overlay.names import (
+    ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES, MAX_SET_BYTES, META_SUFFIX, OVERLAY_SUFFIX, SET_NAME, SIGSTORE_SUFFIX,
+)
+from codesuture.util.clock import is_iso_utc, now_text
 
-# Not imported (typing and dataclasses would cost more than admitting an overlay):
-# Entry is codesuture.overlay.store.Entry, TrustRoot is codesuture.trust.keys.TrustRoot.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any
 
 log = logger("codesuture.trust")
-
-ENV_KEYS = "CODESUTURE_KEYS"
-ENV_REQUIRE_SIGNED = "CODESUTURE_REQUIRE_SIGNED"
-ENV_SIGSTORE_IDENTITY = "CODESUTURE_SIGSTORE_IDENTITY"
-ENV_SIGSTORE_ISSUER = "CODESUTURE_SIGSTORE_ISSUER"
-ENV_SIGSTORE_STAGING = "CODESUTURE_SIGSTORE_STAGING"
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 class LoadPolicy(
     namedtuple(
         "_LoadPolicy",
-        "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging strict_statements",
-        defaults=(None, False, None, None, False, False),
+        "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging strict_statements "
+        "state_dir min_set_version",
+        defaults=(None, False, None, None, False, False, None, 0),
     )
 ):
     """``keys_dir``: the trust root (public keys, ``revoked.json``), or None.
     ``require_signed``: refuse unsigned overlays even without a trust root.
     ``sigstore_identity``/``sigstore_issuer``: accept Sigstore-signed overlays whose
-    certificate has this SAN identity and OIDC issuer (``sigstore_staging``: verify
-    against Sigstore's staging trust root instead of production).
-    ``strict_statements``: also validate each verified statement with
-    ``sigstore.dsse.Statement`` (``codesuture verify`` does; the import-time loader
-    does not, for start-up cost: see :mod:`codesuture.trust.statement`)."""
+    certificate has this SAN identity and OIDC issuer (``sigstore_staging``: Sigstore's
+    staging trust root). ``strict_statements``: also verify each overlay's own envelope
+    under a signed set and validate statements with ``sigstore.dsse.Statement``
+    (``codesuture verify`` does; the loader does not, for start-up cost).
+    ``state_dir``: host state for rollback protection and withdrawn overlays (None:
+    none kept). ``min_set_version``: refuse signed overlay sets below this version,
+    and stores without one when it is above 0."""
 
     __slots__ = ()
 
@@ -86,231 +81,370 @@ class LoadPolicy(
         return self.keys_dir is None and not self.require_signed and not self.sigstore_identity
 
     @classmethod
-    def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "LoadPolicy":
-        env = os.environ if environ is None else environ
-        keys = env.get(ENV_KEYS)
+    def from_settings(cls, settings: Any) -> "LoadPolicy":
+        """The policy of a :class:`codesuture.settings.Settings`."""
         return cls(
-            keys or None,
-            _truthy(env.get(ENV_REQUIRE_SIGNED)),
-            env.get(ENV_SIGSTORE_IDENTITY) or None,
-            env.get(ENV_SIGSTORE_ISSUER) or None,
-            _truthy(env.get(ENV_SIGSTORE_STAGING)),
+            settings.keys, settings.require_signed, settings.sigstore_identity, settings.sigstore_issuer,
+            settings.sigstore_staging, False, settings.state_dir, settings.min_set_version,
         )
 
+    @classmethod
+    def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "LoadPolicy":
+        """The policy the ``CODESUTURE_*`` environment describes (strictly parsed;
+        raises :class:`~codesuture.errors.ConfigError`)."""
+        from codesuture import settings
 
-_ROOTS: "dict[str, TrustRoot | TrustError]" = {}
-_ROOTS_LOCK = _thread.allocate_lock()  # _thread: threading costs an import at start-up
+        return cls.from_settings(settings.load(environ=os.environ if environ is None else environ))
 
 
-def trust_root(policy: LoadPolicy) -> "TrustRoot":
-    """The trust root of *policy*, loaded once per process per keys directory (a load
-    failure is remembered too, so a broken trust root costs one read, not one per
-    import). Raises :class:`TrustError` when there is none or it is malformed."""
+_ROOTS: "dict[str, Any]" = {}
+_SETS: "dict[tuple[str, str, str], Any]" = {}
+_LOCK = _thread.allocate_lock()  # _thread: threading costs an import at start-up
+
+
+def trust_root(policy: LoadPolicy) -> Any:
+    """The :class:`~codesuture.trust.keys.TrustRoot` of *policy*, loaded once per
+    process per keys directory (a load failure is remembered too). Raises
+    :class:`TrustError` when there is none or it is malformed."""
     if policy.keys_dir is None:
         raise TrustError("no trust root configured (--keys / CODESUTURE_KEYS)")
-    with _ROOTS_LOCK:
-        cached = _ROOTS.get(os.fspath(policy.keys_dir))
+    path = os.fspath(policy.keys_dir)
+    with _LOCK:
+        cached = _ROOTS.get(path)
         if cached is None:
             from codesuture.trust.keys import TrustRoot
 
             try:
-                cached = TrustRoot.load(policy.keys_dir)
+                cached = TrustRoot.load(path)
             except TrustError as exc:
                 cached = exc
-            _ROOTS[os.fspath(policy.keys_dir)] = cached
+            _ROOTS[path] = cached
     if isinstance(cached, TrustError):
         raise cached
     return cached
 
 
 def clear_trust_root_cache() -> None:
-    """Forget loaded trust roots and overlay sets (after ``keys/``, ``revoked.json`` or a
-    signed overlay set changed)."""
-    with _ROOTS_LOCK:
+    """Forget loaded trust roots, verified sets and host state (after ``keys/``,
+    ``revoked.json``, a store or the state changed)."""
+    from codesuture.trust import state
+
+    with _LOCK:
         _ROOTS.clear()
         _SETS.clear()
+    state.clear_cache()
 
 
-#: (directory, keys dir) -> ({overlay file name: signed fields}, signer key id)
-_SETS: "dict[tuple[str, str], tuple[dict[str, dict[str, str]], str]]" = {}
+_STATES: dict[str, Any] = {}
 
 
-def _signed_set(entry: "Entry", policy: LoadPolicy, root: "TrustRoot | None") -> "tuple[dict[str, dict[str, str]], str]":
-    """The verified overlay set of *entry*'s directory (verified once per process), or
-    empty when there is none, it does not verify (logged once), or *entry* is not in a
-    directory store."""
-    directory = getattr(entry, "directory", None)
-    if directory is None or (policy.keys_dir is None and root is None):
-        return {}, ""
-    cache_key = (os.fspath(directory), os.fspath(policy.keys_dir) if policy.keys_dir is not None else f"root:{id(root)}")
-    with _ROOTS_LOCK:
-        cached = _SETS.get(cache_key)
+def _host_state(policy: LoadPolicy) -> Any:
+    """The :class:`~codesuture.trust.state.HostState` of *policy* (one per folder)."""
+    if not policy.state_dir:
+        return None
+    found = _STATES.get(policy.state_dir)
+    if found is None:
+        from codesuture.trust.state import HostState
+
+        found = _STATES[policy.state_dir] = HostState(os.fspath(policy.state_dir))
+    return found
+
+
+def store_set(store: Any, policy: LoadPolicy, root: Any = None) -> Any:
+    """The verified signed overlay set of *store* (a
+    :class:`~codesuture.trust.overlay_set.VerifiedSet`), or None when the store has
+    none and may go without one. Verified once per process per store and trust root.
+
+    Raises :class:`TrustError` naming the set file when the store has a set that does
+    not verify against the trust root (or there is no trust root to verify it while
+    unsigned overlays are not allowed), is older than ``min_set_version`` or than the
+    newest version this host has seen for its signer and name, or (a bundle) holds a
+    file the set does not pin or lacks one it pins; and when the store has no set but
+    must (a bundle, or ``min_set_version`` above 0). Expiry is checked by the caller.
+    """
+    ident = (store.location, os.fspath(policy.keys_dir) if policy.keys_dir else f"root:{id(root)}",
+             repr(policy[1:]))  # every other setting of the policy (state, minimum, ...)
+    with _LOCK:
+        cached = _SETS.get(ident)
     if cached is None:
-        from codesuture.trust.manifest import load_verified_set
-
         try:
-            cached = load_verified_set(directory, root if root is not None else trust_root(policy))
+            cached = _load_set(store, policy, root)
         except TrustError as exc:
-            # INFO: each overlay it would have covered says why it is refused (or loads from its own envelope).
-            log.info("signed overlay set of %s not used: %s", directory, exc.reason)
-            cached = ({}, "")
-        with _ROOTS_LOCK:
-            _SETS[cache_key] = cached
-    return cached
+            cached = exc
+        except FileError as exc:
+            cached = TrustError(exc.reason, exc.path)
+        with _LOCK:
+            _SETS[ident] = cached
+    if isinstance(cached, TrustError):
+        raise cached
+    return cached or None
 
 
-def _admit_from_set(
-    entry: "Entry", digest: str, envelope: "bytes | None", policy: LoadPolicy, root: "TrustRoot | None"
-) -> "tuple[OverlayMeta, str] | None":
-    """Metadata vouched for by the directory's signed overlay set when it covers these
-    exact overlay bytes and this exact envelope; None otherwise (the overlay's own
-    envelope decides)."""
-    if envelope is None or policy.strict_statements:
-        return None
-    entries, signer = _signed_set(entry, policy, root)
-    info = entries.get(entry.name + OVERLAY_SUFFIX)
-    if (info is None or digest != info["sha256"]
-            or hashlib.sha256(envelope).hexdigest() != info["envelope_sha256"]):
-        return None
-    meta = OverlayMeta(
-        module=info["module"], key=info["key"], origin="", source_sha256=info["source_sha256"],
-        overlay_sha256=info["sha256"], python={"cache_tag": info["cache_tag"], "magic": info["magic"]},
-        created="", expires=info["expiresAt"], tier="auto", patches=[],
-    )
-    return meta, signer
+def _load_set(store: Any, policy: LoadPolicy, root: Any) -> Any:
+    where = store.display(SET_NAME)
+    raw = store.read(SET_NAME, MAX_SET_BYTES)
+    if raw is None:
+        if store.kind == "bundle":
+            raise TrustError(f"bundle has no signed overlay set ({SET_NAME})", store.location)
+        if policy.min_set_version > 0:
+            raise TrustError(f"store has no signed overlay set, and min_set_version is {policy.min_set_version}", where)
+        return False
+    if root is None and policy.keys_dir is None:
+        if policy.allows_unsigned and store.kind != "bundle":  # a bundle is always verified
+            return False  # a developer's machine without a trust root: nothing can be verified
+        raise TrustError("signed overlay set cannot be verified: no trust root configured (--keys)", where)
+    from codesuture.trust.overlay_set import verify_set
+
+    vset = verify_set(raw, root if root is not None else trust_root(policy), where)
+    if store.kind == "bundle":
+        members = set(store.names()) - {SET_NAME}
+        extra, missing = sorted(members - set(vset.files)), sorted(set(vset.files) - members)
+        if extra:
+            raise TrustError(f"bundle member {extra[0]!r} is not pinned by the signed overlay set", store.location)
+        if missing:
+            raise TrustError(f"bundle lacks {missing[0]!r}, which the signed overlay set pins", store.location)
+    for stem, info in vset.overlays.items():  # the side files (never loaded), once per store
+        problem = _side_file_problem(store, stem, info["files"], vset)
+        if problem:
+            vset.problems[stem] = problem
+    if vset.version < policy.min_set_version:
+        raise TrustError(f"signed overlay set {vset.name!r} version {vset.version} is below min_set_version "
+                         f"{policy.min_set_version}", where)
+    state = _host_state(policy)
+    if state is not None:
+        seen = state.seen_version(vset.keyid, vset.name)
+        if vset.version < seen:
+            raise TrustError(f"signed overlay set {vset.name!r} version {vset.version} is older than version {seen} "
+                             f"already seen on this host (rolled back)", where)
+        if vset.version > seen:
+            state.record_version(vset.keyid, vset.name, vset.version)
+    log.debug("signed overlay set %s: %r", where, vset)
+    return vset
 
 
-class Admitted(namedtuple("_Admitted", "overlay_bytes meta signer")):
-    """An overlay that passed policy: its bytes, its metadata (:class:`OverlayMeta`),
-    and who signed it (a key id, a Sigstore identity, or None when unsigned)."""
+def _side_file_problem(store: Any, stem: str, names: list[str], vset: Any) -> str | None:
+    """Why a file the set pins for *stem*, other than the overlay itself, is not the
+    signed one (missing, unreadable, other bytes), or None."""
+    for fname in names:
+        if fname == stem + OVERLAY_SUFFIX:
+            continue
+        try:
+            raw = store.read(fname, MAX_ENVELOPE_BYTES)
+        except CodeSutureError as exc:
+            return f"{fname}: {getattr(exc, 'reason', exc)}"
+        if raw is None:
+            return f"{fname} is missing, but the signed overlay set pins it"
+        if hashlib.sha256(raw).hexdigest() != vset.files[fname]:
+            return f"{fname} does not match the signed overlay set {vset.name!r} v{vset.version} (tampered or replaced)"
+    return None
+
+
+class Admitted(namedtuple("_Admitted", "overlay_bytes meta signer via")):
+    """An overlay that passed policy: its bytes, its metadata (:class:`OverlayMeta`;
+    from the signed set it carries no patch list, see :func:`full_meta`), who signed it
+    (a key id, ``sigstore:<identity>``, or None when unsigned) and ``via``: ``set``,
+    ``dsse``, ``sigstore`` or ``unsigned``."""
 
     __slots__ = ()
 
 
-_NOW: list = [None, ""]
-
-
-def _now_text(now: float) -> str:
-    """``iso_utc(now)``, formatted once per second of *now* (admission runs per module)."""
-    second = int(now)
-    if _NOW[0] != second:
-        _NOW[0], _NOW[1] = second, iso_utc(second)
-    return _NOW[1]
-
-
-def _refuse(entry: Entry, reason: str) -> OverlayRefused:
+def _refuse(entry: Any, reason: str) -> OverlayRefused:
     return OverlayRefused(entry.name, reason)
 
 
-def admit(entry: Entry, policy: LoadPolicy, now: float | None = None, *, root: "TrustRoot | None" = None) -> Admitted:
-    """Admit *entry* under *policy* or raise :class:`OverlayRefused` with the reason.
+def _reason_with_file(entry: Any, exc: CodeSutureError) -> str:
+    """*exc*'s reason, naming the file when it is not the overlay itself."""
+    reason = str(getattr(exc, "reason", exc))
+    path = getattr(exc, "path", None)
+    name = os.path.basename(path.rsplit(":", 1)[-1]) if path else ""
+    if name and name not in (entry.name, entry.name + OVERLAY_SUFFIX):
+        return f"{name}: {reason}"
+    return reason
 
-    *now*: epoch seconds for the expiry check (default: the current time). *root*: a
-    trust root to use instead of the per-process cached one of ``policy.keys_dir``
-    (``codesuture verify`` passes a freshly loaded one).
 
-    Order: size caps, signature (when signed or required), subject/overlay digest,
-    revocation (overlay digest, signer key id), expiry. The overlay bytes are never
-    unmarshalled here.
+def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any = None) -> Admitted:
+    """Admit *entry* (a :class:`~codesuture.store.Entry`) under *policy*, or raise
+    :class:`OverlayRefused` with the reason (see the table above).
+
+    *now*: epoch seconds for expiry (default: the current time). *root*: a trust root
+    to use instead of the per-process cached one of ``policy.keys_dir`` (``codesuture
+    verify`` passes a freshly loaded one). What vouches for the overlay (its set, its
+    envelope) is checked before the overlay file is read, so a planted file costs no
+    read. Never unmarshals.
     """
     now = time.time() if now is None else now
+    has_keys = policy.keys_dir is not None or root is not None
     try:
-        data = entry.read(OVERLAY_SUFFIX, MAX_OVERLAY_BYTES)
+        try:  # step 1
+            vset = store_set(entry.store, policy, root)
+        except TrustError as exc:
+            raise _refuse(entry, f"signed overlay set refused: {exc.reason}") from None
+        if vset is not None:  # steps 2-3
+            meta, signer, via = _admit_from_set(entry, vset, now)
+        else:  # step 3
+            envelope = entry.read(ENVELOPE_SUFFIX) if has_keys and not policy.allows_unsigned else None
+            bundle = entry.read(SIGSTORE_SUFFIX) if envelope is None and policy.sigstore_identity else None
+            if envelope is not None:
+                meta, signer, set_name = _admit_signed(entry, envelope, policy, root)
+                via = "dsse"
+            elif bundle is not None:
+                meta, signer, set_name = _admit_sigstore(entry, bundle, policy)
+                via = "sigstore"
+            elif policy.allows_unsigned:
+                raw = entry.read(META_SUFFIX)
+                if raw is None:
+                    raise _refuse(entry, "metadata file is missing")
+                meta, signer, set_name, via = OverlayMeta.loads(raw, entry.name + META_SUFFIX), None, None, "unsigned"
+            elif not has_keys and entry.read(ENVELOPE_SUFFIX) is not None:
+                raise _refuse(entry, "signed, but no trust root is configured to verify it (--keys)")
+            else:
+                raise _refuse(entry, "unsigned overlay refused (a trust root or --require-signed is in force)")
+            if set_name is not None:
+                raise _refuse(entry, f"signed as part of overlay set {set_name!r}, which this store does not have "
+                                     f"(deleted or replaced?)")
+        data = entry.read(OVERLAY_SUFFIX)  # step 4
         if data is None:
             raise _refuse(entry, "overlay file is missing")
-        signer: str | None = None
-        has_keys = policy.keys_dir is not None or root is not None
-        envelope = entry.read(ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES)
-        # A signed overlay set pinning these bytes and this envelope admits without a
-        # per-overlay signature check (one verification per directory).
-        digest = hashlib.sha256(data).hexdigest()
-        from_set = _admit_from_set(entry, digest, envelope, policy, root) if has_keys and not policy.allows_unsigned else None
-        sigstore_bundle = None
-        if from_set is None and policy.sigstore_identity and (envelope is None or not has_keys):
-            sigstore_bundle = entry.read(SIGSTORE_SUFFIX, MAX_ENVELOPE_BYTES)
-        if from_set is not None:
-            meta, signer = from_set
-        elif envelope is not None and not policy.allows_unsigned and (has_keys or sigstore_bundle is None):
-            meta, signer = _admit_signed(entry, envelope, data, policy, root)
-        elif sigstore_bundle is not None:
-            meta, signer = _admit_sigstore(entry, sigstore_bundle, data, policy)
-        elif policy.allows_unsigned:
-            raw = entry.read(META_SUFFIX, MAX_META_BYTES)
-            if raw is None:
-                raise _refuse(entry, "metadata file is missing")
-            meta = OverlayMeta.loads(raw, entry.name + META_SUFFIX)
-        else:
-            raise _refuse(entry, "unsigned overlay refused (a trust root or --require-signed is in force)")
     except OverlayRefused:
         raise
     except CodeSutureError as exc:
-        raise _refuse(entry, getattr(exc, "reason", str(exc))) from None
-    if digest != meta.overlay_sha256:
-        raise _refuse(entry, "overlay bytes do not match their recorded digest (tampered or torn)")
-    if policy.keys_dir is not None or root is not None:
+        raise _refuse(entry, _reason_with_file(entry, exc)) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta.overlay_sha256:  # step 4
+        what = {"set": f"the signed overlay set {vset.name!r} v{vset.version}" if vset is not None else "",
+                "dsse": "the signed subject digest", "sigstore": "the signed subject digest",
+                "unsigned": "the digest in its metadata"}[via]
+        raise _refuse(entry, f"overlay bytes do not match {what} (tampered or replaced)")
+    if via == "set" and policy.strict_statements and entry.name + ENVELOPE_SUFFIX in vset.overlays[entry.name]["files"]:
+        envelope = entry.read(ENVELOPE_SUFFIX)
+        if envelope is None:
+            raise _refuse(entry, f"{entry.name + ENVELOPE_SUFFIX} is missing")
+        own, _, set_name = _admit_signed(entry, envelope, policy, root)
+        if set_name not in (None, vset.name):
+            raise _refuse(entry, f"its own statement names overlay set {set_name!r}, not {vset.name!r}")
+        if own.overlay_sha256 != digest:
+            raise _refuse(entry, "overlay bytes do not match the signed subject digest (tampered)")
+        meta = own
+    if has_keys:  # step 5
         try:
-            root = root if root is not None else trust_root(policy)
+            r = root if root is not None else trust_root(policy)
         except TrustError as exc:
             raise _refuse(entry, exc.reason) from None
-        if digest in root.revoked_overlays:
+        if digest in r.revoked_overlays:
             raise _refuse(entry, f"revoked overlay (sha256 {digest} is in revoked.json)")
-        if signer is not None and signer in root.revoked_keys:
+        if signer is not None and signer in r.revoked_keys:
             raise _refuse(entry, f"revoked key {signer}")
-    if meta.expires:
-        if not is_iso_utc(meta.expires):
+    state = _host_state(policy)
+    if state is not None:
+        withdrawn = state.withdrawn().get(digest)
+        if withdrawn is not None:
+            raise _refuse(entry, f"withdrawn by codesuture rollback at {withdrawn.get('at', '?')}")
+    if meta.expires:  # step 6 (a set's times were checked when it was parsed)
+        if via != "set" and not is_iso_utc(meta.expires):
             raise _refuse(entry, f"expiry {meta.expires!r} is not an RFC 3339 UTC time")
-        if meta.expires <= _now_text(now):
+        if meta.expires <= now_text(now):
             raise _refuse(entry, f"expired at {meta.expires}")
     if signer is None:
         log.warning("loading UNSIGNED overlay %s (no trust root configured)", entry.name)
-    return Admitted(data, meta, signer)
+    return Admitted(data, meta, signer, via)
 
 
-def _admit_signed(
-    entry: Entry, envelope: bytes, data: bytes, policy: LoadPolicy, root: "TrustRoot | None" = None
-) -> tuple[OverlayMeta, str]:
-    """Verify the DSSE envelope against the trust root; return (metadata from the
-    verified predicate, signer key id). Raises :class:`OverlayRefused`.
+def _admit_from_set(entry: Any, vset: Any, now: float) -> tuple[OverlayMeta, str, str]:
+    """Steps 2-3 under a verified set: the set is unexpired, lists this overlay, and the
+    side files it pins for it are intact; the metadata is the set's."""
+    if vset.expires <= now_text(now):
+        raise _refuse(entry, f"signed overlay set {vset.name!r} expired at {vset.expires}")
+    info = vset.overlays.get(entry.name)
+    if info is None:
+        raise _refuse(entry, f"not in the signed overlay set {vset.name!r} v{vset.version} (withdrawn, or planted)")
+    problem = vset.problems.get(entry.name)
+    if problem:
+        raise _refuse(entry, problem)
+    meta = OverlayMeta(
+        module=info["module"], key=info["key"], origin="", source_sha256=info["source_sha256"],
+        overlay_sha256=vset.files[entry.name + OVERLAY_SUFFIX],
+        python={"cache_tag": info["cache_tag"], "magic": info["magic"]},
+        created=vset.created, expires=info["expiresAt"], tier=info["tier"], patches=[],
+    )
+    return meta, vset.keyid, "set"
 
-    Nothing from the envelope is interpreted before its signature verified; the
-    statement's subject must name this overlay file and carry the SHA-256 of *data*.
-    """
+
+def _admit_signed(entry: Any, envelope: bytes, policy: LoadPolicy, root: Any) -> tuple[OverlayMeta, str, str | None]:
+    """Verify the overlay's DSSE envelope against the trust root; return (metadata from
+    the verified Statement, whose ``overlay_sha256`` is the signed subject digest,
+    signer key id, the overlay set it was signed into). The statement's subject must
+    name this overlay file. Nothing in the envelope is interpreted before its signature
+    verified."""
     from codesuture.trust import dsse
     from codesuture.trust.statement import meta_from_statement
 
-    overlay_name = entry.name + OVERLAY_SUFFIX
     try:
-        verified = dsse.verify(
-            envelope, root if root is not None else trust_root(policy), dsse.INTOTO_PAYLOAD_TYPE, entry.name + ENVELOPE_SUFFIX
-        )
-        meta, subject_digest = meta_from_statement(verified.payload, overlay_name, strict=policy.strict_statements)
+        verified = dsse.verify(envelope, root if root is not None else trust_root(policy), dsse.INTOTO_PAYLOAD_TYPE,
+                               entry.name + ENVELOPE_SUFFIX)
+        meta, _, set_name = meta_from_statement(verified.payload, entry.name + OVERLAY_SUFFIX,
+                                                strict=policy.strict_statements)
     except TrustError as exc:
         raise _refuse(entry, exc.reason) from None
-    if hashlib.sha256(data).hexdigest() != subject_digest:
-        raise _refuse(entry, "overlay bytes do not match the signed subject digest (tampered)")
-    return meta, verified.keyid
+    return meta, verified.keyid, set_name
 
 
-def _admit_sigstore(entry: Entry, bundle: bytes, data: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str]:
-    """Verify a Sigstore bundle (DSSE in-toto statement) offline against the identity
-    in *policy*; return (metadata, ``"sigstore:<identity>"``). Raises :class:`OverlayRefused`."""
+def _admit_sigstore(entry: Any, bundle: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str, str | None]:
+    """Verify a Sigstore bundle (DSSE in-toto Statement) offline for the identity in
+    *policy*; return (metadata, ``sigstore:<identity>``, overlay set name)."""
     from codesuture.trust.sigstore_support import verify_statement_bundle
     from codesuture.trust.statement import meta_from_statement
 
-    overlay_name = entry.name + OVERLAY_SUFFIX
     if not policy.sigstore_issuer:
         raise _refuse(entry, "Sigstore identity configured without an OIDC issuer")
     try:
         payload = verify_statement_bundle(
-            bundle,
-            identity=policy.sigstore_identity or "",
-            issuer=policy.sigstore_issuer,
-            staging=policy.sigstore_staging,
-            path=entry.name + SIGSTORE_SUFFIX,
+            bundle, identity=policy.sigstore_identity or "", issuer=policy.sigstore_issuer,
+            staging=policy.sigstore_staging, path=entry.name + SIGSTORE_SUFFIX,
         )
-        meta, subject_digest = meta_from_statement(payload, overlay_name)
+        meta, _, set_name = meta_from_statement(payload, entry.name + OVERLAY_SUFFIX)
     except TrustError as exc:
         raise _refuse(entry, exc.reason) from None
-    if hashlib.sha256(data).hexdigest() != subject_digest:
-        raise _refuse(entry, "overlay bytes do not match the signed subject digest (tampered)")
-    return meta, f"sigstore:{policy.sigstore_identity}"
+    return meta, f"sigstore:{policy.sigstore_identity}", set_name
+
+
+def full_meta(entry: Any, admitted: Admitted, policy: LoadPolicy, root: Any = None) -> OverlayMeta:
+    """The complete metadata of an admitted overlay, patch list included, from what
+    vouches for it: the Statement in its envelope (whose digest the signed set pins,
+    or whose signature verifies again), its Sigstore bundle, or the sidecar of an
+    unsigned overlay. Raises :class:`OverlayRefused` when that no longer holds."""
+    if admitted.via == "unsigned" or admitted.meta.patches:
+        return admitted.meta
+    digest = admitted.meta.overlay_sha256
+    if admitted.via == "sigstore":
+        bundle = entry.read(SIGSTORE_SUFFIX)
+        if bundle is None:
+            raise _refuse(entry, f"{entry.name + SIGSTORE_SUFFIX} is missing")
+        meta = _admit_sigstore(entry, bundle, policy)[0]
+        if meta.overlay_sha256 != digest:
+            raise _refuse(entry, "its Sigstore Statement is not the one that admitted it")
+        return meta
+    envelope = entry.read(ENVELOPE_SUFFIX)
+    if envelope is None:
+        raise _refuse(entry, f"{entry.name + ENVELOPE_SUFFIX} is missing")
+    if admitted.via == "set":
+        try:
+            vset = store_set(entry.store, policy, root)
+        except TrustError as exc:
+            raise _refuse(entry, exc.reason) from None
+        pinned = vset.files.get(entry.name + ENVELOPE_SUFFIX) if vset is not None else None
+        if pinned != hashlib.sha256(envelope).hexdigest():
+            raise _refuse(entry, f"{entry.name + ENVELOPE_SUFFIX} is not the envelope the signed overlay set pins")
+        from codesuture.trust.dsse import Envelope
+        from codesuture.trust.statement import meta_from_statement
+
+        try:
+            return meta_from_statement(Envelope.loads(envelope).payload, entry.name + OVERLAY_SUFFIX, strict=False)[0]
+        except TrustError as exc:
+            raise _refuse(entry, exc.reason) from None
+    meta = _admit_signed(entry, envelope, policy, root)[0]
+    if meta.overlay_sha256 != digest:
+        raise _refuse(entry, "its envelope is not the one that admitted it")
+    return meta
+
+
+__all__ = ["LoadPolicy", "Admitted", "admit", "store_set", "trust_root", "clear_trust_root_cache", "full_meta"]

@@ -16,7 +16,9 @@ Follows in-toto attestation spec v1 (``spec/v1/statement.md``). Shape::
         "createdAt": "2026-11-21T09:00:00Z",  RFC 3339 UTC
         "expiresAt": "2026-12-21T09:00:00Z",  RFC 3339 UTC (created + TTL)
         "tier": "auto",                       observe | propose | auto
-        "evidence": [ {...}, ... ]            e.g. repro results
+        "evidence": [ {...}, ... ],           e.g. repro results
+        "overlaySet": "inventory"             only when signed with its folder: then the
+                                              overlay loads only under that signed set
       }
     }
 
@@ -37,7 +39,8 @@ import time
 
 from codesuture.errors import TrustError
 from codesuture.overlay.model import OverlayMeta
-from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord, is_iso_utc, iso_utc
+from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.util.clock import is_iso_utc, iso_utc
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 #: predicateType of an overlay attestation.
@@ -63,12 +66,15 @@ def build_statement(
     *,
     now: float | None = None,
     evidence: "list[dict[str, object]] | None" = None,
+    overlay_set: str | None = None,
 ) -> bytes:
     """Return the Statement JSON bytes (UTF-8, sorted keys, compact) for an overlay.
 
     *overlay_name*: the overlay's file name (``<stem>.overlay``), the subject name.
     *ttl_seconds*: ``expiresAt`` = now + TTL; when None, ``meta.expires`` is kept if
     set, else the default TTL (30 days) applies. ``createdAt`` is ``meta.created`` or now.
+    *overlay_set*: the name of the signed overlay set this overlay is signed into
+    (``codesuture sign DIR``); the loader then refuses it outside that set.
     Raises :class:`TrustError` when *overlay_bytes* do not match ``meta.overlay_sha256``.
     """
     now = time.time() if now is None else now
@@ -97,6 +103,8 @@ def build_statement(
             "evidence": list(evidence or []),
         },
     }
+    if overlay_set is not None:
+        statement["predicate"]["overlaySet"] = overlay_set  # type: ignore[index]
     raw = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode("utf-8")
     _validate(raw, overlay_name)
     return raw
@@ -109,8 +117,11 @@ def _str(obj: "dict[str, object]", name: str, where: object, *, required: bool =
     return value
 
 
-def meta_from_statement(statement_bytes: bytes, overlay_name: str, *, strict: bool = True) -> "tuple[OverlayMeta, str]":
-    """Read a (verified) Statement; return ``(metadata, subject sha256 hex)``.
+def meta_from_statement(
+    statement_bytes: bytes, overlay_name: str, *, strict: bool = True
+) -> "tuple[OverlayMeta, str, str | None]":
+    """Read a (verified) Statement; return ``(metadata, subject sha256 hex, overlay
+    set name or None)``.
 
     Checks: in-toto Statement v1, :data:`PREDICATE_TYPE`, exactly one subject, whose
     name is *overlay_name* and whose digest is a SHA-256 hex. ``meta.overlay_sha256`` is
@@ -131,8 +142,6 @@ def meta_from_statement(statement_bytes: bytes, overlay_name: str, *, strict: bo
     subjects = data.get("subject")
     if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
         raise TrustError("statement must have exactly one subject object", where)
-    if len(subjects) != 1:
-        raise TrustError(f"statement must have exactly one subject (has {len(subjects)})", where)
     subject = subjects[0]
     if subject.get("name") != overlay_name:
         raise TrustError(f"statement subject {subject.get('name')!r} is not this overlay ({overlay_name!r})", where)
@@ -156,6 +165,9 @@ def meta_from_statement(statement_bytes: bytes, overlay_name: str, *, strict: bo
     for name, value in (("createdAt", created), ("expiresAt", expires)):
         if not is_iso_utc(value):
             raise TrustError(f"statement {name} {value!r} is not an RFC 3339 UTC time", where)
+    overlay_set = pred.get("overlaySet")
+    if overlay_set is not None and (not isinstance(overlay_set, str) or not overlay_set):
+        raise TrustError("statement overlaySet must be a set name", where)
     patches_json = pred.get("patches", [])
     if not isinstance(patches_json, list):
         raise TrustError("statement patches must be a list", where)
@@ -175,4 +187,4 @@ def meta_from_statement(statement_bytes: bytes, overlay_name: str, *, strict: bo
         tier=_str(pred, "tier", where, required=False) or "auto",
         patches=patches,
     )
-    return meta, digest
+    return meta, digest, overlay_set

@@ -1,0 +1,402 @@
+"""Every setting of CodeSuture, from one place.
+
+Sources, highest precedence first:
+
+1. command-line flags (``python -m codesuture.boot``, ``codesuture run``);
+2. ``CODESUTURE_*`` environment variables (boot exports the settings it used, so
+   subprocesses and workers agree with their parent);
+3. the app's config file: ``codesuture.toml`` (top-level keys) or the
+   ``[tool.codesuture]`` table of ``pyproject.toml``, in the *app root*, or the file
+   named by ``--config`` / ``CODESUTURE_CONFIG``;
+4. defaults, some of which depend on the mode (below).
+
+The **app root** is the nearest directory, from the script's directory upwards (the
+current directory for ``-m``/``-c``), that holds ``pyproject.toml`` or
+``codesuture.toml``; else the script's directory. Entry-script overlays are keyed by
+the script's path relative to it, and relative paths in the config file are relative
+to the config file's directory.
+
+Parsing is strict (see :func:`parse_bool` and friends): a boolean is one of
+``1/0/true/false/yes/no/on/off`` (any case, surrounding whitespace ignored), anything
+else, including an empty value, is a :class:`~codesuture.errors.ConfigError` naming the
+variable; an empty path is an error, never "off"; unknown config keys are errors.
+
+**Modes.** ``dev`` heals crashes live and writes overlays; ``prod`` loads verified
+overlays only: no healing, nothing written or deleted in the store. The mode is
+``--mode``/``CODESUTURE_MODE``/``mode`` when given; otherwise ``prod`` whenever a trust
+root (``keys``), ``require_signed`` or a bundle (an ``overlays`` path that is a file) is
+given, else ``dev``. In prod, healing needs an explicit ``--heal``, and even then new
+patches go to the *pending* directory, which the loader never reads.
+
+Only ``os`` and ``sys`` are imported at module level: boot reads its settings on
+every start. ``tomllib`` is imported only when a config file with CodeSuture settings
+exists.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from codesuture.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any, Callable, Mapping
+
+#: Python versions whose bytecode the guards are tested on (a PEP 440 specifier set,
+#: evaluated with ``packaging`` when healing would start). Elsewhere healing is off,
+#: with one log line; loading overlays is unaffected.
+HEAL_PYTHONS = ">=3.11,<3.14"
+
+#: Exit codes of ``python -m codesuture.boot`` / ``codesuture run`` for start-up
+#: failures (the target's own exit code otherwise): 2 for a usage or configuration
+#: error (as Python's own command line), 78 (EX_CONFIG, sysexits.h) when
+#: ``--require-overlays`` is set and the store cannot be used, 130 after Ctrl-C.
+EXIT_USAGE = 2
+EXIT_STORE_UNUSABLE = 78
+EXIT_INTERRUPTED = 130
+
+MODES = ("dev", "prod")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, value: object) -> bool:
+    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (any case, surrounding
+    whitespace ignored; a TOML boolean as it is). Raises ConfigError naming *name*."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(name, f"{value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def parse_path(name: str, value: object, base: str | None = None) -> str:
+    """A non-empty path, made absolute against *base* (default: the current directory).
+    Raises ConfigError naming *name* for an empty value."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(name, "is empty (give a path; an empty value never means 'off')")
+    text = os.path.expanduser(text)
+    return os.path.normpath(os.path.join(base or os.getcwd(), text))
+
+
+def parse_int(name: str, value: object, minimum: int = 0) -> int:
+    """A whole number >= *minimum*. Raises ConfigError naming *name*."""
+    if isinstance(value, bool):
+        raise ConfigError(name, f"{value!r} is not a whole number")
+    try:
+        number = value if isinstance(value, int) else int(str(value).strip(), 10)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(name, f"{number} is below the minimum {minimum}")
+    return number
+
+
+def parse_float(name: str, value: object, minimum: float = 0.0) -> float:
+    """A number >= *minimum*. Raises ConfigError naming *name*."""
+    if isinstance(value, bool):
+        raise ConfigError(name, f"{value!r} is not a number")
+    try:
+        number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a number") from None
+    if number != number or number < minimum:
+        raise ConfigError(name, f"{value!r} is not a number >= {minimum}")
+    return number
+
+
+def parse_mode(name: str, value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in MODES:
+        raise ConfigError(name, f"{value!r} is not a mode (use dev or prod)")
+    return text
+
+
+def parse_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(name, "is empty")
+    return value.strip()
+
+
+class Field:
+    """One setting: its attribute name, flag, environment variable, config key,
+    parser and help text."""
+
+    __slots__ = ("name", "flag", "env", "key", "kind", "help")
+
+    def __init__(self, name: str, flag: str | None, kind: str, help: str, *, env: bool = True, key: bool = True) -> None:
+        self.name = name
+        self.flag = flag
+        self.env = f"CODESUTURE_{name.upper()}" if env else None
+        self.key = name if key else None
+        self.kind = kind
+        self.help = help
+
+
+#: Every setting, in the order ``--help`` lists them.
+FIELDS: tuple[Field, ...] = (
+    Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only); default: prod when keys, require_signed or a bundle is given"),
+    Field("overlays", "--overlays", "path", "overlay store: a directory, or a bundle file (codesuture run: default ./overlays; boot: none)"),
+    Field("keys", "--keys", "path", "trust root: a directory of public keys and revoked.json"),
+    Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay (default: on in prod)"),
+    Field("require_overlays", "--require-overlays", "bool", f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable"),
+    Field("min_set_version", "--min-set-version", "int", "refuse a signed overlay set older than this version (0: any)"),
+    Field("heal", "--heal", "bool", "heal crashes live (default: on in dev, off in prod; in prod new patches go to the pending directory)"),
+    Field("pending", "--pending", "path", "where patches made in prod, or beside a signed store, are proposed (default: <overlays>.pending)"),
+    Field("retries", "--retries", "int", "replays after patches (0: heal, never replay; default 3)"),
+    Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry; default 30)"),
+    Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata (default: type and a redacted message)"),
+    Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays); default $XDG_STATE_HOME/codesuture"),
+    Field("sigstore_identity", None, "text", "accept Sigstore-signed overlays for this certificate identity"),
+    Field("sigstore_issuer", None, "text", "... issued by this OIDC issuer"),
+    Field("sigstore_staging", None, "bool", "verify Sigstore bundles against the staging trust root"),
+    Field("disable", None, "bool", "kill switch: CodeSuture does nothing, the target runs as with plain python", key=False),
+    Field("config", "--config", "path", "config file to read instead of the app root's codesuture.toml / pyproject.toml", key=False),
+)
+FIELD = {f.name: f for f in FIELDS}
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
+}
+
+
+class Settings:
+    """Resolved settings. Every attribute of :data:`FIELDS` plus ``dry_run``,
+    ``verbose``, ``app_root``, ``config_file``, ``is_bundle`` and ``sources`` (attribute
+    name -> where its value came from: ``--flag``, ``CODESUTURE_X``, ``<file> key``
+    or ``default``)."""
+
+    __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "sources")
+
+    mode: str
+    overlays: str | None
+    keys: str | None
+    require_signed: bool
+    require_overlays: bool
+    min_set_version: int
+    heal: bool
+    pending: str | None
+    retries: int
+    ttl_days: float
+    record_messages: bool
+    state_dir: str
+    sigstore_identity: str | None
+    sigstore_issuer: str | None
+    sigstore_staging: bool
+    disable: bool
+    config: str | None
+    dry_run: bool
+    verbose: int
+    app_root: str
+    config_file: str | None
+    is_bundle: bool
+    sources: dict[str, str]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in ("mode", "overlays", "keys", "require_signed", "heal", "pending"))
+        return f"Settings({shown})"
+
+    @property
+    def prod(self) -> bool:
+        return self.mode == "prod"
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self.ttl_days * 86400.0
+
+    def source(self, name: str) -> str:
+        """Where setting *name* came from, for messages (``--overlays``, ``CODESUTURE_KEYS``...)."""
+        return self.sources.get(name, "default")
+
+    def export(self, environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+        """Publish the resolved settings as ``CODESUTURE_*`` variables, so subprocesses
+        and workers started with ``python -m codesuture.boot`` agree with this process."""
+        env = os.environ if environ is None else environ
+        for f in FIELDS:
+            if f.env is None or f.name in ("disable", "config"):
+                continue
+            value = getattr(self, f.name)
+            if value is None:
+                env.pop(f.env, None)
+            elif isinstance(value, bool):
+                env[f.env] = "1" if value else "0"
+            elif isinstance(value, float):
+                env[f.env] = repr(value)
+            else:
+                env[f.env] = str(value)
+
+
+def default_state_dir(environ: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/codesuture``, else ``~/.local/state/codesuture``."""
+    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "codesuture")
+
+
+def find_app_root(start: str) -> str:
+    """The nearest directory from *start* upwards holding ``pyproject.toml`` or
+    ``codesuture.toml``; *start* itself when there is none."""
+    here = os.path.abspath(start)
+    d = here
+    while True:
+        if os.path.isfile(os.path.join(d, "pyproject.toml")) or os.path.isfile(os.path.join(d, "codesuture.toml")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return here
+        d = parent
+
+
+def read_config(path: str, *, explicit: bool) -> dict[str, Any]:
+    """CodeSuture's settings from a config file: the top level of a ``*.toml`` file
+    other than ``pyproject.toml``, the ``[tool.codesuture]`` table of a
+    ``pyproject.toml``. ``{}`` when a pyproject has no such table. Raises ConfigError
+    naming the file when it is missing (*explicit*), unreadable or not TOML."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(1 << 20)
+    except OSError as exc:
+        if not explicit and isinstance(exc, FileNotFoundError):
+            return {}
+        raise ConfigError(path, f"cannot read config file: {exc.strerror or exc}") from None
+    is_pyproject = os.path.basename(path) == "pyproject.toml"
+    if is_pyproject and b"[tool.codesuture" not in raw:
+        return {}  # most apps: no tomllib import at all
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, f"not valid TOML: {exc}") from None
+    if is_pyproject:
+        table = data.get("tool", {}).get("codesuture", {})
+    else:
+        table = data.get("tool", {}).get("codesuture", data) if "tool" in data else data
+    if not isinstance(table, dict):
+        raise ConfigError(path, "[tool.codesuture] is not a table")
+    return table
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    start_dir: str | None = None,
+    command: str = "boot",
+) -> Settings:
+    """Resolve every setting.
+
+    *flags*: values given on the command line, by attribute name (``overlays``,
+    ``require_signed``, ``retries``...; plus ``dry_run`` and ``verbose``); strings are
+    parsed like environment values. *environ*: default ``os.environ``. *start_dir*:
+    where the app root search starts (the script's directory; default: the current
+    directory). *command*: ``boot`` or ``run`` (``run`` defaults ``overlays`` to
+    ``./overlays``).
+
+    Raises :class:`~codesuture.errors.ConfigError` naming the flag, variable or config
+    key whose value is invalid.
+    """
+    flags = dict(flags or {})
+    env = os.environ if environ is None else environ
+    s = Settings()
+    s.sources = {}
+    s.dry_run = bool(flags.pop("dry_run", False))
+    s.verbose = int(flags.pop("verbose", 0) or 0)
+    s.app_root = find_app_root(start_dir or os.getcwd())
+
+    config_path, config_explicit = None, False
+    if flags.get("config") is not None:
+        config_path, config_explicit = parse_path("--config", flags["config"]), True
+    elif env.get("CODESUTURE_CONFIG") is not None:
+        config_path, config_explicit = parse_path("CODESUTURE_CONFIG", env["CODESUTURE_CONFIG"]), True
+    else:
+        for name in ("codesuture.toml", "pyproject.toml"):
+            candidate = os.path.join(s.app_root, name)
+            if os.path.isfile(candidate):
+                config_path = candidate
+                break
+    config = read_config(config_path, explicit=config_explicit) if config_path else {}
+    s.config_file = config_path if (config or config_explicit) else None
+    s.config = config_path if config_explicit else None
+    allowed = {f.key for f in FIELDS if f.key}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"{config_path}", f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    config_base = os.path.dirname(config_path) if config_path else None
+
+    values: dict[str, Any] = {}
+    for f in FIELDS:
+        if f.name == "config":
+            continue
+        raw: Any = None
+        where = base = None
+        if f.name in flags and flags[f.name] is not None:
+            raw, where = flags[f.name], f.flag or f.name
+        elif f.env and f.env in env:
+            raw, where = env[f.env], f.env
+        elif f.key and f.key in config:
+            raw, where, base = config[f.key], f"{config_path} {f.key}", config_base
+        if where is None:
+            continue
+        if f.kind == "path":
+            values[f.name] = parse_path(where, raw, base)
+        else:
+            values[f.name] = _PARSERS[f.kind](where, raw)
+        s.sources[f.name] = where
+
+    s.disable = values.get("disable", False)
+    s.overlays = values.get("overlays")
+    if s.overlays is None and command == "run":
+        s.overlays = os.path.abspath("overlays")
+    s.keys = values.get("keys")
+    s.is_bundle = s.overlays is not None and os.path.isfile(s.overlays)
+    explicit_signed = values.get("require_signed")
+    if "mode" in values:
+        s.mode = values["mode"]
+    else:
+        s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
+    s.require_signed = explicit_signed if explicit_signed is not None else s.prod
+    s.heal = values.get("heal", not s.prod)
+    s.require_overlays = values.get("require_overlays", False)
+    s.min_set_version = values.get("min_set_version", 0)
+    s.pending = values.get("pending", s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
+    s.retries = values.get("retries", 3)
+    s.ttl_days = values.get("ttl_days", 30.0)
+    s.record_messages = values.get("record_messages", False)
+    s.state_dir = values.get("state_dir") or default_state_dir(env)
+    s.sigstore_identity = values.get("sigstore_identity")
+    s.sigstore_issuer = values.get("sigstore_issuer")
+    s.sigstore_staging = values.get("sigstore_staging", False)
+    if s.overlays is not None and s.pending is not None and os.path.realpath(s.pending) == os.path.realpath(s.overlays):
+        raise ConfigError(s.source("pending"), "the pending directory must not be the overlay store itself")
+    return s
+
+
+def disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """The kill switch, ``CODESUTURE_DISABLE``, parsed strictly. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    value = env.get("CODESUTURE_DISABLE")
+    return False if value is None else parse_bool("CODESUTURE_DISABLE", value)
+
+
+def help_text() -> str:
+    """One line per setting: flag, environment variable, config key and meaning."""
+    lines = []
+    for f in FIELDS:
+        names = ", ".join(n for n in (f.flag, f.env, f.key and f"config {f.key}") if n)
+        lines.append(f"  {names}\n      {f.help}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Settings", "FIELDS", "load", "disabled", "find_app_root", "read_config", "parse_bool", "parse_path",
+    "parse_int", "parse_float", "help_text", "HEAL_PYTHONS", "EXIT_USAGE", "EXIT_STORE_UNUSABLE", "EXIT_INTERRUPTED",
+]
+
+if sys.version_info < (3, 11):  # pragma: no cover - requires-python says so too
+    raise ImportError("CodeSuture needs Python 3.11 or newer")

@@ -1,0 +1,194 @@
+"""A deploy bundle: one zip file holding a signed folder, read in place.
+
+Layout (flat, no folders)::
+
+    overlays.manifest.dsse.json     the folder's signed overlay set (see codesuture.trust.overlay_set)
+    <stem>.overlay                  overlay bytes
+    <stem>.json                     metadata sidecar
+    <stem>.dsse.json                the overlay's own DSSE envelope (or <stem>.sigstore.json)
+
+Opening checks the zip's structure before any member is read: a regular file of at
+most :data:`MAX_BUNDLE_BYTES`; at most :data:`MAX_MEMBERS` members, each with a safe
+flat name (no ``..``, no absolute path, no folder), no duplicates, a regular-file mode
+(no symlink, device, FIFO, directory; zip has no hard-link entries), no encryption,
+stored or deflated, and a declared size under its cap (checked again while reading).
+Any failure is a :class:`~codesuture.errors.BundleError` naming the bundle and the
+reason. Which members may load is decided by the load policy from the signed set, which
+must pin every member exactly (:func:`codesuture.trust.policy.store_set`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+import zipfile
+
+from codesuture.errors import BundleError, OverlayError
+from codesuture.overlay.names import LIMITS, MAX_SET_BYTES, OVERLAY_SUFFIX, SET_NAME, parse_stem, split_member
+from codesuture.store import Entry
+
+#: Caps: members in one bundle, and the bundle file (bytes).
+MAX_MEMBERS = 4096
+MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
+
+
+def member_limit(name: str) -> int:
+    """Size cap (bytes) of member *name*; 0 when it is not a member a bundle may hold."""
+    if name == SET_NAME:
+        return MAX_SET_BYTES
+    split = split_member(name)
+    return LIMITS[split[1]] if split else 0
+
+
+def check_member(bundle: str, info: zipfile.ZipInfo) -> None:
+    """Refuse an unsafe zip member before anything is read. Raises :class:`BundleError`."""
+    name = info.filename
+    if ".." in re.split(r"[/\\]", name):
+        raise BundleError(f"unsafe member name {name!r} (contains '..')", bundle)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise BundleError(f"unsafe member name {name!r} (absolute path)", bundle)
+    if "\x00" in name or "/" in name or "\\" in name or not name:
+        raise BundleError(f"unsafe member name {name!r} (bundles are flat: no folders)", bundle)
+    mode = (info.external_attr >> 16) & 0xFFFF
+    kind = stat.S_IFMT(mode)
+    if stat.S_ISLNK(mode):
+        raise BundleError(f"member {name!r} is a symlink", bundle)
+    if kind and kind != stat.S_IFREG:
+        what = "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "directory" if stat.S_ISDIR(mode) else "special file"
+        raise BundleError(f"member {name!r} is a {what}, not a regular file", bundle)
+    if info.is_dir():
+        raise BundleError(f"member {name!r} is a directory", bundle)
+    if info.flag_bits & 0x1:
+        raise BundleError(f"member {name!r} is encrypted", bundle)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise BundleError(f"member {name!r} uses unsupported compression {info.compress_type}", bundle)
+    limit = member_limit(name)
+    if limit == 0:
+        raise BundleError(f"member {name!r} is not an overlay file or the signed overlay set", bundle)
+    if info.file_size > limit:
+        raise BundleError(f"oversized member {name!r} ({info.file_size} bytes > {limit})", bundle)
+
+
+class BundleStore:
+    """The overlays in bundle file *path*. Its structure is checked once, on first use;
+    :meth:`index` and :meth:`read` raise :class:`BundleError` when it is refused (a
+    loader then runs with no overlays: the original modules load)."""
+
+    kind = "bundle"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        # The operator names the bundle (an attacker of the threat model cannot): a
+        # symlinked release (deploy.cso -> releases/v7.cso) resolves once, here.
+        self._real = os.path.realpath(self.path)
+        self.location = self.path
+        self._members: dict[str, zipfile.ZipInfo] | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BundleStore({self.path!r})"
+
+    def display(self, name: str) -> str:
+        return f"{self.path}:{name}"
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.path)
+
+    def _open(self) -> zipfile.ZipFile:
+        try:
+            st = os.lstat(self._real)
+        except OSError as exc:
+            raise BundleError(f"cannot open bundle: {exc.strerror or exc}", self.path) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError("bundle is not a regular file", self.path)
+        if st.st_size > MAX_BUNDLE_BYTES:
+            raise BundleError(f"oversized bundle ({st.st_size} bytes > {MAX_BUNDLE_BYTES})", self.path)
+        try:
+            fd = os.open(self._real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            fh = os.fdopen(fd, "rb")
+        except OSError as exc:
+            raise BundleError(f"cannot open bundle: {exc.strerror or exc}", self.path) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise BundleError("bundle is not a regular file", self.path)
+            return zipfile.ZipFile(fh)
+        except BundleError:
+            fh.close()
+            raise
+        except Exception as exc:  # BadZipFile, OSError, EOFError, struct/Value errors on junk
+            fh.close()
+            raise BundleError(f"not a zip bundle: {exc}", self.path) from None
+
+    def members(self) -> dict[str, zipfile.ZipInfo]:
+        """Member name -> zip entry, after the structural checks (once; the zip stays
+        open for reads, so the bundle read is the one checked)."""
+        with self._lock:
+            if self._members is None:
+                zf = self._open()
+                try:
+                    infos = zf.infolist()
+                except Exception as exc:  # noqa: BLE001
+                    zf.close()
+                    raise BundleError(f"not a zip bundle: {exc}", self.path) from None
+                if len(infos) > MAX_MEMBERS:
+                    zf.close()
+                    raise BundleError(f"too many members ({len(infos)} > {MAX_MEMBERS})", self.path)
+                members: dict[str, zipfile.ZipInfo] = {}
+                try:
+                    for info in infos:
+                        check_member(self.path, info)
+                        if info.filename in members:
+                            raise BundleError(f"duplicate member {info.filename!r}", self.path)
+                        members[info.filename] = info
+                except BundleError:
+                    zf.close()
+                    raise
+                self._members, self._zip = members, zf
+            return self._members
+
+    def close(self) -> None:
+        with self._lock:
+            if self._zip is not None:
+                self._zip.close()
+                self._zip = None
+                self._members = None
+
+    def names(self) -> list[str]:
+        return sorted(self.members())
+
+    def index(self) -> dict[str, list[Entry]]:
+        """Store key -> entries of every ``<stem>.overlay`` member. Raises BundleError."""
+        out: dict[str, list[Entry]] = {}
+        for name in self.names():
+            if name.endswith(OVERLAY_SUFFIX):
+                parsed = parse_stem(name[: -len(OVERLAY_SUFFIX)])
+                if parsed:
+                    out.setdefault(parsed[0], []).append(Entry(self, name[: -len(OVERLAY_SUFFIX)], *parsed))
+        return out
+
+    def read(self, name: str, limit: int) -> bytes | None:
+        """Bytes of member *name* (None when the bundle has no such member), capped at
+        *limit* bytes. Raises :class:`BundleError` when the bundle is refused or the
+        member unreadable, :class:`OverlayError` when it is over *limit*."""
+        info = self.members().get(name)
+        if info is None:
+            return None
+        if info.file_size > limit:
+            raise OverlayError(self.display(name), f"oversized ({info.file_size} bytes > {limit})")
+        with self._lock:
+            if self._zip is None:
+                raise BundleError("bundle was closed", self.path)
+            try:
+                with self._zip.open(info) as fh:
+                    data = fh.read(limit + 1)
+            except Exception as exc:  # bad CRC, truncated data, zlib errors
+                raise BundleError(f"member {name!r} is unreadable: {exc}", self.path) from None
+        if len(data) > limit:
+            raise OverlayError(self.display(name), f"oversized (> {limit} bytes)")
+        return data
+
+
+__all__ = ["BundleStore", "MAX_MEMBERS", "MAX_BUNDLE_BYTES", "member_limit", "check_member"]
