@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
+    from codesuture.runtime.session import summary
+
     code, session = start(s, target)
     line = summary(session)
     if line:
@@ -174,133 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-class Session:
-    """What :func:`start` set up, for a summary: the finder (or None), the healer (or
-    None) and the CLI's verbosity."""
-
-    __slots__ = ("finder", "healer", "verbose")
-
-    def __init__(self) -> None:
-        self.finder: Any = None
-        self.healer: Any = None
-        self.verbose = 0
-
-
-def summary(session: Session, default_store: str | None = None) -> str | None:
-    """The one-line session summary, or None when nothing was patched or loaded."""
-    resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
-    LOADED = getattr(resolve, "LOADED", {})
-    healer = session.healer
-    patched = sum(1 for r in getattr(healer, "history", []) if r.status == "patched")
-    proposed = sum(1 for r in getattr(healer, "history", []) if r.status == "patched" and r.proposed)
-    replays = sum(1 for r in getattr(healer, "history", []) if r.status != "patched")
-    if not (patched or LOADED or replays):
-        return None
-    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied"]
-    if proposed:
-        parts.append(f"{proposed} proposed for review")
-    parts.append(f"{len(LOADED)} overlay{'s' if len(LOADED) != 1 else ''} loaded")
-    line = "codesuture: session: " + ", ".join(parts)
-    if default_store:
-        line += f" (store {default_store}, the default; --overlays to change)"
-    return line
-
-
-def start(s: Settings, target: Any) -> tuple[int, Session]:
-    """Open the store, install the finder and the healer as *s* says, run *target*.
-    Returns ``(exit code, session)``."""
+def start(s: Settings, target: Any) -> tuple[int, Any]:
+    """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
+    and run *target*. Returns ``(exit code, session)``."""
     from codesuture import settings
     from codesuture.runtime import script
+    from codesuture.runtime.session import activate
 
-    session = Session()
-    usable = open_store(s, session)
+    usable, session = activate(s)
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
-    heal = None
-    if s.heal or s.prod:
-        heal = _lazy_healer(s, session)
+    heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
     return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
-
-
-def open_store(s: Settings, session: Session) -> bool:
-    """Install the finder for the configured store, if any. Returns False when a store
-    or trust root was configured but cannot be used (each reason logged once)."""
-    from codesuture.logs import logger
-
-    log = logger("codesuture.boot")
-    if s.keys is not None and not os.path.isdir(s.keys):
-        log.warning("trust root %s (%s) does not exist: every signed overlay will be refused", s.keys, s.source("keys"))
-        if s.require_overlays:
-            log.error("--require-overlays: the trust root %s cannot be used", s.keys)
-            return False
-    if s.overlays is None:
-        log.info("no overlay store configured (--overlays, CODESUTURE_OVERLAYS or the config file's overlays)")
-        if s.require_overlays:
-            log.error("--require-overlays: no overlay store is configured")
-            return False
-        return True
-    from codesuture.store.kinds import open_store as open_
-
-    store = open_(s.overlays)
-    if os.path.lexists(s.overlays) and not store.exists():
-        log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
-                    s.overlays, s.source("overlays"))
-        if s.require_overlays:
-            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
-        return not s.require_overlays
-    if not store.exists():
-        if not s.prod and s.heal:
-            if s.source("overlays") == "default":
-                log.info("overlay store %s does not exist yet: patches will create it", s.overlays)
-            else:
-                log.warning("overlay store %s (%s) does not exist: patches will create it", s.overlays, s.source("overlays"))
-            return True
-        log.warning("overlay store %s (%s) does not exist: running without overlays", s.overlays, s.source("overlays"))
-        if s.require_overlays:
-            log.error("--require-overlays: the overlay store %s does not exist", s.overlays)
-        return not s.require_overlays
-    from codesuture.errors import CodeSutureError
-    from codesuture.loader.finder import build_index, install
-    from codesuture.trust.policy import LoadPolicy
-
-    policy = LoadPolicy.from_settings(s)
-    try:
-        index = build_index(store)
-        if s.require_overlays and (store.kind == "bundle" or s.keys is not None):
-            from codesuture.trust.policy import store_set
-
-            store_set(store, policy)
-    except CodeSutureError as exc:
-        log.warning("overlays not loaded from %s: %s", s.overlays, getattr(exc, "reason", exc))
-        if s.require_overlays:
-            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
-            return False
-        return True
-    session.finder = install(store, policy, index)
-    if not s.prod and s.heal and store.kind == "directory" and store.stale_temps:
-        store.clean_stale_temps()
-    return True
-
-
-def _lazy_healer(s: Settings, session: Session) -> Any:
-    """A heal callback that imports the healer (and bytecode) only on the first crash."""
-
-    def heal(exc: BaseException, main_code: Any, main_path: str) -> Any:
-        if session.healer is None:
-            try:
-                from codesuture.runtime.healer import Healer
-
-                session.healer = Healer.from_settings(s)
-            except Exception as err:  # contained (rule 7): run the original code
-                from codesuture.logs import logger
-
-                logger("codesuture.heal").warning("healer unavailable: %r", err)
-                return None
-        return session.healer.heal(exc, main_code, main_path)
-
-    return heal
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import click
 
 
 def _echo_summary(session: Any, default_store: str | None) -> None:
-    from codesuture.boot import summary
+    from codesuture.runtime.session import summary
 
     healer = getattr(session, "healer", None)
     for result in getattr(healer, "history", []):

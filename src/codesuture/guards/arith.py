@@ -15,7 +15,7 @@ from typing import Any
 from bytecode import BinaryOp, Label
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Rewrite, branch, check_opname, constant
+from codesuture.guards.base import Rewrite, branch, check_opname, constant, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -26,14 +26,14 @@ DIVISIONS = {
 ADDS = {BinaryOp.ADD, BinaryOp.INPLACE_ADD}
 
 
-def division_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def division_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], "BINARY_OP")
     if ins.arg not in DIVISIONS:
         raise PatchError(f"division_guard needs a division, found {ins.arg!r}")
     loc, do = ins.location, Label()
     check = [I.at(loc, "COPY", 1), I.at(loc, "LOAD_CONST", 0), I.compare("EQ", loc), I.jump_if_false(do, loc)]
     on_zero = [I.at(loc, "POP_TOP"), I.at(loc, "POP_TOP"), I.at(loc, "LOAD_CONST", constant(spec.default))]
-    return Rewrite(idx, idx + 1, branch(ins, check, on_zero, do))
+    return Rewrite(idx, idx + 1, branch(ins, check, on_zero, do, site))
 
 
 def _is_str(depth: int, loc: Any) -> list[Any]:
@@ -44,7 +44,7 @@ def _is_str(depth: int, loc: Any) -> list[Any]:
     ]
 
 
-def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], "BINARY_OP")
     if ins.arg not in ADDS:
         raise PatchError(f"str_coerce_guard needs +, found {ins.arg!r}")
@@ -55,6 +55,6 @@ def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
         I.format_str(loc),                                   # [a, str(b)]
         I.at(loc, "SWAP", 2), I.format_str(loc), I.at(loc, "SWAP", 2),  # [str(a), str(b)]
     ]
-    # Both paths end in the original +: no JUMP_FORWARD needed.
-    body = [*check, *coerce, do, ins]
+    # Both paths end in the original +; the hook may skip the coercion (then + raises).
+    body = [*check, *hook(loc, site, do), *coerce, do, ins]
     return Rewrite(idx, idx + 1, body)

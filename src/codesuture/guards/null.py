@@ -20,7 +20,7 @@ from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
 
-def synthesize(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def synthesize(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = instrs[idx]
     loc = ins.location
     do = Label()
@@ -50,4 +50,4 @@ def synthesize(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
         on_none = [I.at(loc, "POP_TOP"), I.at(loc, "POP_TOP"), I.at(loc, "LOAD_CONST", bool(ins.arg))]
     else:
         raise PatchError(f"null_guard has no form {spec.form!r}")
-    return Rewrite(idx, idx + 1, branch(ins, check, on_none, do))
+    return Rewrite(idx, idx + 1, branch(ins, check, on_none, do, site))

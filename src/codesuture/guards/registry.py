@@ -8,8 +8,9 @@ from codesuture.guards import arith, calls, null, subscript
 from codesuture.guards.base import Rewrite
 
 
-def registry() -> dict[str, Callable[[list[Any], int, Any], Rewrite]]:
-    """Guard name -> synthesizer ``(instrs, index, spec) -> Rewrite``."""
+def registry() -> dict[str, Callable[[list[Any], int, Any, str], Rewrite]]:
+    """Guard name -> synthesizer ``(instrs, index, spec, site) -> Rewrite``; *site*
+    (``"<guard>@<module>:<line>"``) is what the guard reports when it fires."""
     return {
         "null_guard": null.synthesize,
         "key_guard": subscript.key_guard,

@@ -20,7 +20,7 @@ from typing import Any
 from bytecode import Label
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Rewrite, branch, check_opname, constant
+from codesuture.guards.base import Rewrite, branch, check_opname, constant, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -31,23 +31,23 @@ def _drop_two_push(loc: Any, value: Any) -> list[Any]:
     return [I.at(loc, "POP_TOP"), I.at(loc, "POP_TOP"), I.at(loc, "LOAD_CONST", value)]
 
 
-def _key_body(ins: Any, value: Any) -> list[Any]:
+def _key_body(ins: Any, value: Any, site: str) -> list[Any]:
     loc, do = ins.location, Label()
     # [m, k] -> [m, k, k, m] -> [m, k, (k in m)]
     check = [I.at(loc, "COPY", 1), I.at(loc, "COPY", 3), I.at(loc, "CONTAINS_OP", 0), I.jump_if_true(do, loc)]
-    return branch(ins, check, _drop_two_push(loc, value), do)
+    return branch(ins, check, _drop_two_push(loc, value), do, site)
 
 
-def _none_body(ins: Any, value: Any) -> list[Any]:
+def _none_body(ins: Any, value: Any, site: str) -> list[Any]:
     loc, do = ins.location, Label()
     if ins.name == "BINARY_SLICE":  # 3.12+ [x, start, stop]
         check = [I.at(loc, "COPY", 3), I.jump_if_not_none(do, loc)]
-        return branch(ins, check, [I.at(loc, "POP_TOP"), *_drop_two_push(loc, value)], do)
+        return branch(ins, check, [I.at(loc, "POP_TOP"), *_drop_two_push(loc, value)], do, site)
     check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
-    return branch(ins, check, _drop_two_push(loc, value), do)
+    return branch(ins, check, _drop_two_push(loc, value), do, site)
 
 
-def _index_body(ins: Any, value: Any) -> list[Any]:
+def _index_body(ins: Any, value: Any, site: str) -> list[Any]:
     """Bounds check ``-n <= i < n`` with ``n = s.__len__()``."""
     loc, do, end = ins.location, Label(), Label()
     out_n, out = Label(), Label()
@@ -63,26 +63,26 @@ def _index_body(ins: Any, value: Any) -> list[Any]:
         I.jump_if_true(do, loc),                   # [s, i]
         I.jump_forward(out, loc),
         out_n, I.at(loc, "POP_TOP"),               # [s, i]
-        out, *_drop_two_push(loc, value),
+        out, *hook(loc, site, do), *_drop_two_push(loc, value),
         I.jump_forward(end, loc),
         do, ins, end,
     ]
     return seq
 
 
-def key_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def key_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], *_SUBSCR)
-    return Rewrite(idx, idx + 1, _key_body(ins, constant(spec.default)))
+    return Rewrite(idx, idx + 1, _key_body(ins, constant(spec.default), site))
 
 
-def subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], *_SUBSCR, "BINARY_SLICE")
-    return Rewrite(idx, idx + 1, _none_body(ins, constant(spec.default)))
+    return Rewrite(idx, idx + 1, _none_body(ins, constant(spec.default), site))
 
 
-def index_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def index_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], *_SUBSCR)
-    return Rewrite(idx, idx + 1, _index_body(ins, constant(spec.default)))
+    return Rewrite(idx, idx + 1, _index_body(ins, constant(spec.default), site))
 
 
 def chain_links(instrs: list[Any], idx: int, limit: int = 8) -> list[int]:
@@ -103,7 +103,7 @@ def chain_links(instrs: list[Any], idx: int, limit: int = 8) -> list[int]:
     return links
 
 
-def chain_subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewrite:
+def chain_subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
     ins = check_opname(instrs[idx], *_SUBSCR)
     value = constant(spec.default)
     later = chain_links(instrs, idx)[: max(spec.links - 1, 0)]
@@ -113,10 +113,10 @@ def chain_subscript_guard(instrs: list[Any], idx: int, spec: GuardSpec) -> Rewri
     if first is None:
         raise PatchError(f"chain_subscript_guard has no form {spec.form!r}")
     stop = (later[-1] if later else idx) + 1
-    body: list[Any] = list(first(ins, value))
+    body: list[Any] = list(first(ins, value, site))
     prev = idx
     for j in later:
         body.extend(instrs[prev + 1 : j])
-        body.extend(_none_body(instrs[j], value))
+        body.extend(_none_body(instrs[j], value, site))
         prev = j
     return Rewrite(idx, stop, body)

@@ -140,7 +140,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     tails: list[Any] = []
     for _, target, rec in targets:
         idx = next(i for i, x in enumerate(work) if x is target)
-        rw = guards[rec.guard.guard](work, idx, rec.guard)
+        rw = guards[rec.guard.guard](work, idx, rec.guard, site_of(rec))
         work[rw.start : rw.stop] = rw.body
         tails.extend(rw.tail)
     work.extend(tails)
@@ -159,6 +159,11 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     after = listing(now_real)
     added, removed = _delta(before if before is not None else listing(originals), after)
     return Synthesis(new, added, removed, before if before is not None else listing(originals), after, origin)
+
+
+def site_of(record: PatchRecord) -> str:
+    """What a record's guard reports when it fires: ``"<guard>@<module>:<line>"``."""
+    return f"{record.guard.guard}@{record.module}:{record.line}"
 
 
 def synthesize(code: types.CodeType, record: PatchRecord) -> Synthesis:

@@ -1,0 +1,146 @@
+"""CodeSuture in one process: what boot, ``codesuture run`` and the start-up hook of
+spawned workers set up before the program runs (the store and its finder, the
+healer, process-wide crash hooks, the fleet watcher), and the session summary.
+
+Kept import-light: nothing heavy is imported before a store, a crash or an overlay
+needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+    from codesuture.settings import Settings
+
+
+class Session:
+    """CodeSuture in one process: its settings, the finder (or None), the healer (made
+    on the first crash, or None) and the CLI's verbosity."""
+
+    __slots__ = ("settings", "finder", "healer", "verbose")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.finder: Any = None
+        self.healer: Any = None
+        self.verbose = 0
+
+    def heal(self, exc: BaseException, main_code: Any = None, main_path: str | None = None) -> Any:
+        """Heal *exc* (the healer, and ``bytecode`` with it, are imported on the first
+        crash). Never raises: returns the heal result or None."""
+        if self.healer is None:
+            try:
+                from codesuture.runtime.healer import Healer
+
+                self.healer = Healer.from_settings(self.settings)
+            except Exception as err:  # contained (rule 7): run the original code
+                from codesuture.logs import logger
+
+                logger("codesuture.heal").warning("healer unavailable: %r", err)
+                return None
+        return self.healer.heal(exc, main_code, main_path)
+
+
+def activate(s: Settings) -> tuple[bool, Session]:
+    """Set CodeSuture up in this process as *s* says, without running anything: the
+    store and its finder, the process-wide crash hooks (when healing or in prod, see
+    :mod:`codesuture.runtime.hooks`) and the fleet watcher (:mod:`codesuture.runtime.fleet`).
+    Returns ``(store usable, session)``; never raises for a bad store (logged)."""
+    session = Session(s)
+    usable = open_store(s, session)
+    if s.heal or s.prod:
+        from codesuture.runtime import hooks
+
+        hooks.install(session)
+    from codesuture.runtime import fleet
+
+    fleet.start(session)
+    return usable, session
+
+
+def summary(session: Session, default_store: str | None = None) -> str | None:
+    """The one-line session summary, or None when nothing was patched or loaded."""
+    resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
+    LOADED = getattr(resolve, "LOADED", {})
+    healer = session.healer
+    patched = sum(1 for r in getattr(healer, "history", []) if r.status == "patched")
+    proposed = sum(1 for r in getattr(healer, "history", []) if r.status == "patched" and r.proposed)
+    replays = sum(1 for r in getattr(healer, "history", []) if r.status != "patched")
+    if not (patched or LOADED or replays):
+        return None
+    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied"]
+    if proposed:
+        parts.append(f"{proposed} proposed for review")
+    parts.append(f"{len(LOADED)} overlay{'s' if len(LOADED) != 1 else ''} loaded")
+    line = "codesuture: session: " + ", ".join(parts)
+    if default_store:
+        line += f" (store {default_store}, the default; --overlays to change)"
+    return line
+
+
+def open_store(s: Settings, session: Session) -> bool:
+    """Install the finder for the configured store, if any. Returns False when a store
+    or trust root was configured but cannot be used (each reason logged once)."""
+    from codesuture.logs import logger
+
+    log = logger("codesuture.boot")
+    if s.keys is not None and not os.path.isdir(s.keys):
+        log.warning("trust root %s (%s) does not exist: every signed overlay will be refused", s.keys, s.source("keys"))
+        if s.require_overlays:
+            log.error("--require-overlays: the trust root %s cannot be used", s.keys)
+            return False
+    if s.overlays is None:
+        log.info("no overlay store configured (--overlays, CODESUTURE_OVERLAYS or the config file's overlays)")
+        if s.require_overlays:
+            log.error("--require-overlays: no overlay store is configured")
+            return False
+        return True
+    from codesuture.store.kinds import open_store as open_
+
+    store = open_(s.overlays)
+    if os.path.lexists(s.overlays) and not store.exists():
+        log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
+                    s.overlays, s.source("overlays"))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
+        return not s.require_overlays
+    if not store.exists():
+        if not s.prod and s.heal:
+            if s.source("overlays") == "default":
+                log.info("overlay store %s does not exist yet: patches will create it", s.overlays)
+            else:
+                log.warning("overlay store %s (%s) does not exist: patches will create it", s.overlays, s.source("overlays"))
+            return True
+        log.warning("overlay store %s (%s) does not exist: running without overlays", s.overlays, s.source("overlays"))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s does not exist", s.overlays)
+        return not s.require_overlays
+    from codesuture.errors import CodeSutureError
+    from codesuture.loader.finder import build_index, install
+    from codesuture.trust.policy import LoadPolicy
+
+    policy = LoadPolicy.from_settings(s)
+    try:
+        index = build_index(store)
+        if s.require_overlays and (store.kind == "bundle" or s.keys is not None):
+            from codesuture.trust.policy import store_set
+
+            store_set(store, policy)
+    except CodeSutureError as exc:
+        log.warning("overlays not loaded from %s: %s", s.overlays, getattr(exc, "reason", exc))
+        if s.require_overlays:
+            log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
+            return False
+        return True
+    session.finder = install(store, policy, index)
+    if not s.prod and s.heal and store.kind == "directory" and store.stale_temps:
+        store.clean_stale_temps()
+    return True
+
+
+__all__ = ["Session", "activate", "open_store", "summary"]

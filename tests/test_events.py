@@ -1,0 +1,106 @@
+"""The guards' slow-path report (codesuture.runtime.events), in process, every guard.
+
+Each case of the guard matrix is healed live; then, inside a unit of work, the patched
+function is called with the failing input: the guard reports its site exactly once,
+and the unit's ``X-CodeSuture`` header names it. When ``fired`` answers True the guard
+lets the original operation raise its genuine exception. A healthy call reports
+nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+from codesuture.runtime import events
+from codesuture.runtime.healer import Healer
+from test_guard_matrix import CASES
+
+
+def _module(tmp_path, case):
+    """A module ``evcase_<id>`` whose ``target(<locals>)`` computes the case's value."""
+    name = "evcase_" + case.fn
+    params = ", ".join(n for n, _ in case.locals_)
+    body = "".join(f"    {s}\n" for s in case.stmts)
+    (tmp_path / f"{name}.py").write_text(f"import re, io\n\ndef target({params}):\n{body}    return value\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_every_guard_reports_when_it_fires(case, tmp_path, monkeypatch):
+    monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
+    mod = _module(tmp_path, case)
+    args = [eval(lit) for _, lit in case.locals_]  # noqa: S307 - the matrix's own literals
+    with pytest.raises(Exception) as first:
+        mod.target(*args)
+    assert type(first.value).__name__ == case.exc
+    healer = Healer(None)
+    result = healer.heal(first.value)
+    assert result is not None and result.record.guard.guard == case.guard
+    site = f"{case.guard}@{mod.__name__}:{result.record.line}"
+    before = events.COUNTS.get(site, 0)
+    unit, token = events.begin()
+    try:
+        value = mod.target(*args)
+    finally:
+        events.end(token)
+    assert repr(value.read() if hasattr(value, "read") else value) == case.expect
+    # A chain guard reports each link that yields: the failing one and the None after it.
+    n = 2 if case.guard == "chain_subscript_guard" else 1
+    assert unit.fired == [site] * n and events.COUNTS[site] == before + n
+    assert unit.header() == f"guards={n}; guard={case.guard}; site={mod.__name__}:{result.record.line}"
+    # Told to, the guard lets the operation raise its genuine exception.
+    monkeypatch.setattr(events, "fired", lambda s: True)
+    with pytest.raises(Exception) as again:
+        mod.target(*args)
+    assert type(again.value) is type(first.value) and str(again.value) == str(first.value)
+    sys.modules.pop(mod.__name__, None)
+
+
+def test_a_healthy_call_reports_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "evhealthy.py").write_text(textwrap.dedent("""
+        def get(d, k):
+            return d[k]
+    """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("evhealthy")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with pytest.raises(KeyError) as exc:
+        mod.get({}, "k")
+    assert Healer(None).heal(exc.value) is not None
+    unit, token = events.begin()
+    try:
+        assert mod.get({"k": 1}, "k") == 1
+    finally:
+        events.end(token)
+    assert unit.fired == [] and unit.header() is None and not unit.degraded
+    assert events.current() is None
+    sys.modules.pop("evhealthy", None)
+
+
+def test_units_are_per_context():
+    """A unit opened in one context (a request) does not see another's firings."""
+    import contextvars
+
+    seen = []
+
+    def other():
+        events.fired("key_guard@x:1")
+        seen.append(events.current())
+
+    unit, token = events.begin()
+    try:
+        contextvars.Context().run(other)
+    finally:
+        events.end(token)
+    assert seen == [None] and unit.fired == []
