@@ -226,8 +226,8 @@ def test_heal_gate_turns_healing_off_but_not_loading(tmp_path: Path, monkeypatch
     assert len(overlays_in(store)) == 1
     sys.modules.pop(name)
 
-    version = "%d.%d" % sys.version_info[:2]
-    monkeypatch.setattr(settings, "HEAL_PYTHONS", f">=3.11,!={version}.*")
+    above = "%d.%d" % (sys.version_info[0], sys.version_info[1] + 1)
+    monkeypatch.setattr(settings, "HEAL_PYTHONS", f">={above}")  # this Python is outside
     mod = importlib.import_module(name)
     original = mod.get.__code__
     healer = Healer(store)
@@ -235,7 +235,7 @@ def test_heal_gate_turns_healing_off_but_not_loading(tmp_path: Path, monkeypatch
         assert healer.heal(crash(mod)) is None
         assert healer.heal(crash(mod)) is None
     lines = [r.getMessage() for r in caplog.records if "healing is off" in r.getMessage()]
-    assert len(lines) == 1 and f"Python {sys.version.split()[0]}" in lines[0] and f"!={version}.*" in lines[0], lines
+    assert len(lines) == 1 and f"Python {sys.version.split()[0]}" in lines[0] and f">={above}" in lines[0], lines
     assert mod.get.__code__ is original and healer.history == []
     sys.modules.pop(name)
     # Loading is unaffected: the overlay applies at import.
@@ -420,3 +420,21 @@ def test_no_absolute_path_in_what_a_heal_writes(tmp_path: Path) -> None:
             assert needle not in data, (name, needle)
     origins = sorted(json.loads(d)["origin"] for n, d in files.items() if n.endswith(".json"))
     assert origins == ["app:helper.py", "app:other.py", "app:tools/report.py"]
+
+
+@pytest.mark.parametrize("spec", [">=3.11,<3.14", ">=3.11", "<3.13", ">=3.12.2,<3.13", ">=3,<4", " >=3.11 , <3.14 "])
+def test_heal_gate_agrees_with_packaging(spec: str) -> None:
+    """The in-process gate evaluates its specifier subset exactly as packaging does."""
+    from packaging.specifiers import SpecifierSet
+
+    from codesuture.settings import heal_python_allowed
+
+    for v in [(3, 10, 13), (3, 11, 0), (3, 11, 7), (3, 12, 1), (3, 12, 2), (3, 13, 0), (3, 13, 9), (3, 14, 0), (4, 0, 0)]:
+        assert heal_python_allowed(v, spec) == SpecifierSet(spec).contains("%d.%d.%d" % v), (spec, v)
+
+
+@pytest.mark.parametrize("spec", ["!=3.12.*", ">3.11", "~=3.11", ">=3.11,<=3.13", ">=3.11rc1", "==3.12", ""])
+def test_heal_gate_refuses_what_it_cannot_evaluate(spec: str) -> None:
+    from codesuture.settings import heal_python_allowed
+
+    assert heal_python_allowed((3, 12, 1), spec) is None

@@ -44,10 +44,28 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
     from typing import Any, Callable, Mapping
 
-#: Python versions whose bytecode the guards are tested on (a PEP 440 specifier set,
-#: evaluated with ``packaging`` when healing would start). Elsewhere healing is off,
-#: with one log line; loading overlays is unaffected.
+#: Python versions whose bytecode the guards are tested on, as a PEP 440 specifier
+#: set. Elsewhere healing is off, with one log line; loading overlays is unaffected.
+#: In process it is evaluated by :func:`heal_python_allowed` (the in-process path does
+#: not import ``packaging``: an app may pin any version of it); the tests check that
+#: evaluation against ``packaging.specifiers.SpecifierSet``.
 HEAL_PYTHONS = ">=3.11,<3.14"
+
+
+def heal_python_allowed(version: tuple[int, int, int], spec: str = HEAL_PYTHONS) -> bool | None:
+    """Whether Python *version* is in *spec*, a specifier set restricted to clauses
+    ``>=X.Y`` and ``<X.Y`` (release numbers only, as PEP 440 compares them for final
+    releases). None when *spec* holds anything else: the caller must then not heal."""
+    allowed = True
+    for clause in spec.split(","):
+        clause = clause.strip()
+        op = ">=" if clause.startswith(">=") else "<" if clause.startswith("<") and not clause.startswith("<=") else ""
+        parts = clause[len(op):].strip().split(".")
+        if not op or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            return None
+        bound = tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+        allowed = allowed and (version >= bound if op == ">=" else version < bound)
+    return allowed
 
 #: Exit codes of ``python -m codesuture.boot`` / ``codesuture run`` for start-up
 #: failures (the target's own exit code otherwise): 2 for a usage or configuration

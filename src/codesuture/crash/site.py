@@ -38,12 +38,17 @@ class CrashSite:
     positions: tuple[int | None, int | None, int | None, int | None]
     filename: str
     module: str
-    expression: str
     raised_here: bool
 
     @property
     def line(self) -> int | None:
         return self.positions[0]
+
+    @property
+    def expression(self) -> str:
+        """The failing expression's source text (read now, through ``linecache``: the
+        analysis itself never reads source files)."""
+        return source_segment(self.filename, self.positions)
 
     def describe(self) -> str:
         return f"{self.filename}:{self.line} in {self.code.co_qualname} ({self.opname} at offset {self.offset})"
@@ -59,6 +64,12 @@ def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
     stdlib = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
     norm = lambda ps: tuple(sorted({os.path.realpath(p) + os.sep for p in ps if p}))  # noqa: E731
     return norm(sitedirs), norm(stdlib)
+
+
+@lru_cache(maxsize=4096)
+def is_own_file(filename: str) -> bool:
+    """True for CodeSuture's own source files."""
+    return os.path.realpath(filename).startswith(_PKG_DIR + os.sep)
 
 
 @lru_cache(maxsize=4096)
@@ -129,7 +140,6 @@ def find_crash_site(exc: BaseException) -> CrashSite:
             positions=pos,
             filename=code.co_filename,
             module=str(tb.tb_frame.f_globals.get("__name__", "")),
-            expression=source_segment(code.co_filename, pos),
             raised_here=not deeper,
         )
     raise DiagnosisError(f"no patchable frame in the traceback of {type(exc).__name__}")

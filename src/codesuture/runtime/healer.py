@@ -194,22 +194,20 @@ class Healer:
     def _allowed(self) -> bool:
         """The interpreter gate (:data:`codesuture.settings.HEAL_PYTHONS`), once."""
         if self._gate is None:
-            import platform
+            import sys
 
-            from codesuture.settings import HEAL_PYTHONS
+            from codesuture import settings
 
-            version = platform.python_version()
-            try:
-                from packaging.specifiers import SpecifierSet
-
-                self._gate = SpecifierSet(HEAL_PYTHONS).contains(version, prereleases=True)
-            except Exception as exc:  # noqa: BLE001 - a broken packaging: refuse to guess
-                log.warning("healing is off: cannot evaluate %s for Python %s (%r)", HEAL_PYTHONS, version, exc)
+            version = "%d.%d.%d" % sys.version_info[:3]
+            allowed = settings.heal_python_allowed(tuple(sys.version_info[:3]), settings.HEAL_PYTHONS)  # type: ignore[arg-type]
+            if allowed is None:
+                log.warning("healing is off: cannot evaluate %s for Python %s", settings.HEAL_PYTHONS, version)
                 self._gate = False
                 return False
+            self._gate = allowed
             if not self._gate:
                 log.warning("healing is off on Python %s: guards are tested on Python %s (overlays still load)",
-                            version, HEAL_PYTHONS)
+                            version, settings.HEAL_PYTHONS)
         return self._gate
 
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
@@ -251,7 +249,7 @@ class Healer:
         record = PatchRecord(
             module=fs.module, qualname=site.code.co_qualname, firstlineno=site.code.co_firstlineno,
             offset=site.offset, opname=site.opname, line=line, end_line=end_line, col=col, end_col=end_col,
-            expression=site.expression, exception=describe_exception(exc, self.record_messages), guard=spec,
+            expression="", exception=describe_exception(exc, self.record_messages), guard=spec,
             created=iso_utc(now), expires=iso_utc(now + self.ttl) if self.ttl else "",
         )
         from codesuture.patch.synthesize import listing, synthesize_all
@@ -267,6 +265,9 @@ class Healer:
         records = _merge(fs.records, [record])
         report = self._install(fs, records, synth)
         elapsed = time.perf_counter() - t0
+        # The code is live: now the source text for the record (and log lines) may be read.
+        record = record._replace(expression=site.expression)
+        fs.records = _merge(fs.records, [record])
         log.warning(
             "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
             site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), spec.default,

@@ -22,7 +22,7 @@ import functools
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
-from codesuture.runtime import events
+from codesuture.runtime import events, warmup
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MUTATING = ("do_POST", "do_PUT", "do_PATCH", "do_DELETE")
@@ -68,6 +68,7 @@ def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 3, he
     ``do_PATCH``/``do_DELETE`` heal without replay; *header*: add ``X-CodeSuture``."""
 
     def decorate(klass: Any) -> Any:
+        warmup.start()
         for name in ("do_GET", "do_HEAD", "do_OPTIONS", *MUTATING):
             method = klass.__dict__.get(name) or getattr(klass, name, None)
             if method is not None and not getattr(method, "__codesuture__", False):
@@ -137,6 +138,7 @@ class HealingWSGIMiddleware:
         self.healer = healer
         self.retries = retries
         self.header = header
+        warmup.start()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         unit, token = events.begin()
@@ -242,6 +244,7 @@ class HealingASGIMiddleware:
         self.healer = healer
         self.retries = retries
         self.header = header
+        warmup.start()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> Any:
         if scope.get("type") != "http":
