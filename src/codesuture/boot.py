@@ -1,4 +1,4 @@
-"""``python -m codesuture.boot [options] (script.py | -m module) [args...]``
+"""``python -m codesuture.boot [options] (script.py | app-folder | app.zip | -m module | -c code) [args...]``
 
 Installs the overlay finder for the configured store (and, in dev mode, the healer),
 then runs the target as ``__main__`` like ``python script.py`` / ``python -m module``
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 USAGE = (
     "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
     "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
-    "(script.py | -m module) [args...]"
+    "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
 #: Options taking a value -> settings attribute.
 _VALUED = {
@@ -55,17 +55,22 @@ class UsageError(Exception):
 class Invocation:
     """The parsed command line: settings given as flags, and the target."""
 
-    __slots__ = ("flags", "module", "script", "args")
+    __slots__ = ("flags", "module", "script", "code", "args")
 
     def __init__(self) -> None:
         self.flags: dict[str, Any] = {"verbose": 0}
         self.module: str | None = None
         self.script: str | None = None
+        self.code: str | None = None
         self.args: list[str] = []
 
     def start_dir(self) -> str:
-        """Where the app root search starts: the script's directory (cwd for -m)."""
-        return os.path.dirname(os.path.abspath(self.script)) if self.script else os.getcwd()
+        """Where the app root search starts: the script's directory, an app folder
+        itself, the current directory for -m and -c."""
+        if not self.script:
+            return os.getcwd()
+        full = os.path.abspath(self.script)
+        return full if os.path.isdir(full) else os.path.dirname(full)
 
 
 def parse(argv: list[str]) -> Invocation:
@@ -76,7 +81,7 @@ def parse(argv: list[str]) -> Invocation:
     while i < len(argv):
         a = argv[i]
         name, eq, value = a.partition("=")
-        if name in _VALUED or a == "-m":
+        if name in _VALUED or a in ("-m", "-c"):
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError(f"{a} needs a value")
@@ -84,6 +89,9 @@ def parse(argv: list[str]) -> Invocation:
                 i += 1
             if a == "-m":
                 inv.module, inv.args = value, argv[i + 1 :]
+                break
+            if a == "-c":
+                inv.code, inv.args = value, argv[i + 1 :]
                 break
             inv.flags[_VALUED[name]] = value
         elif a in _FLAGS:
@@ -101,8 +109,8 @@ def parse(argv: list[str]) -> Invocation:
             inv.script, inv.args = a, argv[i + 1 :]
             break
         i += 1
-    if inv.script is None and inv.module is None:
-        raise UsageError("nothing to run: give a script or -m module")
+    if inv.script is None and inv.module is None and inv.code is None:
+        raise UsageError("nothing to run: give a script, an app folder or zip, -m module or -c code")
     return inv
 
 
@@ -120,6 +128,8 @@ def _target(inv: Invocation) -> Any:
     try:
         if inv.module:
             return script.module_target(inv.module, inv.args)
+        if inv.code is not None:
+            return script.code_target(inv.code, inv.args)
         return script.script_target(inv.script or "", inv.args)
     except ImportError as exc:
         print(f"{sys.executable}: {exc}", file=sys.stderr)
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     target = _target(inv)
     if target is None:
         return 1
-    if not os.path.isfile(target.path):
+    if target.source is None and target.spec is None and not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
     from codesuture.runtime.session import summary

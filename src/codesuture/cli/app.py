@@ -21,6 +21,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="codesuture: %(levelname)s %(message)s")
 
 
-for _command in (heal.run, trust.keygen, trust.sign, trust.verify, bundle.bundle, review.explain, review.audit,
+for _command in (heal.run, heal.watch, trust.keygen, trust.sign, trust.verify, bundle.bundle, review.explain, review.audit,
                  review.rollback, review.rebuild):
     main.add_command(_command)

@@ -23,16 +23,61 @@ _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Target:
-    """What runs as ``__main__``: its source path, module spec (for ``-m``) and argv."""
+    """What runs as ``__main__``: its source path (``<string>`` for ``-c``), argv, module
+    spec (``-m``, a folder or zip app), ``path0`` (what ``sys.path[0]`` becomes, as
+    Python sets it for that form; None: left as it is) and ``source`` (the code of
+    ``-c``; None: read from the path or the spec's loader)."""
 
-    __slots__ = ("path", "argv", "spec")
+    __slots__ = ("path", "argv", "spec", "path0", "source")
 
-    def __init__(self, path: str, argv: list[str], spec: Any = None) -> None:
-        self.path, self.argv, self.spec = path, argv, spec
+    def __init__(self, path: str, argv: list[str], spec: Any = None, path0: str | None = None,
+                 source: bytes | None = None) -> None:
+        self.path, self.argv, self.spec, self.path0, self.source = path, argv, spec, path0, source
+
+    @property
+    def on_disk(self) -> bool:
+        """True when the code is a file of its own (a script, an ``-m`` module)."""
+        return self.source is None and os.path.isfile(self.path)
+
+    def read(self) -> bytes:
+        """The source bytes to run. Raises OSError when they cannot be read."""
+        if self.source is not None:
+            return self.source
+        loader = getattr(self.spec, "loader", None)
+        if loader is not None and not os.path.isfile(self.path) and hasattr(loader, "get_data"):
+            data: bytes = loader.get_data(self.path)  # a zip app's __main__.py
+            return data
+        with open(self.path, "rb") as fh:
+            return fh.read()
 
 
 def script_target(path: str, args: list[str]) -> Target:
-    return Target(os.path.abspath(path), [path, *args])
+    """``python script.py``; also a folder or a zip file holding ``__main__.py``
+    (``python app/``, ``python app.zip``): its ``__main__`` runs with the folder or zip
+    first on ``sys.path``. Raises ImportError when a folder or zip has no ``__main__``."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full) or (os.path.isfile(full) and _is_zip(full)):
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec("__main__", [full])
+        if spec is None or spec.origin is None:
+            raise ImportError(f"can't find '__main__' module in {path!r}")
+        return Target(spec.origin, [path, *args], spec, path0=full)
+    return Target(full, [path, *args], path0=os.path.dirname(full))
+
+
+def code_target(code: str, args: list[str]) -> Target:
+    """``python -c CODE``: ``sys.argv[0]`` is ``-c``, the current folder first on ``sys.path``."""
+    return Target("<string>", ["-c", *args], path0="", source=code.encode("utf-8"))
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def module_target(name: str, args: list[str]) -> Target:
@@ -81,9 +126,8 @@ def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: An
     compiled source. Its store key comes from its path relative to *app_root* (see
     :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
     cannot be read, SyntaxError as Python would."""
-    with open(target.path, "rb") as fh:
-        source = fh.read()
-    if index:
+    source = target.read()
+    if index and target.on_disk:
         from codesuture.overlay.names import main_key, script_origin
 
         origin = script_origin(target.path, app_root)
@@ -139,23 +183,24 @@ def run(
 
     sys.argv[:] = target.argv
     script_dir = os.path.dirname(os.path.abspath(target.path))
-    if target.spec is None:
+    if target.path0 is not None:
         if sys.path and sys.path[0] in ("", os.getcwd()):
-            sys.path[0] = script_dir
+            sys.path[0] = target.path0
         else:
-            sys.path.insert(0, script_dir)
+            sys.path.insert(0, target.path0)
     code = main_code_for(target, index, policy, app_root or script_dir)
     attempt = 0
     while True:
         module = types.ModuleType("__main__")
         module.__dict__.update(
-            __file__=target.path,
             __builtins__=builtins,
             __spec__=target.spec,
             __loader__=getattr(target.spec, "loader", None),
             __package__=target.spec.parent if target.spec is not None else None,
             __cached__=None,
         )
+        if target.source is None:  # `python -c` code has no __file__
+            module.__dict__["__file__"] = target.path
         sys.modules["__main__"] = module
         try:
             exec(code, module.__dict__)
@@ -179,4 +224,4 @@ def run(
             del exc
 
 
-__all__ = ["Target", "script_target", "module_target", "run", "report", "main_code_for"]
+__all__ = ["Target", "script_target", "module_target", "code_target", "run", "report", "main_code_for"]
