@@ -30,11 +30,16 @@ def crash_venv_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def _table(rows: list[dict]) -> list[str]:
-    cols = ["case", "python", "plain rc", "run rc", "boot rc", "guard", "equals upstream", "boot output = run output"]
+    cols = ["case", "corpus", "python", "healed", "reloaded", "same as fixed", "run ends", "guard"]
     cell = lambda v: "-" if v is None else ("yes" if v is True else "no" if v is False else str(v))  # noqa: E731
     widths = [max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols]
     out = [" | ".join(c.ljust(w) for c, w in zip(cols, widths)), "-+-".join("-" * w for w in widths)]
     out += [" | ".join(cell(r.get(c)).ljust(w) for c, w in zip(cols, widths)) for r in rows]
+    # Totals per corpus and Python (the closing note's numbers).
+    for corpus, py in sorted({(r.get("corpus", ""), r["python"]) for r in rows}):
+        mine = [r for r in rows if r.get("corpus", "") == corpus and r["python"] == py]
+        out.append(f"{corpus or '?'} corpus on {py}: " + ", ".join(
+            f"{c} {sum(r.get(c) is True for r in mine)}/{len(mine)}" for c in ("healed", "reloaded", "same as fixed")))
     return out
 
 
@@ -45,7 +50,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
         return
     if not CRASH_REPORT:
         return
-    rows = sorted(CRASH_REPORT, key=lambda r: (r["case"], r["python"]))
+    rows = sorted(CRASH_REPORT, key=lambda r: (r.get("corpus", ""), r["case"], r["python"]))
     terminalreporter.section("real crash cases (healed output vs upstream fix)")
     for line in _table(rows):
         terminalreporter.write_line(line)

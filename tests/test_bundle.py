@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from codesuture.cli.app import main
+from codesuture.cli.group import cli as main
 from codesuture.errors import BundleError, OverlayError, OverlayRefused
 from codesuture.overlay.names import LIMITS, SET_NAME
 from codesuture.ship.bundle import create_bundle

@@ -48,7 +48,7 @@ if "new" in which:
 print("RESULT", out)
 """
 
-HEALED = "RESULT [None, None]"
+HEALED = "RESULT ['', None]"  # {"sku": "nut"}["note"]: the dict's values are str; [][0]: nothing known
 
 
 def _venv(where: Path, python: str) -> Path:

@@ -1,5 +1,6 @@
-"""null_guard's method form takes its default from how the call's result is used, and
-the operand form leaves the left operand unchanged when the right one is None."""
+"""null_guard's method form takes its default from how the call's result is used, else
+from the method's name (``None.strip()`` reads as ``''.strip()``), and the operand form
+leaves the left operand unchanged when the right one is None."""
 
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ def test_method_and_operand_forms(tmp_path):
     r = subprocess.run([sys.executable, "-m", "codesuture", "run", "--retries", "6", "--overlays", str(ov), str(script)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[-1] == "RESULT [] 0 None 12 3"
+    assert r.stdout.splitlines()[-1] == "RESULT [] 0  12 3"
     assert "null_guard/method on `x.keys` (yields ()" in r.stderr
-    assert "null_guard/method on `x.strip` (yields None" in r.stderr
+    assert "null_guard/method on `x.strip` (yields the empty value from method name, else None" in r.stderr
     assert "null_guard/operand on `total += r.get(\"n\")`" in r.stderr
     b = subprocess.run([sys.executable, "-m", "codesuture.boot", "--overlays", str(ov), "--no-heal", str(script)],
                        capture_output=True, text=True)
-    assert b.returncode == 0 and b.stdout.strip() == "RESULT [] 0 None 12 3", b.stderr
+    assert b.returncode == 0 and b.stdout.strip() == "RESULT [] 0  12 3", b.stderr
     assert "patched" not in b.stderr
 
 

@@ -182,15 +182,15 @@ def patched_result(ns: dict, orig: types.CodeType, new: types.CodeType, call: st
 
 CASES = [
     Case("null-attr", ("x = None",), "value = x.real", None),
-    Case("null-method", ("x = None",), "value = x.upper()", None),
-    Case("null-operator", ("x = None", "y = 3"), "x *= y", None, after=("value = x",)),
+    Case("null-method", ("x = None",), "value = x.upper()", ""),  # None.upper() reads as ''.upper()
+    Case("null-operator", ("x = None", "y = 3"), "x *= y", 0, after=("value = x",)),  # None reads as 0
     Case("null-operand", ("total = 10", "n = None"), "total += n", 10, after=("value = total",)),
     Case("null-membership", ("k = 'k'", "x = None"), "value = k in x", False),
     Case("key", ("d = {}", "k = 'missing'"), "value = d[k]", None),
     Case("subscript", ("x = None", "k = 'a'"), "value = x[k]", None),
     Case("subscript-slice", ("x = None", "i = 1"), "value = x[i:3]", None),
     Case("chain", ("d = {}",), "value = d['a']['b']", None),
-    Case("index", ("s = [1, 2]", "i = 5"), "value = s[i]", None),
+    Case("index", ("s = [1, 2]", "i = 5"), "value = s[i]", 0),  # the empty value of the list's elements
     Case("list-bound", ("s = []",), "value = s[0]", None),
     Case("type-coercion-int", ("s = 'abc'",), "value = int(s)", 0),
     Case("type-coercion-float", ("s = 'abc'",), "value = float(s)", 0.0),

@@ -133,8 +133,8 @@ def test_prod_heal_proposes_in_pending_and_never_loads_it(signed: App) -> None:
     a = signed
     before = snapshot(a.store)
     r = boot(a.main, a.store, "--keys", str(a.keys), "--heal", args=("a", "b"), no_heal=False)
-    assert r.returncode == 0 and r.results() == ["RESULT None None 'c-ok'"], str(r)
-    assert r.stdout.count("START") == 2 and "replaying main.py (attempt 1 of 3)" in r.stderr, str(r)
+    assert r.returncode == 0 and r.results() == ["RESULT None 0 'c-ok'"], str(r)
+    assert r.stdout.count("START") == 2 and "replaying main.py (replay 1, at most 16)" in r.stderr, str(r)
     assert f"proposed overlay {a.pending}/helper." in r.stderr, str(r)
     assert snapshot(a.store) == before
     _verified(a, a.store)
@@ -155,7 +155,7 @@ def test_prod_heal_proposes_in_pending_and_never_loads_it(signed: App) -> None:
     s = cli("sign", "--key", a.priv, "--app-root", a.root, a.pending, cwd=a.root)
     assert s.returncode == 0, str(s)
     ok = boot(a.main, a.pending, "--keys", str(a.keys), args=("a", "b"), no_heal=False)
-    assert ok.returncode == 0 and ok.results() == ["RESULT None None 'c-ok'"], str(ok)
+    assert ok.returncode == 0 and ok.results() == ["RESULT None 0 'c-ok'"], str(ok)
     assert "patched" not in ok.stderr, str(ok)
 
 
@@ -165,7 +165,7 @@ def test_dev_with_a_signed_folder_proposes_in_pending(signed: App) -> None:
     a = signed
     before = snapshot(a.store)
     r = heal(a.main, a.store, args=("a", "b", "c"))  # codesuture run, no trust settings: dev
-    assert r.returncode == 0 and r.results() == ["RESULT None None None"], str(r)
+    assert r.returncode == 0 and r.results() == ["RESULT None 0 None"], str(r)
     assert snapshot(a.store) == before
     _verified(a, a.store)
     # Every new patch is proposed, even in a module the signed set does not list.
@@ -185,7 +185,7 @@ def test_dev_with_an_individually_signed_overlay_proposes_in_pending(app: App) -
     assert not (a.store / "overlays.manifest.dsse.json").exists()
     signed_files = snapshot(a.store)
     r = heal(a.main, a.store, args=("a", "b", "c"))
-    assert r.returncode == 0 and r.results() == ["RESULT None None None"], str(r)
+    assert r.returncode == 0 and r.results() == ["RESULT None 0 None"], str(r)
     # helper's overlay is signed: its new patch is proposed, its files untouched.
     assert overlays_in(a.pending) == [overlay]
     assert [p["qualname"] for p in a.meta(a.pending)["patches"]] == ["a", "b"]
@@ -263,7 +263,7 @@ if sys.argv[1:2] == ["boot"]:
     from codesuture.boot import main
     sys.exit(main(sys.argv[2:]))
 sys.argv[0] = "codesuture"
-from codesuture.cli.app import main
+from codesuture.cli.group import cli as main
 main()
 """
 
@@ -282,7 +282,7 @@ def test_expired_overlay_is_refused_then_renewed_by_the_next_run(tmp_path: Path)
     clock = write(tmp_path / "clock.py", FAKE_CLOCK)
     store = tmp_path / "ov"
     first = heal(script, store, "--ttl", "1", args=("both",))
-    assert first.returncode == 0 and first.results() == ["RESULT None None"], str(first)
+    assert first.returncode == 0 and first.results() == ["RESULT None 0"], str(first)
     [meta_path] = store.glob("*.json")
     old = json.loads(meta_path.read_text())
     assert [p["qualname"] for p in old["patches"]] == ["a", "b"] and old["expires"]
@@ -407,7 +407,7 @@ def test_no_absolute_path_in_what_a_heal_writes(tmp_path: Path) -> None:
     source relative to the app root: the tmp path never appears in them."""
     a = _app(tmp_path)
     r = heal(a.main, a.store, args=("a", "b", "c"))
-    assert r.returncode == 0 and r.results() == ["RESULT None None None"], str(r)
+    assert r.returncode == 0 and r.results() == ["RESULT None 0 None"], str(r)
     # The script itself crashes too (its own __main__ overlay).
     script = write(a.root / "tools" / "report.py", "def f(d):\n    return d['k']\nprint('RESULT', f({}))\n")
     r2 = heal(script, a.store)

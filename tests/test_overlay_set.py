@@ -557,7 +557,7 @@ def test_host_state_records_the_set_version(importer, signed):
 
 
 def test_cli_verify_reports_the_set(signed, monkeypatch):
-    from codesuture.cli.app import main
+    from codesuture.cli.group import cli as main
 
     _, ov, keys, kid, state = signed
     monkeypatch.setenv("CODESUTURE_STATE_DIR", str(state))

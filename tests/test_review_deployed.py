@@ -55,7 +55,7 @@ which = sys.argv[1:] or list(CALLS)
 print("RESULT", " ".join(f"{w}={CALLS[w]()!r}" for w in which))
 """
 
-HEALED = "RESULT price=None label=None ratio=0.0 first=None"
+HEALED = "RESULT price=None label='' ratio=0.0 first=None"
 EXCEPTIONS = {"price": "KeyError", "label": "AttributeError", "ratio": "ZeroDivisionError", "first": "IndexError"}
 
 
@@ -284,7 +284,7 @@ def test_rollback_function_on_a_signed_folder(d: Deployed) -> None:
     crash = d.boot(d.store, "price")
     assert crash.returncode == 1 and "KeyError" in crash.stderr, str(crash)
     rest = d.boot(d.store, "label", "ratio", "first", options=("--require-signed",))
-    assert rest.returncode == 0 and rest.results() == ["RESULT label=None ratio=0.0 first=None"], str(rest)
+    assert rest.returncode == 0 and rest.results() == ["RESULT label='' ratio=0.0 first=None"], str(rest)
     # The withdrawn files put back into the folder are never signed again.
     for suffix in (".overlay", ".json", ".dsse.json"):
         shutil.copy2(old / f"{shop}{suffix}", d.store / f"{shop}{suffix}")

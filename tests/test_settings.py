@@ -179,7 +179,7 @@ def test_pyproject_table_and_codesuture_toml(app: Path) -> None:
     # codesuture.toml beside it wins (top-level keys).
     write(app / "codesuture.toml", 'overlays = "csov"\n')
     s = load(start=app)
-    assert (s.overlays, s.retries, s.config_file) == (str(app / "csov"), 3, str(app / "codesuture.toml"))
+    assert (s.overlays, s.retries, s.config_file) == (str(app / "csov"), 16, str(app / "codesuture.toml"))
 
 
 def test_a_config_above_the_app_root_is_not_read(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from codesuture.cli.app import main
+from codesuture.cli.group import cli as main
 from codesuture.errors import OverlayRefused, TrustError
 from codesuture.ship.sign import SignOptions, sign_sigstore
 from codesuture.ship.verify import verify_paths_sigstore as verify_path_sigstore

@@ -72,6 +72,8 @@ for what in sys.argv[1:] or ["mod"]:
         print("MARKER other", other.describe(None), flush=True)
 '''
 #: What the ORIGINAL code raises, per action of main.py.
+#: What each action prints once healed (mod's dict holds ints: the typed default is 0).
+HEALED = {"mod": "0", "second": "None", "other": "None"}
 CRASH = {
     "mod": "KeyError: 'missing'",
     "second": "AttributeError: 'NoneType' object has no attribute 'attr'",
@@ -116,7 +118,7 @@ def base(tmp_path_factory) -> Base:
     (app / "main.py").write_text(MAIN_SRC)
     for what, store in (("mod", root / "unsigned"), ("other", root / "other")):
         p = cli("run", "--overlays", store, app / "main.py", what, cwd=root, env=env)
-        assert p.returncode == 0 and f"MARKER {what} None" in p.stdout, p
+        assert p.returncode == 0 and f"MARKER {what} {HEALED[what]}" in p.stdout, p
     (stem,) = [stem_of(p) for p in (root / "unsigned").glob("*.overlay")]
     (other_stem,) = [stem_of(p) for p in (root / "other").glob("*.overlay")]
     keys, key = root / "keys", root / "private" / "signer.key"
@@ -237,7 +239,7 @@ def assert_refused(p: Proc, reason: str, action: str = "mod", loaded: tuple[str,
 
 
 def assert_loaded(p: Proc, action: str = "mod") -> None:
-    assert p.returncode == 0 and f"MARKER {action} None" in p.stdout, p
+    assert p.returncode == 0 and f"MARKER {action} {HEALED[action]}" in p.stdout, p
     assert len(p.unmarshalled) == 1, p
 
 
@@ -280,7 +282,7 @@ def test_empty_overlay_named_like_a_stdlib_module(case, module, kind):
         store = case.copy(case.base.store)
         (store / name).write_bytes(b"")
         p = boot(case, store, options=strict)
-        assert p.returncode == 0 and "MARKER mod None" in p.stdout, p
+        assert p.returncode == 0 and "MARKER mod 0" in p.stdout, p
         assert p.unmarshalled == [case.base.payload_sha256], p
         assert len(p.refusals) == 1 and re.search(reason, p.refusals[0]), p
         return
@@ -641,7 +643,7 @@ def test_prod_new_crash_changes_nothing_in_the_store(case, kind, heal):
     listing = sorted(os.listdir(case.root))
     options = ("--keys", str(case.keys), "--require-signed") + (("--heal",) if heal else ())
     p = boot(case, store, "mod", "second", options=options)
-    assert "MARKER mod None" in p.stdout and p.unmarshalled == [case.base.payload_sha256], p
+    assert "MARKER mod 0" in p.stdout and p.unmarshalled == [case.base.payload_sha256], p
     assert "File exists" not in p.stderr, p
     assert (snapshot(store) if kind == "folder" else store.read_bytes()) == before, "prod changed the store"
     if kind == "folder":
@@ -655,7 +657,7 @@ def test_prod_new_crash_changes_nothing_in_the_store(case, kind, heal):
     assert p.returncode == 0 and "MARKER second None" in p.stdout, p
     assert [f.name for f in pending.glob("*.overlay")] == [f"{case.base.stem}.overlay"], p
     p = boot(case, store, "mod", "second")  # the proposal is never loaded
-    assert p.returncode == 1 and CRASH["second"] in p.stderr and "MARKER mod None" in p.stdout, p
+    assert p.returncode == 1 and CRASH["second"] in p.stderr and "MARKER mod 0" in p.stdout, p
 
 
 # --------------------------------------------------------------------------- settings
@@ -679,11 +681,11 @@ def test_boot_never_reads_overlays_of_the_current_directory(case):
                            "config file's overlays)"], p
     # Healing (dev's default) heals live and writes nothing there either.
     p = boot(case, None, options=(), cwd=cwd)
-    assert p.returncode == 0 and "MARKER mod None" in p.stdout and p.unmarshalled == [], p
+    assert p.returncode == 0 and "MARKER mod 0" in p.stdout and p.unmarshalled == [], p
     assert snapshot(cwd) == before
     # The control: named explicitly, the same folder loads (dev mode, unsigned).
     p = boot(case, cwd / "overlays", options=("--no-heal",), cwd=cwd)
-    assert p.returncode == 0 and "MARKER mod None" in p.stdout and len(p.unmarshalled) == 1, p
+    assert p.returncode == 0 and "MARKER mod 0" in p.stdout and len(p.unmarshalled) == 1, p
     assert "loading UNSIGNED overlay" in p.stderr, p
 
 
@@ -822,9 +824,9 @@ def test_hostile_store_cost_is_bounded(case, mode):
     clean = case.copy(case.base.file_store, "clean")
     options = ("--keys", str(case.keys), "--require-signed") if mode == "prod" else ("--no-heal",)
     t_clean, p = _timed(case, clean, options)
-    assert p.returncode == 0 and "MARKER mod None" in p.stdout, p
+    assert p.returncode == 0 and "MARKER mod 0" in p.stdout, p
     t_hostile, p = _timed(case, hostile, options)
-    assert p.returncode == 0 and "MARKER mod None" in p.stdout, p
+    assert p.returncode == 0 and "MARKER mod 0" in p.stdout, p
     assert p.unmarshalled == [case.base.payload_sha256], p
     bound = 0.5 + 3 * _calibration(hostile)
     figures = (f"hostile store ({mode}): clean {t_clean * 1e3:.0f} ms, hostile {t_hostile * 1e3:.0f} ms, "

@@ -14,7 +14,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from codesuture.cli.app import main
+from codesuture.cli.group import cli as main
 from codesuture.overlay.model import OverlayMeta
 from codesuture.overlay.names import SET_NAME
 from codesuture.trust.policy import clear_trust_root_cache

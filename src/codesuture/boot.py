@@ -39,12 +39,13 @@ USAGE = (
 _VALUED = {
     "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
     "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
+    "--control-flow": "control_flow", "--incidents": "incidents",
 }
 #: Flags -> (settings attribute, value).
 _FLAGS = {
     "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
     "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True),
+    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True),
 }
 
 
@@ -114,10 +115,11 @@ def parse(argv: list[str]) -> Invocation:
     return inv
 
 
-def _help() -> str:
+def _help(doc: str | None = None) -> str:
     from codesuture.settings import help_text
 
-    return (__doc__ or "").strip().replace("``", "`") + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
+    text = (doc or __doc__ or "").strip().replace("``", "`")
+    return text + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
 
 
 def _target(inv: Invocation) -> Any:
@@ -136,36 +138,32 @@ def _target(inv: Invocation) -> Any:
         return None
 
 
-def _plain(inv: Invocation) -> int:
-    """Run the target with nothing of CodeSuture active (the kill switch): no finder,
-    no healer, no environment exported; the same runner as ``python script.py``."""
-    from codesuture.runtime import script
-
-    target = _target(inv)
-    return 1 if target is None else script.run(target)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (see the module docstring)."""
+def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot", doc: str | None = None) -> Any:
+    """Parse *argv* and load the settings: ``(settings, target)`` ready for
+    :func:`start`, or an exit code (help printed: 0; usage or configuration error: 2;
+    target not found: 1 or 2, as python says) with the message already printed, or
+    ``(None, target)`` when the kill switch is on. *command* is ``boot`` or ``run``
+    (see :func:`codesuture.settings.load`); *prog* names the command in messages, *doc*
+    replaces this module's docstring in ``--help``."""
     from codesuture import settings
     from codesuture.errors import ConfigError
 
-    argv = sys.argv[1:] if argv is None else argv
     try:
         inv = parse(argv)
     except UsageError as exc:
         if not str(exc):
-            print(_help())
+            print(_help(doc))
             return 0
-        print(f"codesuture.boot: {exc}", file=sys.stderr)
-        print(USAGE, file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
+        print(USAGE.replace("python -m codesuture.boot", prog if " " in prog else f"python -m {prog}"), file=sys.stderr)
         return settings.EXIT_USAGE
     try:
         if settings.disabled():
-            return _plain(inv)
-        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir())
+            target = _target(inv)
+            return 1 if target is None else (None, target)
+        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command)
     except ConfigError as exc:
-        print(f"codesuture.boot: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return settings.EXIT_USAGE
     from codesuture import logs
 
@@ -177,6 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     if target.source is None and target.spec is None and not os.path.isfile(target.path):
         print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
+    return s, target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (see the module docstring)."""
+    prepared = prepare(sys.argv[1:] if argv is None else argv)
+    if isinstance(prepared, int):
+        return prepared
+    s, target = prepared
+    if s is None:  # the kill switch: no finder, no healer, no environment exported
+        from codesuture.runtime import script
+
+        return script.run(target)
     from codesuture.runtime.session import summary
 
     code, session = start(s, target)
@@ -190,9 +201,11 @@ def start(s: Settings, target: Any) -> tuple[int, Any]:
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
     and run *target*. Returns ``(exit code, session)``."""
     from codesuture import settings
+    from codesuture.autostart import arm
     from codesuture.runtime import script
     from codesuture.runtime.session import activate
 
+    arm()  # Python processes started from here on activate too (the .pth start-up hook)
     usable, session = activate(s)
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session

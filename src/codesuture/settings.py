@@ -76,6 +76,8 @@ EXIT_STORE_UNUSABLE = 78
 EXIT_INTERRUPTED = 130
 
 MODES = ("dev", "prod")
+#: Parameter names whose values a repro capture never keeps, by default (``repro_redact``).
+REPRO_REDACT = ("*password*", "*passwd*", "*token*", "*secret*", "*key*", "*credential*", "*auth*", "*cookie*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -136,6 +138,53 @@ def parse_mode(name: str, value: object) -> str:
     return text
 
 
+def parse_globs(name: str, value: object) -> tuple[str, ...]:
+    """Module-name patterns (``fnmatch``): a TOML list of strings, or a comma-separated
+    string. Raises ConfigError naming *name* for an empty pattern."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = tuple(str(i).strip() for i in items)
+    if not out or any(not i for i in out):
+        raise ConfigError(name, f"{value!r} is not a list of module patterns (e.g. 'app.*,billing')")
+    return out
+
+
+def parse_sink(name: str, value: object, base: str | None = None) -> str:
+    """``-`` (standard error) or a non-empty path (see :func:`parse_path`). Raises
+    ConfigError naming *name* for an empty value."""
+    if isinstance(value, str) and value.strip() == "-":
+        return "-"
+    return parse_path(name, value, base)
+
+
+#: Policy tiers (docs/governance.md).
+TIERS = ("observe", "propose", "auto")
+
+
+def parse_tiers(name: str, value: object) -> tuple[str, ...]:
+    """Ordered ``glob=tier`` rules (a TOML list or a comma-separated string)."""
+    out = []
+    for item in value if isinstance(value, (list, tuple)) else str(value).split(","):
+        glob, eq, tier = str(item).partition("=")
+        if not eq or not glob.strip() or tier.strip().lower() not in TIERS:
+            raise ConfigError(name, f"{item!r} is not a rule glob=tier (tier: {', '.join(TIERS)})")
+        out.append(f"{glob.strip()}={tier.strip().lower()}")
+    return tuple(out)
+
+
+def parse_signal(name: str, value: object) -> str:
+    """A signal name (``SIGUSR2``, ``usr2``) or number as this platform has it, or ``off``."""
+    import _signal  # type: ignore[import-not-found]  # builtin, no stub; `signal` imports enum
+
+    text = str(value).strip().upper()
+    canonical = text if text.isdigit() or text.startswith("SIG") else "SIG" + text
+    if text in ("OFF", "NONE"):
+        return "off"
+    if (0 < int(text) < _signal.NSIG) if text.isdigit() else (
+            isinstance(getattr(_signal, canonical, None), int) and not canonical.startswith("SIG_")):
+        return canonical
+    raise ConfigError(name, f"{value!r} is not a signal here (e.g. SIGUSR2, USR2, 12, off)")
+
+
 def parse_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(name, "is empty")
@@ -167,10 +216,27 @@ FIELDS: tuple[Field, ...] = (
     Field("min_set_version", "--min-set-version", "int", "refuse a signed overlay set older than this version (0: any)"),
     Field("heal", "--heal", "bool", "heal crashes live (default: on in dev, off in prod; in prod new patches go to the pending directory)"),
     Field("pending", "--pending", "path", "where patches made in prod, or beside a signed store, are proposed (default: <overlays>.pending)"),
-    Field("retries", "--retries", "int", "replays after patches (0: heal, never replay; default 3)"),
+    Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay; default 16)"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry; default 30)"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata (default: type and a redacted message)"),
+    Field("control_flow", "--control-flow", "globs", "modules (fnmatch patterns, comma-separated) where a guard may decide control flow (default: none; such sites become proposals for review)"),
+    Field("incidents", "--incidents", "sink", "write every crash, heal, refusal, guard firing (rate-limited per site) and rollback as a JSON line to this file (appended, shared by processes), or - for standard error (default: off)"),
+    Field("incidents_max_bytes", None, "int", "size at which the incidents file is renamed to <file>.1 and a new one started (0: never; default 10485760)"),
+    Field("shadow", "--shadow", "bool", "shadow mode: warn (rate-limited) when a patched function returns a guard's default to its caller"),
+    Field("metrics", None, "bool", "count heals, refusals, guard firings and rollbacks with prometheus_client, and add OpenTelemetry span events, when installed (default: on)"),
     Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays); default $XDG_STATE_HOME/codesuture"),
+    Field("tiers", None, "tiers", "ordered glob=tier rules on module names; tiers: observe, propose, auto (default auto)"),
+    Field("allow", None, "globs", "heal and load overlays only for these modules (default: all)"),
+    Field("deny", None, "globs", "never heal nor load overlays for these modules (the stdlib and CodeSuture always)"),
+    Field("max_patches_per_process", None, "int", "cap on new live patches per process, then observe (0: none)"),
+    Field("max_patches_per_module", None, "int", "cap on patched sites per module in a process, then observe (0: none)"),
+    Field("max_patches_per_hour", None, "int", "cap on patches created per hour in the store, then observe (0: none)"),
+    Field("rollback_after", None, "int", "revert a patch after N requests failed after its guard fired (0: never; default 3)"),
+    Field("kill_signal", None, "signal", "signal that reverts every live patch (default SIGUSR2; off: none)"),
+    Field("kill_file", None, "path", "file whose appearance reverts every live patch (default: none)"),
+    Field("repro", None, "bool", "capture the crashing call at heal time (arguments, interpreter and package versions, a script's argv) beside the overlay, for codesuture repro (default: off: arguments are users' data)"),
+    Field("repro_max_bytes", None, "int", "largest pickled arguments a repro capture keeps, in bytes (default 65536; larger ones are recorded as too large)"),
+    Field("repro_redact", None, "globs", "parameter and option names (fnmatch patterns, case-insensitive) whose values a repro capture never keeps (default: " + ",".join(REPRO_REDACT) + ")"),
     Field("sigstore_identity", None, "text", "accept Sigstore-signed overlays for this certificate identity"),
     Field("sigstore_issuer", None, "text", "... issued by this OIDC issuer"),
     Field("sigstore_staging", None, "bool", "verify Sigstore bundles against the staging trust root"),
@@ -181,6 +247,7 @@ FIELD = {f.name: f for f in FIELDS}
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
+    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal,
 }
 
 
@@ -203,7 +270,24 @@ class Settings:
     retries: int
     ttl_days: float
     record_messages: bool
+    control_flow: tuple[str, ...]
+    incidents: str | None
+    incidents_max_bytes: int
+    shadow: bool
+    metrics: bool
     state_dir: str
+    tiers: tuple[str, ...]
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+    max_patches_per_process: int
+    max_patches_per_module: int
+    max_patches_per_hour: int
+    rollback_after: int
+    kill_signal: str
+    kill_file: str | None
+    repro: bool
+    repro_max_bytes: int
+    repro_redact: tuple[str, ...]
     sigstore_identity: str | None
     sigstore_issuer: str | None
     sigstore_staging: bool
@@ -246,6 +330,11 @@ class Settings:
                 env[f.env] = "1" if value else "0"
             elif isinstance(value, float):
                 env[f.env] = repr(value)
+            elif isinstance(value, tuple):
+                if value:
+                    env[f.env] = ",".join(value)
+                else:
+                    env.pop(f.env, None)
             else:
                 env[f.env] = str(value)
 
@@ -363,6 +452,8 @@ def load(
             continue
         if f.kind == "path":
             values[f.name] = parse_path(where, raw, base)
+        elif f.kind == "sink":
+            values[f.name] = parse_sink(where, raw, base)
         else:
             values[f.name] = _PARSERS[f.kind](where, raw)
         s.sources[f.name] = where
@@ -383,10 +474,27 @@ def load(
     s.require_overlays = values.get("require_overlays", False)
     s.min_set_version = values.get("min_set_version", 0)
     s.pending = values.get("pending", s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
-    s.retries = values.get("retries", 3)
+    s.retries = values.get("retries", 16)
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
+    s.control_flow = values.get("control_flow", ())
+    s.incidents = values.get("incidents")
+    s.incidents_max_bytes = values.get("incidents_max_bytes", 10 * 1024 * 1024)
+    s.shadow = values.get("shadow", False)
+    s.metrics = values.get("metrics", True)
     s.state_dir = values.get("state_dir") or default_state_dir(env)
+    s.tiers = values.get("tiers", ())
+    s.allow = values.get("allow", ())
+    s.deny = values.get("deny", ())
+    s.max_patches_per_process = values.get("max_patches_per_process", 0)
+    s.max_patches_per_module = values.get("max_patches_per_module", 0)
+    s.max_patches_per_hour = values.get("max_patches_per_hour", 0)
+    s.rollback_after = values.get("rollback_after", 3)
+    s.kill_signal = values.get("kill_signal", "SIGUSR2")
+    s.kill_file = values.get("kill_file")
+    s.repro = values.get("repro", False)
+    s.repro_max_bytes = values.get("repro_max_bytes", 64 * 1024)
+    s.repro_redact = values.get("repro_redact", REPRO_REDACT)
     s.sigstore_identity = values.get("sigstore_identity")
     s.sigstore_issuer = values.get("sigstore_issuer")
     s.sigstore_staging = values.get("sigstore_staging", False)

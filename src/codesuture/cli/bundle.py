@@ -22,8 +22,10 @@ def bundle() -> None:
 @click.option("--set-name", metavar="NAME", help="With --key: name of the signed overlay set.")
 @click.option("--app-root", type=click.Path(file_okay=False, exists=True), help="With --key: where app: origins are.")
 @click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False), help="With --key: interpreters for rebuilding.")
+@click.option("--sbom", is_flag=True, help="Also embed the CycloneDX SBOM of its overlays (sbom.cdx.json: unsigned, "
+              "not pinned by the signed set, ignored by the loader; needs codesuture[sbom]).")
 def create(directory: str, output: str, key_path: str | None, passphrase_env: str | None, set_name: str | None,
-           app_root: str | None, pythons: tuple[str, ...]) -> None:
+           app_root: str | None, pythons: tuple[str, ...], sbom: bool) -> None:
     """Bundle the signed folder DIRECTORY (what its signed overlay set pins) into one file."""
     from codesuture.cli.common import passphrase as _passphrase
     from codesuture.cli.common import state_dir as _state_dir
@@ -37,11 +39,12 @@ def create(directory: str, output: str, key_path: str | None, passphrase_env: st
 
             key = load_private_key(key_path, _passphrase(passphrase_env))
         info = create_bundle(directory, output, private_key=key,
-                             options=SignOptions(None, set_name, app_root, pythons, _state_dir()))
+                             options=SignOptions(None, set_name, app_root, pythons, _state_dir()), sbom=sbom)
     except CodeSutureError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {info.path}: {len(info.stems)} overlay(s), {len(info.members)} member(s), "
-               f"signed overlay set {info.set_name!r} v{info.version} (key {info.keyid})")
+               f"signed overlay set {info.set_name!r} v{info.version} (key {info.keyid})"
+               + (", with an unsigned CycloneDX SBOM (sbom.cdx.json)" if info.sbom else ""))
 
 
 @bundle.command("verify")

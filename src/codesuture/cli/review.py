@@ -10,6 +10,7 @@ import sys
 import click
 
 from codesuture.errors import CodeSutureError
+from codesuture.patch.spec import describe_yield
 
 
 def _fail(exc: CodeSutureError) -> None:
@@ -44,7 +45,7 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
         for p in d["patches"]:
             click.echo(f"  - {p['qualname']} line {p['line']}: {p['guard']['guard']}"
                        f"{'/' + p['guard']['form'] if p['guard']['form'] else ''} on `{p['expression']}` "
-                       f"-> yields {p['guard']['default']}  (+{p['added']} instructions; was {p['exception']})")
+                       f"-> yields {describe_yield(p['guard']['default'], (p.get('evidence') or {}).get('default'))}  (+{p['added']} instructions; was {p['exception']})")
     if not docs:
         click.echo("no overlays" + (f" with patches of {function}" if function else ""))
 

@@ -43,19 +43,32 @@ def keygen(private_key: str, public_key: str, passphrase_env: str | None) -> Non
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and an OIDC identity).")
 @click.option("--identity-token", metavar="TOKEN", help="OIDC identity token for --sigstore (default: ambient CI credential).")
 @click.option("--staging", is_flag=True, help="With --sigstore: use Sigstore's staging instance.")
+@click.option("--canary-percent", type=click.FloatRange(0, 100), metavar="N",
+              help="Canary: the overlays load in about N percent of processes (stable hash of host and CODESUTURE_WORKER_ID, else the pid).")
+@click.option("--canary-env", multiple=True, metavar="NAME=VALUE",
+              help="Canary: the overlays load only where NAME=VALUE is set (repeatable: all must hold).")
+@click.option("--require-evidence", is_flag=True,
+              help="Refuse an overlay with a patch that lacks a passing repro proof (codesuture repro --prove).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def sign(
     key_path: str | None, ttl_days: float | None, passphrase_env: str | None, set_name: str | None,
     set_version: int | None, app_root: str | None, pythons: tuple[str, ...], use_sigstore: bool, identity_token: str | None, staging: bool,
-    paths: tuple[str, ...],
+    canary_percent: float | None, canary_env: tuple[str, ...], require_evidence: bool, paths: tuple[str, ...],
 ) -> None:
     """Sign overlays (files or folders) after rebuilding each from its source and
     recorded patches (any byte difference refuses it). A folder also gets its signed
-    overlay set, overlays.manifest.dsse.json, with the next version number."""
+    overlay set, overlays.manifest.dsse.json, with the next version number. Signing a
+    proposal (tier propose) approves it; --canary-* record activation conditions in
+    each Statement and set entry (docs/governance.md)."""
+    from codesuture.runtime.canary import options as canary_options
     from codesuture.ship import sign as signing
 
+    try:
+        activation = canary_options(canary_percent, canary_env)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--canary-env") from None
     options = signing.SignOptions(None if ttl_days is None else ttl_days * _DAY, set_name, app_root, pythons, _state_dir(),
-                                  set_version=set_version)
+                                  set_version=set_version, activation=activation, require_evidence=require_evidence)
     try:
         if use_sigstore:
             if key_path:

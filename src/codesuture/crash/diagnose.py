@@ -51,7 +51,17 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             call = I.find_consumer(bc, idx)
             default = _consumer_default(bc, call[0]) if call and bc[call[0]].name in I.CALL_NAMES else "None"
             return GuardSpec("null_guard", "method", default)
-        return GuardSpec("null_guard", "attr", _consumer_default(bc, idx))
+        # Optional chaining: the attribute loads reading this result (x.a.b.c) in one patch.
+        from codesuture.guards.null import attr_chain_links
+
+        links = attr_chain_links(bc, idx)
+        last = links[-1] if links else idx
+        if links and (bc[last].name == "LOAD_METHOD" or (isinstance(bc[last].arg, tuple) and bc[last].arg[0])):
+            call = I.find_consumer(bc, last)
+            default = _consumer_default(bc, call[0]) if call and bc[call[0]].name in I.CALL_NAMES else "None"
+        else:
+            default = _consumer_default(bc, last)
+        return GuardSpec("null_guard", "attr", default, links=1 + len(links))
 
     if op == "BINARY_SUBSCR":
         if isinstance(exc, KeyError):
@@ -92,13 +102,20 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             return GuardSpec("division_guard", "", "0.0" if true_div else "0")
         if isinstance(exc, TypeError) and msg.startswith("unsupported operand type(s)") and ": 'NoneType' and" in msg:
             return GuardSpec("null_guard", "operator", "None")
-        if (isinstance(exc, TypeError) and msg.startswith("unsupported operand type(s)") and msg.endswith("and 'NoneType'")
-                and ins.arg not in DIVISIONS):
+        if isinstance(exc, TypeError) and ins.arg not in DIVISIONS and (
+                (msg.startswith("unsupported operand type(s)") and msg.endswith("and 'NoneType'"))
+                or (msg.startswith("can only concatenate") and '(not "NoneType")' in msg)):  # 'a' + None, [1] + None
             return GuardSpec("null_guard", "operand", "None")
         if isinstance(exc, TypeError) and ins.arg in ADDS and (
             "can only concatenate str" in msg or (msg.startswith("unsupported operand type(s) for +") and "'str'" in msg)
         ):
             return GuardSpec("str_coerce_guard", "", "''")
+
+    if op == "COMPARE_OP" and isinstance(exc, TypeError) and "not supported between instances of" in msg:
+        # `None < 3`: 'NoneType' first means the left operand is None.
+        left_none = "instances of 'NoneType' and" in msg
+        if left_none or msg.endswith("and 'NoneType'"):
+            return GuardSpec("null_guard", "compare", "None", links=1 if left_none else 2)
 
     if op in I.CALL_NAMES:
         if isinstance(exc, TypeError) and msg.startswith("'NoneType' object is not callable"):
@@ -108,10 +125,74 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             "invalid literal for int()" in msg or "could not convert string to float" in msg
         ):
             return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")
-        if isinstance(exc, FileNotFoundError) and name == "open" and start is not None:
+        if isinstance(exc, TypeError) and name in ("int", "float") and msg.endswith("not 'NoneType'"):
+            return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")  # int(None)
+        if isinstance(exc, FileNotFoundError) and name == "open" and start is not None and _builtin_open(bc, idx):
             return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc, idx) else "io.StringIO()")
 
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
+
+
+#: Instructions that decide control flow with the value they consume.
+_DECIDERS = frozenset({"TO_BOOL", "UNARY_NOT", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "POP_JUMP_IF_TRUE",
+                       "POP_JUMP_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_FALSE",
+                       "POP_JUMP_BACKWARD_IF_TRUE", "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_IF_NONE",
+                       "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE"})
+
+
+def decides_control_flow(code: Any, offset: int, opname: str, spec: GuardSpec) -> str | None:
+    """What decides control flow with the value the guard at *offset* would yield (``if``,
+    ``not``, a comparison, ``bool()``, ``assert``), or None when the value only flows on
+    as data. A guard there would let a default choose a branch (a ban check on a None
+    user, ``if count == 0`` after a division), so auto mode does not place it.
+
+    Membership is the one exception: ``x in None`` answers as ``x in ()`` (nothing is
+    a member of a missing collection, the fix maintainers write as ``x in (c or ())``),
+    and a guarded value used as the container of ``in`` yields an empty container, so
+    the test still runs on a real (empty) collection rather than on an invented
+    value."""
+    from bytecode import Bytecode
+
+    from codesuture.guards.null import attr_chain_links
+    from codesuture.guards.subscript import chain_links
+    from codesuture.patch import instrs as I
+    from codesuture.patch.synthesize import locate
+
+    if spec.guard == "null_guard" and spec.form == "membership":
+        return None
+    bc: list[Any] = list(Bytecode.from_code(code))
+    idx = locate(bc, code, offset, opname)
+    last = idx
+    if spec.guard == "chain_subscript_guard":
+        last = (chain_links(bc, idx)[: spec.links - 1] or [idx])[-1]
+    elif spec.guard == "null_guard" and spec.form == "attr" and spec.links > 1:
+        last = (attr_chain_links(bc, idx)[: spec.links - 1] or [idx])[-1]
+    if spec.guard in ("callable_guard",) or (spec.guard == "null_guard" and spec.form == "method"):
+        call = I.find_consumer(bc, last)
+        if call is None or bc[call[0]].name not in I.CALL_NAMES:
+            return None
+        last = call[0]
+    elif getattr(bc[last], "name", "") in ("LOAD_METHOD",) or (
+            getattr(bc[last], "name", "") == "LOAD_ATTR" and isinstance(bc[last].arg, tuple) and bc[last].arg[0]):
+        call = I.find_consumer(bc, last)
+        if call is None or bc[call[0]].name not in I.CALL_NAMES:
+            return None
+        last = call[0]
+    found = I.find_consumer(bc, last)
+    if found is None:
+        return None
+    consumer = bc[found[0]]
+    name = getattr(consumer, "name", "")
+    if name == "CONTAINS_OP" and found[1] == 1 and spec.default == "()":
+        return None
+    if name in _DECIDERS:
+        return {"TO_BOOL": "a truth test", "UNARY_NOT": "not", "COMPARE_OP": "a comparison", "IS_OP": "an identity test",
+                "CONTAINS_OP": "a membership test"}.get(name, "a branch")
+    if name in I.CALL_NAMES:
+        callee, _ = I.callee_name(bc, found[0])
+        if callee == "bool":
+            return "bool()"
+    return None
 
 
 def _consumer_default(bc: list[Any], idx: int) -> str:
@@ -141,6 +222,24 @@ def _container_from_str_splitter(bc: list[Any], idx: int) -> bool:
         return False
     name, _ = I.callee_name(bc, producer)
     return name in STR_LIST_PRODUCERS
+
+
+def _builtin_open(bc: list[Any], idx: int) -> bool:
+    """True when the call at *idx* calls the built-in ``open`` (a global or builtin
+    name, or ``io.open``): ``os.open`` returns a file descriptor, and a stand-in file
+    object would only move the crash."""
+    from codesuture.patch import instrs as I
+
+    fn = I.find_producer(bc, idx, I.call_slots(bc[idx])[0])
+    if fn is None:
+        return False
+    ins = bc[fn]
+    if ins.name in ("LOAD_GLOBAL", "LOAD_NAME"):
+        return True
+    if ins.name in ("LOAD_ATTR", "LOAD_METHOD"):
+        owner = I.find_producer(bc, fn, 1)
+        return owner is not None and I.name_loaded(bc[owner]) == "io" and bc[owner].name in ("LOAD_GLOBAL", "LOAD_NAME")
+    return False
 
 
 def _binary_mode(bc: list[Any], idx: int) -> bool:

@@ -155,13 +155,38 @@ def caught_by_program(exc: BaseException) -> str | None:
 
 def caught_on_stack(frame: FrameType | None, exc_type: type[BaseException]) -> str | None:
     """Where a live frame, or one of its callers, catches *exc_type* specifically
-    (``"file:line"``), or None: the same analysis on the live call stack (``f_lasti``)."""
+    (``"file:line"``), or None: the same analysis on the live call stack (``f_lasti``).
+
+    The walk ends at the first CodeSuture frame: that is the healing boundary (a script
+    run, a request), and what lies above it (the command line's own ``except OSError``,
+    runpy) is not the program's handling of this exception."""
     while frame is not None:
         code = frame.f_code
-        if not is_own_file(code.co_filename) and catches(handler_names(code, frame.f_lasti), exc_type):
+        if is_own_file(code.co_filename):
+            return None
+        if catches(_live_handler_names(code, frame.f_lasti), exc_type):
             return _where(code, frame.f_lasti)
         frame = frame.f_back
     return None
+
+
+#: (id(code), lasti) -> (code, handler names): :func:`handler_names` for the live stack,
+#: looked up by identity. Hashing a code object reads all of its bytecode, so a cache
+#: keyed by the code object itself costs microseconds per kilobyte of every caller's code
+#: on each guard firing. The entry holds the code, so its id is not reused meanwhile.
+_LIVE: dict[tuple[int, int], tuple[CodeType, frozenset[str]]] = {}
+
+
+def _live_handler_names(code: CodeType, lasti: int) -> frozenset[str]:
+    key = (id(code), lasti)
+    found = _LIVE.get(key)
+    if found is not None and found[0] is code:
+        return found[1]
+    if len(_LIVE) >= 4096:
+        _LIVE.clear()
+    names = handler_names(code, lasti)
+    _LIVE[key] = (code, names)
+    return names
 
 
 __all__ = ["handler_names", "catches", "caught_by_program", "caught_on_stack"]

@@ -15,7 +15,7 @@ from typing import Any
 from bytecode import BinaryOp, Label
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Rewrite, branch, check_opname, constant, hook
+from codesuture.guards.base import Firing, Rewrite, branch_value, check_opname, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -26,14 +26,13 @@ DIVISIONS = {
 ADDS = {BinaryOp.ADD, BinaryOp.INPLACE_ADD}
 
 
-def division_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
+def division_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     ins = check_opname(instrs[idx], "BINARY_OP")
     if ins.arg not in DIVISIONS:
         raise PatchError(f"division_guard needs a division, found {ins.arg!r}")
     loc, do = ins.location, Label()
     check = [I.at(loc, "COPY", 1), I.at(loc, "LOAD_CONST", 0), I.compare("EQ", loc), I.jump_if_false(do, loc)]
-    on_zero = [I.at(loc, "POP_TOP"), I.at(loc, "POP_TOP"), I.at(loc, "LOAD_CONST", constant(spec.default))]
-    return Rewrite(idx, idx + 1, branch(ins, check, on_zero, do, site))
+    return Rewrite(idx, idx + 1, branch_value(ins, check, firing, "static", spec.default, (), 2, do))
 
 
 def _is_str(depth: int, loc: Any) -> list[Any]:
@@ -44,7 +43,7 @@ def _is_str(depth: int, loc: Any) -> list[Any]:
     ]
 
 
-def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
+def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     ins = check_opname(instrs[idx], "BINARY_OP")
     if ins.arg not in ADDS:
         raise PatchError(f"str_coerce_guard needs +, found {ins.arg!r}")
@@ -56,5 +55,5 @@ def str_coerce_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) ->
         I.at(loc, "SWAP", 2), I.format_str(loc), I.at(loc, "SWAP", 2),  # [str(a), str(b)]
     ]
     # Both paths end in the original +; the hook may skip the coercion (then + raises).
-    body = [*check, *hook(loc, site, do), *coerce, do, ins]
+    body = [*check, *hook(loc, firing, do), *coerce, do, ins]
     return Rewrite(idx, idx + 1, body)

@@ -19,7 +19,7 @@ from typing import Any
 from bytecode import Label, TryBegin, TryEnd
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Rewrite, check_opname, constant, hook
+from codesuture.guards.base import Firing, Rewrite, check_opname, constant, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -34,7 +34,7 @@ def _call_group_start(instrs: list[Any], idx: int) -> int:
     return j
 
 
-def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
+def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     ins = check_opname(instrs[idx], *_CALLS)
     loc, do = ins.location, Label()
     depth, _ = I.call_slots(ins)
@@ -42,7 +42,7 @@ def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> R
     start = _call_group_start(instrs, idx)
     body = [
         I.at(loc, "COPY", depth), I.jump_if_not_none(do, loc),
-        *hook(loc, site, do),
+        *hook(loc, firing, do),
         *I.make_function(fn, loc),            # [..., None, args..., stand-in]
         I.at(loc, "SWAP", depth + 1),         # the stand-in takes the None's slot
         I.at(loc, "POP_TOP"),
@@ -52,7 +52,7 @@ def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> R
 
 
 def _scoped_handler(
-    instrs: list[Any], idx: int, exc_name: str, produce: list[Any], allowed: set[str], site: str
+    instrs: list[Any], idx: int, exc_name: str, produce: list[Any], allowed: set[str], firing: Firing
 ) -> Rewrite:
     """Cover the call expression ending at ``instrs[idx]`` with an exception-table
     range whose handler turns *exc_name* into the value that *produce* pushes."""
@@ -89,7 +89,7 @@ def _scoped_handler(
         I.at(loc, "LOAD_GLOBAL", (False, exc_name)),
         I.at(loc, "CHECK_EXC_MATCH"),
         I.jump_if_false(reraise, loc),
-        *hook(loc, site, reraise),
+        *hook(loc, firing, reraise),
         I.at(loc, "POP_TOP"),
         TryEnd(inner),
         I.at(loc, "POP_EXCEPT"),
@@ -109,20 +109,20 @@ def _scoped_handler(
     return Rewrite(start, idx + 1, body, tail)
 
 
-def type_coercion_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
+def type_coercion_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     loc = instrs[idx].location
     return _scoped_handler(
-        instrs, idx, "ValueError", [I.at(loc, "LOAD_CONST", constant(spec.default))], {"int", "float"}, site
+        instrs, idx, firing.exc or "ValueError", [I.at(loc, "LOAD_CONST", constant(spec.default))], {"int", "float"}, firing
     )
 
 
-def file_guard(instrs: list[Any], idx: int, spec: GuardSpec, site: str) -> Rewrite:
+def file_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     loc = instrs[idx].location
     cls = "BytesIO" if spec.default == "io.BytesIO()" else "StringIO"
     produce: list[Any] = [
         I.at(loc, "LOAD_CONST", 0), I.at(loc, "LOAD_CONST", None), I.at(loc, "IMPORT_NAME", "io"),
         I.load_method(cls, loc), *I.call(0, loc),
     ]
-    return _scoped_handler(instrs, idx, "FileNotFoundError", produce, {"open"}, site)
+    return _scoped_handler(instrs, idx, "FileNotFoundError", produce, {"open"}, firing)
 
 

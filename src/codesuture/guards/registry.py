@@ -8,9 +8,9 @@ from codesuture.guards import arith, calls, null, subscript
 from codesuture.guards.base import Rewrite
 
 
-def registry() -> dict[str, Callable[[list[Any], int, Any, str], Rewrite]]:
-    """Guard name -> synthesizer ``(instrs, index, spec, site) -> Rewrite``; *site*
-    (``"<guard>@<module>:<line>"``) is what the guard reports when it fires."""
+def registry() -> dict[str, Callable[[list[Any], int, Any, Any], Rewrite]]:
+    """Guard name -> synthesizer ``(instrs, index, spec, firing) -> Rewrite``; *firing*
+    (:class:`~codesuture.guards.base.Firing`) is what the guard reports when it fires."""
     return {
         "null_guard": null.synthesize,
         "key_guard": subscript.key_guard,
@@ -26,4 +26,28 @@ def registry() -> dict[str, Callable[[list[Any], int, Any, str], Rewrite]]:
     }
 
 
-__all__ = ["registry"]
+_CONTAINER_GUARDS = frozenset({"key_guard", "index_guard", "list_bound_guard", "chain_subscript_guard"})
+
+
+def default_rule(spec: Any) -> str:
+    """Which evidence decides the value a guard of *spec* (a
+    :class:`~codesuture.patch.spec.GuardSpec`) yields when it fires, as recorded in the
+    patch metadata (``evidence.default``) and shown by ``explain``; the table of
+    ``docs/guards.md``. One of ``consumer``, ``container elements``, ``other operand``,
+    ``method name`` (``None.<m>()`` answers as the empty value of the type that has
+    ``m``), ``fixed`` (the guard's one value: a stand-in file, a coercion) or
+    ``none known``."""
+    if spec.guard in ("file_guard", "str_coerce_guard", "type_coercion_guard", "callable_guard"):
+        return "fixed"
+    if spec.default != "None":
+        return "consumer"
+    if spec.guard in _CONTAINER_GUARDS:
+        return "container elements"
+    if spec.guard == "null_guard" and spec.form in ("operator", "operand", "compare"):
+        return "other operand"
+    if spec.guard == "null_guard" and spec.form == "method":
+        return "method name"
+    return "none known"
+
+
+__all__ = ["registry", "default_rule"]

@@ -146,6 +146,7 @@ def _preimport(policy: Any) -> None:
     import marshal  # noqa: F401
 
     import codesuture.loader.resolve  # noqa: F401
+    import codesuture.overlay.package  # noqa: F401  (the package version check after admission)
     import codesuture.trust.policy  # noqa: F401
 
     if getattr(policy, "keys_dir", None) is not None:

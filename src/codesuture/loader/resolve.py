@@ -78,13 +78,17 @@ def resolve(key: str, entries: Sequence[Any], source: bytes, source_path: str, p
             code = marshal.loads(ov.payload)
             if not isinstance(code, types.CodeType):
                 raise OverlayError(entry.name, "payload is not a code object")
-        except OverlayError as exc:
-            log.warning("overlay %s not applied: %s", entry.name, exc.reason)
+        except OverlayError as exc:  # a canary that does not select this process is no fault: INFO
+            (log.info if getattr(exc, "quiet", False) else log.warning)("overlay %s not applied: %s", entry.name, exc.reason)
             continue
         except Exception as exc:  # contained: the original module loads (rule 7)
             log.warning("overlay %s not applied: internal error %r", entry.name, exc)
             continue
         _fix_filename(code, source_path)
+        if meta.package:  # advisory: the distribution around these source bytes changed since the heal
+            from codesuture.overlay.package import check_installed
+
+            check_installed(key, meta.package, source_path, log)
         LOADED[key] = Loaded(entry, admitted, policy)
         log.info("loaded overlay %s for %s (%s)", entry.name, key, admitted.via)
         return Resolved(code, meta, entry.name, admitted.signer)

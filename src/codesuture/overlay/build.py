@@ -32,7 +32,7 @@ def build_overlay(source: bytes, filename: str, records: Sequence[PatchRecord]) 
     does not compile."""
     from codesuture.patch.synthesize import apply_to_module
 
-    code = apply_to_module(compile_module(source, filename), records)
+    code = _share_constants(apply_to_module(compile_module(source, filename), records), {})
     # marshal flags an object with more than one reference as shared (FLAG_REF), so
     # garbage the synthesis leaves (bytecode's control-flow graphs point at nested code
     # objects until the collector runs) would make the bytes depend on when it last
@@ -40,6 +40,31 @@ def build_overlay(source: bytes, filename: str, records: Sequence[PatchRecord]) 
     # reloaded tree holds each object exactly as often as marshal itself shares it.
     code = marshal.loads(marshal.dumps(code))
     return fmt.pack(marshal.dumps(code), source), code
+
+
+def _share_constants(code: types.CodeType, seen: dict[tuple[type, object], object]) -> types.CodeType:
+    """*code* with equal ``str``/``bytes`` constants (and tuples of them) shared by
+    identity across the whole tree, as the compiler shares the constants of one
+    compilation. Guards add constants (default expressions, site names) whose identity
+    depends on where their values came from (a record parsed from JSON, a literal in the
+    healer), and marshal writes a shared object differently from two equal ones: without
+    this, the same source and records could give different bytes in two processes."""
+
+    def canon(value: object) -> object:
+        if isinstance(value, types.CodeType):
+            return _share_constants(value, seen)
+        if type(value) is tuple and all(type(v) in (str, bytes, tuple) for v in value):
+            value = tuple(canon(v) for v in value)  # (1,) == (True,): only str/bytes tuples
+            if not all(type(v) in (str, bytes) or (type(v) is tuple and not v) for v in value):
+                return value
+        elif type(value) not in (str, bytes):
+            return value
+        return seen.setdefault((type(value), value), value)
+
+    consts = tuple(canon(c) for c in code.co_consts)
+    if all(a is b for a, b in zip(consts, code.co_consts)):
+        return code
+    return code.replace(co_consts=consts)
 
 
 def merge_records(previous: Sequence[PatchRecord], fresh: Sequence[PatchRecord], now: float | None = None) -> list[PatchRecord]:

@@ -2,7 +2,9 @@
 
 It names the module, the exact source it was built from (SHA-256 and a portable
 origin, see :mod:`codesuture.overlay.names`), the interpreter, the overlay's own
-digest, and every patch inside (see :class:`~codesuture.patch.spec.PatchRecord`).
+digest, every patch inside (see :class:`~codesuture.patch.spec.PatchRecord`) and, for
+a module an installed distribution owns, that distribution (``package``: its PEP 503
+name and version when the overlay was made; see :mod:`codesuture.overlay.package`).
 When an overlay is signed, the same object becomes the in-toto predicate, and the
 sidecar is only a convenience: review tools and the loader read the signed Statement.
 """
@@ -31,17 +33,30 @@ def interpreter_info() -> dict[str, str]:
     }
 
 
+def package_field(value: object) -> "dict[str, str] | None":
+    """A metadata ``package`` value checked: None, or ``{"name", "version"}`` (non-empty
+    strings). Raises ValueError otherwise."""
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or set(value) != {"name", "version"}
+            or not all(isinstance(value[k], str) and value[k] for k in ("name", "version"))):
+        raise ValueError(f"package must be {{'name': str, 'version': str}}, not {value!r}")
+    return {"name": value["name"], "version": value["version"]}
+
+
 class OverlayMeta(namedtuple(
     "_OverlayMeta",
-    "module key origin source_sha256 overlay_sha256 python created expires tier patches",
-    defaults=(None, "", "", "auto", ()),
+    "module key origin source_sha256 overlay_sha256 python created expires tier patches package",
+    defaults=(None, "", "", "auto", (), None),
 )):
     """Metadata of one overlay.
 
     ``module``: import name, or ``__main__`` for a script. ``key``: the store key
     (see :mod:`codesuture.overlay.names`). ``origin``: where the source lives,
     portable (``app:...``, ``site-packages:...``, ``sys.path:...``). Digests are
-    lowercase hex SHA-256. Times are RFC 3339 UTC.
+    lowercase hex SHA-256. Times are RFC 3339 UTC. ``package``: ``{"name": ..., "version":
+    ...}`` of the distribution that owns the module, or None (an app module, or metadata
+    written before it was recorded).
     """
 
     __slots__ = ()
@@ -68,6 +83,7 @@ class OverlayMeta(namedtuple(
             "expires": self.expires,
             "tier": self.tier,
             "patches": [p.to_json() for p in self.patches],
+            **({"package": dict(self.package)} if self.package else {}),
         }
 
     def dumps(self) -> bytes:
@@ -92,6 +108,7 @@ class OverlayMeta(namedtuple(
                 expires=str(data.get("expires", "")),
                 tier=str(data.get("tier", "auto")),
                 patches=[PatchRecord.from_json(p) for p in data.get("patches", [])],
+                package=package_field(data.get("package")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise OverlayError(path, f"malformed metadata: {exc}") from None

@@ -28,6 +28,10 @@ SIGSTORE_SUFFIX = ".sigstore.json"
 MEMBER_SUFFIXES = (ENVELOPE_SUFFIX, SIGSTORE_SUFFIX, OVERLAY_SUFFIX, META_SUFFIX)
 #: The signed overlay set of a folder or bundle (see codesuture.trust.overlay_set).
 SET_NAME = "overlays.manifest.dsse.json"
+#: The CycloneDX SBOM a bundle may carry (``bundle create --sbom``): NOT signed, not pinned
+#: by the set, never read by the loader (see codesuture.review.sbom).
+SBOM_NAME = "sbom.cdx.json"
+MAX_SBOM_BYTES = 16 * 1024 * 1024
 
 #: Size caps in bytes, checked before reading: overlay files, metadata sidecars,
 #: envelopes and Sigstore bundles (a few KB each in practice), the signed set (about
@@ -156,7 +160,8 @@ def resolve_origin(origin: str, app_root: str | None) -> str | None:
 
 
 __all__ = [
-    "OVERLAY_SUFFIX", "META_SUFFIX", "ENVELOPE_SUFFIX", "SIGSTORE_SUFFIX", "MEMBER_SUFFIXES", "SET_NAME",
+    "OVERLAY_SUFFIX", "META_SUFFIX", "ENVELOPE_SUFFIX", "SIGSTORE_SUFFIX", "MEMBER_SUFFIXES", "SET_NAME", "SBOM_NAME",
+    "MAX_SBOM_BYTES",
     "MAX_OVERLAY_BYTES", "MAX_META_BYTES", "MAX_ENVELOPE_BYTES", "MAX_SET_BYTES", "LIMITS", "MAIN",
     "stem_for", "parse_stem", "split_member", "main_key", "app_relative", "script_origin", "site_dirs",
     "module_origin", "resolve_origin",

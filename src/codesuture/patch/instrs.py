@@ -48,6 +48,10 @@ def jump_if_not_none(target: Label, loc: Any) -> Instr:
     return at(loc, "POP_JUMP_FORWARD_IF_NOT_NONE" if PY311 else "POP_JUMP_IF_NOT_NONE", target)
 
 
+def jump_if_none(target: Label, loc: Any) -> Instr:
+    return at(loc, "POP_JUMP_FORWARD_IF_NONE" if PY311 else "POP_JUMP_IF_NONE", target)
+
+
 def jump_if_false(target: Label, loc: Any) -> Instr:
     return at(loc, "POP_JUMP_FORWARD_IF_FALSE" if PY311 else "POP_JUMP_IF_FALSE", target)
 
@@ -109,6 +113,19 @@ def constant_function(default_repr: str) -> types.CodeType:
     return code.replace(co_name="<codesuture-none>", co_qualname="<codesuture-none>")
 
 
+@lru_cache(maxsize=None)
+def method_stand_in(site: str, name: str, static: str) -> types.CodeType:
+    """Code of the function that stands in for method *name* of None at *site*:
+    ``lambda *a, **k: codesuture.runtime.events.method_default(site, name, static, a, k)``
+    (``None.strip()`` then yields ``''.strip()``). Compiled by this interpreter, so it
+    marshals with the overlay."""
+    src = (f"lambda *args, **kwargs: __import__('codesuture.runtime.events', fromlist=('method_default',))"
+           f".method_default({site!r}, {name!r}, {static!r}, args, kwargs)")
+    outer = compile(src, "<codesuture>", "eval")
+    code = next(c for c in outer.co_consts if isinstance(c, types.CodeType))
+    return code.replace(co_name="<codesuture-none>", co_qualname="<codesuture-none>")
+
+
 def call_slots(instr: Instr) -> tuple[int, int]:
     """``(callable depth, deepest depth)`` as ``COPY`` depths when *instr*
     (CALL/CALL_KW) runs.
@@ -148,6 +165,8 @@ def effect(instr: Instr) -> tuple[int, int] | None:
     name, arg = instr.name, instr.arg
     if name in _ZERO:
         return 0, 0
+    if name.startswith("POP_JUMP_"):  # every form pops the value it tests
+        return 1, 0
     if name in _PUSH1:
         return 0, 1
     if name in _POP1:

@@ -62,6 +62,14 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links")):
         return super().__new__(cls, str(guard), str(form), default, int(links))
 
 
+def describe_yield(static: str, rule: object) -> str:
+    """``"''"`` for a static default; ``"the empty value from container elements, else
+    None"`` for a typed one (*rule*, from ``evidence["default"]``)."""
+    if rule in ("container elements", "other operand", "method name"):
+        return f"the empty value from {rule}, else {static}"
+    return static
+
+
 class PatchRecord(namedtuple(
     "_PatchRecord",
     "module qualname firstlineno offset opname line expression exception guard col end_col added removed created expires evidence end_line",
@@ -89,7 +97,10 @@ class PatchRecord(namedtuple(
 
     @property
     def yields(self) -> str:
-        return self.guard.default
+        """What the patch yields, in words: its fixed or consumer default, or, for a
+        typed default (``evidence["default"]``, see
+        :func:`codesuture.guards.registry.default_rule`), which evidence decides it."""
+        return describe_yield(self.guard.default, (self.evidence or {}).get("default", ""))
 
     def expired(self, now: "float | None" = None) -> bool:
         """True when ``expires`` is set and in the past (or unparseable)."""

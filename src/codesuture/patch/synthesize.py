@@ -120,6 +120,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     records name the same instruction, a guard does not fit its site, the result does
     not assemble, or its location table or instruction map fails validation.
     """
+    from codesuture.guards.base import Firing
     from codesuture.guards.registry import registry
 
     guards = registry()
@@ -140,7 +141,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     tails: list[Any] = []
     for _, target, rec in targets:
         idx = next(i for i, x in enumerate(work) if x is target)
-        rw = guards[rec.guard.guard](work, idx, rec.guard, site_of(rec))
+        rw = guards[rec.guard.guard](work, idx, rec.guard, Firing(site_of(rec), exception_of(rec)))
         work[rw.start : rw.stop] = rw.body
         tails.extend(rw.tail)
     work.extend(tails)
@@ -164,6 +165,11 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
 def site_of(record: PatchRecord) -> str:
     """What a record's guard reports when it fires: ``"<guard>@<module>:<line>"``."""
     return f"{record.guard.guard}@{record.module}:{record.line}"
+
+
+def exception_of(record: PatchRecord) -> str:
+    """The built-in exception class a record's guard stands in for (``"KeyError"``)."""
+    return str(record.exception or "").partition(":")[0].strip()
 
 
 def synthesize(code: types.CodeType, record: PatchRecord) -> Synthesis:

@@ -79,6 +79,7 @@ def rebuild_for(store: str, python: str, app_root: str | None, output: str | Non
             module=meta.module, key=key, origin=meta.origin, source_sha256=meta.source_sha256,
             overlay_sha256=hashlib.sha256(data).hexdigest(), python=answer["python"], created=iso_utc(now),
             expires=min((r.expires for r in records if r.expires), default=""), tier=meta.tier, patches=records,
+            package=meta.package,
         )
         with out.locked(key):
             result.written = out.write_member(stem, OVERLAY_SUFFIX, data)

@@ -16,7 +16,8 @@ def boundary(func=None, *, replay: bool = True, retries: int = 3, healer=None):
 
     ``healer``: a :class:`~codesuture.runtime.healer.Healer`; default: the
     process-wide one from the environment (none when CodeSuture is off, and then the
-    function runs exactly as undecorated). ``retries``: replays per call.
+    function runs exactly as undecorated). ``retries``: most replays per call, each
+    after a heal that made progress (see :mod:`codesuture.runtime.replay`).
     """
 
     def wrap(fn):

@@ -1,23 +1,43 @@
-"""What guards report when they fire, and the unit of work they fire in.
+"""What guards do on their slow path, and the unit of work they fire in.
 
-Every guard's slow path (the moment it is about to yield its default instead of
-letting the operation raise) calls :func:`fired` with its *site*
-(``"<guard>@<module>:<line>"``); the healthy path never calls anything. The call
-counts the firing for the process and, when a unit of work is open in this context
-(a request, a script run: :func:`begin`), records it there, so an HTTP boundary can
-say on the response exactly when a default was yielded (the ``X-CodeSuture`` header).
+A guard's healthy path never calls anything. Its slow path (the operation would raise)
+calls this module, through instructions the guard carries:
 
-:func:`fired` returns True when the guard must not yield its default but let the
-original operation raise (then the genuine exception reaches the program): today
-never; the hook is where run-time checks belong.
+* :func:`fire` ``(site, exc, rule, static, *evidence)`` for guards that yield a value:
+  it returns ``(value,)``, the default to yield, decided now from run-time evidence
+  (:func:`typed_default`), or None when the guard must let the original operation
+  raise its genuine exception;
+* :func:`fired` ``(site, exc)`` for guards whose result is not a default (a stand-in
+  call, a coercion, a scoped handler): True means "raise the original exception";
+* :func:`method_default` from the stand-in that replaces a method of ``None``
+  (``None.strip()`` behaves like ``''.strip()``).
 
-Kept import-light: it runs inside patched code, possibly in production, where only
-``contextvars`` is imported on the first firing.
+Either way the firing is counted for the process (:data:`COUNTS`) and, when a unit of
+work is open in this context (a request, a script run: :func:`begin`), recorded there,
+so an HTTP boundary says on the response exactly when a default was yielded (the
+``X-CodeSuture`` header). Each counted firing is also handed to an *observer*, made on
+the first firing from the settings by :func:`codesuture.runtime.incidents.guard_observer`
+(incidents, Prometheus counters, OpenTelemetry span events; a no-op when none is on),
+and in shadow mode each default yielded to :func:`codesuture.runtime.shadow.note`.
+
+The genuine exception wins when the live call stack handles it: if the guarded frame or
+a caller sits in a ``try`` whose handler names the exception (or a specific ancestor),
+the guard raises instead of yielding, so callers keep their EAFP behaviour
+(:func:`codesuture.crash.handled.caught_on_stack`, on live frames).
+
+*site* is ``"<guard>@<module>:<line>"``. The typed-default rules are the table of
+``docs/guards.md``. Kept import-light: patched code in production calls it, and only
+what a firing needs is imported, on the first firing.
 """
 
 from __future__ import annotations
 
 import contextvars
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable
 
 #: site -> number of firings in this process.
 COUNTS: dict[str, int] = {}
@@ -25,22 +45,48 @@ COUNTS: dict[str, int] = {}
 
 class Unit:
     """One unit of work: the sites that fired during it (in order, with repeats), and
-    how many times it was replayed after a heal."""
+    how many times it was replayed after a heal.
 
-    __slots__ = ("fired", "replayed", "patched")
+    Opened once per request on the healthy path, so it costs one small object and is
+    read with one attribute: the defaults are class attributes, the lists are made on
+    first use, and :attr:`degraded` is a plain flag set by the slow paths (a guard
+    firing, a replay)."""
 
-    def __init__(self) -> None:
-        self.fired: list[str] = []
-        self.replayed = 0
-        self.patched: list[str] = []
+    #: True once a guard yielded a default or the unit was replayed.
+    degraded = False
+    _replayed = 0
+    _fired: list[str] | None = None
+    _patched: list[str] | None = None
+
+    @property
+    def fired(self) -> list[str]:
+        """The sites that fired, in order, with repeats."""
+        fired = self._fired
+        if fired is None:
+            fired = self._fired = []
+        return fired
+
+    @property
+    def patched(self) -> list[str]:
+        """The sites patched by heals during this unit."""
+        patched = self._patched
+        if patched is None:
+            patched = self._patched = []
+        return patched
+
+    @property
+    def replayed(self) -> int:
+        """How many times the unit was replayed."""
+        return self._replayed
+
+    @replayed.setter
+    def replayed(self, n: int) -> None:
+        self._replayed = n
+        if n:
+            self.degraded = True
 
     def __repr__(self) -> str:
         return f"Unit(fired={self.fired!r}, replayed={self.replayed}, patched={self.patched!r})"
-
-    @property
-    def degraded(self) -> bool:
-        """True when a guard yielded a default or the unit was replayed."""
-        return bool(self.fired or self.replayed)
 
     def header(self) -> str | None:
         """The ``X-CodeSuture`` header value, or None for a healthy unit. Form:
@@ -48,27 +94,257 @@ class Unit:
         first site that fired (or was patched)."""
         if not self.degraded:
             return None
-        parts = [f"guards={len(self.fired)}"]
-        first = self.fired[0] if self.fired else (self.patched[0] if self.patched else "")
+        fired, patched = self.fired, self.patched
+        parts = [f"guards={len(fired)}"]
+        first = fired[0] if fired else (patched[0] if patched else "")
         if first:
             guard, _, where = first.partition("@")
             parts += [f"guard={guard}", f"site={where}"]
-        if self.replayed:
-            parts.append(f"replayed={self.replayed}")
+        if self._replayed:
+            parts.append(f"replayed={self._replayed}")
         return "; ".join(parts)
 
 
 _UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("codesuture_unit", default=None)
 
 
-def fired(site: str) -> bool:
-    """Called by a guard about to yield its default at *site*. Returns True when the
-    guard must raise the original exception instead (never, today). Never raises."""
+def _count(site: str, exc: str = "") -> None:
     COUNTS[site] = COUNTS.get(site, 0) + 1
     unit = _UNIT.get()
     if unit is not None:
         unit.fired.append(site)
+        unit.degraded = True
+    try:
+        _OBSERVE(site, exc, sys._getframe(2))  # the guarded frame: _count <- fire/fired <- it
+    except Exception:  # noqa: BLE001 - an observer never changes what the guard does
+        pass
+
+
+def _ignore(site: str, exc: str, frame: object) -> None:
+    return None
+
+
+def _load_observer(site: str, exc: str, frame: object) -> None:
+    """The first firing (or the first after :func:`reset_observer`): make the observer
+    the settings call for (:func:`codesuture.runtime.incidents.guard_observer`:
+    incidents, metrics; :func:`_ignore` when none) and shadow mode's hook, keep them,
+    and observe this firing."""
+    global _OBSERVE, _SHADOW
+    _OBSERVE = _ignore  # a firing while the observer is being made is not observed
+    try:
+        from codesuture.runtime.incidents import config, guard_observer
+
+        _OBSERVE = guard_observer() or _ignore
+        if config().shadow:
+            from codesuture.runtime.shadow import note
+
+            _SHADOW = note
+    except Exception:  # noqa: BLE001 - contained (rule 7)
+        _OBSERVE = _ignore
+    _OBSERVE(site, exc, frame)
+
+
+#: Called as ``(site, exc, guarded frame)`` on every counted firing; made on the first.
+_OBSERVE: Callable[[str, str, Any], None] = _load_observer
+#: Shadow mode (:mod:`codesuture.runtime.shadow`): called as ``(site, guarded frame,
+#: value)`` with each default a guard yields (:func:`fire`, :func:`method_default`);
+#: None when shadow mode is off.
+_SHADOW: Callable[[str, Any, object], None] | None = None
+
+
+def reset_observer() -> None:
+    """Make the observer again on the next firing (after the settings changed)."""
+    global _OBSERVE, _SHADOW
+    _OBSERVE, _SHADOW = _load_observer, None
+
+
+def _handled(exc: str, depth: int) -> bool:
+    """True when a caller of the guarded frame (*depth* frames up from this function)
+    handles built-in exception *exc* itself. Never raises.
+
+    The guarded frame itself is not asked: the heal that placed the guard refused to
+    patch a site its own frame catches (the site's offset is the same on every call),
+    and scoped guards sit in a handler of their own, which is not the program's."""
+    import builtins
+
+    cls = getattr(builtins, exc, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return False
+    try:
+        from codesuture.crash.handled import caught_on_stack
+
+        return caught_on_stack(sys._getframe(depth).f_back, cls) is not None
+    except Exception:  # noqa: BLE001 - a check that fails never stops the guard
+        return False
+
+
+def fired(site: str, exc: str = "") -> bool:
+    """A guard at *site* is about to replace an operation that would raise *exc*.
+    Returns True when it must raise it instead (the stack handles it). Never raises."""
+    if exc and _handled(exc, 2):
+        return True
+    _count(site, exc)
     return False
+
+
+def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tuple[object] | None:
+    """A guard at *site* is about to yield a default instead of raising *exc*: the
+    default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
+    default decided at heal time, a key of :data:`codesuture.patch.spec.DEFAULTS`) and
+    *evidence*; or None when the guard must raise *exc* (the stack handles it)."""
+    if exc and _handled(exc, 2):
+        return None
+    try:
+        value = typed_default(rule, static, evidence)[0]
+    except Exception:  # noqa: BLE001 - the static default is always there
+        from codesuture.patch.spec import DEFAULTS
+
+        value = DEFAULTS.get(static)
+    _count(site, exc)
+    shadow = _SHADOW
+    if shadow is not None:
+        try:
+            shadow(site, sys._getframe(1), value)
+        except Exception:  # noqa: BLE001 - shadow mode never changes what the guard yields
+            pass
+    return (value,)
+
+
+# ------------------------------------------------------------------ typed defaults
+
+_ZERO_TYPES = (str, bytes, list, dict, tuple, set, frozenset, int, float, complex, bytearray)
+_ONE_OPS = frozenset({"*", "/", "//", "**", "@"})
+
+
+def _empty_of(t: type) -> object:
+    """The empty (zero) value of built-in type *t*: ``''``, ``0``, ``[]``... Raises
+    TypeError for other types."""
+    if t is bool:
+        return False
+    for base in _ZERO_TYPES:
+        if issubclass(t, base):
+            return base()
+    raise TypeError(t)
+
+
+def _element_type(container: Any) -> type | None:
+    """The one type of a container's sampled elements (mapping values), or None."""
+    if isinstance(container, (str, bytes)):
+        return type(container)
+    try:
+        values = container.values() if hasattr(container, "values") else container
+        sample = []
+        for i, v in enumerate(values):
+            if i >= 8:
+                break
+            sample.append(type(v))
+    except Exception:  # noqa: BLE001 - evidence is optional
+        return None
+    kinds = set(sample)
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _binary(op: str, left: object, right: object) -> object:
+    import operator
+
+    table = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
+             "%": operator.mod, "**": operator.pow, "@": operator.matmul, "&": operator.and_, "|": operator.or_,
+             "^": operator.xor, "<<": operator.lshift, ">>": operator.rshift, "<": operator.lt, "<=": operator.le,
+             ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+    return table[op.rstrip("=") if op.endswith("=") and op not in ("<=", ">=", "==", "!=") else op](left, right)
+
+
+def typed_default(rule: str, static: str, evidence: tuple[object, ...]) -> tuple[object, str]:
+    """``(value, what decided it)`` for a guard about to yield a default.
+
+    Rules (``docs/guards.md``):
+
+    * ``container``, evidence ``(container,)``: the empty value of the type all sampled
+      elements share (mapping values; a ``str`` gives ``''``);
+    * ``binop:<op>:left`` (the left operand is None), evidence ``(right,)``: the
+      operation with None read as the empty value of the right operand's type
+      (``None + 1`` is ``1``, ``None + 'a'`` is ``'a'``, ``None < 3`` is ``True``);
+    * ``binop:<op>:right`` (the right operand is None), evidence ``(left,)``: None read
+      as the operation's identity for the left operand's type (``x + None`` and
+      ``x * None`` are ``x``);
+    * ``static``, or no usable evidence: the heal-time default (*static*: chosen from
+      the value's consumer, e.g. ``()`` before ``len()`` or iteration).
+
+    A static default other than None (the consumer knew better) wins over evidence.
+    """
+    from codesuture.patch.spec import DEFAULTS
+
+    fallback = DEFAULTS.get(static)
+    if fallback is not None or rule == "static":
+        return fallback, "consumer" if fallback is not None else "none known"
+    if rule == "container" and evidence:
+        t = _element_type(evidence[0])
+        if t is not None:
+            try:
+                return _empty_of(t), f"container of {t.__name__}"
+            except TypeError:
+                pass
+        return None, "none known"
+    if rule.startswith("binop:") and evidence:
+        _, op, side = rule.split(":", 2)
+        other = evidence[0]
+        if other is None:
+            return None, "none known"
+        try:
+            if side == "left":
+                return _binary(op, _empty_of(type(other)), other), f"operand {type(other).__name__}"
+            ident = (type(other)(1) if isinstance(other, (int, float, complex)) else 1) if op.rstrip("=") in _ONE_OPS \
+                else _empty_of(type(other))
+            return _binary(op, other, ident), f"operand {type(other).__name__}"
+        except Exception:  # noqa: BLE001 - no sensible value: the static one
+            return None, "none known"
+    return fallback, "none known"
+
+
+#: Method names -> the type whose empty value answers them on None, most specific first.
+_METHOD_TYPES: tuple[tuple[type, frozenset[str]], ...] = (
+    (str, frozenset({"strip", "lstrip", "rstrip", "lower", "upper", "title", "capitalize", "casefold", "replace",
+                     "split", "rsplit", "splitlines", "startswith", "endswith", "join", "format", "encode",
+                     "partition", "rpartition", "zfill", "center", "ljust", "rjust", "isdigit", "isalpha",
+                     "isalnum", "isspace", "islower", "isupper", "find", "rfind", "expandtabs", "swapcase",
+                     "removeprefix", "removesuffix", "translate", "isnumeric", "isdecimal", "isidentifier"})),
+    (dict, frozenset({"get", "items", "keys", "values", "setdefault", "update", "popitem"})),
+    (list, frozenset({"append", "extend", "insert", "remove", "sort", "reverse"})),
+    (set, frozenset({"add", "discard", "union", "intersection", "difference", "issubset", "issuperset"})),
+)
+
+
+def method_default(site: str, name: str, static: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+    """What ``None.<name>(*args, **kwargs)`` yields once a method guard replaced it: the
+    method of the empty value of the type that has it (``None.strip()`` is
+    ``''.strip()``, ``None.get(k, d)`` is ``d``, ``None.append(x)`` is None), else the
+    static default. Never raises."""
+    value = _method_value(name, static, args, kwargs)
+    shadow = _SHADOW
+    if shadow is not None:
+        try:
+            shadow(site, sys._getframe(2), value)  # the guarded frame: this <- the stand-in <- it
+        except Exception:  # noqa: BLE001 - shadow mode never changes what the guard yields
+            pass
+    return value
+
+
+def _method_value(name: str, static: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+    from codesuture.patch.spec import DEFAULTS
+
+    fallback = DEFAULTS.get(static)
+    if fallback is not None:
+        return fallback
+    for t, names in _METHOD_TYPES:
+        if name in names:
+            try:
+                return getattr(t(), name)(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - arguments that do not fit: the static value
+                return fallback
+    return fallback
+
+
+# ------------------------------------------------------------------ units of work
 
 
 def begin() -> tuple[Unit, contextvars.Token[Unit | None]]:
@@ -78,14 +354,18 @@ def begin() -> tuple[Unit, contextvars.Token[Unit | None]]:
     return unit, _UNIT.set(unit)
 
 
-def end(token: contextvars.Token[Unit | None]) -> None:
-    """Close the unit opened with *token*."""
-    _UNIT.reset(token)
+#: ``enter(unit)``: open *unit*, a :class:`Unit` (subclass) a boundary made itself as
+#: its per-request object, in the current context; returns the token for :func:`end`
+#: (the context variable's own ``set``: no call, no second object on the hot path).
+enter = _UNIT.set
+
+#: ``end(token)``: close the unit opened with *token* (the context variable's own
+#: ``reset``, called directly: one call per request on the healthy path).
+end = _UNIT.reset
+
+#: ``current()``: the unit of work open in this context, if any.
+current = _UNIT.get
 
 
-def current() -> Unit | None:
-    """The unit of work open in this context, if any."""
-    return _UNIT.get()
-
-
-__all__ = ["COUNTS", "Unit", "fired", "begin", "end", "current"]
+__all__ = ["COUNTS", "Unit", "fire", "fired", "method_default", "typed_default", "begin", "enter", "end", "current",
+           "reset_observer"]

@@ -106,7 +106,13 @@ class Healer:
     change nothing. ``ttl``: patch lifetime in seconds (0: none). ``record_messages``:
     keep raw exception messages. ``app_root``: what script origins are relative to.
     ``prod``: new patches are proposals (pending), never written into the store.
+    ``control_flow``: module patterns where a guard may decide control flow; elsewhere
+    such a site is not patched, only proposed for review. ``governance``: tiers,
+    allow/deny, caps and automatic rollback (:class:`codesuture.runtime.governance.Policy`;
+    set by :meth:`from_settings`; None: every app module ``auto``, no caps).
     """
+
+    governance: Any = None
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class Healer:
         record_messages: bool = False,
         app_root: str | None = None,
         prod: bool = False,
+        control_flow: tuple[str, ...] = (),
     ) -> None:
         self.overlays = os.path.abspath(overlays) if overlays is not None else None
         self.pending = (os.path.abspath(pending) if pending is not None
@@ -131,21 +138,29 @@ class Healer:
         self.record_messages = record_messages
         self.app_root = app_root
         self.prod = prod
+        self.control_flow = control_flow
         self.history: list[HealResult] = []
         self.proposals: list[PatchRecord] = []
         self._lock = threading.RLock()
         self._functions: dict[tuple[str, str, int], FunctionState] = {}
         self._codes: dict[int, FunctionState] = {}
         self._gate: bool | None = None
+        #: The crash being healed, for its incidents: (site, fingerprint, crash recorded).
+        self._seen: tuple[str, str, bool] | None = None
+        self._registry: Any = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
         """The healer :mod:`codesuture.settings` describes (report-only when healing is off)."""
-        return cls(
+        from codesuture.runtime.governance import Policy
+
+        healer = cls(
             settings.overlays, pending=settings.pending, dry_run=settings.dry_run, report_only=not settings.heal,
             ttl=settings.ttl_seconds, record_messages=settings.record_messages, app_root=settings.app_root,
-            prod=settings.prod,
+            prod=settings.prod, control_flow=tuple(settings.control_flow),
         )
+        healer.governance = Policy.from_settings(settings)
+        return healer
 
     # ------------------------------------------------------------------ public
 
@@ -154,16 +169,22 @@ class Healer:
         path of the script running as ``__main__``, if any. Returns None when not
         healed (logged); never raises."""
         with self._lock:
+            self._seen = None
+            if _stopped(self):  # the kill switch; charges automatic rollback (docs/governance.md)
+                return None
             try:
                 if not self._allowed():
+                    self._refused("interpreter", exc)
                     return None
                 return self._heal(exc, main_code, main_path)
             except CodeSutureError as err:
                 log.warning("not healed: %s", err)
+                self._refused("diagnosis" if isinstance(err, DiagnosisError) else "error", exc, str(err))
             except Exception as err:  # contained (rule 7)
                 import logging
 
                 log.warning("not healed: internal error %r", err, exc_info=log.isEnabledFor(logging.DEBUG))
+                self._refused("internal", exc, repr(err))
             return None
 
     def rollback(self) -> int:
@@ -176,12 +197,15 @@ class Healer:
             n = 0
             for fs in self._functions.values():
                 if fs.lineage:
-                    n += swap(fs.lineage, fs.original).functions
+                    n += swap(fs.lineage, fs.original, fs.module).functions
                     fs.lineage.clear()
                     fs.records.clear()
             self._functions.clear()
             self._codes.clear()
             self.history.clear()
+            from codesuture.runtime import incidents
+
+            incidents.record("rollback", functions=n, scope="process")
             return n
 
     @property
@@ -211,19 +235,22 @@ class Healer:
         return self._gate
 
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
-        from codesuture.crash.diagnose import diagnose
+        from codesuture.crash.diagnose import decides_control_flow, diagnose
         from codesuture.crash.handled import caught_by_program
         from codesuture.crash.site import find_crash_site
+        from codesuture.guards.registry import default_rule
         from codesuture.patch import diffgate
 
         t0 = time.perf_counter()
         where = caught_by_program(exc)
         if where:
             log.warning("not healed: the program catches %s itself at %s", type(exc).__name__, where)
+            self._refused("eafp", exc, f"caught at {where}")
             return None
         live = find_crash_site(exc)
         fs = self._state_for(live, main_code, main_path)
         site = self._original_site(live, fs)
+        fingerprint = self._crashed(exc, site, fs)
         existing = next((r for r in fs.records if r.site == _site(site)), None)
         if existing is not None:
             if live.code is fs.current:
@@ -231,18 +258,27 @@ class Healer:
                                      f"one site gets one patch")
             log.info("%s is already patched in this process: replaying", site.describe())
             return self._result(existing, fs, main_code, "already", t0)
-        stored = [r for r in self._stored_records(fs) if (r.qualname, r.firstlineno) == (site.code.co_qualname, site.code.co_firstlineno)]
+        from codesuture.runtime import governance
+
+        tier, why = governance.decide(self, fs, site)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
+        if tier == "observe":
+            governance.observe(self, fs, site, exc, why)
+            return None
+        stored = [] if tier != "auto" else [r for r in self._stored_records(fs) if (r.qualname, r.firstlineno) == (site.code.co_qualname, site.code.co_firstlineno)]
         adopted = next((r for r in stored if r.site == _site(site)), None)
         if adopted is not None:
             self._apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
             log.warning("adopted the patch another process made at %s (%s)", site.describe(), adopted.guard.guard)
             return self._result(adopted, fs, main_code, "adopted", t0)
-        spec = diagnose(exc, site)
+        known = None if self.report_only else self._known(fingerprint, exc, site, fs)
+        spec = known.guard if known is not None else diagnose(exc, site)
+        decider = None if self._control_flow_allowed(fs.module) else decides_control_flow(site.code, site.offset, site.opname, spec)
         if self.report_only:
             log.warning("crash not healed (prod mode, healing off): site=%s:%s function=%s instruction=%s@%d "
                         "exception=%s would_patch=%s%s yields=%s", site.filename, site.line, site.code.co_qualname,
                         site.opname, site.offset, type(exc).__name__, spec.guard, f"/{spec.form}" if spec.form else "",
                         spec.default)
+            self._refused("report_only", exc, spec.guard)
             return None
         now = time.time()
         line, end_line, col, end_col = site.positions
@@ -251,7 +287,17 @@ class Healer:
             offset=site.offset, opname=site.opname, line=line, end_line=end_line, col=col, end_col=end_col,
             expression="", exception=describe_exception(exc, self.record_messages), guard=spec,
             created=iso_utc(now), expires=iso_utc(now + self.ttl) if self.ttl else "",
+            evidence={"default": default_rule(spec), **({"fingerprint": fingerprint} if fingerprint else {}),
+                      **({"registry": _where(known)} if known is not None else {})},
         )
+        if decider is not None:
+            proposal = record._replace(expression=site.expression)
+            where = self._propose(fs, proposal)
+            log.warning("not healed: the default %s would yield at %s decides control flow (%s), and a default must "
+                        "not choose a branch%s", spec.guard, site.describe(), decider,
+                        f"; proposed for review in {where}" if where else "")
+            self._refused("control_flow", exc, decider, guard=spec.guard)
+            return None
         from codesuture.patch.synthesize import listing, synthesize_all
 
         before = listing(list(_instrs(fs.current)))
@@ -261,6 +307,10 @@ class Healer:
         if self.dry_run:
             self.proposals.append(record)
             log.warning("would patch %s with %s (dry run)", site.describe(), spec.guard)
+            self._refused("dry_run", exc, spec.guard, guard=spec.guard)
+            return None
+        if tier == "propose":
+            governance.propose(self, fs, site, record, exc, why)
             return None
         records = _merge(fs.records, [record])
         report = self._install(fs, records, synth)
@@ -270,20 +320,108 @@ class Healer:
         fs.records = _merge(fs.records, [record])
         log.warning(
             "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
-            site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), spec.default,
+            site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), record.yields,
             synth.added, report.functions, report.parents, elapsed * 1000,
         )
         from codesuture.patch.diffgate import render
 
         result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
         result.overlay, result.proposed = self._write(fs)
+        if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
+            from codesuture.review.repro import capture
+
+            capture(exc, live.code, record, fs.module, fs.filename, result.overlay)
         self.history.append(result)
+        self._healed(result, reused=known is not None)
         return result
+
+    # ------------------------------------------------------------------ incidents and fingerprints
+
+    def _crashed(self, exc: BaseException, site: Any, fs: FunctionState) -> str:
+        """Record the crash at *site* as an incident; returns its site's fingerprint."""
+        try:
+            from codesuture.runtime import incidents
+
+            fingerprint = incidents.fingerprint(site.code, site.offset)
+            self._seen = (incidents.site_text(fs.module, site.line, site.code.co_qualname), fingerprint, True)
+            incidents.record("crash", site=self._seen[0], fingerprint=fingerprint,
+                             exception=describe_exception(exc, self.record_messages))
+            return fingerprint
+        except Exception:  # noqa: BLE001 - contained (rule 7)
+            return ""
+
+    def _refused(self, reason: str, exc: BaseException, detail: str = "", guard: str = "") -> None:
+        """Record that the crash *exc* was not healed, and why (never raises)."""
+        try:
+            from codesuture.runtime import incidents
+
+            text = describe_exception(exc, self.record_messages)
+            if self._seen is None:
+                site, fingerprint = incidents.exception_site(exc)
+                self._seen = (site, fingerprint, True)
+                incidents.record("crash", site=site, fingerprint=fingerprint, exception=text)
+            incidents.record("refusal", site=self._seen[0], fingerprint=self._seen[1], exception=text, reason=reason,
+                             guard=guard, detail=detail)
+        except Exception:  # noqa: BLE001 - contained (rule 7)
+            pass
+
+    def _healed(self, result: HealResult, reused: bool = False) -> None:
+        """Record a heal (new, replayed or adopted) and remember its fingerprint."""
+        try:
+            from codesuture.runtime import incidents
+
+            record = result.record
+            incidents.note_record(record)
+            if self._registry is not None:
+                self._registry.add(record)
+            site, fingerprint = (self._seen[0], self._seen[1]) if self._seen else ("", "")
+            incidents.record("heal", site=site, fingerprint=fingerprint or (record.evidence or {}).get("fingerprint", ""),
+                             guard=record.guard.guard, exception=record.exception, status=result.status, reused=reused,
+                             proposed=result.proposed, overlay=result.overlay or "", ms=round(result.seconds * 1000, 1))
+        except Exception:  # noqa: BLE001 - contained (rule 7)
+            pass
+
+    def _known(self, fingerprint: str, exc: BaseException, site: Any, fs: FunctionState) -> PatchRecord | None:
+        """The record of another site with *fingerprint* (and *exc*'s kind) whose guard
+        fits *site* too: tried by synthesizing it there alone, within its diff budget.
+        None when there is none (then the crash is diagnosed)."""
+        if not fingerprint:
+            return None
+        from codesuture.runtime.incidents import Registry
+
+        if self._registry is None:
+            # In prod the store is verified only at load: its metadata never picks a guard.
+            self._registry = Registry([] if self.prod else [self.overlays, self.pending])
+            for f in self._functions.values():
+                for r in f.records:
+                    self._registry.add(r)
+        known = self._registry.lookup(fingerprint, exc)
+        if known is None:
+            return None
+        from codesuture.patch import diffgate
+        from codesuture.patch.synthesize import synthesize_all
+
+        line, end_line, col, end_col = site.positions
+        trial = known._replace(module=fs.module, qualname=site.code.co_qualname, firstlineno=site.code.co_firstlineno,
+                               offset=site.offset, opname=site.opname, line=line, end_line=end_line, col=col,
+                               end_col=end_col)
+        try:
+            synth = synthesize_all(site.code, [trial])
+            diffgate.check(known.guard, synth.added, synth.removed)
+        except CodeSutureError as err:
+            log.info("the guard known for fingerprint %s (%s) does not fit %s: %s; diagnosing", fingerprint,
+                     _where(known), site.describe(), err)
+            return None
+        log.info("fingerprint %s is known (%s at %s): reapplying its guard at %s without a new diagnosis",
+                    fingerprint, known.guard.guard + (f"/{known.guard.form}" if known.guard.form else ""),
+                    _where(known), site.describe())
+        return known
 
     def _result(self, record: PatchRecord, fs: FunctionState, main_code: types.CodeType | None, status: str,
                 t0: float) -> HealResult:
         result = HealResult(record, "", self._main(fs, main_code), None, time.perf_counter() - t0, status)
         self.history.append(result)
+        self._healed(result)
         return result
 
     def _main(self, fs: FunctionState, main_code: types.CodeType | None) -> types.CodeType | None:
@@ -375,12 +513,37 @@ class Healer:
         """Swap *synth* in for every code object the function had, and remember it."""
         from codesuture.patch.swap import swap
 
-        report = swap([fs.original, *fs.lineage], synth.code)
+        report = swap([fs.original, *fs.lineage], synth.code, fs.module)  # found by name in its module
         fs.lineage.append(synth.code)
         fs.maps[id(synth.code)] = synth.origin
         fs.records = records
         self._codes[id(synth.code)] = fs
         return report
+
+    def _control_flow_allowed(self, module: str) -> bool:
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(module, pattern) for pattern in self.control_flow)
+
+    def _propose(self, fs: FunctionState, record: PatchRecord) -> str | None:
+        """Write *record* alone as a proposal (tier ``propose``) into the pending
+        directory; the live code is not changed. Returns the overlay path or None."""
+        from codesuture.overlay.names import module_origin, script_origin
+        from codesuture.store.directory import DirectoryStore
+        from codesuture.store.writer import write_overlay
+
+        if self.pending is None or self.dry_run:
+            return None
+        try:
+            with open(fs.filename, "rb") as fh:
+                source = fh.read()
+            app_root = self._app_root(fs.filename)
+            origin = script_origin(fs.filename, app_root) if fs.module == "__main__" else module_origin(fs.filename, app_root)
+            return write_overlay(DirectoryStore(self.pending, budget=None), fs.key, fs.module, fs.filename, [record],
+                                 origin=origin, source=source, tier="propose")
+        except (CodeSutureError, OSError, SyntaxError) as exc:
+            log.warning("no proposal written for %s: %s", fs.key, exc)
+            return None
 
     def _app_root(self, path: str) -> str:
         if self.app_root:
@@ -445,7 +608,9 @@ class Healer:
         from codesuture.loader.resolve import loaded_patches
 
         sites = {r.site for r in records}
-        records += [r for r in loaded_patches(fs.key) if r.site not in sites]
+        from codesuture.runtime.governance import ROLLED_BACK  # never re-proposed (docs/governance.md)
+
+        records += [r for r in loaded_patches(fs.key) if r.site not in sites and (fs.key, *r.site) not in ROLLED_BACK]
         app_root = self._app_root(fs.filename)
         origin = script_origin(fs.filename, app_root) if fs.module == "__main__" else module_origin(fs.filename, app_root)
         try:
@@ -457,6 +622,27 @@ class Healer:
         if proposed:
             log.warning("proposed overlay %s (pending review: never loaded until signed and moved into a store)", path)
         return path, proposed
+
+
+def _where(record: PatchRecord) -> str:
+    """``module:line qualname`` of *record*."""
+    return f"{record.module}:{record.line} {record.qualname}"
+
+
+def _stopped(healer: Healer) -> bool:
+    """True once the kill switch went off in this process (:mod:`codesuture.runtime.killswitch`);
+    else charges the open unit of work's guard sites with this failure
+    (:func:`codesuture.runtime.governance.second_failure`) and returns False."""
+    import sys
+
+    switch = sys.modules.get("codesuture.runtime.killswitch")
+    if switch is not None and switch.KILLED is not None:
+        log.info("not healed: the kill switch went off in this process (%s)", switch.KILLED)
+        return True
+    from codesuture.runtime import governance
+
+    governance.second_failure(healer)
+    return False
 
 
 def _site(site: Any) -> tuple[str, int, int]:
@@ -511,6 +697,9 @@ def disabled() -> bool:
         return settings.disabled()
     except CodeSutureError:
         return True
+
+
+
 
 
 __all__ = ["Healer", "HealResult", "default_healer", "disabled", "describe_exception"]

@@ -1,11 +1,406 @@
-"""Process-wide crash hooks (zero-code-change recovery): being written."""
+"""Process-wide crash hooks: zero-code-change recovery under ``codesuture run`` and boot.
+
+:func:`install` (called by :func:`codesuture.runtime.session.activate` when healing or
+in prod mode) makes the standard library's own error paths heal, with no change in
+the program:
+
+* ``http.server``: every request to a ``BaseHTTPRequestHandler`` subclass is a unit of
+  work that heals and replays safe methods, exactly as with
+  :func:`codesuture.runtime.web.healing_handler` (its ``wrap_handler_method`` and
+  header code): after a successful ``parse_request`` the handler instance gets a
+  healing wrapper of its ``do_<COMMAND>`` (an instance attribute shadowing the class's
+  method, removed when it returns) and an ``end_headers`` that adds ``X-CodeSuture``.
+* ``socketserver``: a crash in any request handler reaches ``BaseServer.handle_error``;
+  the server reports it as before, then it is healed for the next request (never
+  replayed: the protocol is unknown).
+* ``threading``: ``threading.excepthook`` is chained (the previous hook still prints
+  the traceback), then the crash is healed for the next call; never replayed.
+* ``concurrent.futures``: a crash inside a ``ThreadPoolExecutor`` or
+  ``ProcessPoolExecutor`` work item is healed in the worker, where the function runs,
+  before its Future gets the exception (never replayed, never swallowed).
+* ``asyncio``: ``BaseEventLoop.call_exception_handler`` (exceptions in callbacks, tasks
+  and futures whose exception is never retrieved, logged when they are collected) runs
+  the loop's handler as before (the usual log line), then heals. Exceptions that reach
+  ``asyncio.run`` are the script boundary's.
+
+Each hook is installed at most once, and only when the session heals or is in prod
+mode; without ``--heal`` in prod, :meth:`~codesuture.runtime.session.Session.heal` only
+logs what it would patch, so nothing is replayed. An exception is offered to the healer
+once, whichever hooks it passes through.
+
+Cost: nothing is imported to install a hook. Modules already imported are patched at
+once; the others when the program imports them, through a ``sys.meta_path`` finder
+that answers only for those few names (one set lookup for every other import) and
+wraps the real loader's ``exec_module``. On the healthy path, an ``http.server``
+request pays one extra call (the ``parse_request`` wrapper binds the two instance
+attributes, about 1 µs) besides the unit of work of ``wrap_handler_method``; threads,
+executors and event loops pay nothing (their hooks sit on error paths only). Nothing
+per line, no tracing.
+"""
 
 from __future__ import annotations
 
+import _thread
+import sys
+
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any, Callable
+
+#: The session whose healer the hooks use (None: hooks installed but inactive).
+_SESSION: Any = None
+#: Replays of a safe HTTP request after a heal (the session's ``retries``).
+_RETRIES = 3
+#: Set on an exception once it was offered to the healer (one exception, one heal).
+_MARK = "__codesuture_offered__"
+#: Thread idents inside a heal started by a hook (a crash reported on the same thread meanwhile,
+#: by a finalizer the heal's own work triggered, is not healed: heals never nest).
+_BUSY: set[int] = set()
+#: Module name -> patcher; what is patched already.
+_PATCHERS: dict[str, Callable[[Any], None]] = {}
+INSTALLED: set[str] = set()
+#: Hooked modules not imported yet (the post-import finder answers for these only).
+_PENDING: set[str] = set()
+
+
+def _log() -> Any:
+    from codesuture.logs import logger
+
+    return logger("codesuture.hooks")
 
 
 def install(session: Any) -> None:
-    """Install the process-wide crash hooks for *session* (idempotent)."""
+    """Install the process-wide crash hooks for *session* (idempotent: a second call
+    only changes the session they heal for). A no-op unless the session heals or is
+    in prod mode."""
+    global _SESSION, _RETRIES
+    s = session.settings
+    if not (s.heal or s.prod):
+        return
+    _SESSION, _RETRIES = session, s.retries
+    for name in _PATCHERS:
+        module = sys.modules.get(name)
+        if module is not None:
+            _patch(name, module)
+        elif name not in INSTALLED:
+            _PENDING.add(name)
+    if _PENDING and not any(isinstance(f, _PostImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PostImport())
+
+
+def heal(exc: BaseException) -> Any:
+    """Offer *exc* to the session's healer, once per exception object. Returns the heal
+    result or None; never raises."""
+    session = _SESSION
+    if session is None or not isinstance(exc, Exception) or sys.is_finalizing():
+        return None
+    me = _thread.get_ident()
+    if me in _BUSY:  # a finalizer reporting a crash in the middle of a heal on this thread
+        return None
+    state = getattr(exc, "__dict__", None)
+    if state is not None:
+        if state.get(_MARK):
+            return None
+        state[_MARK] = True
+    _BUSY.add(me)
+    try:
+        return session.heal(exc)
+    except Exception as err:  # contained (rule 7): the program's own handling goes on
+        _log().warning("not healed: internal error %r", err)
+        return None
+    finally:
+        _BUSY.discard(me)
+
+
+class _Healer:
+    """The healer handed to :func:`codesuture.runtime.web.wrap_handler_method`."""
+
+    __slots__ = ()
+    heal = staticmethod(heal)
+
+
+_HEALER = _Healer()
+
+
+def _patch(name: str, module: Any) -> None:
+    if name in INSTALLED:
+        return
+    INSTALLED.add(name)
+    _PENDING.discard(name)
+    try:
+        _PATCHERS[name](module)
+    except Exception as exc:  # contained (rule 7): the module works as it always did
+        _log().warning("crash hooks for %s not installed: %r", name, exc)
+
+
+def _wraps(wrapper: Any, wrapped: Any) -> Any:
+    """functools.wraps without importing functools on the boot path."""
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, attr, getattr(wrapped, attr, None))
+    wrapper.__wrapped__ = wrapped
+    wrapper.__codesuture__ = True
+    return wrapper
+
+
+def _hooked(owner: Any, name: str) -> Any:
+    """``owner.name`` as defined on *owner*, or None when CodeSuture wrapped it already."""
+    original = owner.__dict__[name]
+    return None if getattr(original, "__codesuture__", False) else original
+
+
+# ---------------------------------------------------------------------- post-import
+
+
+class _PostImport:
+    """``sys.meta_path`` finder that answers only for the modules still to be patched:
+    it asks the rest of ``sys.meta_path`` for the real spec and wraps its loader, so
+    the module is patched right after it executed. Every other import costs one set
+    lookup."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<codesuture hooks finder {sorted(_PENDING)}>"
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in _PENDING:
+            return None
+        try:
+            for finder in sys.meta_path:
+                if isinstance(finder, _PostImport):
+                    continue
+                find = getattr(finder, "find_spec", None)
+                spec = find(fullname, path, target) if find is not None else None
+                if spec is not None:
+                    if hasattr(spec.loader, "exec_module"):
+                        spec.loader = _Then(spec.loader, fullname)
+                    return spec
+        except Exception as exc:  # contained (rule 7): the normal finders run
+            _log().warning("crash hooks for %s not installed: %r", fullname, exc)
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+class _Then:
+    """The real loader, then the patch; it puts the real loader back on the module."""
+
+    __slots__ = ("loader", "name")
+
+    def __init__(self, loader: Any, name: str) -> None:
+        self.loader, self.name = loader, name
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if getattr(module, "__loader__", None) is self:
+                module.__loader__ = self.loader
+            spec = getattr(module, "__spec__", None)
+            if spec is not None and spec.loader is self:
+                spec.loader = self.loader
+        if sys.modules.get(self.name) is module:  # an import, not a module made from a spec on the side
+            _patch(self.name, module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader...: the real loader's
+        return getattr(object.__getattribute__(self, "loader"), name)
+
+
+# ---------------------------------------------------------------------- http.server
+
+
+def _http_server(module: Any) -> None:
+    cls = module.BaseHTTPRequestHandler
+    parse = _hooked(cls, "parse_request")
+    if parse is None:
+        return
+    from codesuture.runtime import web
+
+    def parse_request(self: Any) -> bool:
+        ok = parse(self)
+        if ok and _SESSION is not None:
+            try:
+                _arm(self, web)
+            except Exception as exc:  # contained (rule 7): the request runs unwrapped
+                _log().warning("request not healed: internal error %r", exc)
+        return ok
+
+    cls.parse_request = _wraps(parse_request, parse)
+
+
+#: (handler class, "do_X") -> (the class attribute seen, its healing wrapper or None,
+#: the wrapper of the class's ``end_headers`` or None).
+_WRAPPED: dict[tuple[type, str], tuple[Any, Any, Any]] = {}
+
+
+def _arm(handler: Any, web: Any) -> None:
+    """Shadow the handler's ``do_<COMMAND>`` (and ``end_headers``) for this request."""
+    cls = type(handler)
+    name = "do_" + handler.command
+    seen = getattr(cls, name, None)
+    entry = _WRAPPED.get((cls, name))
+    if entry is None or entry[0] is not seen:
+        if seen is None:  # no such method (a 501): nothing to cache for an arbitrary name
+            return
+        entry = _WRAPPED[(cls, name)] = (seen, *_make_wrappers(cls, name, web))
+    if entry[1] is None:
+        return
+    state = handler.__dict__
+    state[name] = entry[1].__get__(handler, cls)
+    if entry[2] is not None:
+        state["end_headers"] = entry[2].__get__(handler, cls)
+
+
+def _raw(cls: type, name: str) -> Any:
+    """``cls.name`` as defined (a function, not bound), when it is a plain function
+    that CodeSuture did not wrap already; else None."""
+    from types import FunctionType
+
+    raw = next((c.__dict__[name] for c in cls.__mro__ if name in c.__dict__), None)
+    return raw if type(raw) is FunctionType and not getattr(raw, "__codesuture__", False) else None
+
+
+def _make_wrappers(cls: type, name: str, web: Any) -> tuple[Any, Any]:
+    """``(healing wrapper of cls.name, header-adding wrapper of cls.end_headers)``; None
+    for what is not a plain function (a static or class method, a callable object) or
+    is wrapped already (:func:`~codesuture.runtime.web.healing_handler`)."""
+    raw = _raw(cls, name)
+    if raw is None:
+        return None, None
+    inner = web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES)
+    end_headers = _raw(cls, "end_headers")
+    with_header = web._with_header(end_headers) if end_headers is not None else None
+
+    def run(self: Any) -> Any:
+        try:
+            return inner(self)
+        finally:  # the bound wrappers must not keep the handler in a reference cycle
+            state = self.__dict__
+            state.pop(name, None)
+            if with_header is not None:
+                state.pop("end_headers", None)
+
+    return _wraps(run, raw), with_header
+
+
+# ---------------------------------------------------------------------- socketserver
+
+
+def _socketserver(module: Any) -> None:
+    cls = module.BaseServer
+    handle_error = _hooked(cls, "handle_error")
+    if handle_error is None:
+        return
+
+    def hook(self: Any, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        try:
+            handle_error(self, request, client_address)
+        finally:
+            if exc is not None:
+                heal(exc)
+
+    cls.handle_error = _wraps(hook, handle_error)
+    from codesuture.runtime import warmup
+
+    warmup.start()
+
+
+# ---------------------------------------------------------------------- threading
+
+
+def _threading(module: Any) -> None:
+    previous = module.excepthook
+    if getattr(previous, "__codesuture__", False):
+        return
+
+    def excepthook(args: Any, /) -> None:
+        try:
+            previous(args)
+        finally:
+            if args.exc_value is not None:
+                heal(args.exc_value)
+
+    module.excepthook = _wraps(excepthook, previous)
+
+
+# ---------------------------------------------------------------------- concurrent.futures
+
+
+def _futures_thread(module: Any) -> None:
+    future = sys.modules["concurrent.futures._base"].Future
+    set_exception = _hooked(future, "set_exception")
+    if set_exception is None:
+        return
+    run = module._WorkItem.run.__code__
+
+    def hook(self: Any, exception: Any) -> None:
+        if sys._getframe(1).f_code is run:  # a ThreadPoolExecutor work item, in its worker
+            heal(exception)
+        set_exception(self, exception)
+
+    future.set_exception = _wraps(hook, set_exception)
+
+
+def _futures_process(module: Any) -> None:
+    cls = module._ExceptionWithTraceback
+    init = _hooked(cls, "__init__")
+    if init is None:
+        return
+    worker = module._process_worker.__code__
+
+    def hook(self: Any, exc: Any, tb: Any) -> None:
+        if sys._getframe(1).f_code is worker:  # the work item's crash, in the worker process
+            heal(exc)
+        init(self, exc, tb)
+
+    cls.__init__ = _wraps(hook, init)
+
+
+# ---------------------------------------------------------------------- asyncio
+
+
+def _asyncio(module: Any) -> None:
+    cls = module.BaseEventLoop
+    call_exception_handler = _hooked(cls, "call_exception_handler")
+    if call_exception_handler is None:
+        return
+
+    def hook(self: Any, context: dict[str, Any]) -> None:
+        try:
+            call_exception_handler(self, context)
+        finally:
+            exc = context.get("exception") if isinstance(context, dict) else None
+            if isinstance(exc, Exception) and _SESSION is not None:
+                _loop_heal(self, context, exc)
+
+    cls.call_exception_handler = _wraps(hook, call_exception_handler)
+
+
+def _loop_heal(loop: Any, context: dict[str, Any], exc: Exception) -> None:
+    """Heal now for a callback's crash; a task or future reported from its finalizer
+    (exception never retrieved) is healed on the loop's next turn while it runs, not
+    inside the garbage collector."""
+    if "handle" not in context and loop.is_running():
+        try:
+            loop.call_soon_threadsafe(heal, exc)
+            return
+        except RuntimeError:  # closed meanwhile
+            pass
+    heal(exc)
+
+
+_PATCHERS.update({
+    "threading": _threading,
+    "socketserver": _socketserver,
+    "http.server": _http_server,
+    "concurrent.futures.thread": _futures_thread,
+    "concurrent.futures.process": _futures_process,
+    "asyncio.base_events": _asyncio,
+})
+
+__all__ = ["install", "heal", "INSTALLED"]

@@ -72,12 +72,16 @@ def code_target(code: str, args: list[str]) -> Target:
 
 
 def _is_zip(path: str) -> bool:
-    import zipfile
+    """Whether *path* is a zip archive, as Python decides for ``python app.zip``: with
+    the frozen ``zipimport`` (already loaded at start-up; :mod:`zipfile` would cost
+    milliseconds on every boot)."""
+    import zipimport
 
     try:
-        return zipfile.is_zipfile(path)
-    except OSError:
+        zipimport.zipimporter(path)
+    except (zipimport.ZipImportError, OSError):
         return False
+    return True
 
 
 def module_target(name: str, args: list[str]) -> Target:
@@ -171,14 +175,15 @@ def run(
     target: Target,
     *,
     heal: Callable[[BaseException, types.CodeType, str], Any] | None = None,
-    retries: int = 3,
+    retries: int = 16,
     index: dict[str, list[Any]] | None = None,
     policy: Any = None,
     app_root: str | None = None,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
-    up to *retries* times (0: heal, never replay). Returns the exit code: the script's,
-    1 after an unhandled exception, 130 after Ctrl-C."""
+    while each heal makes progress, at most *retries* times (0: heal, never replay; see
+    :mod:`codesuture.runtime.replay`). Returns the exit code: the program's, 1 after an
+    unhandled exception, 130 after Ctrl-C."""
     from codesuture.settings import EXIT_INTERRUPTED
 
     sys.argv[:] = target.argv
@@ -189,7 +194,9 @@ def run(
         else:
             sys.path.insert(0, target.path0)
     code = main_code_for(target, index, policy, app_root or script_dir)
-    attempt = 0
+    from codesuture.runtime.replay import Replays
+
+    replays = Replays(retries)
     while True:
         module = types.ModuleType("__main__")
         module.__dict__.update(
@@ -212,15 +219,15 @@ def run(
             return EXIT_INTERRUPTED
         except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
             result = heal(exc, code, target.path) if heal is not None else None
-            if result is None or attempt >= retries:
+            if result is None or not replays.allow(result):
                 report(exc)
                 return 1
-            attempt += 1
             if result.main_code is not None:
                 code = result.main_code
             from codesuture.logs import logger
 
-            logger("codesuture.run").warning("replaying %s (attempt %d of %d)", os.path.basename(target.path), attempt, retries)
+            logger("codesuture.run").warning("replaying %s (replay %d, at most %d)", os.path.basename(target.path),
+                                             replays.done, retries)
             del exc
 
 

@@ -22,6 +22,17 @@ MODULES = (
     "codesuture.runtime.healer", "codesuture.store.writer", "codesuture.overlay.build", "codesuture.loader.resolve",
 )
 _STARTED: list[bool] = []
+#: Set once the warm-up imported everything (or gave up) in this process.
+_DONE: list[bool] = []
+#: Held while the warm-up imports. A fork waits for it (at most this long): a child
+#: forked in the middle of an import would inherit that module's import lock held by
+#: a thread it does not have, and hang (or see the module half-initialized) the first
+#: time it imports it. gunicorn's arbiter starts the warm-up (``logging.config``
+#: imports ``socketserver``) just before it forks its workers.
+FORK_WAIT_SECONDS = 2.0
+_LOCK = _thread.allocate_lock()
+_HELD: list[bool] = []
+_HOOKED: list[bool] = []
 
 
 def _warm() -> None:
@@ -29,11 +40,35 @@ def _warm() -> None:
     import time
 
     time.sleep(DELAY)
-    for name in MODULES:
+    with _LOCK:
         try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a warm-up never matters more than the program
-            return
+            for name in MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - a warm-up never matters more than the program
+                    return
+        finally:
+            _DONE.append(True)
+
+
+def _before_fork() -> None:
+    if _LOCK.acquire(timeout=FORK_WAIT_SECONDS):
+        _HELD.append(True)
+
+
+def _after_fork_parent() -> None:
+    if _HELD:
+        _HELD.clear()
+        _LOCK.release()
+
+
+def _after_fork_child() -> None:
+    global _LOCK
+    _LOCK = _thread.allocate_lock()
+    _HELD.clear()
+    if not _DONE:  # forked before the warm-up ran: the child warms itself up
+        _STARTED.clear()
+        start()
 
 
 def start() -> None:
@@ -42,6 +77,12 @@ def start() -> None:
         return
     _STARTED.append(True)
     try:
+        if not _HOOKED:
+            import os
+
+            os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                                after_in_child=_after_fork_child)
+            _HOOKED.append(True)
         _thread.start_new_thread(_warm, ())
     except RuntimeError:
         pass

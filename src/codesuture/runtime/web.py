@@ -6,9 +6,11 @@ HEAD, OPTIONS; never POST, PUT, PATCH, DELETE) and no byte of the response body 
 been sent yet. Otherwise the crash takes its usual course (500, or the server's error
 handling) and the next request runs the patched code.
 
-WSGI (PEP 3333): when the app had already called ``start_response`` before it
-crashed, the replay's ``start_response`` is passed on with ``exc_info``, which PEP 3333
-allows while no header has been sent, so the client gets one well-formed response.
+WSGI (PEP 3333): the app's ``start_response`` call is held until the app returns (or
+first writes), which PEP 3333 allows; so when the app had called it before it crashed,
+the replay calls it again, the server sees one call and the client gets one
+well-formed response (some servers, gunicorn's among them, add the headers of every
+call they see).
 
 The ``X-CodeSuture`` header (on by default) is added to a response exactly when, before
 its headers went out, a guard yielded a default during the request or the request was
@@ -19,10 +21,10 @@ response never carries it.
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any, Callable, Iterable, Iterator
 
 from codesuture.runtime import events, warmup
+from codesuture.runtime.replay import Replays
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MUTATING = ("do_POST", "do_PUT", "do_PATCH", "do_DELETE")
@@ -48,21 +50,29 @@ def heal(healer: Any, exc: BaseException, unit: events.Unit | None = None) -> An
 
 
 class _CountingWriter:
-    """Wraps a handler's ``wfile`` to know whether any response byte went out."""
+    """Stands in for a handler's ``wfile`` to know whether any response byte went out:
+    at the first non-empty write it puts the real file back on the handler, so later
+    writes go straight to it."""
 
-    def __init__(self, raw: Any) -> None:
+    __slots__ = ("_handler", "_raw", "written")
+
+    def __init__(self, handler: Any, raw: Any) -> None:
+        self._handler = handler
         self._raw = raw
         self.written = 0
 
     def write(self, data: bytes) -> Any:
-        self.written += len(data)
+        if data:
+            self.written += len(data)
+            if self._handler.wfile is self:
+                self._handler.wfile = self._raw
         return self._raw.write(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
 
 
-def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 3, header: bool = True) -> Any:
+def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 8, header: bool = True) -> Any:
     """Class decorator for a ``http.server.BaseHTTPRequestHandler`` subclass: its
     ``do_GET``/``do_HEAD``/``do_OPTIONS`` heal and replay; ``do_POST``/``do_PUT``/
     ``do_PATCH``/``do_DELETE`` heal without replay; *header*: add ``X-CodeSuture``."""
@@ -84,7 +94,7 @@ def _with_header(end_headers: Callable[[Any], None]) -> Callable[[Any], None]:
     @functools.wraps(end_headers)
     def run(self: Any) -> None:
         unit = events.current()
-        value = unit.header() if unit is not None else None
+        value = unit.header() if unit is not None and unit.degraded else None
         if value is not None:
             self.send_header(HEADER, value)
         end_headers(self)
@@ -98,20 +108,22 @@ def wrap_handler_method(method: Callable[[Any], Any], replayable: bool, healer: 
 
     @functools.wraps(method)
     def run(self: Any) -> Any:
-        unit, token = events.begin()
+        unit = events.Unit()
+        token = events.enter(unit)
+        replays = None  # made on the first crash: the healthy path allocates nothing more
         try:
-            attempt = 0
             while True:
-                writer = _CountingWriter(self.wfile)
+                writer = _CountingWriter(self, self.wfile)
                 self.wfile = writer
                 try:
                     return method(self)
                 except Exception as exc:
+                    if replays is None:
+                        replays = Replays(retries)
                     sent = writer.written > 0
-                    healed = heal(healer, exc, unit) if attempt <= retries else None
-                    if healed is None or not replayable or sent or attempt >= retries:
+                    healed = heal(healer, exc, unit) if replays.done <= retries else None
+                    if not replayable or sent or not replays.allow(healed):
                         raise
-                    attempt += 1
                     unit.replayed += 1
                     self._headers_buffer = []  # headers queued but not flushed: start over
                 finally:
@@ -128,12 +140,13 @@ def wrap_handler_method(method: Callable[[Any], Any], replayable: bool, healer: 
 
 class HealingWSGIMiddleware:
     """WSGI middleware: each request a unit of work; heal crashes of *app*; replay safe
-    requests whose crash happened before any byte of the body was sent (re-calling
-    ``start_response`` with ``exc_info`` when the app had called it). Exceptions while
-    the body streams are healed for the next request, not replayed. *header*: add
-    ``X-CodeSuture`` to degraded responses."""
+    requests that crashed while the server had not seen ``start_response`` (the app's
+    call is held until it returns or writes: a replay after it called
+    ``start_response`` gives the server one call). Exceptions while the body streams
+    are healed for the next request, not replayed. *header*: add ``X-CodeSuture`` to
+    degraded responses."""
 
-    def __init__(self, app: Any, *, healer: Any = None, retries: int = 3, header: bool = True) -> None:
+    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool = True) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
@@ -141,57 +154,104 @@ class HealingWSGIMiddleware:
         warmup.start()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        unit, token = events.begin()
-        safe = str(environ.get("REQUEST_METHOD", "GET")).upper() in SAFE_METHODS
-        state = _WSGIState(start_response, unit, self.header)
-        attempt = 0
+        state = unit = _WSGIState(start_response, self.header)  # the request's unit of work
+        token = events.enter(unit)
+        replays = None  # made on the first crash: the healthy path allocates nothing more
         try:
             while True:
                 try:
                     body = self.app(environ, state.start_response)
-                    return _HealingBody(body, self, unit, token, state)
                 except Exception as exc:
-                    healed = heal(self.healer, exc, unit) if attempt <= self.retries else None
-                    if healed is None or not safe or state.sent or attempt >= self.retries:
+                    if replays is None:
+                        replays = Replays(self.retries)
+                    healed = heal(self.healer, exc, unit) if replays.done <= self.retries else None
+                    safe = str(environ.get("REQUEST_METHOD", "GET")).upper() in SAFE_METHODS
+                    if not safe or state.passed or not replays.allow(healed):
                         raise
-                    attempt += 1
                     unit.replayed += 1
                     state.replaying()
+                    continue
+                try:
+                    state.release()
+                except BaseException:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
+                    raise
+                if type(body) is not list and type(body) is not tuple:
+                    return _HealingBody(body, self, unit, token, state)
+                break  # a list or tuple: none of the app's code runs any more
         except BaseException:
             events.end(token)
             raise
+        events.end(token)
+        return body
 
 
-class _WSGIState:
-    """``start_response`` as the app sees it: adds the header, counts bytes written
-    through its ``write``, and on a replay passes ``exc_info`` on."""
+class _WSGIState(events.Unit):
+    """The request's unit of work (one object per request), and ``start_response`` as
+    the app sees it. While the app runs, its call is held, not passed to the server
+    (PEP 3333 lets headers wait for the first body byte): a replay simply calls it
+    again and the server sees one call, with the ``X-CodeSuture`` header as of the
+    moment it goes out. The held call is passed on when the app returns, or at its
+    first ``write``; later calls go straight through. Counts the bytes written."""
 
-    def __init__(self, start_response: Callable[..., Any], unit: events.Unit, header: bool) -> None:
+    __slots__ = ("_start_response", "_header", "_holding", "_held", "_write", "passed", "sent")
+
+    def __init__(self, start_response: Callable[..., Any], header: bool) -> None:
         self._start_response = start_response
-        self._unit = unit
         self._header = header
-        self.called = False
+        self._holding = True
+        self._held: tuple[str, list[tuple[str, str]]] | None = None
+        self._write: Callable[[bytes], Any] | None = None
+        self.passed = False  # the server's start_response was called
         self.sent = 0
-        self._replay = False
 
     def replaying(self) -> None:
-        self._replay = self.called
+        self._held = None  # nothing reached the server: the replay starts over
+
+    def release(self) -> None:
+        """The app returned: pass the held call on (later calls go straight through).
+        Once per request: :meth:`_pass` written out, for the healthy path."""
+        self._holding = False
+        held = self._held
+        if held is not None:
+            self._held = None
+            status, headers = held
+            if self._header and self.degraded:
+                headers = _with_header_value(headers, self.header())
+            self.passed = True
+            self._write = self._start_response(status, headers)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-        if self._replay and exc_info is None:
-            exc_info = sys.exc_info() if sys.exc_info()[0] is not None else (RuntimeError, RuntimeError("replay"), None)
-        self._replay = False
-        value = self._unit.header() if self._header else None
-        if value is not None:
-            headers = [h for h in headers if h[0].lower() != HEADER.lower()] + [(HEADER, value)]
-        self.called = True
-        write = self._start_response(status, headers, exc_info) if exc_info is not None else self._start_response(status, headers)
+        if self._holding and not self.passed:
+            self._held = (status, headers)  # the app's own list, as the server would get it
+        else:
+            self._pass(status, headers, exc_info)
+        return self.write
 
-        def counting_write(data: bytes) -> Any:
-            self.sent += len(data)
-            return write(data)
+    def _pass(self, status: str, headers: list[tuple[str, str]], exc_info: Any) -> None:
+        if self._header and self.degraded:
+            headers = _with_header_value(headers, self.header())
+        self.passed = True
+        self._write = self._start_response(status, headers, exc_info) if exc_info is not None else self._start_response(status, headers)
 
-        return counting_write
+    def write(self, data: bytes) -> Any:
+        if self._held is not None:
+            status, headers = self._held
+            self._held = None
+            self._pass(status, headers, None)
+        if self._write is None:
+            raise AssertionError("write() before start_response()")
+        self.sent += len(data)
+        return self._write(data)
+
+
+def _with_header_value(headers: list[tuple[str, str]], value: str | None) -> list[tuple[str, str]]:
+    """*headers* with ``X-CodeSuture: value`` (replacing any), or as they are for None."""
+    if value is None:
+        return headers
+    return [h for h in headers if h[0].lower() != HEADER.lower()] + [(HEADER, value)]
 
 
 class _HealingBody:
@@ -239,7 +299,7 @@ class HealingASGIMiddleware:
     feeding the app the request messages it already received. *header*: add
     ``X-CodeSuture`` to degraded responses."""
 
-    def __init__(self, app: Any, *, healer: Any = None, retries: int = 3, header: bool = True) -> None:
+    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool = True) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
@@ -249,41 +309,60 @@ class HealingASGIMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> Any:
         if scope.get("type") != "http":
             return await self.app(scope, receive, send)
-        unit, token = events.begin()
-        safe = str(scope.get("method", "GET")).upper() in SAFE_METHODS
-        received: list[Any] = []
-        started = False
-
-        async def recording_receive() -> Any:
-            message = await receive()
-            received.append(message)
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
-                value = unit.header() if self.header else None
-                if value is not None:
-                    headers = [h for h in message.get("headers", []) if bytes(h[0]).lower() != HEADER.lower().encode()]
-                    message = {**message, "headers": [*headers, (HEADER.lower().encode(), value.encode("latin-1"))]}
-            await send(message)
-
-        attempt = 0
-        recv: Callable[[], Any] = recording_receive
+        method = scope.get("method", "GET")
+        safe = method in SAFE_METHODS or str(method).upper() in SAFE_METHODS
+        exchange = unit = _Exchange(self.header, receive, send)  # the request's unit of work
+        token = events.enter(unit)
+        replays = None  # made on the first crash: the healthy path allocates nothing more
+        # Only a safe request is replayed: only its request messages are recorded.
+        recv: Callable[[], Any] = exchange.receive if safe else receive
         try:
             while True:
                 try:
-                    return await self.app(scope, recv, tracking_send)
+                    return await self.app(scope, recv, exchange.send)
                 except Exception as exc:
-                    healed = heal(self.healer, exc, unit) if attempt <= self.retries else None
-                    if healed is None or not safe or started or attempt >= self.retries:
+                    if replays is None:
+                        replays = Replays(self.retries)
+                    healed = heal(self.healer, exc, unit) if replays.done <= self.retries else None
+                    if not safe or exchange.started or not replays.allow(healed):
                         raise
-                    attempt += 1
                     unit.replayed += 1
-                    recv = _replaying(list(received), recording_receive)
+                    recv = _replaying(list(exchange.received or ()), exchange.receive)
         finally:
             events.end(token)
+
+
+class _Exchange(events.Unit):
+    """One ASGI request: its unit of work, and the channel as the app sees it:
+    ``receive`` records the request messages (for a replay), ``send`` notes when the
+    response started and adds ``X-CodeSuture`` to its start message. One small object
+    per request (cheaper than a unit and two closures)."""
+
+    __slots__ = ("_header", "_receive", "_send", "received", "started")
+
+    def __init__(self, header: bool, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        self._header = header
+        self._receive = receive
+        self._send = send
+        self.received: list[Any] | None = None  # made at the first message
+        self.started = False
+
+    async def receive(self) -> Any:
+        message = await self._receive()
+        if self.received is None:
+            self.received = []
+        self.received.append(message)
+        return message
+
+    def send(self, message: dict[str, Any]) -> Any:
+        """A plain function returning the server's awaitable: no extra coroutine per message."""
+        if not self.started and message.get("type") == "http.response.start":
+            self.started = True
+            value = self.header() if self._header and self.degraded else None
+            if value is not None:
+                headers = [h for h in message.get("headers", []) if bytes(h[0]).lower() != HEADER.lower().encode()]
+                message = {**message, "headers": [*headers, (HEADER.lower().encode(), value.encode("latin-1"))]}
+        return self._send(message)
 
 
 def _replaying(messages: list[Any], then: Callable[[], Any]) -> Callable[[], Any]:

@@ -6,6 +6,13 @@ that every pinned file is still the one that was signed. With ``--key`` the fold
 signed first (:func:`codesuture.ship.sign.sign_folder`). The zip is written
 atomically, with fixed timestamps and regular-file modes, so the same folder gives the
 same bundle bytes.
+
+With ``--sbom`` the bundle also carries ``sbom.cdx.json``, the CycloneDX SBOM of exactly
+the overlays in it (:mod:`codesuture.review.sbom`, made from the bundle's own members).
+That member is **not signed and not pinned** by the signed set: the set's format pins
+overlay files only, and a bundle without it stays a bundle any loader admits. The
+loader and ``bundle verify`` ignore it (it never decides what loads); ``codesuture sbom
+BUNDLE`` regenerates it from the signed contents to check it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codesuture.errors import BundleError, CodeSutureError
-from codesuture.overlay.names import MAX_SET_BYTES, SET_NAME
+from codesuture.overlay.names import MAX_SET_BYTES, SBOM_NAME, SET_NAME
 from codesuture.store.bundle import member_limit
 from codesuture.util.files import atomic_write, read_regular
 
@@ -38,12 +45,16 @@ class BundleInfo:
     keyid: str
     set_name: str
     version: int
+    sbom: bool = False
 
 
 def create_bundle(directory: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                  private_key: Any = None, options: Any = None) -> BundleInfo:
+                  private_key: Any = None, options: Any = None, sbom: bool = False) -> BundleInfo:
     """Bundle the signed folder *directory* into zip file *output*. With *private_key*
     the folder is signed first (``options``: a :class:`~codesuture.ship.sign.SignOptions`).
+    With *sbom*, the bundle also holds the validated CycloneDX SBOM of its overlays
+    (unsigned member ``sbom.cdx.json``; raises :class:`~codesuture.errors.CodeSutureError`
+    when it cannot be made, and nothing is written).
     Raises :class:`BundleError` naming the file: not a folder, no signed set, a pinned
     file missing, changed or not a regular file, or signing failed."""
     from codesuture.trust.dsse import Envelope
@@ -82,6 +93,14 @@ def create_bundle(directory: str | os.PathLike[str], output: str | os.PathLike[s
         if hashlib.sha256(data).hexdigest() != digest:
             raise BundleError("changed since the folder was signed (sign it again)", path)
         members[name] = data
+    if sbom:
+        members[SBOM_NAME] = _sbom_of(_zip(members), output)
+    out = atomic_write(output, _zip(members))
+    return BundleInfo(out, tuple(sorted(vset.overlays)), {n: hashlib.sha256(d).hexdigest() for n, d in members.items()},
+                      vset.keyid, vset.name, vset.version, sbom)
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in members.items():
@@ -90,9 +109,29 @@ def create_bundle(directory: str | os.PathLike[str], output: str | os.PathLike[s
             info.external_attr = (stat.S_IFREG | 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
-    out = atomic_write(output, buf.getvalue())
-    return BundleInfo(out, tuple(sorted(vset.overlays)), {n: hashlib.sha256(d).hexdigest() for n, d in members.items()},
-                      vset.keyid, vset.name, vset.version)
+    return buf.getvalue()
+
+
+def _sbom_of(bundle: bytes, output: str | os.PathLike[str]) -> bytes:
+    """The SBOM JSON of the bundle *bundle* (its bytes), made by reading it back as the
+    loader would (a temporary file beside *output*)."""
+    import tempfile
+
+    from codesuture.review.sbom import render
+    from codesuture.store.bundle import BundleStore
+
+    fd, tmp = tempfile.mkstemp(prefix=".sbom-", suffix=".zip", dir=os.path.dirname(os.path.abspath(output)))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bundle)
+        store = BundleStore(tmp)
+        try:
+            text, _ = render(store)
+        finally:
+            store.close()
+    finally:
+        os.unlink(tmp)
+    return text.encode("utf-8")
 
 
 def report_json(results: list[Any]) -> str:

@@ -17,7 +17,12 @@ is never signed, and the Statement a reviewer reads is the truth about the bytes
 * :func:`sign_sigstore`: the same Statements signed keyless (``<stem>.sigstore.json``).
 
 An overlay withdrawn on this host (``codesuture rollback``) is never signed again.
-Results are data (:class:`SignResult`); nothing is printed.
+Tiers (``docs/governance.md``): signing a *proposal* (tier ``propose``, as the healer
+writes into the pending directory) approves it: its sidecar, Statement and set entry
+say ``auto`` from then on, the only tier the loader loads. An ``observe`` overlay (an
+automatic rollback's record for review) is never signed. ``SignOptions.activation``:
+canary conditions (:mod:`codesuture.runtime.canary`) written into each Statement and
+set entry. Results are data (:class:`SignResult`); nothing is printed.
 """
 
 from __future__ import annotations
@@ -61,7 +66,10 @@ class SignOptions:
     the current directory). ``pythons``: interpreters to rebuild other Pythons'
     overlays with. ``state_dir``: host state (withdrawn overlays; the set versions this
     host signed or saw). ``now``: epoch seconds. ``set_version``: the folder's set
-    version (default: one above the existing set's and above what the host recorded)."""
+    version (default: one above the existing set's and above what the host recorded).
+    ``activation``: canary activation conditions for every overlay signed
+    (:func:`codesuture.runtime.canary.options`), or None. ``require_evidence``: refuse
+    an overlay with a patch that lacks a passing repro proof (:func:`evidence_problem`)."""
 
     ttl_seconds: float | None = None
     set_name: str | None = None
@@ -70,6 +78,8 @@ class SignOptions:
     state_dir: str | None = None
     now: float | None = None
     set_version: int | None = None
+    activation: dict[str, Any] | None = None
+    require_evidence: bool = False
 
 
 def find_overlays(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -177,30 +187,41 @@ def default_set_name(app_root: str) -> str:
 
 def write_envelope(overlay: str, data: bytes, sidecar: bytes, meta: OverlayMeta, private_key: Any, *,
                    ttl_seconds: float | None = None, now: float | None = None,
-                   set_name: str | None = None) -> tuple[SignResult, tuple[dict[str, str], dict[str, bytes]]]:
+                   set_name: str | None = None,
+                   activation: dict[str, Any] | None = None) -> tuple[SignResult, tuple[dict[str, Any], dict[str, bytes]]]:
     """Write ``<stem>.dsse.json`` for *overlay* (its bytes *data*, sidecar bytes and
     metadata) without any check beyond the digest: the low half of signing. Returns
-    the result and the overlay's set member ``(fields, {file name: bytes})``."""
+    the result and the overlay's set member ``(fields, {file name: bytes})``.
+    *activation*: canary conditions for the Statement and the set entry."""
     from codesuture.trust import dsse
     from codesuture.trust.statement import build_statement, meta_from_statement
 
     statement = build_statement(meta, os.path.basename(overlay), data, ttl_seconds, now=now, overlay_set=set_name)
+    if activation:
+        from codesuture.runtime.canary import check, with_activation
+
+        activation = check(dict(activation))
+        statement = with_activation(statement, activation)
     envelope = dsse.sign(statement, dsse.INTOTO_PAYLOAD_TYPE, private_key).dumps()
     out = atomic_write(_sibling(overlay, ENVELOPE_SUFFIX), envelope)
     signed_meta = meta_from_statement(statement, os.path.basename(overlay), strict=False)[0]
     kid = dsse.Envelope.loads(envelope).signatures[0].keyid
     log.info("signed %s with key %s -> %s", overlay, kid, out)
-    fields = {
+    fields: dict[str, Any] = {
         "key": meta.key, "module": meta.module, "source_sha256": meta.source_sha256,
         "cache_tag": meta.python.get("cache_tag", ""), "magic": meta.python.get("magic", ""),
         "expiresAt": signed_meta.expires, "tier": meta.tier,
     }
+    if meta.package:  # the set carries it too, so the loader can compare without the Statement
+        fields["package"] = dict(meta.package)
+    if activation:  # and the canary conditions, so the loader need not read the Statement
+        fields["activation"] = dict(activation)
     stem = _stem(overlay)
     files = {stem + OVERLAY_SUFFIX: data, stem + META_SUFFIX: sidecar, stem + ENVELOPE_SUFFIX: envelope}
     return SignResult(overlay, True, out, kid), (fields, files)
 
 
-def write_set(directory: str, members: dict[str, tuple[dict[str, str], dict[str, bytes]]], private_key: Any,
+def write_set(directory: str, members: dict[str, tuple[dict[str, Any], dict[str, bytes]]], private_key: Any,
               name: str, *, now: float | None = None, expires: str | None = None, state_dir: str | None = None,
               version: int | None = None) -> SignResult:
     """Write the signed overlay set of *directory* over *members* (stem -> set member).
@@ -251,14 +272,66 @@ def write_set(directory: str, members: dict[str, tuple[dict[str, str], dict[str,
     return SignResult(set_path, True, set_path, kid, f"signed overlay set {name!r} v{version}: {len(members)} overlay(s)")
 
 
+def evidence_problem(meta: OverlayMeta, data: bytes) -> str | None:
+    """Why *meta*'s patches lack the evidence ``sign --require-evidence`` asks for, or
+    None: every patch needs ``evidence["proof"]`` (``codesuture repro --prove``) that
+    passed, made with these overlay bytes on this overlay's interpreter; and a recorded
+    run of the app's tests (``evidence["tests"]``, ``codesuture prove --tests``), when
+    there is one, must have found no regression."""
+    digest = hashlib.sha256(data).hexdigest()
+    for p in meta.patches:
+        where = f"patch {p.qualname} (line {p.line}, {p.guard.guard})"
+        evidence = p.evidence or {}
+        proof = evidence.get("proof")
+        if not isinstance(proof, dict):
+            return f"{where} has no repro proof (run codesuture repro --prove; --require-evidence)"
+        if proof.get("passed") is not True:
+            return (f"{where}: its repro proof did not pass (without the overlay: {proof.get('without')}; with it: "
+                    f"{proof.get('with')})")
+        if proof.get("overlay_sha256") != digest:
+            return f"{where}: its repro proof was made with other overlay bytes (prove it again)"
+        interp = proof.get("interpreter")
+        tag = interp.get("cache_tag") if isinstance(interp, dict) else None
+        if tag != meta.python.get("cache_tag"):
+            return f"{where}: its repro proof ran on {tag}, not on {meta.python.get('cache_tag')}"
+        tests = evidence.get("tests")
+        if isinstance(tests, dict) and (tests.get("regressions") or tests.get("regressed")):
+            listed = "; ".join(map(str, tests.get("regressions") or []))[:300]
+            return f"{where}: the app's tests regressed with the overlays ({listed})"
+    return None
+
+
 def _checked(overlay: str, options: SignOptions, app_root: str | None) -> tuple[bytes, bytes, OverlayMeta]:
     """Everything signing *overlay* needs, after its checks (readable, not withdrawn
     here, rebuilds to the same bytes). Raises CodeSutureError naming the file."""
     data, sidecar, meta = read_unsigned(overlay)
+    if options.require_evidence:
+        problem = evidence_problem(meta, data)
+        if problem:
+            raise TrustError(problem + ": not signed", overlay)
+    if meta.tier not in ("auto", "propose"):
+        raise TrustError(f"tier {meta.tier!r}: recorded for review only (an automatic rollback, or an observed "
+                         "crash), never signed; heal the crash again or remove it", overlay)
+    marked = [f"{p.qualname}: {p.evidence['review']}" for p in meta.patches if (p.evidence or {}).get("review")]
+    if marked:
+        raise TrustError(f"holds a patch marked for review ({'; '.join(marked)}): take it out with codesuture "
+                         "rollback --function, or heal again", overlay)
     if hashlib.sha256(data).hexdigest() in _withdrawn(options):
         raise TrustError("was withdrawn with codesuture rollback on this host: not signed again", overlay)
     check_rebuild(overlay, data, meta, app_root, options.pythons)
     return data, sidecar, meta
+
+
+def _approve(overlay: str, sidecar: bytes, meta: OverlayMeta) -> tuple[bytes, OverlayMeta]:
+    """Signing approves a proposal: a ``propose`` overlay's sidecar is rewritten with
+    tier ``auto`` (the overlay bytes do not change), and its Statement says so."""
+    if meta.tier != "propose":
+        return sidecar, meta
+    meta = meta._replace(tier="auto")
+    sidecar = meta.dumps()
+    atomic_write(_sibling(overlay, META_SUFFIX), sidecar)
+    log.info("approved proposal %s (tier propose -> auto)", overlay)
+    return sidecar, meta
 
 
 def sign_file(overlay: str, private_key: Any, options: SignOptions = SignOptions()) -> SignResult:
@@ -266,8 +339,9 @@ def sign_file(overlay: str, private_key: Any, options: SignOptions = SignOptions
     :class:`CodeSutureError` naming the file when it cannot be signed."""
     directory = os.path.dirname(os.path.abspath(overlay))
     data, sidecar, meta = _checked(overlay, options, _app_root(directory, options))
+    sidecar, meta = _approve(overlay, sidecar, meta)
     result, _ = write_envelope(overlay, data, sidecar, meta, private_key, ttl_seconds=options.ttl_seconds,
-                               now=options.now)
+                               now=options.now, activation=options.activation)
     if os.path.lexists(os.path.join(directory, SET_NAME)):
         log.warning("%s has a signed overlay set, which no longer matches %s: sign the folder to update it",
                     directory, os.path.basename(overlay))
@@ -294,11 +368,12 @@ def sign_folder(directory: str, private_key: Any, options: SignOptions = SignOpt
         return failed + [SignResult(set_path, False, reason=f"nothing signed: {len(failed)} overlay(s) failed their "
                                                             "checks (fix or roll them back, then sign again)")]
     results: list[SignResult] = []
-    members: dict[str, tuple[dict[str, str], dict[str, bytes]]] = {}
+    members: dict[str, tuple[dict[str, Any], dict[str, bytes]]] = {}
     try:
         for overlay, (data, sidecar, meta) in checked:
+            sidecar, meta = _approve(overlay, sidecar, meta)
             result, member = write_envelope(overlay, data, sidecar, meta, private_key, ttl_seconds=options.ttl_seconds,
-                                            now=options.now, set_name=set_name)
+                                            now=options.now, set_name=set_name, activation=options.activation)
             results.append(result)
             members[_stem(overlay)] = member
         results.append(write_set(directory, members, private_key, set_name, now=options.now,
@@ -353,10 +428,13 @@ def sign_sigstore(
             continue
         for overlay in overlays:
             try:
-                data, _, meta = read_unsigned(overlay)
-                check_rebuild(overlay, data, meta, _app_root(os.path.dirname(os.path.abspath(overlay)), options),
-                              options.pythons)
+                data, sidecar, meta = _checked(overlay, options, _app_root(os.path.dirname(os.path.abspath(overlay)), options))
+                sidecar, meta = _approve(overlay, sidecar, meta)
                 statement = build_statement(meta, os.path.basename(overlay), data, options.ttl_seconds, now=options.now)
+                if options.activation:
+                    from codesuture.runtime.canary import with_activation
+
+                    statement = with_activation(statement, options.activation)
                 out = atomic_write(_sibling(overlay, SIGSTORE_SUFFIX), ss.sign_statement(statement, token, ctx))
                 results.append(SignResult(overlay, True, out, f"sigstore:{getattr(token, 'identity', '?')}"))
             except CodeSutureError as exc:
@@ -365,4 +443,4 @@ def sign_sigstore(
 
 
 __all__ = ["SignResult", "SignOptions", "sign_paths", "sign_folder", "sign_file", "sign_sigstore", "find_overlays",
-           "read_unsigned", "check_rebuild", "default_set_name", "write_envelope", "write_set"]
+           "read_unsigned", "check_rebuild", "default_set_name", "write_envelope", "write_set", "evidence_problem"]

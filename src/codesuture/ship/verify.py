@@ -31,10 +31,25 @@ class VerifyResult:
     signer: str | None = None
     module: str | None = None
     expires: str | None = None
+    #: a verified overlay's patches as its signed Statement records them (site, guard,
+    #: evidence: the repro proof and test runs among it)
+    patches: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "ok": self.ok, "reason": self.reason, "signer": self.signer,
-                "module": self.module, "expires": self.expires}
+                "module": self.module, "expires": self.expires, "patches": list(self.patches)}
+
+
+def _patches(entry: Any, admitted: Any, policy: Any, root: Any) -> tuple[dict[str, Any], ...]:
+    """The signed patch records of an admitted overlay, each with its evidence."""
+    from codesuture.trust.policy import full_meta
+
+    try:
+        meta = full_meta(entry, admitted, policy, root)
+    except CodeSutureError:
+        return ()
+    return tuple({"qualname": p.qualname, "line": p.line, "offset": p.offset, "guard": p.guard.guard,
+                  "exception": p.exception, "evidence": dict(p.evidence or {})} for p in meta.patches)
 
 
 def _reason(exc: BaseException) -> str:
@@ -59,7 +74,8 @@ def verify_store(store: Any, root: Any, keys_dir: str, now: float) -> list[Verif
         except CodeSutureError as exc:
             results.append(VerifyResult(entry.path(OVERLAY_SUFFIX), False, _reason(exc)))
         else:
-            results.append(VerifyResult(entry.path(OVERLAY_SUFFIX), True, "", a.signer, a.meta.module, a.meta.expires))
+            results.append(VerifyResult(entry.path(OVERLAY_SUFFIX), True, "", a.signer, a.meta.module, a.meta.expires,
+                                        _patches(entry, a, policy, root)))
     if not entries and store.kind == "directory":
         results.append(VerifyResult(store.location, False, "no overlays found"))
     try:
@@ -113,8 +129,10 @@ def verify_paths(paths: Iterable[str | os.PathLike[str]], keys_dir: str | os.Pat
                 results.append(VerifyResult(p, False, "file name is not <key>.<cache_tag>.<source sha256[:16]>.overlay"))
                 continue
             try:
-                a = admit(Entry(store, stem, *parsed), LoadPolicy(kd, require_signed=True, strict_statements=True), now, root=root)
-                results.append(VerifyResult(p, True, "", a.signer, a.meta.module, a.meta.expires))
+                entry, policy = Entry(store, stem, *parsed), LoadPolicy(kd, require_signed=True, strict_statements=True)
+                a = admit(entry, policy, now, root=root)
+                results.append(VerifyResult(p, True, "", a.signer, a.meta.module, a.meta.expires,
+                                            _patches(entry, a, policy, root)))
             except CodeSutureError as exc:
                 results.append(VerifyResult(p, False, _reason(exc)))
         else:

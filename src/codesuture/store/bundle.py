@@ -6,6 +6,8 @@ Layout (flat, no folders)::
     <stem>.overlay                  overlay bytes
     <stem>.json                     metadata sidecar
     <stem>.dsse.json                the overlay's own DSSE envelope (or <stem>.sigstore.json)
+    sbom.cdx.json                   optional CycloneDX SBOM (bundle create --sbom): unsigned,
+                                    not pinned by the set, never read by the loader
 
 Opening checks the zip's structure before any member is read: a regular file of at
 most :data:`MAX_BUNDLE_BYTES`; at most :data:`MAX_MEMBERS` members, each with a safe
@@ -14,7 +16,8 @@ flat name (no ``..``, no absolute path, no folder), no duplicates, a regular-fil
 stored or deflated, and a declared size under its cap (checked again while reading).
 Any failure is a :class:`~codesuture.errors.BundleError` naming the bundle and the
 reason. Which members may load is decided by the load policy from the signed set, which
-must pin every member exactly (:func:`codesuture.trust.policy.store_set`).
+must pin every member exactly but the unsigned SBOM, which is never read
+(:func:`codesuture.trust.policy.store_set`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import threading
 import zipfile
 
 from codesuture.errors import BundleError, OverlayError
-from codesuture.overlay.names import LIMITS, MAX_SET_BYTES, OVERLAY_SUFFIX, SET_NAME, parse_stem, split_member
+from codesuture.overlay.names import (
+    LIMITS, MAX_SBOM_BYTES, MAX_SET_BYTES, OVERLAY_SUFFIX, SBOM_NAME, SET_NAME, parse_stem, split_member,
+)
 from codesuture.store import Entry
 
 #: Caps: members in one bundle, and the bundle file (bytes).
@@ -38,6 +43,8 @@ def member_limit(name: str) -> int:
     """Size cap (bytes) of member *name*; 0 when it is not a member a bundle may hold."""
     if name == SET_NAME:
         return MAX_SET_BYTES
+    if name == SBOM_NAME:
+        return MAX_SBOM_BYTES
     split = split_member(name)
     return LIMITS[split[1]] if split else 0
 

@@ -53,6 +53,7 @@ def write_overlay(
     tier: str = "auto",
     merge: bool = True,
     now: float | None = None,
+    package: "dict[str, str] | None | str" = "lookup",
 ) -> str:
     """Write (or extend) the overlay of *module* (store key *key*) for the source at
     *source_path* into :class:`~codesuture.store.directory.DirectoryStore` *store*.
@@ -60,9 +61,11 @@ def write_overlay(
 
     With *merge*, the records already stored for the same source bytes and interpreter
     are merged in (see :func:`merge_records`); records that no longer apply are dropped
-    (logged). Returns the overlay path. Raises :class:`PatchError` when *records* do not
-    apply to the source (it changed since it was imported), ``OSError`` when the store
-    cannot be written.
+    (logged). *package*: the distribution that owns the module (``{"name", "version"}``
+    or None); by default looked up from *source_path* and *origin*
+    (:func:`codesuture.overlay.package.owner`: none for ``app:``). Returns the overlay
+    path. Raises :class:`PatchError` when *records* do not apply to the source (it
+    changed since it was imported), ``OSError`` when the store cannot be written.
     """
     if source is None:
         with open(source_path, "rb") as fh:
@@ -70,6 +73,10 @@ def write_overlay(
     digest = hashlib.sha256(source).hexdigest()
     stem = stem_for(key, digest)
     now = time.time() if now is None else now
+    if package == "lookup":
+        from codesuture.overlay.package import owner
+
+        package = owner(source_path, origin)
     with store.locked(key):
         previous = stored_records(store, stem) if merge else []
         patches = merge_records(previous, records, now)
@@ -87,6 +94,7 @@ def write_overlay(
             module=module, key=key, origin=origin, source_sha256=digest,
             overlay_sha256=hashlib.sha256(data).hexdigest(), python=interpreter_info(), created=iso_utc(now),
             expires=min((p.expires for p in patches if p.expires), default=""), tier=tier, patches=patches,
+            package=package,
         )
         path = store.write_member(stem, OVERLAY_SUFFIX, data)
         store.write_member(stem, META_SUFFIX, meta.dumps())
@@ -108,7 +116,7 @@ def remove_patches(store: DirectoryStore, stem: str, keep: Callable[[PatchRecord
     if kept:
         try:
             return write_overlay(store, meta.key, meta.module, source_path, kept, origin=meta.origin, tier=meta.tier,
-                                 merge=False)
+                                 merge=False, package=meta.package)
         except (OSError, PatchError, SyntaxError) as exc:
             raise OverlayError(stem + OVERLAY_SUFFIX, f"cannot rebuild overlay: {exc}") from None
     with store.locked(meta.key):

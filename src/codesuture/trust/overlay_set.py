@@ -11,7 +11,9 @@ SHA-256, and whose predicate (type :data:`PREDICATE_TYPE`) is::
      "createdAt": "<RFC 3339 UTC>", "expiresAt": "<RFC 3339 UTC>",
      "overlays": {"<stem>": {"key": ..., "module": ..., "source_sha256": ..., "cache_tag": ...,
                              "magic": ..., "expiresAt": ..., "tier": ...,
-                             "files": ["<stem>.overlay", "<stem>.json", "<stem>.dsse.json"]}}}
+                             "files": ["<stem>.overlay", "<stem>.json", "<stem>.dsse.json"],
+                             "package": {"name": ..., "version": ...},      (optional)
+                             "activation": {"percent": 30, "env": {...}}}}}  (optional, see runtime.canary)
 
 It is the truth of a store, like TUF's snapshot metadata: the loader admits only an
 overlay the set lists, and only when every file the set pins for it is present with
@@ -28,6 +30,7 @@ import re
 from typing import Any
 
 from codesuture.errors import TrustError
+from codesuture.overlay.model import package_field
 from codesuture.overlay.names import OVERLAY_SUFFIX, parse_stem, split_member
 from codesuture.util.clock import is_iso_utc
 
@@ -65,19 +68,20 @@ def valid_set_name(name: str) -> bool:
 
 
 def build_set_statement(
-    name: str, version: int, created: str, expires: str, overlays: "dict[str, tuple[dict[str, str], dict[str, bytes]]]"
+    name: str, version: int, created: str, expires: str, overlays: "dict[str, tuple[dict[str, Any], dict[str, bytes]]]"
 ) -> bytes:
     """Statement JSON bytes (UTF-8, sorted keys, compact) for set *name*, *version*.
 
-    *overlays*: stem -> (its :data:`OVERLAY_FIELDS`, {file name: file bytes} of every
-    file of that overlay to pin). Raises :class:`TrustError` on a bad name, version or
-    file name.
+    *overlays*: stem -> (its :data:`OVERLAY_FIELDS` and optional ``package``, {file name:
+    file bytes} of every file of that overlay to pin). Raises :class:`TrustError` on a
+    bad name, version or file name.
     """
     if not valid_set_name(name):
         raise TrustError(f"invalid overlay set name {name!r} (letters, digits, '.', '_', '-'; at most 128)")
     if not 1 <= version <= MAX_VERSION:
         raise TrustError(f"overlay set version {version} out of range")
-    subjects, entries = [], {}
+    subjects: list[dict[str, Any]] = []
+    entries: dict[str, dict[str, Any]] = {}
     for stem, (fields, files) in sorted(overlays.items()):
         if stem + OVERLAY_SUFFIX not in files:
             raise TrustError(f"overlay set entry {stem!r} lacks its {OVERLAY_SUFFIX} file")
@@ -87,6 +91,10 @@ def build_set_statement(
                 raise TrustError(f"{fname!r} is not a file of overlay {stem!r}")
             subjects.append({"name": fname, "digest": {"sha256": hashlib.sha256(data).hexdigest()}})
         entries[stem] = {**{f: str(fields[f]) for f in OVERLAY_FIELDS}, "files": sorted(files)}
+        if fields.get("package"):  # the distribution that owns the module (see overlay.model)
+            entries[stem]["package"] = dict(fields["package"])
+        if fields.get("activation"):  # canary conditions (codesuture.runtime.canary)
+            entries[stem]["activation"] = dict(fields["activation"])
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": subjects,
@@ -144,8 +152,21 @@ def parse_set_statement(payload: bytes, keyid: str, where: object) -> VerifiedSe
             raise TrustError(f"signed overlay set entry {stem!r} has a malformed file list", where)
         if parse_stem(stem)[0] != info["key"]:  # type: ignore[index]
             raise TrustError(f"signed overlay set entry {stem!r} names key {info['key']!r}", where)
+        try:
+            package = package_field(info.get("package"))
+        except ValueError:
+            raise TrustError(f"signed overlay set entry {stem!r} has a malformed package", where) from None
         listed.update(names)
         entries[stem] = {**{f: info[f] for f in OVERLAY_FIELDS}, "files": list(names)}
+        if package is not None:
+            entries[stem]["package"] = package
+        if info.get("activation") is not None:
+            from codesuture.runtime.canary import check
+
+            try:
+                entries[stem]["activation"] = check(info["activation"])
+            except ValueError as exc:
+                raise TrustError(f"signed overlay set entry {stem!r}: {exc}", where) from None
     if listed != set(files):
         raise TrustError("signed overlay set subjects and overlay file lists disagree", where)
     return VerifiedSet(name, version, str(created), str(expires), keyid, files, entries)

@@ -21,6 +21,11 @@ step  check                                                       refusal (one l
 5     revocation: overlay digest and signer in ``revoked.json``;   revoked overlay / revoked key /
       overlay digest withdrawn on this host                        withdrawn by codesuture rollback
 6     expiry (the overlay's own; its set's in step 2)              expired
+7     tier: only ``auto`` loads (``observe``/``propose``: never,   tier does not permit loading
+      signed or not; ``codesuture sign`` approves a proposal)
+8     the module is allowed (settings ``allow``/``deny``)          denied by the settings
+9     canary conditions of a signed overlay select this process    skipped (one INFO line), see
+      (:mod:`codesuture.runtime.canary`; the loader only)          :mod:`codesuture.runtime.canary`
 ====  ==========================================================  ====================================
 
 The loader then checks the header's magic number, the source SHA-256 against the
@@ -44,7 +49,8 @@ from codesuture.errors import CodeSutureError, FileError, OverlayRefused, TrustE
 from codesuture.logs import logger
 from codesuture.overlay.model import OverlayMeta
 from codesuture.overlay.names import (
-    ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES, MAX_SET_BYTES, META_SUFFIX, OVERLAY_SUFFIX, SET_NAME, SIGSTORE_SUFFIX,
+    ENVELOPE_SUFFIX, MAX_ENVELOPE_BYTES, MAX_SET_BYTES, META_SUFFIX, OVERLAY_SUFFIX, SBOM_NAME, SET_NAME,
+    SIGSTORE_SUFFIX,
 )
 from codesuture.util.clock import is_iso_utc, now_text
 
@@ -59,8 +65,8 @@ class LoadPolicy(
     namedtuple(
         "_LoadPolicy",
         "keys_dir require_signed sigstore_identity sigstore_issuer sigstore_staging strict_statements "
-        "state_dir min_set_version",
-        defaults=(None, False, None, None, False, False, None, 0),
+        "state_dir min_set_version activate allow deny",
+        defaults=(None, False, None, None, False, False, None, 0, False, (), ()),
     )
 ):
     """``keys_dir``: the trust root (public keys, ``revoked.json``), or None.
@@ -72,7 +78,9 @@ class LoadPolicy(
     (``codesuture verify`` does; the loader does not, for start-up cost).
     ``state_dir``: host state for rollback protection and withdrawn overlays (None:
     none kept). ``min_set_version``: refuse signed overlay sets below this version,
-    and stores without one when it is above 0."""
+    and stores without one when it is above 0. ``activate``: honour canary activation
+    conditions (the loader; ``verify`` and ``audit`` leave it off). ``allow``/``deny``:
+    module-name patterns (``fnmatch``) whose overlays may / may never load."""
 
     __slots__ = ()
 
@@ -85,7 +93,8 @@ class LoadPolicy(
         """The policy of a :class:`codesuture.settings.Settings`."""
         return cls(
             settings.keys, settings.require_signed, settings.sigstore_identity, settings.sigstore_issuer,
-            settings.sigstore_staging, False, settings.state_dir, settings.min_set_version,
+            settings.sigstore_staging, False, settings.state_dir, settings.min_set_version, True,
+            tuple(getattr(settings, "allow", ())), tuple(getattr(settings, "deny", ())),
         )
 
     @classmethod
@@ -159,8 +168,9 @@ def store_set(store: Any, policy: LoadPolicy, root: Any = None) -> Any:
     not verify against the trust root (or there is no trust root to verify it while
     unsigned overlays are not allowed), is older than ``min_set_version`` or than the
     newest version this host has seen for its signer and name, or (a bundle) holds a
-    file the set does not pin or lacks one it pins; and when the store has no set but
-    must (a bundle, or ``min_set_version`` above 0). Expiry is checked by the caller.
+    file the set does not pin (but its unsigned SBOM, never read) or lacks one it pins;
+    and when the store has no set but must (a bundle, or ``min_set_version`` above 0).
+    Expiry is checked by the caller.
     """
     ident = (store.location, os.fspath(policy.keys_dir) if policy.keys_dir else f"root:{id(root)}",
              repr(policy[1:]))  # every other setting of the policy (state, minimum, ...)
@@ -197,7 +207,7 @@ def _load_set(store: Any, policy: LoadPolicy, root: Any) -> Any:
 
     vset = verify_set(raw, root if root is not None else trust_root(policy), where)
     if store.kind == "bundle":
-        members = set(store.names()) - {SET_NAME}
+        members = set(store.names()) - {SET_NAME, SBOM_NAME}  # the SBOM: unsigned, informational, never read
         extra, missing = sorted(members - set(vset.files)), sorted(set(vset.files) - members)
         if extra:
             raise TrustError(f"bundle member {extra[0]!r} is not pinned by the signed overlay set", store.location)
@@ -252,6 +262,28 @@ def _refuse(entry: Any, reason: str) -> OverlayRefused:
     return OverlayRefused(entry.name, reason)
 
 
+class NotSelected(OverlayRefused):
+    """Step 9: the overlay's canary conditions do not select this process. Not a
+    fault: the loader logs it at INFO (``quiet``)."""
+
+    quiet = True
+
+
+#: Tiers whose overlays may load (docs/governance.md).
+LOADABLE_TIERS = ("auto",)
+
+
+def _module_denied(module: str, policy: LoadPolicy) -> str | None:
+    """Why the settings deny overlays of *module*, or None."""
+    import fnmatch
+
+    if any(fnmatch.fnmatchcase(module, g) for g in policy.deny):
+        return f"module {module} is denied by the settings (deny)"
+    if policy.allow and not any(fnmatch.fnmatchcase(module, g) for g in policy.allow):
+        return f"module {module} is not in the settings' allow list"
+    return None
+
+
 def _reason_with_file(entry: Any, exc: CodeSutureError) -> str:
     """*exc*'s reason, naming the file when it is not the overlay itself."""
     reason = str(getattr(exc, "reason", exc))
@@ -274,6 +306,7 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
     """
     now = time.time() if now is None else now
     has_keys = policy.keys_dir is not None or root is not None
+    activation = None
     try:
         try:  # step 1
             vset = store_set(entry.store, policy, root)
@@ -281,14 +314,15 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
             raise _refuse(entry, f"signed overlay set refused: {exc.reason}") from None
         if vset is not None:  # steps 2-3
             meta, signer, via = _admit_from_set(entry, vset, now)
+            activation = vset.overlays[entry.name].get("activation")
         else:  # step 3
             envelope = entry.read(ENVELOPE_SUFFIX) if has_keys and not policy.allows_unsigned else None
             bundle = entry.read(SIGSTORE_SUFFIX) if envelope is None and policy.sigstore_identity else None
             if envelope is not None:
-                meta, signer, set_name = _admit_signed(entry, envelope, policy, root)
+                meta, signer, set_name, activation = _admit_signed(entry, envelope, policy, root)
                 via = "dsse"
             elif bundle is not None:
-                meta, signer, set_name = _admit_sigstore(entry, bundle, policy)
+                meta, signer, set_name, activation = _admit_sigstore(entry, bundle, policy)
                 via = "sigstore"
             elif policy.allows_unsigned:
                 raw = entry.read(META_SUFFIX)
@@ -319,7 +353,7 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
         envelope = entry.read(ENVELOPE_SUFFIX)
         if envelope is None:
             raise _refuse(entry, f"{entry.name + ENVELOPE_SUFFIX} is missing")
-        own, _, set_name = _admit_signed(entry, envelope, policy, root)
+        own, _, set_name, _ = _admit_signed(entry, envelope, policy, root)
         if set_name not in (None, vset.name):
             raise _refuse(entry, f"its own statement names overlay set {set_name!r}, not {vset.name!r}")
         if own.overlay_sha256 != digest:
@@ -344,6 +378,19 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
             raise _refuse(entry, f"expiry {meta.expires!r} is not an RFC 3339 UTC time")
         if meta.expires <= now_text(now):
             raise _refuse(entry, f"expired at {meta.expires}")
+    if meta.tier not in LOADABLE_TIERS:  # step 7 (docs/governance.md)
+        raise _refuse(entry, f"tier {meta.tier!r} does not permit loading (only {', '.join(LOADABLE_TIERS)} overlays "
+                             "load; signing a proposal approves it)")
+    if policy.allow or policy.deny:  # step 8
+        denied = _module_denied(meta.module, policy)
+        if denied:
+            raise _refuse(entry, denied)
+    if activation is not None and policy.activate:  # step 9 (codesuture.runtime.canary)
+        from codesuture.runtime.canary import selects
+
+        why = selects(activation)
+        if why is not None:
+            raise NotSelected(entry.name, f"not activated in this process ({why})")
     if signer is None:
         log.warning("loading UNSIGNED overlay %s (no trust root configured)", entry.name)
     return Admitted(data, meta, signer, via)
@@ -364,17 +411,17 @@ def _admit_from_set(entry: Any, vset: Any, now: float) -> tuple[OverlayMeta, str
         module=info["module"], key=info["key"], origin="", source_sha256=info["source_sha256"],
         overlay_sha256=vset.files[entry.name + OVERLAY_SUFFIX],
         python={"cache_tag": info["cache_tag"], "magic": info["magic"]},
-        created=vset.created, expires=info["expiresAt"], tier=info["tier"], patches=[],
+        created=vset.created, expires=info["expiresAt"], tier=info["tier"], patches=[], package=info.get("package"),
     )
     return meta, vset.keyid, "set"
 
 
-def _admit_signed(entry: Any, envelope: bytes, policy: LoadPolicy, root: Any) -> tuple[OverlayMeta, str, str | None]:
+def _admit_signed(entry: Any, envelope: bytes, policy: LoadPolicy, root: Any) -> tuple[OverlayMeta, str, str | None, Any]:
     """Verify the overlay's DSSE envelope against the trust root; return (metadata from
     the verified Statement, whose ``overlay_sha256`` is the signed subject digest,
-    signer key id, the overlay set it was signed into). The statement's subject must
-    name this overlay file. Nothing in the envelope is interpreted before its signature
-    verified."""
+    signer key id, the overlay set it was signed into, its canary activation
+    conditions or None). The statement's subject must name this overlay file. Nothing
+    in the envelope is interpreted before its signature verified."""
     from codesuture.trust import dsse
     from codesuture.trust.statement import meta_from_statement
 
@@ -385,10 +432,22 @@ def _admit_signed(entry: Any, envelope: bytes, policy: LoadPolicy, root: Any) ->
                                                 strict=policy.strict_statements)
     except TrustError as exc:
         raise _refuse(entry, exc.reason) from None
-    return meta, verified.keyid, set_name
+    return meta, verified.keyid, set_name, _activation(entry, verified.payload)
 
 
-def _admit_sigstore(entry: Any, bundle: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str, str | None]:
+def _activation(entry: Any, payload: bytes) -> Any:
+    """The canary conditions of a verified Statement, or None (refused when malformed)."""
+    if b'"activation"' not in payload:
+        return None
+    from codesuture.runtime.canary import from_statement
+
+    try:
+        return from_statement(payload)
+    except ValueError as exc:
+        raise _refuse(entry, f"statement {exc}") from None
+
+
+def _admit_sigstore(entry: Any, bundle: bytes, policy: LoadPolicy) -> tuple[OverlayMeta, str, str | None, Any]:
     """Verify a Sigstore bundle (DSSE in-toto Statement) offline for the identity in
     *policy*; return (metadata, ``sigstore:<identity>``, overlay set name)."""
     from codesuture.trust.sigstore_support import verify_statement_bundle
@@ -404,7 +463,7 @@ def _admit_sigstore(entry: Any, bundle: bytes, policy: LoadPolicy) -> tuple[Over
         meta, _, set_name = meta_from_statement(payload, entry.name + OVERLAY_SUFFIX)
     except TrustError as exc:
         raise _refuse(entry, exc.reason) from None
-    return meta, f"sigstore:{policy.sigstore_identity}", set_name
+    return meta, f"sigstore:{policy.sigstore_identity}", set_name, _activation(entry, payload)
 
 
 def full_meta(entry: Any, admitted: Admitted, policy: LoadPolicy, root: Any = None) -> OverlayMeta:
@@ -447,4 +506,4 @@ def full_meta(entry: Any, admitted: Admitted, policy: LoadPolicy, root: Any = No
     return meta
 
 
-__all__ = ["LoadPolicy", "Admitted", "admit", "store_set", "trust_root", "clear_trust_root_cache", "full_meta"]
+__all__ = ["LoadPolicy", "Admitted", "NotSelected", "LOADABLE_TIERS", "admit", "store_set", "trust_root", "clear_trust_root_cache", "full_meta"]

@@ -39,6 +39,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _require() -> None:
+    """Raise TrustError when the ``sigstore`` package (the ``sigstore`` extra) is absent."""
+    try:
+        import sigstore  # noqa: F401
+    except ImportError:
+        raise TrustError("Sigstore signatures need the sigstore package, which is not installed "
+                         "(install 'codesuture[sigstore]')") from None
+
+
 def _verifier(staging: bool) -> Any:
     """One offline ``sigstore.verify.Verifier`` per process (production or staging)."""
     with _VERIFIERS_LOCK:
@@ -55,6 +64,7 @@ def _verifier(staging: bool) -> Any:
 
 
 def _load_bundle(raw: bytes, path: object) -> Any:
+    _require()
     from sigstore.models import Bundle
 
     try:
@@ -142,6 +152,7 @@ def identity_token(token: str | None) -> Any:
     """A ``sigstore.oidc.IdentityToken`` from *token*, or from an ambient credential
     (CI OIDC) when *token* is None. Raises :class:`TrustError` when there is none or
     it is malformed/expired. Never starts an interactive browser flow."""
+    _require()
     from sigstore.oidc import IdentityToken, detect_credential
 
     try:
@@ -160,6 +171,7 @@ def signing_context(staging: bool = False) -> Any:
     """A ``sigstore.sign.SigningContext`` for production or staging. Needs the network
     (refreshes the trust configuration over TUF); raises :class:`TrustError` when the
     services cannot be reached."""
+    _require()
     from sigstore.models import ClientTrustConfig
     from sigstore.sign import SigningContext
 

@@ -17,8 +17,10 @@ Follows in-toto attestation spec v1 (``spec/v1/statement.md``). Shape::
         "expiresAt": "2026-12-21T09:00:00Z",  RFC 3339 UTC (created + TTL)
         "tier": "auto",                       observe | propose | auto
         "evidence": [ {...}, ... ],           e.g. repro results
-        "overlaySet": "inventory"             only when signed with its folder: then the
+        "overlaySet": "inventory",            only when signed with its folder: then the
                                               overlay loads only under that signed set
+        "package": {"name": "requests",       only for a module an installed distribution
+                    "version": "2.31.0"}      owns: that distribution when it was healed
       }
     }
 
@@ -38,7 +40,7 @@ import re
 import time
 
 from codesuture.errors import TrustError
-from codesuture.overlay.model import OverlayMeta
+from codesuture.overlay.model import OverlayMeta, package_field
 from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
 from codesuture.util.clock import is_iso_utc, iso_utc
 
@@ -105,6 +107,8 @@ def build_statement(
     }
     if overlay_set is not None:
         statement["predicate"]["overlaySet"] = overlay_set  # type: ignore[index]
+    if meta.package:
+        statement["predicate"]["package"] = dict(meta.package)  # type: ignore[index]
     raw = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode("utf-8")
     _validate(raw, overlay_name)
     return raw
@@ -168,6 +172,10 @@ def meta_from_statement(
     overlay_set = pred.get("overlaySet")
     if overlay_set is not None and (not isinstance(overlay_set, str) or not overlay_set):
         raise TrustError("statement overlaySet must be a set name", where)
+    try:
+        package = package_field(pred.get("package"))
+    except ValueError as exc:
+        raise TrustError(f"statement {exc}", where) from None
     patches_json = pred.get("patches", [])
     if not isinstance(patches_json, list):
         raise TrustError("statement patches must be a list", where)
@@ -186,5 +194,6 @@ def meta_from_statement(
         expires=expires,
         tier=_str(pred, "tier", where, required=False) or "auto",
         patches=patches,
+        package=package,
     )
     return meta, digest, overlay_set

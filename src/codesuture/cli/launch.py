@@ -1,0 +1,137 @@
+"""``codesuture run`` and ``codesuture watch``, parsed with the standard library only.
+
+These two commands run inside the app's own environment, which may pin any release of
+``click`` (or none): they must not import it. Their command line is boot's
+(:func:`codesuture.boot.parse`), so ``run`` takes exactly the options ``python -m
+codesuture.boot`` takes; ``watch`` adds two of its own. The review commands are the
+click group (:mod:`codesuture.cli.group`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+RUN_DOC = """codesuture run [options] (script.py | app-folder | app.zip | -m module | -c code) [args...]
+
+Run the target like `python script.py args...` / `python -m module args...`, healing
+structural crashes live, writing overlays (to ./overlays unless --overlays or the
+app's config names a store) and replaying the run while each heal makes progress,
+at most --retries times. A trust root, --require-signed or a bundle makes the run
+prod (load verified overlays only; --heal proposes patches for review).
+
+Exit codes: the program's; 1 after an unhandled exception; 2 for a usage or
+configuration error; 78 when --require-overlays is set and the store cannot be
+used; 130 after Ctrl-C."""
+
+WATCH_DOC = """codesuture watch [--overlays DIR] [--max-restarts N] (script.py | -m module) [args...]
+
+Run the program under boot, and start it again from the beginning after each run
+that crashed and wrote a patch, so it runs with every overlay loaded at import.
+Stops at exit 0, when a run patched nothing, or after --max-restarts restarts
+(default 3); exits with the last run's code. --overlays: the store folder (default
+./overlays)."""
+
+
+def _patch_lines(session: Any, default_store: str | None) -> list[str]:
+    """What ``run`` says after the program ends: each patch made (and where it went),
+    each patch a dry run would have made, and the session summary."""
+    from codesuture.runtime.session import summary
+
+    lines: list[str] = []
+    healer = getattr(session, "healer", None)
+    for result in getattr(healer, "history", []):
+        if result.status != "patched":
+            continue
+        r = result.record
+        guard = r.guard.guard + (f"/{r.guard.form}" if r.guard.form else "")
+        where = "proposed in" if result.proposed else "->"
+        lines.append(f"codesuture: patched {r.module}:{r.line} {r.qualname}: {guard} on `{r.expression}` "
+                     f"(yields {r.yields}, +{r.added} instructions)" + (f" {where} {result.overlay}" if result.overlay else ""))
+        if getattr(session, "verbose", 0):
+            lines.append(result.diff)
+    for r in getattr(healer, "proposals", []):
+        lines.append(f"codesuture: would patch {r.module}:{r.line} {r.qualname}: {r.guard.guard} on `{r.expression}` "
+                     f"(yields {r.yields}, +{r.added} instructions)")
+    line = summary(session, default_store)
+    if line:
+        lines.append(line)
+    return lines
+
+
+def run(argv: list[str], verbose: int = 0) -> int:
+    """``codesuture run ARGV...``; returns the exit code."""
+    from codesuture import boot
+
+    prepared = boot.prepare(["-v"] * verbose + argv, command="run", prog="codesuture run", doc=RUN_DOC)
+    if isinstance(prepared, int):
+        return prepared
+    s, target = prepared
+    if s is None:  # the kill switch: the program runs as plain python would
+        from codesuture.runtime import script
+
+        return script.run(target)
+    code, session = boot.start(s, target)
+    session.verbose = s.verbose
+    for line in _patch_lines(session, s.overlays if "overlays" not in s.sources else None):
+        print(line, file=sys.stderr)
+    return code
+
+
+def watch(argv: list[str]) -> int:
+    """``codesuture watch ARGV...``; returns the exit code."""
+    from codesuture.settings import EXIT_USAGE
+
+    overlays, max_restarts, i = "overlays", 3, 0
+    try:
+        while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":
+            name, eq, value = argv[i].partition("=")
+            if name in ("-h", "--help"):
+                print(WATCH_DOC)
+                return 0
+            if name not in ("--overlays", "--max-restarts"):
+                raise ValueError(f"unknown option {name}")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{name} needs a value")
+                i += 1
+                value = argv[i]
+            if name == "--overlays":
+                overlays = value
+            else:
+                try:
+                    max_restarts = int(value)
+                except ValueError:
+                    raise ValueError(f"--max-restarts: {value!r} is not a whole number") from None
+                if max_restarts < 0:
+                    raise ValueError(f"--max-restarts: {value!r} is negative")
+            i += 1
+        program = argv[i:]
+        if not program or program == ["-m"]:
+            raise ValueError("give PROGRAM: script.py [ARGS]... or -m MODULE [ARGS]...")
+    except ValueError as exc:
+        print(f"codesuture watch: {exc}", file=sys.stderr)
+        print(WATCH_DOC.splitlines()[0].replace("codesuture watch", "usage: codesuture watch"), file=sys.stderr)
+        return EXIT_USAGE
+    if os.path.exists(overlays) and not os.path.isdir(overlays):
+        print(f"codesuture watch: --overlays {overlays!r} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    from codesuture.runtime.watch import watch as run_watch
+
+    def told(n: int, rc: int) -> None:
+        print(f"codesuture: watch: run ended with exit code {rc} after a patch: restart {n} of {max_restarts}",
+              file=sys.stderr)
+
+    rc, restarts = run_watch(os.path.abspath(overlays), program, max_restarts=max_restarts, on_restart=told)
+    print(f"codesuture: watch: {restarts} restart(s), exit code {rc}", file=sys.stderr)
+    return rc
+
+
+#: Commands this module runs, by name.
+COMMANDS = {"run": run, "watch": watch}
+
+__all__ = ["run", "watch", "COMMANDS", "RUN_DOC", "WATCH_DOC"]
