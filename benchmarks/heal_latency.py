@@ -1,6 +1,7 @@
 """Heal latency: wall time of ``Healer(overlays=None).heal(exc)``, from a caught
 exception to the patched code being live (diagnosis, guard synthesis, diff gate, swap
-into every function via ``gc.get_objects()``). No overlay is written.
+into every live function, found by name). No overlay is written. One
+``gc.get_objects()`` scan is timed beside it for comparison.
 
 Target: <= 10 ms median (steady state), for every guard family measured.
 
@@ -105,7 +106,8 @@ class Heap:
 
 
 def _scan() -> float:
-    """One pass over gc.get_objects() picking functions, as swap() does."""
+    """One pass over gc.get_objects() picking functions (what swap() did before it
+    found functions by name): the heap-sized cost, for comparison."""
     import types
 
     t0 = time.perf_counter()
@@ -233,7 +235,7 @@ def main() -> int:
             ok_all &= ok
             print(f"  {g:<22}" + "".join(f"{m:14.2f}" for m in meds) + f"   {C.verdict(ok)}")
         print(f"  {'(one gc scan for functions)':<22}" + "".join(f"{scan[c]:14.2f}" for c in conds)
-              + "   <- swap() walks gc.get_objects() like this")
+              + "   <- a heap scan, for comparison (swap() makes none)")
         alls = [C.median([x for g in CASES for x in lat[c][g]]) * 1e3 for c in conds]
         print(f"  {'all guards':<22}" + "".join(f"{m:14.2f}" for m in alls))
         print(f"heal latency (steady state, every guard, both heaps): {C.verdict(ok_all)};"

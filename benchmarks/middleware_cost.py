@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import io
 import os
@@ -269,7 +270,8 @@ def build_http_server() -> tuple[Callable[[], None], Callable[[], None]]:
 
     original = http.server.BaseHTTPRequestHandler.__dict__["parse_request"]
     original = getattr(original, "__wrapped__", original)
-    state = tempfile.mkdtemp(prefix="codesuture-bench-state-")
+    state = tempfile.mkdtemp(prefix="codesuture-bench-state-")  # host state: never the user's own
+    atexit.register(shutil.rmtree, state, True)
     s = settings.load({"heal": True}, environ={"CODESUTURE_STATE_DIR": state})
     hooks.install(Session(s))
     if not getattr(http.server.BaseHTTPRequestHandler.parse_request, "__codesuture__", False):

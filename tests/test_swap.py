@@ -447,3 +447,14 @@ def test_functions_by_name_lists_each_function_once(load) -> None:
             "decorated", "plain_deco.<locals>.wrapper", "wrapped", "cached", "_", "<lambda>", "_cb"} <= names
     assert all(f.__code__.co_filename == m.__file__ for f in found)
     assert functools.reduce(lambda n, f: n + (f.__code__.co_qualname == "_"), found, 0) == 2  # both registered
+
+
+def test_walk_leaves_functions_as_they_were(load) -> None:
+    """Looking for functions creates no attribute dict on them (``fn.__dict__`` would)."""
+    from codesuture.patch.swap import functions_by_name
+
+    m = load(SHAPES)
+    found = functions_by_name(m)
+    top = next(f for f in found if f.__code__.co_qualname == "top")
+    assert not [r for r in gc.get_referents(top) if type(r) is dict and r is not top.__globals__
+                and r is not top.__builtins__]

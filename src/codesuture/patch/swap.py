@@ -198,6 +198,7 @@ def functions_by_name(namespace: Any, files: set[str] | None = None) -> list[typ
     if type(namespace) is not dict:
         return []
     import functools
+    from gc import get_referents
 
     modname = namespace.get("__name__")
     modname = modname if type(modname) is str else None
@@ -219,13 +220,16 @@ def functions_by_name(namespace: Any, files: set[str] | None = None) -> list[typ
             seen.add(oid)
             if files is None or obj.__code__.co_filename in files:
                 out.append(obj)
-            d = obj.__dict__
-            if d:
-                for key, value in list(d.items()):
-                    if key == "registry" and type(value) is types.MappingProxyType:
-                        stack.extend((v, True) for v in list(value.values()))  # functools.singledispatch
-                    else:
-                        stack.append((value, True))
+            # Its attributes (``__wrapped__``, a singledispatch ``registry``...) from the
+            # collector's traversal: reading ``__dict__`` would create one for every function.
+            module_globals, builtins = obj.__globals__, obj.__builtins__
+            for ref in get_referents(obj):
+                if type(ref) is dict and ref is not module_globals and ref is not builtins:
+                    for key, value in list(ref.items()):
+                        if key == "registry" and type(value) is types.MappingProxyType:
+                            stack.extend((v, True) for v in list(value.values()))  # functools.singledispatch
+                        else:
+                            stack.append((value, True))
             for cell in obj.__closure__ or ():
                 try:
                     stack.append((cell.cell_contents, True))
@@ -258,10 +262,8 @@ def functions_by_name(namespace: Any, files: set[str] | None = None) -> list[typ
                 stack.extend((v, True) for v in list(items))
         elif t.__flags__ & _HEAPTYPE and t is not types.ModuleType and _plain_python(t):
             seen.add(oid)
-            import gc
-
             # The instance's attributes, read by the collector's traversal (no Python code runs).
-            refs = gc.get_referents(obj)
+            refs = get_referents(obj)
             if len(refs) <= CONTAINER_LIMIT:
                 for ref in refs:
                     if type(ref) is dict:
@@ -316,8 +318,8 @@ def _module_dict(module: types.ModuleType) -> dict | None:
     return d if type(d) is dict else None
 
 
-_MODULE_DICT = types.ModuleType.__dict__["__dict__"]
-_TYPE_DICT = type.__dict__["__dict__"]
+_MODULE_DICT: Any = vars(types.ModuleType)["__dict__"]
+_TYPE_DICT: Any = vars(type)["__dict__"]
 
 
 def _within(root: types.CodeType, old: types.CodeType) -> bool:

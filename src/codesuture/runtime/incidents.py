@@ -365,14 +365,16 @@ def _guard_incident(site: str, exc: str, frame: Any) -> None:
 
 
 def _metrics() -> Any:
-    """:mod:`codesuture.runtime.metrics` when ``prometheus_client`` or
-    ``opentelemetry-api`` is installed (imported now, on the first event), else None."""
-    found = sys.modules.get("codesuture.runtime.metrics")
+    """:mod:`codesuture.runtime.metrics` when the program uses ``prometheus_client`` or
+    OpenTelemetry (it imported them, or :mod:`codesuture.runtime.metrics` to mount the
+    counters), else None. CodeSuture never imports them on its own: importing
+    ``prometheus_client`` costs tens of milliseconds, which a first heal (inside an
+    event loop too) must not pay for counters nobody exports."""
+    modules = sys.modules
+    found = modules.get("codesuture.runtime.metrics")
     if found is not None:
         return found
-    import importlib.util
-
-    if importlib.util.find_spec("prometheus_client") is None and importlib.util.find_spec("opentelemetry") is None:
+    if "prometheus_client" not in modules and "opentelemetry.trace" not in modules:
         return None
     from codesuture.runtime import metrics
 

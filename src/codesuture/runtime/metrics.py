@@ -1,8 +1,10 @@
 """Prometheus counters and OpenTelemetry span events for what CodeSuture does, each
 used only when its library is installed.
 
-Imported by :mod:`codesuture.runtime.incidents` on the first event (a crash reaching
-the healer, a guard firing), never at boot; or by the app, to mount the counters::
+Imported by the app, to mount the counters (counting starts then), or by
+:mod:`codesuture.runtime.incidents` on an event once the program has imported
+``prometheus_client`` or ``opentelemetry.trace`` itself; never at boot, and never
+just because the libraries are installed::
 
     from codesuture.runtime.metrics import registry      # None without prometheus_client
     from prometheus_client import make_wsgi_app

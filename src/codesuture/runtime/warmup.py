@@ -20,6 +20,7 @@ MODULES = (
     "logging", "bytecode", "codesuture.crash.handled", "codesuture.crash.site", "codesuture.crash.diagnose",
     "codesuture.guards.registry", "codesuture.patch.synthesize", "codesuture.patch.swap", "codesuture.patch.diffgate",
     "codesuture.runtime.healer", "codesuture.store.writer", "codesuture.overlay.build", "codesuture.loader.resolve",
+    "codesuture.runtime.incidents", "codesuture.runtime.governance", "codesuture.settings", "difflib",
 )
 _STARTED: list[bool] = []
 #: Set once the warm-up imported everything (or gave up) in this process.
