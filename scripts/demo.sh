@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-python3}
 [ -x .venv-demo/bin/python ] || "$py" -m venv .venv-demo
-.venv-demo/bin/python -m pip install -q -e . >/dev/null
+.venv-demo/bin/python -m pip install -q -e '.[cli]' >/dev/null   # the app side needs only '.'; the review steps need click (the cli extra)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CODESUTURE_STATE_DIR="$work/state"

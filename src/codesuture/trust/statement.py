@@ -51,8 +51,16 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _validate(statement: bytes, where: object) -> None:
-    from sigstore.dsse import Statement
-    from sigstore.errors import Error
+    """Check a Statement we are about to sign against sigstore's in-toto Statement v1
+    model (signing only; the loader reads the fields it uses itself). Raises
+    TrustError when it does not validate, or when sigstore (part of the ``cli`` extra,
+    with the review commands) is not installed."""
+    try:
+        from sigstore.dsse import Statement
+        from sigstore.errors import Error
+    except ImportError:
+        raise TrustError("signing validates the in-toto Statement with the sigstore package, which is not installed "
+                         "(install 'codesuture[cli]', the review tools)", where) from None
 
     try:
         Statement(statement)
