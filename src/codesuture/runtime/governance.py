@@ -328,26 +328,14 @@ def _loaded(healer: Any, site: str) -> tuple[Any, Any]:
 def _mark_for_review(healer: Any, fs: Any, record: Any, failures: int) -> str | None:
     """Write *record*, marked ``review: auto-rolled-back``, into the pending directory
     (tier ``observe``: never loaded, never signed). Returns the overlay path or None."""
-    from codesuture.errors import CodeSutureError
-    from codesuture.overlay.names import module_origin, script_origin
-    from codesuture.store.directory import DirectoryStore
-    from codesuture.store.writer import write_overlay
     from codesuture.util.clock import iso_utc
 
     if healer.pending is None or healer.dry_run:
         return None
     marked = record._replace(evidence={**(record.evidence or {}), "review": "auto-rolled-back",
                                        "rolled_back_at": iso_utc(time.time()), "failures": failures})
-    try:
-        with open(fs.filename, "rb") as fh:
-            source = fh.read()
-        app_root = healer._app_root(fs.filename)
-        origin = script_origin(fs.filename, app_root) if fs.module == "__main__" else module_origin(fs.filename, app_root)
-        return write_overlay(DirectoryStore(healer.pending, budget=None), fs.key, fs.module, fs.filename, [marked],
-                             origin=origin, source=source, tier="observe")
-    except (CodeSutureError, OSError, SyntaxError) as exc:
-        log.warning("rolled back %s, but not marked for review: %s", fs.key, exc)
-        return None
+    where: str | None = healer._propose(fs, marked, tier="observe")
+    return where
 
 
 # ------------------------------------------------------------------ kill switch: revert everything

@@ -525,7 +525,7 @@ class Healer:
 
         return any(fnmatch.fnmatchcase(module, pattern) for pattern in self.control_flow)
 
-    def _propose(self, fs: FunctionState, record: PatchRecord) -> str | None:
+    def _propose(self, fs: FunctionState, record: PatchRecord, tier: str = "propose") -> str | None:
         """Write *record* alone as a proposal (tier ``propose``) into the pending
         directory; the live code is not changed. Returns the overlay path or None."""
         from codesuture.overlay.names import module_origin, script_origin
@@ -540,7 +540,7 @@ class Healer:
             app_root = self._app_root(fs.filename)
             origin = script_origin(fs.filename, app_root) if fs.module == "__main__" else module_origin(fs.filename, app_root)
             return write_overlay(DirectoryStore(self.pending, budget=None), fs.key, fs.module, fs.filename, [record],
-                                 origin=origin, source=source, tier="propose")
+                                 origin=origin, source=source, tier=tier)
         except (CodeSutureError, OSError, SyntaxError) as exc:
             log.warning("no proposal written for %s: %s", fs.key, exc)
             return None
