@@ -10,7 +10,9 @@ spec v1.1 API)::
 
 The registry is an **untrusted transport**: nothing it says is believed until the
 signed set verified against the host's trust root. What this module checks is only
-what keeps a hostile or broken registry from hurting the host: every manifest is
+what keeps a hostile or broken registry from hurting the host (a refusal is a
+:class:`~codesuture.errors.BundleError`; a registry that cannot be reached or answers
+an error, a :class:`~codesuture.errors.RegistryError`): every manifest is
 fetched by digest and its bytes hashed (SHA-256) against that digest, every blob is
 hashed against its descriptor, and nothing is read past a cap (manifest
 :data:`MAX_MANIFEST_BYTES`, set :data:`~codesuture.overlay.names.MAX_SET_BYTES`,
@@ -37,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from codesuture.errors import RegistryError
+from codesuture.errors import BundleError, RegistryError
 from codesuture.overlay.names import MAX_SET_BYTES
 from codesuture.util.ociref import Reference
 
@@ -67,12 +69,13 @@ class Artifact:
     annotations: dict[str, str]
 
 
-def _oras() -> Any:
+def _oras(module: str) -> Any:
+    import importlib
+
     try:
-        import oras.provider
+        return importlib.import_module(module)
     except ImportError:
         raise RegistryError("oci://", "oci:// locations need the ORAS client: pip install 'codesuture[oci]'") from None
-    return oras.provider
 
 
 _ONCE: Any = None
@@ -83,7 +86,7 @@ def _registry_class() -> Any:
     sleeps of up to a minute (ORAS's default): the caller's deadline holds."""
     global _ONCE
     if _ONCE is None:
-        provider = _oras()
+        provider = _oras("oras.provider")
         once = getattr(provider.Registry.do_request, "__wrapped__", provider.Registry.do_request)
 
         class OneShotRegistry(provider.Registry):  # type: ignore[name-defined]
@@ -103,30 +106,37 @@ class Client:
     :data:`DEFAULT_TIMEOUT`). *username*/*password*: basic credentials (else docker's
     config file). *agent*: appended to the ``User-Agent`` (the host cache's id, so a
     registry's log tells hosts apart). Raises :class:`RegistryError` when ``oras`` is
-    not installed."""
+    not installed.
+
+    Lookups and pulls use ORAS's authentication (``oras.auth``: docker's config file,
+    credential helpers, the distribution token flow) over one ``requests`` session;
+    ``oras.provider`` (which imports ``jsonschema`` to validate what it pushes: seconds
+    of start-up in a worker) is imported by :meth:`push` only."""
 
     def __init__(self, ref: Reference, *, plain_http: bool = False, deadline: float | None = None,
                  username: str | None = None, password: str | None = None, agent: str = "") -> None:
-        self.ref = ref
-        self.deadline = deadline
-        insecure = plain_http or ref.loopback
-        self._registry = _registry_class()(hostname=ref.registry, insecure=insecure)
-        session = self._registry.session
+        from http.cookiejar import DefaultCookiePolicy
+
         from codesuture import __version__
 
-        session.headers["User-Agent"] = f"codesuture/{__version__}" + (f" {agent}" if agent else "")
+        auth_mod, container_mod, requests = _oras("oras.auth"), _oras("oras.container"), _oras("requests")
+        self.ref = ref
+        self.deadline = deadline
+        self.insecure = plain_http or ref.loopback
+        self.prefix = "http" if self.insecure else "https"
+        self.agent = f"codesuture/{__version__}" + (f" {agent}" if agent else "")
+        self.username, self.password = username, password
+        session = self.session = requests.Session()
+        session.headers["User-Agent"] = self.agent
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         if ref.loopback:
             session.trust_env = False  # a proxy from the environment never serves 127.0.0.1
-        request = session.request
-
-        def bounded(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", self._timeout())
-            return request(*args, **kwargs)
-
-        session.request = bounded
+        self.auth = auth_mod.get_auth_backend("token", session, self.insecure, tls_verify=True)
+        self.auth.hostname = ref.registry
         if username is not None:
-            self._registry.auth.set_basic_auth(username, password or "")
-        self._container = self._registry.get_container(f"{ref.registry}/{ref.repository}:{ref.tag or 'latest'}")
+            self.auth.set_basic_auth(username, password or "")
+        self._container = container_mod.Container(f"{ref.registry}/{ref.repository}:{ref.tag or 'latest'}",
+                                                  registry=ref.registry)
         self._configs_loaded = False
         self.requests = 0
 
@@ -138,20 +148,36 @@ class Client:
             raise RegistryError(self.ref, "no answer within the time allowed")
         return left
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, url: str, headers: dict[str, str] | None = None, stream: bool = False) -> Any:
+        """One request (and one more after an authentication challenge), no retries."""
         if not self._configs_loaded:
-            self._registry.auth.load_configs(self._container)  # ~/.docker/config.json credentials
+            self.auth.load_configs(self._container)  # ~/.docker/config.json: auths, credsStore, credHelpers
             self._configs_loaded = True
-        self.requests += 1
+        headers = dict(headers or {})
+        headers.update(self.auth.get_auth_header())
         try:
-            return self._registry.do_request(url, method, **kwargs)
+            self.requests += 1
+            r = self.session.request(method, url, headers=headers, stream=stream, timeout=self._timeout())
+            if r.status_code in (401, 403):
+                challenge = r.headers.get("Www-Authenticate", "")
+                basic = getattr(self.auth, "_basic_auth", None)  # what ORAS read from docker's config, or ours
+                if challenge.lower().startswith("basic") and basic:
+                    headers["Authorization"] = f"Basic {basic}"
+                    changed = True
+                else:
+                    headers, changed = self.auth.authenticate_request(r, headers)
+                if changed:
+                    r.close()
+                    self.requests += 1
+                    r = self.session.request(method, url, headers=headers, stream=stream, timeout=self._timeout())
+            return r
         except RegistryError:
             raise
-        except Exception as exc:  # requests' ConnectionError, Timeout, ORAS's ValueError on auth...
+        except Exception as exc:  # requests' ConnectionError, Timeout, ...
             raise RegistryError(self.ref, f"{method} failed: {_short(exc)}") from None
 
     def _url(self, kind: str, reference: str) -> str:
-        return f"{self._registry.prefix}://{self.ref.registry}/v2/{self.ref.repository}/{kind}/{reference}"
+        return f"{self.prefix}://{self.ref.registry}/v2/{self.ref.repository}/{kind}/{reference}"
 
     # ------------------------------------------------------------------ reading
 
@@ -170,19 +196,22 @@ class Client:
             raise RegistryError(self.ref, "the registry gave no sha256 manifest digest (Docker-Content-Digest)")
         return str(digest)
 
-    def _read(self, response: Any, limit: int, what: str) -> bytes:
+    def _read(self, response: Any, limit: int, what: str, expected: int | None = None) -> bytes:
+        """The body of *response*, at most *limit* bytes, within the deadline (a body
+        that trickles in past it is cut: RegistryError)."""
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response.close()
-            raise RegistryError(self.ref, f"{what} is oversized ({declared} bytes > {limit})")
+            raise BundleError(f"{what} is oversized ({declared} bytes > {limit})", str(self.ref))
         out = bytearray()
         try:
             for chunk in response.iter_content(chunk_size=65536):
                 out += chunk
                 if len(out) > limit:
-                    raise RegistryError(self.ref, f"{what} is oversized (> {limit} bytes)")
-                self._timeout()
-        except RegistryError:
+                    raise BundleError(f"{what} is oversized (> {limit} bytes)", str(self.ref))
+                if expected is None or len(out) < expected:
+                    self._timeout()
+        except (RegistryError, BundleError):
             raise
         except Exception as exc:  # a connection cut mid-body
             raise RegistryError(self.ref, f"{what} truncated: {_short(exc)}") from None
@@ -199,7 +228,7 @@ class Client:
             raise RegistryError(self.ref, f"manifest {digest} answered HTTP {r.status_code}")
         raw = self._read(r, MAX_MANIFEST_BYTES, "manifest")
         if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
-            raise RegistryError(self.ref, f"manifest bytes do not match their digest {digest}")
+            raise BundleError(f"manifest bytes do not match their digest {digest}", str(self.ref))
         try:
             manifest = json.loads(raw)
             config_type = manifest["config"]["mediaType"]
@@ -212,7 +241,7 @@ class Client:
                     raise ValueError("a layer descriptor has no sha256 digest or size")
             annotations = {str(k): str(v) for k, v in (manifest.get("annotations") or {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise RegistryError(self.ref, f"manifest {digest[:19]}... refused: {exc}") from None
+            raise BundleError(f"manifest {digest[:19]}... refused: {exc}", str(self.ref)) from None
         return Artifact(digest, layers[MEDIA_SET], layers[MEDIA_BUNDLE], annotations)
 
     def blob(self, descriptor: dict[str, Any], limit: int, what: str) -> bytes:
@@ -220,16 +249,16 @@ class Client:
         Raises RegistryError (oversized, truncated, other bytes, HTTP error)."""
         size, digest = descriptor["size"], descriptor["digest"]
         if size > limit:
-            raise RegistryError(self.ref, f"{what} is oversized ({size} bytes > {limit})")
+            raise BundleError(f"{what} is oversized ({size} bytes > {limit})", str(self.ref))
         r = self._request("GET", self._url("blobs", digest), stream=True)
         if r.status_code != 200:
             r.close()
             raise RegistryError(self.ref, f"{what} blob answered HTTP {r.status_code}")
-        data = self._read(r, limit, what)
+        data = self._read(r, limit, what, size)
         if len(data) != size:
-            raise RegistryError(self.ref, f"{what} truncated ({len(data)} of {size} bytes)")
+            raise BundleError(f"{what} truncated ({len(data)} of {size} bytes)", str(self.ref))
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise RegistryError(self.ref, f"{what} does not match its digest {digest[:19]}...")
+            raise BundleError(f"{what} does not match its digest {digest[:19]}...", str(self.ref))
         return data
 
     def pull(self, digest: str) -> tuple[Artifact, bytes, bytes]:
@@ -248,14 +277,27 @@ class Client:
             set_path = os.path.join(tmp, "overlays.manifest.dsse.json")
             bundle_path = os.path.join(tmp, "overlays.cso")
             config_path = os.path.join(tmp, "config.json")
-            with open(set_path, "wb") as fh:
-                fh.write(set_bytes)
-            with open(bundle, "rb") as src, open(bundle_path, "wb") as dst:
-                dst.write(src.read())
-            with open(config_path, "w", encoding="utf-8") as fh:
-                json.dump(config, fh, sort_keys=True)
+            with open(bundle, "rb") as src:
+                bundle_bytes = src.read()
+            for path, data in ((set_path, set_bytes), (bundle_path, bundle_bytes),
+                               (config_path, json.dumps(config, sort_keys=True).encode())):
+                with open(path, "wb") as out:
+                    out.write(data)
+            registry = _registry_class()(hostname=self.ref.registry, insecure=self.insecure)
+            registry.session.headers["User-Agent"] = self.agent
+            if self.ref.loopback:
+                registry.session.trust_env = False
+            request = registry.session.request
+
+            def bounded(*args: Any, **kwargs: Any) -> Any:
+                kwargs.setdefault("timeout", self._timeout())
+                return request(*args, **kwargs)
+
+            registry.session.request = bounded
+            if self.username is not None:
+                registry.auth.set_basic_auth(self.username, self.password or "")
             try:
-                r = self._registry.push(
+                r = registry.push(
                     target=f"{self.ref.registry}/{self.ref.repository}:{self.ref.tag}",
                     files=[f"{set_path}:{MEDIA_SET}", f"{bundle_path}:{MEDIA_BUNDLE}"],
                     manifest_config=f"{config_path}:{MEDIA_CONFIG}", manifest_annotations=annotations,
