@@ -86,3 +86,30 @@ def test_push_to_unreachable_registry_fails_cleanly(tmp_path):
     p = cli("bundle", "push", bundle, f"oci://127.0.0.1:{free_port()}/app/overlays:prod", cwd=tmp_path, timeout=60)
     assert p.returncode == 1
     assert "push failed" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_review_commands_read_the_registry(tmp_path, registry):  # noqa: F811
+    s = make_signed_set(tmp_path, ("demo.mod",))
+    bundle = tmp_path / "deploy.cso"
+    create_bundle(s.directory, bundle)
+    location = registry.location()
+    assert cli("bundle", "push", bundle, location, cwd=tmp_path).returncode == 0
+    for args in (("verify", "--keys", s.keys_dir, location), ("bundle", "verify", "--keys", s.keys_dir, location)):
+        p = cli(*args, cwd=tmp_path)
+        assert p.returncode == 0 and "OK " in p.stdout and "pulled " + location in p.stderr, p
+    other = tmp_path / "other-keys"
+    from trust_helpers import add_key
+
+    add_key(other)
+    p = cli("verify", "--keys", other, location, cwd=tmp_path)
+    assert p.returncode == 1 and "FAIL" in p.stdout, p
+    p = cli("explain", "--json", location, cwd=tmp_path)
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["module"] == "demo.mod", p
+    p = cli("audit", "--keys", s.keys_dir, location, cwd=tmp_path)
+    assert "demo.mod" in p.stdout or "demo" in p.stdout, p
+    p = cli("sbom", "-o", tmp_path / "sbom.json", "--keys", s.keys_dir, location, cwd=tmp_path)
+    assert p.returncode == 0 and json.loads((tmp_path / "sbom.json").read_text())["bomFormat"] == "CycloneDX", p
+    # the temporary folders are gone; a tag that does not exist is a clear error
+    assert not list(tmp_path.glob("codesuture-pull-*"))
+    p = cli("verify", "--keys", s.keys_dir, registry.location(tag="nope"), cwd=tmp_path)
+    assert p.returncode == 1 and "no such tag" in p.stderr and "Traceback" not in p.stderr, p

@@ -185,15 +185,51 @@ def parse_signal(name: str, value: object) -> str:
     raise ConfigError(name, f"{value!r} is not a signal here (e.g. SIGUSR2, USR2, 12, off)")
 
 
-def parse_oci(name: str, value: object) -> str:
-    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
-    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
-    from codesuture.util.ociref import parse
+def split_oci(location: str) -> tuple[str, str, str | None, str | None]:
+    """``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)`` -> ``(registry, repository,
+    tag, digest)``, one of the last two None. The grammar is the OCI distribution
+    spec's: a repository is ``/``-separated components of
+    ``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``; a tag matches
+    ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``; a digest is ``sha256:`` and 64 lower-case hex
+    digits. A location without a tag or digest is refused (a fleet follows one named
+    tag, never an implied ``latest``). Raises ValueError saying what is wrong."""
+    import re
 
+    component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    text = location.strip()
+    if not text.startswith("oci://"):
+        raise ValueError(f"{location!r} is not an OCI location (oci://HOST[:PORT]/REPOSITORY:TAG)")
+    registry, slash, path = text[len("oci://"):].partition("/")
+    if not slash or not registry or not path:
+        raise ValueError(f"{location!r}: give a registry and a repository (oci://HOST[:PORT]/REPOSITORY:TAG)")
+    host_ok = re.match(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::([0-9]{1,5}))?$", registry)
+    if not host_ok or (host_ok.group(1) is not None and not 0 < int(host_ok.group(1)) < 65536):
+        raise ValueError(f"{location!r}: {registry!r} is not a registry host[:port]")
+    tag = digest = None
+    if "@" in path:
+        path, _, digest = path.partition("@")
+        if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+            raise ValueError(f"{location!r}: {digest!r} is not a sha256 digest (sha256:<64 hex digits>)")
+    else:
+        head, colon, tag = path.rpartition(":")
+        if not colon or "/" in tag:
+            raise ValueError(f"{location!r}: name a tag (REPOSITORY:TAG) or a digest (REPOSITORY@sha256:...)")
+        path = head
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", tag):
+            raise ValueError(f"{location!r}: {tag!r} is not a valid tag")
+    if not re.match(rf"^{component}(?:/{component})*$", path):
+        raise ValueError(f"{location!r}: {path!r} is not a valid repository name (lower-case components separated by /)")
+    return registry, path, tag, digest
+
+
+def parse_oci(name: str, value: object) -> str:
+    """An OCI location (:func:`split_oci`) in its canonical form. Raises ConfigError
+    naming *name*."""
     try:
-        return str(parse(str(value)))
+        registry, repository, tag, digest = split_oci(str(value))
     except ValueError as exc:
         raise ConfigError(name, str(exc)) from None
+    return f"oci://{registry}/{repository}" + (f"@{digest}" if digest else f":{tag}")
 
 
 def parse_text(name: str, value: object) -> str:

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from codesuture.cli.common import STORE_TARGET, local_targets
 from codesuture.errors import CodeSutureError
 from codesuture.patch.spec import describe_yield
 
@@ -22,15 +23,17 @@ def _fail(exc: CodeSutureError) -> None:
 @click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Verify signed Statements against this trust root.")
 @click.option("--function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.argument("targets", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("targets", nargs=-1, required=True, type=STORE_TARGET)
 def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: tuple[str, ...]) -> None:
-    """Describe what each overlay in TARGETS (.overlay files, folders, bundles) does:
+    """Describe what each overlay in TARGETS (.overlay files, folders, bundles, oci://
+    locations) does:
     module, source digest, interpreter, and every patch, read from its signed Statement
     (from its sidecar only when it is unsigned, and said so)."""
     from codesuture.review.explain import explain as describe
 
     try:
-        docs = [d for t in targets for d in describe(t, keys_dir, function)]
+        with local_targets(targets) as local:
+            docs = [d for t in local for d in describe(t, keys_dir, function)]
     except CodeSutureError as exc:
         _fail(exc)
         return
@@ -55,9 +58,9 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
               help="Trust root: audit as a deploy with this trust root would load.")
 @click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: current directory's app root).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.argument("target", type=click.Path(exists=True))
+@click.argument("target", type=STORE_TARGET)
 def audit(keys_dir: str | None, app_root: str | None, as_json: bool, target: str) -> None:
-    """Check every overlay of TARGET (a folder or a bundle) as the loader of this host
+    """Check every overlay of TARGET (a folder, a bundle or an oci:// location) as the loader of this host
     would (signed set, signature, digest, expiry, revocation, withdrawals) and against
     its source found here. Exit 1 when any is refused or stale."""
     from codesuture.cli.common import state_dir
@@ -65,7 +68,8 @@ def audit(keys_dir: str | None, app_root: str | None, as_json: bool, target: str
     from codesuture.settings import find_app_root
 
     try:
-        report = run_audit(target, keys_dir, app_root or find_app_root(os.getcwd()), state_dir=state_dir())
+        with local_targets([target]) as (local,):
+            report = run_audit(local, keys_dir, app_root or find_app_root(os.getcwd()), state_dir=state_dir())
     except CodeSutureError as exc:
         _fail(exc)
         return

@@ -102,21 +102,25 @@ def sign(
 @click.option("--cert-identity", metavar="ID", help="With --sigstore: the signing certificate's identity (SAN).")
 @click.option("--cert-oidc-issuer", metavar="URL", help="With --sigstore: the OIDC issuer of that identity.")
 @click.option("--staging", is_flag=True, help="With --sigstore: Sigstore's staging trust root.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path())  # oci:// locations too
 def verify(
     keys_dir: str | None, as_json: bool, use_sigstore: bool, cert_identity: str | None,
     cert_oidc_issuer: str | None, staging: bool, paths: tuple[str, ...],
 ) -> None:
-    """Verify overlays, signed folders and bundles as the strictest load policy would
+    """Verify overlays, signed folders and bundles (files, or oci://HOST/REPOSITORY:TAG
+    locations, pulled into a temporary folder) as the strictest load policy would
     admit them. Exit 0 when all verify."""
+    from codesuture.cli.common import local_targets
     from codesuture.ship import verify as verifying
 
-    if use_sigstore:
-        if not cert_identity or not cert_oidc_issuer:
-            raise click.UsageError("--sigstore needs --cert-identity and --cert-oidc-issuer")
-        results = verifying.verify_paths_sigstore(paths, identity=cert_identity, issuer=cert_oidc_issuer, staging=staging)
-    else:
-        if not keys_dir:
-            raise click.UsageError("--keys KEYS_DIR is required (or --sigstore)")
-        results = verifying.verify_paths(paths, keys_dir)
-    print_results(results, as_json)
+    if use_sigstore and (not cert_identity or not cert_oidc_issuer):
+        raise click.UsageError("--sigstore needs --cert-identity and --cert-oidc-issuer")
+    if not use_sigstore and not keys_dir:
+        raise click.UsageError("--keys KEYS_DIR is required (or --sigstore)")
+    with local_targets(paths) as local:
+        if use_sigstore:
+            results = verifying.verify_paths_sigstore(local, identity=cert_identity or "", issuer=cert_oidc_issuer or "",
+                                                      staging=staging)
+        else:
+            results = verifying.verify_paths(local, keys_dir or "")
+        print_results(results, as_json)

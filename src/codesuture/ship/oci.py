@@ -317,3 +317,27 @@ def _short(exc: BaseException) -> str:
 
 __all__ = ["Client", "Artifact", "MEDIA_BUNDLE", "MEDIA_SET", "MEDIA_CONFIG", "MAX_PULL_BYTES", "MAX_MANIFEST_BYTES",
            "ANNOTATION_SET_NAME", "ANNOTATION_SET_VERSION", "ANNOTATION_SIGNER"]
+
+
+def pull_to(location: str, directory: str, *, plain_http: bool = False) -> tuple[str, str]:
+    """Pull the bundle at *location* (``oci://...:TAG`` or ``@sha256:...``) into folder
+    *directory*, for review: ``(bundle path, manifest digest)``. The registry's bytes
+    are checked against their digests and caps only; what the bundle holds is for the
+    review command to verify. Raises RegistryError or BundleError."""
+    from codesuture.util.ociref import parse
+
+    try:
+        ref = parse(location)
+    except ValueError as exc:
+        raise RegistryError(location, str(exc)) from None
+    client = Client(ref, plain_http=plain_http)
+    digest = client.resolve()
+    _, set_raw, bundle_raw = client.pull(digest)
+    name = f"{ref.repository.replace('/', '_')}@{digest[7:19]}.cso"
+    path = os.path.join(directory, name)
+    with open(path, "xb") as fh:
+        fh.write(bundle_raw)
+    return path, digest
+
+
+__all__ += ["pull_to"]

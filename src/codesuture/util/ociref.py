@@ -1,25 +1,12 @@
-"""OCI locations: ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``.
-
-Standard library only (settings parse a location on the boot path). The grammar is
-the OCI distribution spec's: a repository is one or more ``/``-separated components of
-``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``; a tag matches ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``;
-a digest is ``sha256:`` and 64 lower-case hex digits. A location without a tag or
-digest is refused (a fleet follows one named tag, never an implied ``latest``).
-"""
+"""OCI locations: ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``, parsed
+(:func:`codesuture.settings.split_oci` holds the grammar) into a :class:`Reference`.
+Standard library only."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
 
 SCHEME = "oci://"
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
-
 
 def is_oci(location: object) -> bool:
     """Whether *location* (a setting's raw value) names an OCI registry location."""
@@ -80,33 +67,12 @@ class Reference:
 
 
 def parse(location: str) -> Reference:
-    """Parse ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``. Raises ValueError with a
-    sentence saying what is wrong."""
-    text = location.strip()
-    if not text.startswith(SCHEME):
-        raise ValueError(f"{location!r} is not an OCI location (oci://HOST[:PORT]/REPOSITORY:TAG)")
-    rest = text[len(SCHEME):]
-    registry, slash, path = rest.partition("/")
-    if not slash or not registry or not path:
-        raise ValueError(f"{location!r}: give a registry and a repository (oci://HOST[:PORT]/REPOSITORY:TAG)")
-    if not _HOST.match(registry) or (":" in registry and not registry.startswith("[")
-                                      and not 0 < int(registry.rpartition(":")[2]) < 65536):
-        raise ValueError(f"{location!r}: {registry!r} is not a registry host[:port]")
-    tag = digest = None
-    if "@" in path:
-        path, _, digest = path.partition("@")
-        if not _DIGEST.match(digest):
-            raise ValueError(f"{location!r}: {digest!r} is not a sha256 digest (sha256:<64 hex digits>)")
-    else:
-        head, colon, tail = path.rpartition(":")
-        if not colon:
-            raise ValueError(f"{location!r}: name a tag (REPOSITORY:TAG) or a digest (REPOSITORY@sha256:...)")
-        path, tag = head, tail
-        if not _TAG.match(tag):
-            raise ValueError(f"{location!r}: {tag!r} is not a valid tag")
-    if not _REPOSITORY.match(path):
-        raise ValueError(f"{location!r}: {path!r} is not a valid repository name (lower-case components separated by /)")
-    return Reference(registry, path, tag, digest)
+    """Parse ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)`` (the grammar is
+    :func:`codesuture.settings.split_oci`'s: settings check a location when they load).
+    Raises ValueError with a sentence saying what is wrong."""
+    from codesuture.settings import split_oci
+
+    return Reference(*split_oci(location))
 
 
 __all__ = ["SCHEME", "Reference", "is_oci", "parse"]
