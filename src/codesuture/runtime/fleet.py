@@ -235,6 +235,11 @@ class Watcher:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
+    def settle(self) -> None:
+        """Return once a look in progress (a swap of overlay code) has ended."""
+        with self._lock:
+            pass
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -503,8 +508,7 @@ class Watcher:
         from codesuture.overlay.names import META_SUFFIX
 
         loaded = LOADED.get(key)
-        own = {r.site for h in _healers(self.session) for fs in list(h._functions.values()) if fs.key == key
-               for r in fs.records}
+        own = {r.site for h in _healers(self.session) for r in h.ledger.records(key)}
         if loaded is None and not own:
             return False
         if loaded is not None and loaded.admitted.via == "unsigned":
@@ -548,12 +552,12 @@ class Watcher:
         if not targets:
             return 0
         healers = _healers(self.session)
-        with _all_locked([h._lock for h in healers]):
+        with _all_locked([h.ledger.lock for h in healers]):
             count = 0
             found = functions_by_name(module, {path, getattr(module, "__file__", None) or path})
             changes: dict[int, tuple[Any, list[Any]]] = {}  # id(new) -> (new, the live codes it replaces)
             for ident, pairs in targets.items():
-                tracked = next(((h, h._functions[(key, *ident)]) for h in healers if (key, *ident) in h._functions), None)
+                tracked = next(((h, fs) for h in healers if (fs := h.ledger.tracked(key, *ident)) is not None), None)
                 if tracked is not None:
                     count += self._extend(key, ident, *tracked)
                     continue
@@ -587,7 +591,7 @@ class Watcher:
         new = [r for r in loaded_patches(key) if (r.qualname, r.firstlineno) == ident and r.site not in have]
         if not new:
             return 0
-        report = healer._apply(fs, [*fs.records, *new])
+        report = healer.ledger.apply(fs, [*fs.records, *new])
         return int(report.functions)
 
 
@@ -640,7 +644,7 @@ def _healers(session: Any) -> list[Any]:
     out: list[Any] = []
     for healer in (getattr(session, "healer", None),
                    *getattr(sys.modules.get("codesuture.runtime.healer"), "_DEFAULT", ())):
-        if healer is not None and hasattr(healer, "_functions") and all(h is not healer for h in out):
+        if healer is not None and hasattr(healer, "ledger") and all(h is not healer for h in out):
             out.append(healer)
     return out
 
