@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.settings import Settings
 
 USAGE = (
-    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
+    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH|oci://HOST/REPO:TAG] [--keys DIR] [--require-signed] "
     "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
     "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
@@ -40,13 +40,14 @@ USAGE = (
 _VALUED = {
     "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
     "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
-    "--control-flow": "control_flow", "--incidents": "incidents",
+    "--control-flow": "control_flow", "--incidents": "incidents", "--poll": "poll", "--pull-timeout": "pull_timeout",
+    "--cache-dir": "cache_dir",
 }
 #: Flags -> (settings attribute, value).
 _FLAGS = {
     "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
     "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True),
+    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True), "--plain-http": ("plain_http", True),
 }
 
 

@@ -65,7 +65,12 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     if s.overlays is not None:  # no store, no watcher (fleet.folder_store): not even its import
         from codesuture.runtime import fleet
 
-        fleet.start(session)
+        if getattr(s, "is_oci", False):
+            from codesuture.runtime.fleet_registry import RegistryWatcher
+
+            fleet.start(session, RegistryWatcher)
+        else:
+            fleet.start(session)
     return usable, session
 
 
@@ -153,10 +158,21 @@ def open_store(s: "Settings", session: Session) -> bool:
             log.error("--require-overlays: no overlay store is configured")
             return False
         return True
+    location = s.overlays
+    if getattr(s, "is_oci", False):  # a registry: the host cache's verified bundle (runtime/fleet_registry.py)
+        from codesuture.runtime.fleet_registry import bundle_at_start
+
+        pulled = bundle_at_start(s)
+        if pulled is None:
+            if s.require_overlays:
+                log.error("--require-overlays: no verified bundle of %s on this host", s.overlays)
+                return False
+            return True
+        location = pulled
     from codesuture.store.kinds import open_store as open_
 
-    store = open_(s.overlays)
-    if os.path.lexists(s.overlays) and not store.exists():
+    store = open_(location)
+    if os.path.lexists(location) and not store.exists():
         log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
                     s.overlays, s.source("overlays"))
         if s.require_overlays:
