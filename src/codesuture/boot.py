@@ -203,10 +203,12 @@ def start(s: Settings, target: Any) -> tuple[int, Any]:
     from codesuture import settings
     from codesuture.autostart import arm
     from codesuture.runtime import script
-    from codesuture.runtime.session import activate
+    from codesuture.runtime.session import activate, killed
 
     arm()  # Python processes started from here on activate too (the .pth start-up hook)
     usable, session = activate(s)
+    if killed():  # the kill switch, with no exception: no overlay (not even __main__'s), no heal
+        return script.run(target), session
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None
