@@ -73,6 +73,25 @@ class Invocation:
         full = os.path.abspath(self.script)
         return full if os.path.isdir(full) else os.path.dirname(full)
 
+    def store_dir(self) -> str | None:
+        """Where ``codesuture run`` keeps its default store (``<here>/overlays``): the
+        directory Python puts first on ``sys.path`` for this launch form, the one place
+        plain python already trusts to import from. A script: its own directory (never
+        the current one); an app folder: the folder; ``-m`` and ``-c``: the current
+        directory, as Python imports from it there, unless ``-P``/``PYTHONSAFEPATH``;
+        a zip app: None (no default store)."""
+        if not self.script:
+            return None if sys.flags.safe_path else os.getcwd()
+        full = os.path.abspath(self.script)
+        if os.path.isdir(full):
+            return full
+        if os.path.isfile(full):
+            from codesuture.runtime.script import _is_zip
+
+            if _is_zip(full):
+                return None
+        return os.path.dirname(full)
+
 
 def parse(argv: list[str]) -> Invocation:
     """Parse boot's command line (values are checked by :func:`codesuture.settings.load`).
@@ -161,7 +180,8 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
         if settings.disabled():
             target = _target(inv)
             return 1 if target is None else (None, target)
-        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command)
+        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command,
+                          store_dir=inv.store_dir() if command == "run" else None)
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return settings.EXIT_USAGE
