@@ -160,7 +160,7 @@ def suggest(target: str, app_root: str | None = None) -> Report:
     :class:`~codesuture.errors.CodeSutureError` when *target* cannot be read; a patch or
     overlay without a suggestion is a :class:`Failure` in the report."""
     from codesuture.overlay.names import OVERLAY_SUFFIX
-    from codesuture.review.explain import entries_of, signed_meta
+    from codesuture.ship.metadata import entries_of, signed_meta
 
     report = Report()
     groups: dict[tuple[str, str], tuple[str, list[PatchRecord]]] = {}
