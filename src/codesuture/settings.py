@@ -227,7 +227,7 @@ class Field:
 #: Every setting, in the order ``--help`` lists them.
 FIELDS: tuple[Field, ...] = (
     Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only); default: prod when keys, require_signed or a bundle is given"),
-    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci]) (codesuture run: default ./overlays; boot: none)"),
+    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci]) (codesuture run: default overlays/ beside the script, never the current directory's; boot: none)"),
     Field("keys", "--keys", "path", "trust root: a directory of public keys and revoked.json"),
     Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay (default: on in prod)"),
     Field("require_overlays", "--require-overlays", "bool", f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable"),
@@ -423,6 +423,7 @@ def load(
     *,
     start_dir: str | None = None,
     command: str = "boot",
+    store_dir: str | None = None,
 ) -> Settings:
     """Resolve every setting.
 
@@ -430,8 +431,11 @@ def load(
     ``require_signed``, ``retries``...; plus ``dry_run`` and ``verbose``); strings are
     parsed like environment values. *environ*: default ``os.environ``. *start_dir*:
     where the app root search starts (the script's directory; default: the current
-    directory). *command*: ``boot`` or ``run`` (``run`` defaults ``overlays`` to
-    ``./overlays``).
+    directory). *command*: ``boot`` or ``run``. Only ``run`` has a default store:
+    ``<store_dir>/overlays``, where *store_dir* is the directory Python puts first on
+    ``sys.path`` for the target (:meth:`codesuture.boot.Invocation.store_dir`: the
+    script's directory, never the current one for a script); None: no default store.
+    ``boot`` never has one.
 
     Raises :class:`~codesuture.errors.ConfigError` naming the flag, variable or config
     key whose value is invalid.
@@ -490,8 +494,8 @@ def load(
 
     s.disable = values.get("disable", False)
     s.overlays = values.get("overlays")
-    if s.overlays is None and command == "run":
-        s.overlays = os.path.abspath("overlays")
+    if s.overlays is None and command == "run" and store_dir is not None:
+        s.overlays = os.path.join(os.path.abspath(store_dir), "overlays")
     s.keys = values.get("keys")
     s.is_oci = s.overlays is not None and s.overlays.startswith("oci://")
     s.is_bundle = s.is_oci or (s.overlays is not None and os.path.isfile(s.overlays))

@@ -54,8 +54,18 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     :mod:`codesuture.runtime.hooks`: armed by :mod:`codesuture.runtime.hookfinder`),
     the kill switch (:func:`arm_kill_switch`) and, with a store, the fleet watcher
     (:mod:`codesuture.runtime.fleet`). Returns ``(store usable, session)``; never
-    raises for a bad store (logged)."""
+    raises for a bad store (logged).
+
+    A kill file (setting ``kill_file``) present now sets the kill switch off before
+    anything is set up: no finder, no crash hooks, no watcher; :func:`killed` is then
+    true and the caller runs the program as plain python would (every launch form:
+    boot, ``codesuture run``, the start-up hook of spawned workers)."""
     session = Session(s)
+    if kill_file_present(s):
+        from codesuture.runtime import killswitch
+
+        killswitch.trigger(f"kill file {s.kill_file}", session=session, wait=True)
+        return True, session
     usable = open_store(s, session)
     if s.heal or s.prod:
         from codesuture.runtime import hookfinder
@@ -119,6 +129,20 @@ def _kill(reason: str, session: "Any") -> None:
     from codesuture.runtime import killswitch
 
     killswitch.trigger(reason, session=session, wait=True)
+
+
+def kill_file_present(s: "Settings") -> bool:
+    """Whether the kill file of settings *s* exists (a dangling symlink counts: its
+    presence is the signal). One ``os.lstat``; False when none is configured."""
+    path = getattr(s, "kill_file", None)
+    return path is not None and os.path.lexists(path)
+
+
+def killed() -> bool:
+    """True once the kill switch went off in this process (looked up, never imported:
+    :mod:`codesuture.runtime.killswitch` is loaded only when armed or gone off)."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")
+    return switch is not None and switch.KILLED is not None
 
 
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":
@@ -212,4 +236,4 @@ def open_store(s: "Settings", session: Session) -> bool:
     return True
 
 
-__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "killed", "kill_file_present"]
