@@ -85,7 +85,6 @@ def start(session: Any, factory: Any = None) -> None:
     with *factory* (a :class:`Watcher` subclass: the ``oci://`` store's
     :class:`~codesuture.runtime.fleet_registry.RegistryWatcher`); never raises."""
     global _WATCHER, _HOOKED
-    _arm_kill_switch(session)
     try:
         if _WATCHER is not None or _killed() or (factory is None and not folder_store(session.settings)):
             return
@@ -101,50 +100,6 @@ def start(session: Any, factory: Any = None) -> None:
         watcher.start()
     except Exception as exc:  # contained (rule 7)
         _log().warning("fleet watcher not started (new overlays reach this process when it starts again): %r", exc)
-
-
-#: ``(signal number, the handler found in place, session)`` once the kill signal is armed.
-_KILL_SIGNAL: list[Any] = []
-
-
-def _arm_kill_switch(session: Any) -> None:
-    """Arm the kill switch (:mod:`codesuture.runtime.killswitch`, imported only when it
-    goes off or a kill file is configured: start-up cost unchanged). The handler of
-    ``kill_signal`` goes in from the main thread only; a handler found in place is
-    chained. Never raises."""
-    try:
-        s = session.settings
-        name = getattr(s, "kill_signal", "off") or "off"
-        if name != "off" and not _KILL_SIGNAL:
-            import _signal  # type: ignore[import-not-found]  # builtin: `signal` would import enum
-
-            signum = int(name) if name.isdigit() else getattr(_signal, name)
-            previous = _signal.getsignal(signum)
-            _signal.signal(signum, _on_kill_signal)  # ValueError outside the main thread
-            _KILL_SIGNAL[:] = [signum, previous, session]
-        if getattr(s, "kill_file", None):
-            from codesuture.runtime import killswitch
-
-            killswitch.install(session)
-    except Exception as exc:  # noqa: BLE001 - contained (rule 7)
-        _log().info("kill switch signal %s not armed: %r", getattr(session.settings, "kill_signal", "?"), exc)
-
-
-def _on_kill_signal(signum: int, frame: Any) -> None:
-    """The kill signal: the kill switch goes off on a new thread (no lock, no import,
-    no logging here); then the handler that was in place runs."""
-    import _thread
-
-    _thread.start_new_thread(_kill, (f"signal {signum}", _KILL_SIGNAL[2] if _KILL_SIGNAL else None))
-    previous = _KILL_SIGNAL[1] if _KILL_SIGNAL else None
-    if callable(previous):
-        previous(signum, frame)
-
-
-def _kill(reason: str, session: Any) -> None:
-    from codesuture.runtime import killswitch
-
-    killswitch.trigger(reason, session=session, wait=True)
 
 
 def _killed() -> bool:
