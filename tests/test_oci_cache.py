@@ -17,6 +17,7 @@ from registry_helpers import registry  # noqa: F401  (fixture)
 from trust_helpers import add_key, make_signed_set, sign_folder_raw
 
 from codesuture import settings
+from codesuture.errors import ConfigError
 from codesuture.ship import oci
 from codesuture.ship.bundle import create_bundle
 from codesuture.ship.fleet_cache import HostCache, look
@@ -146,3 +147,29 @@ def test_unreachable_registry_is_not_a_refusal(tmp_path):
     out = look(cache, st, force=True, deadline=time.monotonic() + 5)
     assert out.status == "unreachable" and "failed" in out.reason
     assert cache.current() is None
+
+
+def test_settings_for_oci_locations(tmp_path):
+    env = {"CODESUTURE_STATE_DIR": str(tmp_path / "state")}
+    keys = str(tmp_path)
+    s = settings.load({"overlays": " oci://Registry.Example:5000/app/overlays:prod ", "keys": keys}, env)
+    assert s.overlays == "oci://Registry.Example:5000/app/overlays:prod" and s.is_oci and s.is_bundle and s.prod
+    assert (s.poll, s.pull_timeout, s.plain_http) == (30.0, 2.0, False)
+    assert s.cache_dir == str(tmp_path / "state" / "oci-cache")
+    assert s.pending == str(tmp_path / "state" / "pending")
+    s = settings.load({"keys": keys}, {**env, "CODESUTURE_OVERLAYS": "oci://127.0.0.1:5000/a/b@sha256:" + "0" * 64,
+                                       "CODESUTURE_POLL": "2.5", "CODESUTURE_PULL_TIMEOUT": "0.5",
+                                       "CODESUTURE_PLAIN_HTTP": "yes", "CODESUTURE_CACHE_DIR": str(tmp_path / "c")})
+    assert (s.poll, s.pull_timeout, s.plain_http, s.cache_dir) == (2.5, 0.5, True, str(tmp_path / "c"))
+    exported: dict[str, str] = {}
+    s.export(exported)
+    assert exported["CODESUTURE_OVERLAYS"].startswith("oci://") and exported["CODESUTURE_POLL"] == "2.5"
+    for flags, env_extra, message in (
+        ({"overlays": "oci://h/app:prod"}, {}, "trust root"),
+        ({"overlays": "oci://h/app:prod", "keys": keys, "mode": "dev"}, {}, "prod mode"),
+        ({"overlays": "oci://h/app", "keys": keys}, {}, "name a tag"),
+        ({"overlays": "oci://h/app:prod", "keys": keys}, {"CODESUTURE_POLL": "0.01"}, "minimum"),
+        ({"overlays": "oci://h/app:prod", "keys": keys}, {"CODESUTURE_PLAIN_HTTP": "maybe"}, "not a boolean"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            settings.load(flags, {**env, **env_extra})
