@@ -204,11 +204,13 @@ def test_fleet_end_to_end(tmp_path, registry):  # noqa: F811
         for bundle, why in ((fleet.attacker, "untrusted"), (fleet.v1, "older than version")):
             digest = fleet.push(bundle, location)
             end = time.time() + 20
-            while time.time() < end and not all(digest[:19] in w.log.read_text() for w in workers):
+            def refusal(w: Worker) -> str:
+                return next((x for x in w.log.read_text().splitlines() if digest[:19] in x and "refused" in x), "")
+
+            while time.time() < end and not all(refusal(w) for w in workers):
                 time.sleep(0.1)
             for w in workers:
-                text = w.log.read_text()
-                line = next((x for x in text.splitlines() if digest[:19] in x), "")
+                text, line = w.log.read_text(), refusal(w)
                 assert "refused" in line and why in line, (why, text[-3000:])
             time.sleep(1.5)
             for w in workers:
