@@ -61,7 +61,7 @@ def script_target(path: str, args: list[str]) -> Target:
 
         spec = PathFinder.find_spec("__main__", [full])
         if spec is None or spec.origin is None:
-            raise ImportError(f"can't find '__main__' module in {path!r}")
+            raise ImportError(f"can't find '__main__' module in {full!r}")
         return Target(spec.origin, [path, *args], spec, path0=full)
     return Target(full, [path, *args], path0=os.path.dirname(full))
 
@@ -145,7 +145,48 @@ def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: An
                 return found.code
         else:
             _near_miss(index, origin, key)
+    problem = _undecodable(source, target.path)
+    if problem is not None:
+        raise problem
     return compile(source, target.path, "exec", dont_inherit=True)
+
+
+def _undecodable(source: bytes, path: str) -> SyntaxError | None:
+    """The SyntaxError python's file runner raises for *source* before compiling it (a
+    NUL byte; bytes that are not UTF-8 when no PEP 263 coding line is declared), with
+    python's own message; None when :func:`compile` will judge it as python does."""
+    nul = source.find(b"\0")
+    if nul >= 0:
+        line = source.count(b"\n", 0, nul) + 1
+        start = source.rfind(b"\n", 0, nul) + 1
+        text = source[start:nul].decode("utf-8", "replace")
+        return SyntaxError("source code cannot contain null bytes", (path, line, None, text))
+    head = source.split(b"\n", 2)[:2]
+    if any(b"coding" in first for first in head):  # a PEP 263 coding line
+        import re
+
+        for first in head:
+            found = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", first)
+            if found:
+                name = found.group(1).decode("ascii", "replace")
+                if name.lower().replace("_", "-") in ("utf-8", "utf8") or name.lower().startswith("utf-8-"):
+                    return None  # compile() reports bad UTF-8 as python does
+                try:
+                    source.decode(name)
+                except (LookupError, UnicodeDecodeError):
+                    return SyntaxError(f"encoding problem: {name}")
+                return None
+            if not first.lstrip().startswith(b"#"):
+                break
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if source.startswith(b"\xef\xbb\xbf"):
+            return None
+        line = source.count(b"\n", 0, err.start) + 1
+        return SyntaxError(f"Non-UTF-8 code starting with '\\x{source[err.start]:02x}' in file {path} on line {line}, "
+                           "but no encoding declared; see https://peps.python.org/pep-0263/ for details")
+    return None
 
 
 def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
@@ -193,7 +234,14 @@ def run(
             sys.path[0] = target.path0
         else:
             sys.path.insert(0, target.path0)
-    code = main_code_for(target, index, policy, app_root or script_dir)
+    try:
+        code = main_code_for(target, index, policy, app_root or script_dir)
+    except SyntaxError as exc:  # the program's error, reported as python reports it: no CodeSuture frame
+        sys.excepthook(SyntaxError, exc.with_traceback(None), None)
+        return 1
+    except OSError as exc:
+        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        return 2
     from codesuture.runtime.replay import Replays
 
     replays = Replays(retries)
