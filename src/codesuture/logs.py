@@ -15,8 +15,6 @@ Importing :mod:`logging` costs several milliseconds, so modules on the healthy p
 something to say.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     import logging
@@ -122,7 +120,7 @@ class LazyLogger:
         _real(self.name).error(*args, **kwargs)  # type: ignore[arg-type]
 
 
-def logger(name: str) -> LazyLogger:
+def logger(name: str) -> "LazyLogger":
     """A logger for *name* (a child of ``codesuture``) that costs nothing until it has
     something to say."""
     return LazyLogger(name)

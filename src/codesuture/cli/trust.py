@@ -68,7 +68,7 @@ def sign(
     import os
 
     from codesuture.overlay.names import SET_NAME
-    from codesuture.runtime.canary import options as canary_options
+    from codesuture.trust.canary import options as canary_options
     from codesuture.ship import sign as signing
 
     empty = [p for p in paths if os.path.isdir(p) and not overlay_count(p) and not os.path.exists(os.path.join(p, SET_NAME))]
