@@ -216,7 +216,7 @@ def parse_header(name: str, value: object) -> str:
         return "counts"
     if text in _FALSE:
         return "off"
-    raise ConfigError(name, f"{value!r} is not a header level (use off, counts or full)")
+    raise _invalid(name, f"{value!r} is not a header level (use off, counts or full)")
 
 
 def parse_text(name: str, value: object) -> str:
@@ -225,7 +225,7 @@ def parse_text(name: str, value: object) -> str:
     return value.strip()
 
 
-_METAVARS = {"bool": "", "int": "N", "float": "DAYS", "mode": "dev|prod", "path": "PATH", "globs": "GLOBS",
+_METAVARS = {"bool": "", "int": "N", "float": "SECONDS", "mode": "dev|prod", "path": "PATH", "globs": "GLOBS",
              "sink": "FILE|-", "tiers": "RULES", "signal": "SIGNAL", "text": "TEXT", "header": "off|counts|full"}
 
 
@@ -233,10 +233,10 @@ class Field:
     """One setting: its attribute name, flag, environment variable, config key,
     parser and help text."""
 
-    __slots__ = ("name", "flag", "env", "key", "kind", "help", "default")
+    __slots__ = ("name", "flag", "env", "key", "kind", "help", "default", "_metavar")
 
     def __init__(self, name: str, flag: str | None, kind: str, help: str, *, env: bool = True, key: bool = True,
-                 default: str | None = None) -> None:
+                 default: "str | None" = None, metavar: "str | None" = None) -> None:
         self.name = name
         self.flag = flag
         self.env = f"CODESUTURE_{name.upper()}" if env else None
@@ -245,11 +245,12 @@ class Field:
         self.help = help
         #: The default as ``--help`` and ``codesuture doctor`` state it (text).
         self.default = default
+        self._metavar = metavar
 
     @property
     def metavar(self) -> str:
         """What the flag's value looks like in ``--help`` (empty for a boolean flag)."""
-        return _METAVARS.get(self.kind, self.kind.upper())
+        return self._metavar if self._metavar is not None else _METAVARS.get(self.kind, self.kind.upper())
 
 
 #: Every setting, in the order ``--help`` lists them.
@@ -271,7 +272,7 @@ FIELDS: tuple[Field, ...] = (
           default="<overlays>.pending"),
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
           default="16"),
-    Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30"),
+    Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
           default="off: the type and a redacted message"),
     Field("control_flow", "--control-flow", "globs", "modules (fnmatch patterns, comma-separated) where a guard may decide control flow (elsewhere such sites become proposals for review)",
