@@ -137,7 +137,7 @@ def test_double_dash_ends_options(tmp_path: Path) -> None:
 
 PROGRAM_ERRORS = {
     "syntax.py": b"def f(:\n    pass\n",
-    "latin1.py": b"x = 1\n\n# caf\xe9\n",
+    "latin1.py": b"x = 1\n\ny = 'caf\xe9'\n",
     "nul.py": b"x = 1\x00\n",
     "indent.py": b"if True:\nprint(1)\n",
     "declared.py": b"# -*- coding: ascii -*-\nx = '\xe9'\n",
