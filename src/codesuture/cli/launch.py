@@ -50,7 +50,9 @@ def _patch_lines(session: Any, default_store: str | None) -> list[str]:
         r = result.record
         guard = r.guard.guard + (f"/{r.guard.form}" if r.guard.form else "")
         where = "proposed in" if result.proposed else "->"
-        lines.append(f"codesuture: patched {r.module}:{r.line} {r.qualname}: {guard} on `{r.expression}` "
+        # A cascade (the replay needed one more guard) is the same heal: one report.
+        head = f"codesuture:   + guard {result.cascade + 1} of that heal: " if result.cascade else "codesuture: patched "
+        lines.append(f"{head}{r.module}:{r.line} {r.qualname}: {guard} on `{r.expression}` "
                      f"(yields {r.yields}, +{r.added} instructions)" + (f" {where} {result.overlay}" if result.overlay else ""))
         if getattr(session, "verbose", 0):
             lines.append(result.diff)
