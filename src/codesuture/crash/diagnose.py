@@ -401,12 +401,17 @@ def call_result_default(bc: list[Any], idx: int) -> str:
     from codesuture.patch import instrs as I
 
     default = _consumer_default(bc, idx)
-    if default != "None" or bc[idx].name not in I.CALL_NAMES:
+    if bc[idx].name not in I.CALL_NAMES:
+        return default
+    found = I.find_consumer(bc, idx)
+    formats_anything = default == "''" and found is not None and bc[found[0]].name in _FORMATS
+    if default != "None" and not formats_anything:
         return default
     fn = I.find_producer(bc, idx, I.call_slots(bc[idx])[0])
     if fn is None or bc[fn].name not in ("LOAD_GLOBAL", "LOAD_NAME"):
-        return "None"  # a method or a local: what it returns is not known
-    return CALL_RESULTS.get(str(I.name_loaded(bc[fn])), "None")
+        return default  # a method or a local: what it returns is not known
+    # f"{len(x):>3}" formats any type: the built-in's own result type is the better guess.
+    return CALL_RESULTS.get(str(I.name_loaded(bc[fn])), default)
 
 
 def _container_from_str_splitter(bc: list[Any], idx: int) -> bool:
