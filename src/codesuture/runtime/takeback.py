@@ -112,8 +112,7 @@ class LastHeal:
     """The newest patch a healer made, while the next crash may still belong to it.
 
     ``site``: what its guard reports when it fires; ``fired``: that site's firing
-    count when the patch went live; ``previous``: the function's records before it;
-    ``snapshot``: the store before its overlay was written (None: nothing written);
+    count when the patch went live; ``snapshot``: the store before its overlay was written (None: nothing written);
     ``cascade``: 0 for the first guard of a heal, n for its (n+1)-th; ``first``: the
     site of the heal's first guard, for the report."""
 
@@ -123,20 +122,17 @@ class LastHeal:
     fired: int
     fs: Any
     record: Any
-    previous: list[Any]
     snapshot: Snapshot | None
     cascade: int = 0
     first: str = ""
 
 
-def begin(site: str, fs: Any, record: Any, previous: list[Any], snapshot: Snapshot | None,
-          before: LastHeal | None) -> LastHeal:
+def begin(site: str, fs: Any, record: Any, snapshot: Snapshot | None, before: LastHeal | None) -> LastHeal:
     """The :class:`LastHeal` of a patch that just went live (*before*: the heal it
     continues as a cascade, if any)."""
     from codesuture.runtime import events
 
-    return LastHeal(threading.get_ident(), events.current(), site, events.COUNTS.get(site, 0), fs, record, previous,
-                    snapshot, before.cascade + 1 if before else 0, before.first if before else site)
+    return LastHeal(threading.get_ident(), events.current(), site, events.COUNTS.get(site, 0), fs, record, snapshot, before.cascade + 1 if before else 0, before.first if before else site)
 
 
 def in_replay(last: LastHeal) -> bool:
