@@ -35,7 +35,9 @@ print("RESULT", repr(f({}, "x") if sys.argv[1:] == ["crash"] else f({"x": 1}, "x
 
 
 def _patched(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("codesuture: patched ")]
+    """Every guard ``run`` reports: a heal's first (``patched``) and the further guards
+    of the same heal (``+ guard N of that heal``)."""
+    return [line for line in stderr.splitlines() if line.startswith(("codesuture: patched ", "codesuture:   + guard "))]
 
 
 def _traceback(stderr: str) -> str:
