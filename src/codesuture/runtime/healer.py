@@ -237,7 +237,7 @@ class Healer:
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
         from codesuture.crash.diagnose import decides_control_flow, diagnose
         from codesuture.crash.handled import caught_by_program
-        from codesuture.crash.site import find_crash_site
+        from codesuture.crash.site import find_crash_site, worker_site
         from codesuture.guards.registry import default_rule
         from codesuture.patch import diffgate
 
@@ -247,7 +247,8 @@ class Healer:
             log.warning("not healed: the program catches %s itself at %s", type(exc).__name__, where)
             self._refused("eafp", exc, f"caught at {where}")
             return None
-        live = find_crash_site(exc)
+        # A work item's exception from a process pool carries its worker's crash site.
+        live = worker_site(exc, tuple(f.original for f in self._functions.values())) or find_crash_site(exc)
         fs = self._state_for(live, main_code, main_path)
         site = self._original_site(live, fs)
         fingerprint = self._crashed(exc, site, fs)
