@@ -113,6 +113,9 @@ class Healer:
     """
 
     governance: Any = None
+    #: The host state folder (:mod:`codesuture.trust.state`: fingerprints ``codesuture
+    #: rollback`` took out); None: not consulted.
+    state_dir: str | None = None
 
     def __init__(
         self,
@@ -148,6 +151,8 @@ class Healer:
         #: The crash being healed, for its incidents: (site, fingerprint, crash recorded).
         self._seen: tuple[str, str, bool] | None = None
         self._registry: Any = None
+        #: Site fingerprint -> how :meth:`rollback` took its patch out: never re-applied.
+        self.rolled_back: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
@@ -160,6 +165,7 @@ class Healer:
             prod=settings.prod, control_flow=tuple(settings.control_flow),
         )
         healer.governance = Policy.from_settings(settings)
+        healer.state_dir = getattr(settings, "state_dir", None)
         return healer
 
     # ------------------------------------------------------------------ public
@@ -196,6 +202,10 @@ class Healer:
         with self._lock:
             n = 0
             for fs in self._functions.values():
+                for r in fs.records:  # never re-applied from the fingerprint registry without review
+                    fp = (r.evidence or {}).get("fingerprint")
+                    if fp:
+                        self.rolled_back[str(fp)] = f"rolled back in this process ({r.module}:{r.line} {r.qualname})"
                 if fs.lineage:
                     n += swap(fs.lineage, fs.original, fs.module).functions
                     fs.lineage.clear()
@@ -261,7 +271,7 @@ class Healer:
             return self._result(existing, fs, main_code, "already", t0)
         from codesuture.runtime import governance
 
-        tier, why = governance.decide(self, fs, site)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
+        tier, why = governance.decide(self, fs, site, fingerprint)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
         if tier == "observe":
             governance.observe(self, fs, site, exc, why)
             return None
