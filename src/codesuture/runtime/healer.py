@@ -339,7 +339,7 @@ class Healer:
         result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
         result.overlay, result.proposed = self._write(fs)
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
-            from codesuture.review.repro import capture
+            from codesuture.runtime.capture import capture
 
             capture(exc, live.code, record, fs.module, fs.filename, result.overlay)
         self.history.append(result)
