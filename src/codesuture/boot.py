@@ -32,12 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 USAGE = (
     "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
-    "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
+    "[--require-overlays] [--heal | --no-heal] [--retries N] [--replay auto|always|never] [--dry-run] [-v] [--help] "
     "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
 #: Options taking a value -> settings attribute.
 _VALUED = {
-    "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
+    "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending", "--replay": "replay",
     "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
     "--control-flow": "control_flow", "--incidents": "incidents",
 }
@@ -197,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def start(s: Settings, target: Any) -> tuple[int, Any]:
+def start(s: Settings, target: Any, carry: Any = None) -> tuple[int, Any]:
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
-    and run *target*. Returns ``(exit code, session)``."""
+    and run *target*. *carry(session)*: the patch lines a replay hands on (``codesuture
+    run``'s report). Returns ``(exit code, session)``."""
     from codesuture import settings
     from codesuture.autostart import arm
     from codesuture.runtime import script
@@ -207,12 +208,20 @@ def start(s: Settings, target: Any) -> tuple[int, Any]:
 
     arm()  # Python processes started from here on activate too (the .pth start-up hook)
     usable, session = activate(s)
+    session.verbose = s.verbose
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
-    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
+    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run.
+    replay = s.replay if not s.prod else "never"
+    ignore = (s.overlays, s.pending, s.state_dir, s.incidents if s.incidents != "-" else None)
+    from codesuture.runtime.session import carried
+
+    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root,
+                      replay=replay, ignore=ignore,
+                      carry=lambda: carried(session, carry(session) if carry is not None else [])), session
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ EXIT_STORE_UNUSABLE = 78
 EXIT_INTERRUPTED = 130
 
 MODES = ("dev", "prod")
+#: When a run is replayed after a heal (``replay``): see :mod:`codesuture.runtime.effects`.
+REPLAY_MODES = ("auto", "always", "never")
 #: Parameter names whose values a repro capture never keeps, by default (``repro_redact``).
 REPRO_REDACT = ("*password*", "*passwd*", "*token*", "*secret*", "*key*", "*credential*", "*auth*", "*cookie*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -135,6 +137,13 @@ def parse_mode(name: str, value: object) -> str:
     text = str(value).strip().lower()
     if text not in MODES:
         raise ConfigError(name, f"{value!r} is not a mode (use dev or prod)")
+    return text
+
+
+def parse_replay(name: str, value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in REPLAY_MODES:
+        raise ConfigError(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
     return text
 
 
@@ -217,6 +226,7 @@ FIELDS: tuple[Field, ...] = (
     Field("heal", "--heal", "bool", "heal crashes live (default: on in dev, off in prod; in prod new patches go to the pending directory)"),
     Field("pending", "--pending", "path", "where patches made in prod, or beside a signed store, are proposed (default: <overlays>.pending)"),
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay; default 16)"),
+    Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never; default auto"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry; default 30)"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata (default: type and a redacted message)"),
     Field("control_flow", "--control-flow", "globs", "modules (fnmatch patterns, comma-separated) where a guard may decide control flow (default: none; such sites become proposals for review)"),
@@ -247,6 +257,7 @@ FIELD = {f.name: f for f in FIELDS}
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
+    "replay": parse_replay,
     "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal,
 }
 
@@ -268,6 +279,7 @@ class Settings:
     heal: bool
     pending: str | None
     retries: int
+    replay: str
     ttl_days: float
     record_messages: bool
     control_flow: tuple[str, ...]
@@ -475,6 +487,7 @@ def load(
     s.min_set_version = values.get("min_set_version", 0)
     s.pending = values.get("pending", s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
     s.retries = values.get("retries", 16)
+    s.replay = values.get("replay", "auto")
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
     s.control_flow = values.get("control_flow", ())

@@ -21,7 +21,12 @@ RUN_DOC = """codesuture run [options] (script.py | app-folder | app.zip | -m mod
 Run the target like `python script.py args...` / `python -m module args...`, healing
 structural crashes live, writing overlays (to ./overlays unless --overlays or the
 app's config names a store) and replaying the run while each heal makes progress,
-at most --retries times. A trust root, --require-signed or a bundle makes the run
+at most --retries times. A replay starts the run again in a fresh process, which
+loads the new overlay; output already written is not written again. --replay auto
+(the default) replays only a run that had no side effect before its crash (no file
+written, removed, renamed or created, no socket connect/send, subprocess or sqlite3
+database); otherwise the run ends as the program's crash would, with one line:
+"healed for the next run; not replayed: ...". --replay always|never overrides it. A trust root, --require-signed or a bundle makes the run
 prod (load verified overlays only; --heal proposes patches for review).
 
 Exit codes: the program's; 1 after an unhandled exception; 2 for a usage or
@@ -38,10 +43,25 @@ Stops at exit 0, when a run patched nothing, or after --max-restarts restarts
 
 
 def _patch_lines(session: Any, default_store: str | None) -> list[str]:
-    """What ``run`` says after the program ends: each patch made (and where it went),
-    each patch a dry run would have made, and the session summary."""
+    """What ``run`` says after the program ends: each patch made (and where it went;
+    the attempts before a replay included), each patch a dry run would have made, and
+    the session summary."""
+    from codesuture.runtime.rerun import CARRIED
     from codesuture.runtime.session import summary
 
+    lines: list[str] = [*CARRIED["lines"], *_made(session)]
+    healer = getattr(session, "healer", None)
+    for r in getattr(healer, "proposals", []):
+        lines.append(f"codesuture: would patch {r.module}:{r.line} {r.qualname}: {r.guard.guard} on `{r.expression}` "
+                     f"(yields {r.yields}, +{r.added} instructions)")
+    line = summary(session, default_store)
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _made(session: Any) -> list[str]:
+    """One line per patch this process made (a replay hands them on)."""
     lines: list[str] = []
     healer = getattr(session, "healer", None)
     for result in getattr(healer, "history", []):
@@ -54,12 +74,6 @@ def _patch_lines(session: Any, default_store: str | None) -> list[str]:
                      f"(yields {r.yields}, +{r.added} instructions)" + (f" {where} {result.overlay}" if result.overlay else ""))
         if getattr(session, "verbose", 0):
             lines.append(result.diff)
-    for r in getattr(healer, "proposals", []):
-        lines.append(f"codesuture: would patch {r.module}:{r.line} {r.qualname}: {r.guard.guard} on `{r.expression}` "
-                     f"(yields {r.yields}, +{r.added} instructions)")
-    line = summary(session, default_store)
-    if line:
-        lines.append(line)
     return lines
 
 
@@ -75,7 +89,7 @@ def run(argv: list[str], verbose: int = 0) -> int:
         from codesuture.runtime import script
 
         return script.run(target)
-    code, session = boot.start(s, target)
+    code, session = boot.start(s, target, carry=_made)
     session.verbose = s.verbose
     for line in _patch_lines(session, s.overlays if "overlays" not in s.sources else None):
         print(line, file=sys.stderr)
