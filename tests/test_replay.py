@@ -168,3 +168,18 @@ def test_the_replay_starts_in_the_folder_the_run_started_in(tmp_path: Path) -> N
     r = run([*RUN, "main.py"], tmp_path, clean_env())
     assert r.returncode == 0 and r.results() == ["RESULT 0"], r
     assert script.exists()
+
+
+def test_watch_does_not_start_a_run_with_side_effects_again(tmp_path: Path) -> None:
+    script = _app(tmp_path, CHARGE)
+    r = run([PY, "-m", "codesuture", "watch", script], tmp_path, clean_env())
+    assert r.returncode == 1 and (tmp_path / "ledger.txt").read_text() == "charged\n", r
+    assert "watch: healed for the next run; not restarted: the run had already written ledger.txt" in r.stderr, r
+    assert "0 restart(s), exit code 1" in r.stderr, r
+    again = run([PY, "-m", "codesuture", "watch", script], tmp_path, clean_env())
+    assert again.returncode == 0 and again.results() == ["RESULT 0"], again
+    assert (tmp_path / "ledger.txt").read_text() == "charged\n" * 2, again
+    pure = _app(tmp_path, PURE)
+    shutil.rmtree(tmp_path / "overlays")
+    restarted = run([PY, "-m", "codesuture", "watch", pure], tmp_path, clean_env())
+    assert restarted.returncode == 0 and "1 restart(s), exit code 0" in restarted.stderr, restarted

@@ -37,8 +37,10 @@ WATCH_DOC = """codesuture watch [--overlays DIR] [--max-restarts N] (script.py |
 
 Run the program under boot, and start it again from the beginning after each run
 that crashed and wrote a patch, so it runs with every overlay loaded at import.
-Stops at exit 0, when a run patched nothing, or after --max-restarts restarts
-(default 3); exits with the last run's code. --overlays: the store folder (default
+Stops at exit 0, when a run patched nothing, after --max-restarts restarts
+(default 3), or when the run had side effects before its crash (a file written, a
+connection...: starting it again would repeat them; `replay = never` in the settings
+also stops it); exits with the last run's code. --overlays: the store folder (default
 ./overlays)."""
 
 
@@ -140,7 +142,11 @@ def watch(argv: list[str]) -> int:
         print(f"codesuture: watch: run ended with exit code {rc} after a patch: restart {n} of {max_restarts}",
               file=sys.stderr)
 
-    rc, restarts = run_watch(os.path.abspath(overlays), program, max_restarts=max_restarts, on_restart=told)
+    def stopped(why: str) -> None:
+        print(f"codesuture: watch: healed for the next run; not restarted: {why}", file=sys.stderr)
+
+    rc, restarts = run_watch(os.path.abspath(overlays), program, max_restarts=max_restarts, on_restart=told,
+                             on_stop=stopped)
     print(f"codesuture: watch: {restarts} restart(s), exit code {rc}", file=sys.stderr)
     return rc
 

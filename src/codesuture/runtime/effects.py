@@ -19,8 +19,8 @@ Not noted: the interpreter's own bytecode cache (anything under ``__pycache__``)
 the pending directory, the host state, the incidents file). Output to standard output
 and error is not an audit event: :mod:`codesuture.runtime.rerun` keeps it apart.
 
-Installed only by ``codesuture run``/``watch`` and dev-mode boot when a replay may
-follow (never in prod: an audit hook cannot be removed, and every audited event pays
+Installed only by ``codesuture run``/``watch`` and dev-mode boot when a replay (or
+watch's new start, told through :data:`REPORT_ENV`) may follow (never in prod: an audit hook cannot be removed, and every audited event pays
 one call to it; the hook returns after one set lookup for events it does not note).
 :func:`stop` ends the noting when the crash reaches the boundary, so what the heal
 itself writes is never counted. The hook never raises (an exception from an audit
@@ -45,6 +45,14 @@ _EVENTS = frozenset({"open", "socket.connect", "socket.sendto", "subprocess.Pope
                      "sqlite3.connect", *_PATH_EVENTS})
 #: At most this many side effects are described (the first ones); :data:`COUNT` counts all.
 _KEEP = 8
+
+#: Set by ``codesuture watch`` for the program it runs: a file where the run's script
+#: boundary writes why a new start must not follow (its side effects), or nothing.
+REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
+
+#: Set by ``codesuture watch`` for the program it runs: a file where the run's script
+#: boundary writes why a new start must not follow (its side effects), or nothing.
+REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
 
 _ON = False
 _INSTALLED = False
@@ -84,6 +92,15 @@ def describe(noted: list[str]) -> str:
         return ""
     more = COUNT - 1
     return f"the run had already {noted[0]}" + (f" (and {more} more side effect{'s' if more != 1 else ''})" if more > 0 else "")
+
+
+def tell(path: str, why: str) -> None:
+    """Write *why* (one line, maybe empty) to *path* for ``codesuture watch``. Never raises."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(why)
+    except OSError:
+        pass
 
 
 def _hook(event: str, args: tuple[object, ...]) -> None:
@@ -153,4 +170,4 @@ def _name(path: object) -> str:
     return rel if not rel.startswith("..") else text
 
 
-__all__ = ["install", "stop", "active", "describe", "NOTED"]
+__all__ = ["install", "stop", "active", "describe", "tell", "NOTED", "REPORT_ENV"]

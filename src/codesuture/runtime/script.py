@@ -214,10 +214,12 @@ def run(
         if state is not None:
             replays.restore(state)
     may_replay = heal is not None and replay != "never" and retries > 0 and replays.done < retries
+    # `codesuture watch` starts the program again itself: it asks what this run did.
+    told = os.environ.pop(effects.REPORT_ENV, None) if heal is not None else None
     if may_replay:
         rerun.record_output()
-        if replay == "auto":
-            effects.install(ignore)
+    if (may_replay or told) and replay == "auto":
+        effects.install(ignore)
     module = types.ModuleType("__main__")
     module.__dict__.update(
         __builtins__=builtins,
@@ -241,6 +243,8 @@ def run(
         noted = effects.stop()
         output, over = rerun.recorded()
         result = heal(exc, code, target.path) if heal is not None else None
+        if told:
+            effects.tell(told, "--replay is never" if replay == "never" else effects.describe(noted))
         if result is None:
             report(exc)
             return 1
