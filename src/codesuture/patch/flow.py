@@ -503,8 +503,24 @@ def ins_is_jump(block: list[Any]) -> bool:
     return last is not None and last.has_jump() and last.is_uncond_jump()
 
 
+#: ``(popped, pushed)`` of instructions :func:`codesuture.patch.instrs.effect` does not
+#: list and whose ``bytecode`` pre/post effect does not say what they consume.
+_EXTRA = {"BEFORE_WITH": (1, 2), "BEFORE_ASYNC_WITH": (1, 2), "GET_AWAITABLE": (1, 1), "GET_AITER": (1, 1),
+          "GET_ANEXT": (1, 2), "GET_YIELD_FROM_ITER": (1, 1), "END_FOR": (2, 0), "END_SEND": (2, 1),
+          "YIELD_VALUE": (1, 1), "RETURN_VALUE": (1, 0), "PUSH_EXC_INFO": (1, 2), "POP_EXCEPT": (1, 0),
+          "GET_LEN": (1, 2), "MATCH_MAPPING": (1, 2), "MATCH_SEQUENCE": (1, 2), "MATCH_KEYS": (2, 3),
+          "MAP_ADD": (2, 0), "TO_BOOL": (1, 1)}
+
+
 def _effect(ins: Any, jump: bool | None) -> tuple[int, int]:
-    """``(popped, pushed)`` of *ins* (bytecode's pre/post stack effect)."""
+    """``(popped, pushed)`` of *ins*: the project's table for straight-line code, then
+    ``bytecode``'s pre/post stack effect (jumps: on the edge taken when *jump*)."""
+    from codesuture.patch import instrs as I
+
+    if not ins.has_jump():
+        eff = _EXTRA.get(ins.name) or I.effect(ins)
+        if eff is not None:
+            return eff
     pre, post = ins.pre_and_post_stack_effect(jump)
     pops = -pre if pre < 0 else 0
     return pops, post + (pre if pre > 0 else 0)
@@ -598,9 +614,8 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
     if name in _CONTAINER_ADDS:
         # The container sits below the popped items: it now holds the value.
         n = int(arg) if isinstance(arg, int) else 1
-        s = list(keep)
-        if len(s) >= n:
-            s[-n] = "data"
+        s = list((None,) * max(0, n - len(keep)) + keep)
+        s[-n] = "data"
         if truth:
             return _trim(tuple(s)), local, ("decision", f"a truth value made from it ({truth}) is kept in a container")
         return _trim(tuple(s)), local, None
