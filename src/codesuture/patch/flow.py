@@ -684,7 +684,8 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
     """Follow a value returned as *returned* (``"value"``/``"truth"``) into its callers:
     *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
     None when no caller decides with it (or a CodeSuture frame ends the walk), else the
-    reason it must not be healed. Never raises."""
+    reason it must not be healed (a caller decides with it, or it is still returned
+    after :data:`MAX_CALLERS` callers). Never raises."""
     kind = returned
     n = 0
     for code, lasti, namespace in frames:
@@ -703,7 +704,7 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
             if d.outcome != REJOIN:
                 return f"it is returned to {where}, where {_reason(d)}"
         kind = flow.returned
-    return None if not kind else "it is returned past the frames that can be seen"
+    return None  # the top of the stack: nobody decides with it
 
 
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
