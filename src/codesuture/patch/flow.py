@@ -338,6 +338,8 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, bool]:
 
 _CACHE: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
 _GRAPHS: dict[int, tuple[types.CodeType, _Graph]] = {}
+#: (id of a caller's code, f_lasti, kind) -> (code, flow of what that instruction makes).
+_CALLERS: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
 
 
 def analyze(code: types.CodeType, offset: int, kind: str = "value",
@@ -689,29 +691,54 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
     kind = returned
     n = 0
     for code, lasti, namespace in frames:
-        if not kind:
-            return None
-        if own_frame(code):
+        if not kind or code.co_filename.startswith(_PKG_DIR):
             return None
         n += 1
         if n > MAX_CALLERS:
             return f"it is returned through more than {MAX_CALLERS} callers"
-        flow = _caller_flow(code, lasti, kind, namespace)
+        hit = _CALLERS.get((id(code), lasti, kind))
+        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, namespace)
         if flow.unknown:
             return flow.unknown
-        where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
         for d in flow.decisions:
             if d.outcome != REJOIN:
+                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
                 return f"it is returned to {where}, where {_reason(d)}"
         kind = flow.returned
     return None  # the top of the stack: nobody decides with it
 
 
+def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
+    """:func:`callers_verdict` over *frame* and the frames that called it (live frames,
+    when a guard fires: a loop over ``f_back``, each caller's analysis a cache hit)."""
+    kind = returned
+    n = 0
+    while frame is not None and kind:
+        code = frame.f_code
+        if code.co_filename.startswith(_PKG_DIR):
+            return None
+        n += 1
+        if n > MAX_CALLERS:
+            return f"it is returned through more than {MAX_CALLERS} callers"
+        lasti = frame.f_lasti
+        hit = _CALLERS.get((id(code), lasti, kind))
+        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, frame.f_globals)
+        if flow.unknown:
+            return flow.unknown
+        for d in flow.decisions:
+            if d.outcome != REJOIN:
+                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+                return f"it is returned to {where}, where {_reason(d)}"
+        kind = flow.returned
+        frame = frame.f_back
+    return None
+
+
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
     """The flow, in a caller, of what the instruction at *lasti* (the call that is
     returning the value) produces; a branch at *lasti* itself is the decision."""
-    key = (id(code), lasti, "caller-" + kind)
-    hit = _CACHE.get(key)
+    key = (id(code), lasti, kind)  # lasti as the frame reports it
+    hit = _CALLERS.get(key)
     if hit is not None and hit[0] is code:
         return hit[1]
     try:
@@ -735,7 +762,9 @@ def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[st
             flow = _analyze(code, lasti, kind, namespace)
     except Exception as exc:  # noqa: BLE001 - unknown: fail closed
         flow = Flow(unknown=f"the value flow in {code.co_qualname} is not known ({type(exc).__name__}: {exc})")
-    _CACHE[key] = (code, flow)
+    if len(_CALLERS) > 4096:
+        _CALLERS.clear()
+    _CALLERS[key] = (code, flow)
     return flow
 
 
@@ -761,5 +790,5 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
     return out
 
 
-__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_callers",
+__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "MAX_CALLERS"]

@@ -52,6 +52,8 @@ COUNTS: dict[str, int] = {}
 #: (and cleared) by the healer that sees the original exception arrive.
 DECLINED: dict[str, str] = {}
 _DECLINE_LOGGED: set[tuple[str, str]] = set()
+#: :func:`codesuture.patch.flow.live_verdict`, imported on the first firing that needs it.
+_LIVE_VERDICT: Callable[[Any, str], str | None] | None = None
 
 
 class Unit:
@@ -194,10 +196,13 @@ def _declines(site: str, returned: str, depth: int) -> bool:
     would decide with the value the guard returns (:mod:`codesuture.patch.flow`); then
     the decline is noted and logged once per site and reason. Never raises; a check
     that fails declines (fail closed)."""
+    global _LIVE_VERDICT
     try:
-        from codesuture.patch.flow import callers_verdict, live_callers
+        if _LIVE_VERDICT is None:
+            from codesuture.patch.flow import live_verdict
 
-        why = callers_verdict(live_callers(sys._getframe(depth).f_back), returned)
+            _LIVE_VERDICT = live_verdict
+        why = _LIVE_VERDICT(sys._getframe(depth).f_back, returned)
     except Exception as err:  # noqa: BLE001 - unknown: fail closed
         why = f"the callers could not be checked ({type(err).__name__})"
     if not why:
