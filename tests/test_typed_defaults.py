@@ -337,7 +337,7 @@ def test_control_flow_allowed_per_module(tmp_path: Path, monkeypatch: pytest.Mon
     ("def f(d, k):\n    hits = []\n    if 'v' in d[k]:\n        hits.append(k)\n    return hits\n", ({"a": ["v"]}, "b"),
      []),
     # a default flowing on as data is healed
-    ("def f(user):\n    name = user.name\n    return f'hi {name}'\n", (None,), "hi None"),
+    ("def f(user):\n    name = user.name\n    return f'hi {name}'\n", (None,), "hi "),
 ])
 def test_membership_and_data_flow_are_healed(healer: Healer, tmp_path: Path, source: str, args: tuple[object, ...],
                                              value: object) -> None:

@@ -8,14 +8,12 @@ whole script in a fresh ``__main__`` namespace with the patched code; modules al
 imported stay imported (their functions were patched in place).
 """
 
-from __future__ import annotations
-
 import builtins
 import os
 import sys
 import types
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # and no `from __future__` import: one module less to load on every start
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
     from typing import Any, Callable
 
@@ -30,8 +28,8 @@ class Target:
 
     __slots__ = ("path", "argv", "spec", "path0", "source")
 
-    def __init__(self, path: str, argv: list[str], spec: Any = None, path0: str | None = None,
-                 source: bytes | None = None) -> None:
+    def __init__(self, path: str, argv: "list[str]", spec: "Any" = None, path0: "str | None" = None,
+                 source: "bytes | None" = None) -> None:
         self.path, self.argv, self.spec, self.path0, self.source = path, argv, spec, path0, source
 
     @property
@@ -61,7 +59,7 @@ def script_target(path: str, args: list[str]) -> Target:
 
         spec = PathFinder.find_spec("__main__", [full])
         if spec is None or spec.origin is None:
-            raise ImportError(f"can't find '__main__' module in {path!r}")
+            raise ImportError(f"can't find '__main__' module in {full!r}")
         return Target(spec.origin, [path, *args], spec, path0=full)
     return Target(full, [path, *args], path0=os.path.dirname(full))
 
@@ -111,7 +109,7 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _trim(tb: types.TracebackType | None) -> types.TracebackType | None:
+def _trim(tb: "types.TracebackType | None") -> "types.TracebackType | None":
     """Drop CodeSuture's own frames from the head of a traceback, as Python's runner
     shows only the script's frames."""
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PKG_DIR + os.sep):
@@ -125,13 +123,15 @@ def report(exc: BaseException) -> None:
     sys.excepthook(type(exc), exc.with_traceback(tb), tb)
 
 
-def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: Any, app_root: str) -> types.CodeType:
+def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: "Any", app_root: str) -> "types.CodeType":
     """The script's module code: its admitted overlay when one applies, else the
     compiled source. Its store key comes from its path relative to *app_root* (see
     :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
-    cannot be read, SyntaxError as Python would."""
-    source = target.read()
-    if index and target.on_disk:
+    cannot be read, SyntaxError as Python would. Once the kill switch went off
+    (:mod:`codesuture.runtime.killswitch`), always the compiled source."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")  # the kill switch wins, always
+    if index and target.on_disk and (switch is None or switch.KILLED is None):
+        source = target.read()
         from codesuture.overlay.names import main_key, script_origin
 
         origin = script_origin(target.path, app_root)
@@ -145,10 +145,74 @@ def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: An
                 return found.code
         else:
             _near_miss(index, origin, key)
-    return compile(source, target.path, "exec", dont_inherit=True)
+    try:
+        if target.on_disk:
+            return _cached_code(target.path)
+        return compile(target.read(), target.path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # python's file runner words some of these its own way
+        try:
+            problem = _undecodable(target.read(), target.path)
+        except OSError:
+            raise exc from None
+        if problem is not None:
+            raise problem from None
+        raise
 
 
-def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
+def _cached_code(path: str) -> "types.CodeType":
+    """The module code of the source file *path*, through its bytecode cache (PEP 3147:
+    ``__pycache__``, or ``sys.pycache_prefix``; written unless ``sys.dont_write_bytecode``),
+    as every imported module's: the builtin :func:`compile` would build the ``ast``
+    module's 100-odd node classes on every start (``PyAST_Check``), the largest part of
+    a start-up's cost. ``importlib.machinery`` is loaded already (``runpy`` imports it).
+    Raises OSError when the file cannot be read, SyntaxError as Python would."""
+    from importlib.machinery import SourceFileLoader
+
+    code = SourceFileLoader("__main__", path).get_code("__main__")
+    if code is None:  # pragma: no cover - a source loader always has code
+        raise OSError(f"no code for {path}")
+    return code
+
+
+def _undecodable(source: bytes, path: str) -> "SyntaxError | None":
+    """The SyntaxError python's file runner raises for *source* before compiling it (a
+    NUL byte; bytes that are not UTF-8 when no PEP 263 coding line is declared), with
+    python's own message; None when :func:`compile` will judge it as python does."""
+    nul = source.find(b"\0")
+    if nul >= 0:
+        line = source.count(b"\n", 0, nul) + 1
+        start = source.rfind(b"\n", 0, nul) + 1
+        text = source[start:nul].decode("utf-8", "replace")
+        return SyntaxError("source code cannot contain null bytes", (path, line, None, text))
+    head = source.split(b"\n", 2)[:2]
+    if any(b"coding" in first for first in head):  # a PEP 263 coding line
+        import re
+
+        for first in head:
+            found = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", first)
+            if found:
+                name = found.group(1).decode("ascii", "replace")
+                if name.lower().replace("_", "-") in ("utf-8", "utf8") or name.lower().startswith("utf-8-"):
+                    return None  # compile() reports bad UTF-8 as python does
+                try:
+                    source.decode(name)
+                except (LookupError, UnicodeDecodeError):
+                    return SyntaxError(f"encoding problem: {name}")
+                return None
+            if not first.lstrip().startswith(b"#"):
+                break
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if source.startswith(b"\xef\xbb\xbf"):
+            return None
+        line = source.count(b"\n", 0, err.start) + 1
+        return SyntaxError(f"Non-UTF-8 code starting with '\\x{source[err.start]:02x}' in file {path} on line {line}, "
+                           "but no encoding declared; see https://peps.python.org/pep-0263/ for details")
+    return None
+
+
+def _near_miss(index: "dict[str, list[Any]]", origin: str, key: str) -> None:
     """Log when the store has an overlay for a script of the same name at another path
     relative to the app root (a different app root here, or a moved script)."""
     from codesuture.logs import logger
@@ -174,18 +238,16 @@ def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
 def run(
     target: Target,
     *,
-    heal: Callable[[BaseException, types.CodeType, str], Any] | None = None,
+    heal: "Callable[[BaseException, types.CodeType, str], Any] | None" = None,
     retries: int = 16,
-    index: dict[str, list[Any]] | None = None,
-    policy: Any = None,
+    index: "dict[str, list[Any]] | None" = None,
+    policy: "Any" = None,
     app_root: str | None = None,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
     while each heal makes progress, at most *retries* times (0: heal, never replay; see
     :mod:`codesuture.runtime.replay`). Returns the exit code: the program's, 1 after an
     unhandled exception, 130 after Ctrl-C."""
-    from codesuture.settings import EXIT_INTERRUPTED
-
     sys.argv[:] = target.argv
     script_dir = os.path.dirname(os.path.abspath(target.path))
     if target.path0 is not None:
@@ -193,10 +255,15 @@ def run(
             sys.path[0] = target.path0
         else:
             sys.path.insert(0, target.path0)
-    code = main_code_for(target, index, policy, app_root or script_dir)
-    from codesuture.runtime.replay import Replays
-
-    replays = Replays(retries)
+    try:
+        code = main_code_for(target, index, policy, app_root or script_dir)
+    except SyntaxError as exc:  # the program's error, reported as python reports it: no CodeSuture frame
+        sys.excepthook(type(exc), exc.with_traceback(None), None)
+        return 1
+    except OSError as exc:
+        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        return 2
+    replays: "Any" = None  # made on the first crash (runtime/replay.py)
     while True:
         module = types.ModuleType("__main__")
         module.__dict__.update(
@@ -215,10 +282,16 @@ def run(
         except SystemExit as exc:
             return _exit_code(exc)
         except KeyboardInterrupt as exc:
+            from codesuture.settings import EXIT_INTERRUPTED
+
             report(exc)
             return EXIT_INTERRUPTED
         except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
             result = heal(exc, code, target.path) if heal is not None else None
+            if result is not None and replays is None:
+                from codesuture.runtime.replay import Replays
+
+                replays = Replays(retries)
             if result is None or not replays.allow(result):
                 report(exc)
                 return 1
