@@ -5,8 +5,8 @@ flows on as *data* (stored, passed to a call, returned to a caller that stores o
 passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``and``/
 ``or``, ``assert``, the loop test of ``while``, a ``for`` over it), usually through a
 comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
-what branches. A truth value made from the value that is stored or passed on counts as
-a decision too: someone decides with it later.
+what branches (a truth value that is stored or passed on is data; returned, it is
+followed into the callers like any value).
 
 :func:`analyze` follows the value through one code object by abstract interpretation
 over its control-flow graph (``bytecode.ControlFlowGraph``): the stack slots and the
@@ -607,19 +607,14 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
     tainted = [t for t in inputs if t]
     if not tainted:
         return _trim(keep + (None,) * pushes), local, None
-    truth = next((t for t in tainted if t != "data"), None)
     if name in ("STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL", "DELETE_SUBSCR", "DELETE_ATTR"):
         value = {"STORE_ATTR": at(2), "STORE_SUBSCR": at(3), "STORE_GLOBAL": at(1)}.get(name)
-        if value and value != "data":
-            return _trim(keep), local, ("decision", f"a truth value made from it ({value}) is stored")
         return _trim(keep), local, (("stored", "") if value else None)
     if name in _CONTAINER_ADDS:
         # The container sits below the popped items: it now holds the value.
         n = int(arg) if isinstance(arg, int) else 1
         s = list((None,) * max(0, n - len(keep)) + keep)
         s[-n] = "data"
-        if truth:
-            return _trim(tuple(s)), local, ("decision", f"a truth value made from it ({truth}) is kept in a container")
         return _trim(tuple(s)), local, None
     if name in _TRUTH_OPS:
         return _trim(keep + (_TRUTH_OPS[name],) * pushes), local, None
@@ -628,8 +623,6 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         args_tainted = any(inputs[2:]) if len(inputs) > 2 else False
         if callee in _TRUTH_CALLS:
             return _trim(keep + (_TRUTH_CALLS[callee],) * pushes), local, None
-        if truth and args_tainted:
-            return _trim(keep + ("data",) * pushes), local, ("decision", f"a truth value made from it ({truth}) is passed to a call")
         note = ("passed", "") if args_tainted else None
         return _trim(keep + ("data",) * pushes), local, note
     if name == "YIELD_VALUE":
