@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 #: What a decision does, see the module docstring.
 REJOIN, RAISES, EXITS = "rejoin", "raises", "exits"
 #: How many calling frames a returned value is followed into, at most.
-MAX_CALLERS = 6
+MAX_CALLERS = 8
 #: Work limit of one analysis (block visits); beyond it the flow is "unknown".
 MAX_STEPS = 4000
 
@@ -400,7 +400,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
 
     # State: (stack: tuple of taint-or-None for the top items we know, locals: frozenset
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
-    seen: set[tuple[int, tuple[Any, ...], frozenset[tuple[str, str]]]] = set()
+    entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
     # await's result on SEND's jump edge).
@@ -423,11 +423,15 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     steps = 0
     while work:
         b, pos, stack, local, first, depth, low = work.pop()
-        if pos == 0:
-            state = (b, stack, local)
-            if state in seen:
-                continue
-            seen.add(state)
+        if pos == 0 and not first:
+            # Join with what reached this block before (taint is a union): each block
+            # is processed again only when its entry state grows, so the walk ends.
+            known = entry.get(b)
+            if known is not None:
+                stack, local = _join(known[0], stack), known[1] | local
+                if (stack, local) == known:
+                    continue
+            entry[b] = (stack, local)
         steps += 1
         if steps > MAX_STEPS:
             return Flow(unknown=f"the value flow of {code.co_qualname} is too complex to follow")
@@ -549,6 +553,13 @@ def _apply(ins: Any, stack: tuple[Any, ...], jump: bool) -> tuple[Any, ...]:
         return stack
     tainted = any(stack[-pops:]) if pops else False
     return _trim(keep + (("data" if tainted else None),) * pushes)
+
+
+def _join(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Two abstract stacks (top-aligned) joined: a slot is tainted when it is in either."""
+    n = max(len(a), len(b))
+    a, b = (None,) * (n - len(a)) + a, (None,) * (n - len(b)) + b
+    return _trim(tuple(x or y for x, y in zip(a, b)))
 
 
 def _trim(stack: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -679,8 +690,8 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
     """Follow a value returned as *returned* (``"value"``/``"truth"``) into its callers:
     *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
     None when no caller decides with it (or a CodeSuture frame ends the walk), else the
-    reason it must not be healed (a caller decides with it, or it is still returned
-    after :data:`MAX_CALLERS` callers). Never raises."""
+    reason it must not be healed (a caller decides with it, or a truth value made from
+    it is still returned after :data:`MAX_CALLERS` callers). Never raises."""
     kind = returned
     n = 0
     for code, lasti, namespace in frames:
@@ -688,7 +699,7 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
             return None
         n += 1
         if n > MAX_CALLERS:
-            return f"it is returned through more than {MAX_CALLERS} callers"
+            return _too_deep(kind)
         hit = _CALLERS.get((id(code), lasti, kind))
         flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, namespace)
         if flow.unknown:
@@ -699,6 +710,13 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
                 return f"it is returned to {where}, where {_reason(d)}"
         kind = flow.returned
     return None  # the top of the stack: nobody decides with it
+
+
+def _too_deep(kind: str) -> str | None:
+    """Past :data:`MAX_CALLERS` callers: a value returned on unchanged through all of
+    them (a string a recursive converter builds) counts as data; a truth value made
+    from the default fails closed."""
+    return f"it is returned as a truth value through more than {MAX_CALLERS} callers" if kind == "truth" else None
 
 
 def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
@@ -712,7 +730,7 @@ def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
             return None
         n += 1
         if n > MAX_CALLERS:
-            return f"it is returned through more than {MAX_CALLERS} callers"
+            return _too_deep(kind)
         lasti = frame.f_lasti
         hit = _CALLERS.get((id(code), lasti, kind))
         flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, frame.f_globals)
