@@ -146,7 +146,7 @@ PROGRAM_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("name", [*PROGRAM_ERRORS, "missing.py", "folder"])
+@pytest.mark.parametrize("name", [*PROGRAM_ERRORS, "missing.py", "./missing.py", "nodir/", "folder"])
 @pytest.mark.parametrize("how", ["run", "boot"])
 def test_program_errors_are_pythons(name: str, how: str, tmp_path: Path) -> None:
     if name in PROGRAM_ERRORS:

@@ -261,7 +261,8 @@ def run(
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     except OSError as exc:
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable  # as python names itself
+        print(f"{python}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
         return 2
     replays: "Any" = None  # made on the first crash (runtime/replay.py)
     while True:
