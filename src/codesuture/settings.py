@@ -83,6 +83,8 @@ EXIT_STORE_UNUSABLE = 78
 EXIT_INTERRUPTED = 130
 
 MODES = ("dev", "prod")
+#: When a run is replayed after a heal (``replay``): see :mod:`codesuture.runtime.effects`.
+REPLAY_MODES = ("auto", "always", "never")
 #: Parameter names whose values a repro capture never keeps, by default (``repro_redact``).
 REPRO_REDACT = ("*password*", "*passwd*", "*token*", "*secret*", "*key*", "*credential*", "*auth*", "*cookie*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -142,6 +144,13 @@ def parse_mode(name: str, value: object) -> str:
     text = str(value).strip().lower()
     if text not in MODES:
         raise _invalid(name, f"{value!r} is not a mode (use dev or prod)")
+    return text
+
+
+def parse_replay(name: str, value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in REPLAY_MODES:
+        raise ConfigError(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
     return text
 
 
@@ -272,6 +281,8 @@ FIELDS: tuple[Field, ...] = (
           default="<overlays>.pending"),
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
           default="16"),
+    Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never",
+          default="auto"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
           default="off: the type and a redacted message"),
@@ -327,7 +338,7 @@ FIELD = {f.name: f for f in FIELDS}
 
 _PARSERS: "dict[str, Callable[[str, Any], Any]]" = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
-    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal, "header": parse_header,
+    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal, "header": parse_header, "replay": parse_replay,
 }
 
 
@@ -349,6 +360,7 @@ class Settings:
     heal: bool
     pending: str | None
     retries: int
+    replay: str
     ttl_days: float
     record_messages: bool
     control_flow: tuple[str, ...]
@@ -575,6 +587,7 @@ def load(
                        else s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
     s.pending = values.get("pending", default_pending)
     s.retries = values.get("retries", 16)
+    s.replay = values.get("replay", "auto")
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
     s.control_flow = values.get("control_flow", ())

@@ -145,17 +145,33 @@ def killed() -> bool:
     return switch is not None and switch.KILLED is not None
 
 
+def carried(session: Session, lines: "list[str]") -> "dict[str, Any]":
+    """What a replay hands on to the next process (:mod:`codesuture.runtime.rerun`): the
+    patches made so far, counted, and the command's *lines* about them."""
+    from codesuture.runtime.rerun import CARRIED
+
+    history = getattr(session.healer, "history", [])
+    return {"patched": CARRIED["patched"] + sum(1 for r in history if r.status == "patched"),
+            "proposed": CARRIED["proposed"] + sum(1 for r in history if r.status == "patched" and r.proposed),
+            "lines": [*CARRIED["lines"], *lines]}
+
+
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":
-    """The one-line session summary, or None when nothing was patched or loaded."""
+    """The one-line session summary, or None when nothing was patched or loaded. After a
+    replay, the patches of the attempts before it count too."""
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
     LOADED = getattr(resolve, "LOADED", {})
+    rerun = sys.modules.get("codesuture.runtime.rerun")
+    before = getattr(rerun, "CARRIED", {})
     healer = session.healer
-    patched = sum(1 for r in getattr(healer, "history", []) if r.status == "patched")
-    proposed = sum(1 for r in getattr(healer, "history", []) if r.status == "patched" and r.proposed)
-    replays = sum(1 for r in getattr(healer, "history", []) if r.status != "patched")
+    history = getattr(healer, "history", [])
+    patched = before.get("patched", 0) + sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
+    guards = before.get("guards", before.get("patched", 0)) + sum(1 for r in history if r.status == "patched")
+    proposed = before.get("proposed", 0) + sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
+    replays = sum(1 for r in history if r.status != "patched")
     if not (patched or LOADED or replays):
         return None
-    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied"]
+    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied" + (f" ({guards} guards)" if guards != patched else "")]
     if proposed:
         parts.append(f"{proposed} proposed for review")
     parts.append(f"{len(LOADED)} overlay{'s' if len(LOADED) != 1 else ''} loaded")
@@ -236,4 +252,4 @@ def open_store(s: "Settings", session: Session) -> bool:
     return True
 
 
-__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "killed", "kill_file_present"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "carried", "killed", "kill_file_present"]
