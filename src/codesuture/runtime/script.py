@@ -274,7 +274,8 @@ def run(
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     except OSError as exc:
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable  # as python names itself
+        print(f"{python}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
         return 2
     from codesuture.runtime import effects, rerun
     from codesuture.runtime.replay import Replays
