@@ -28,9 +28,10 @@ def app(tmp_path: Path) -> Path:
     return root
 
 
-def load(flags: dict | None = None, env: dict | None = None, start: Path | None = None, command: str = "boot"):
+def load(flags: dict | None = None, env: dict | None = None, start: Path | None = None, command: str = "boot",
+         store_dir: str | None = None):
     return settings.load(flags or {}, {**BASE_ENV, **(env or {})}, start_dir=str(start) if start else None,
-                         command=command)
+                         command=command, store_dir=store_dir)
 
 
 # --- strict parsing ---------------------------------------------------------------------
@@ -227,9 +228,10 @@ def test_pyproject_without_the_table_costs_no_tomllib_import(app: Path) -> None:
 def test_dev_is_the_default(app: Path) -> None:
     s = load(start=app)
     assert (s.mode, s.heal, s.require_signed, s.overlays, s.pending) == ("dev", True, False, None, None)
-    r = load(start=app, command="run")
-    assert r.mode == "dev" and r.overlays == os.path.abspath("overlays")
-    assert r.pending == os.path.abspath("overlays") + ".pending"
+    r = load(start=app, command="run", store_dir=str(app))  # the directory first on sys.path (boot.Invocation)
+    assert r.mode == "dev" and r.overlays == str(app / "overlays")
+    assert r.pending == str(app / "overlays") + ".pending"
+    assert load(start=app, command="run").overlays is None  # no such directory (a zip app, -P): no default store
 
 
 @pytest.mark.parametrize("how", ["keys", "require_signed", "bundle"])

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.settings import Settings
 
 USAGE = (
-    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
+    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH|oci://HOST/REPO:TAG] [--keys DIR] [--require-signed] "
     "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
     "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
@@ -40,13 +40,14 @@ USAGE = (
 _VALUED = {
     "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
     "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
-    "--control-flow": "control_flow", "--incidents": "incidents",
+    "--control-flow": "control_flow", "--incidents": "incidents", "--poll": "poll", "--pull-timeout": "pull_timeout",
+    "--cache-dir": "cache_dir",
 }
 #: Flags -> (settings attribute, value).
 _FLAGS = {
     "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
     "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True),
+    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True), "--plain-http": ("plain_http", True),
 }
 
 
@@ -73,6 +74,25 @@ class Invocation:
             return os.getcwd()
         full = os.path.abspath(self.script)
         return full if os.path.isdir(full) else os.path.dirname(full)
+
+    def store_dir(self) -> str | None:
+        """Where ``codesuture run`` keeps its default store (``<here>/overlays``): the
+        directory Python puts first on ``sys.path`` for this launch form, the one place
+        plain python already trusts to import from. A script: its own directory (never
+        the current one); an app folder: the folder; ``-m`` and ``-c``: the current
+        directory, as Python imports from it there, unless ``-P``/``PYTHONSAFEPATH``;
+        a zip app: None (no default store)."""
+        if not self.script:
+            return None if sys.flags.safe_path else os.getcwd()
+        full = os.path.abspath(self.script)
+        if os.path.isdir(full):
+            return full
+        if os.path.isfile(full):
+            from codesuture.runtime.script import _is_zip
+
+            if _is_zip(full):
+                return None
+        return os.path.dirname(full)
 
 
 def parse(argv: "list[str]") -> Invocation:
@@ -161,7 +181,8 @@ def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.bo
         if settings.disabled():
             target = _target(inv)
             return 1 if target is None else (None, target)
-        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command)
+        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command,
+                          store_dir=inv.store_dir() if command == "run" else None)
     except Exception as exc:
         from codesuture.errors import ConfigError  # imported only when a setting is invalid
 
@@ -211,10 +232,12 @@ def start(s: "Settings", target: "Any") -> "tuple[int, Any]":
     and run *target*. Returns ``(exit code, session)``."""
     from codesuture import settings
     from codesuture.runtime import script
-    from codesuture.runtime.session import activate
+    from codesuture.runtime.session import activate, killed
 
     os.environ[_AUTOSTART_ENV] = "1"  # autostart.arm(): processes started from here on activate too (the .pth hook)
     usable, session = activate(s)
+    if killed():  # the kill switch, with no exception: no overlay (not even __main__'s), no heal
+        return script.run(target), session
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None

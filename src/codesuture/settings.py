@@ -192,6 +192,17 @@ def parse_signal(name: str, value: object) -> str:
     raise _invalid(name, f"{value!r} is not a signal here (e.g. SIGUSR2, USR2, 12, off)")
 
 
+def parse_oci(name: str, value: object) -> str:
+    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
+    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
+    from codesuture.util.ociref import parse
+
+    try:
+        return str(parse(str(value)))
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
 def parse_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _invalid(name, "is empty")
@@ -216,7 +227,7 @@ class Field:
 #: Every setting, in the order ``--help`` lists them.
 FIELDS: tuple[Field, ...] = (
     Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only); default: prod when keys, require_signed or a bundle is given"),
-    Field("overlays", "--overlays", "path", "overlay store: a directory, or a bundle file (codesuture run: default ./overlays; boot: none)"),
+    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci]) (codesuture run: default overlays/ beside the script, never the current directory's; boot: none)"),
     Field("keys", "--keys", "path", "trust root: a directory of public keys and revoked.json"),
     Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay (default: on in prod)"),
     Field("require_overlays", "--require-overlays", "bool", f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable"),
@@ -231,6 +242,10 @@ FIELDS: tuple[Field, ...] = (
     Field("incidents_max_bytes", None, "int", "size at which the incidents file is renamed to <file>.1 and a new one started (0: never; default 10485760)"),
     Field("shadow", "--shadow", "bool", "shadow mode: warn (rate-limited) when a patched function returns a guard's default to its caller"),
     Field("metrics", None, "bool", "count heals, refusals, guard firings and rollbacks with prometheus_client, and add OpenTelemetry span events, when installed (default: on)"),
+    Field("poll", "--poll", "float", "with an oci:// store: seconds between two looks at the tag (one manifest HEAD per host, whichever process is due; +-20% jitter; default 30)"),
+    Field("pull_timeout", "--pull-timeout", "float", "with an oci:// store: longest wait for the registry at start-up, in seconds, before the last verified bundle in the host cache is used (default 2)"),
+    Field("plain_http", "--plain-http", "bool", "with an oci:// store: talk plain HTTP to the registry (no TLS); a loopback registry (localhost, 127.0.0.1, ::1) is plain HTTP without it"),
+    Field("cache_dir", "--cache-dir", "path", "host cache of bundles pulled from a registry, content-addressed by manifest digest and shared by the host's processes (default <state_dir>/oci-cache)"),
     Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays); default $XDG_STATE_HOME/codesuture"),
     Field("tiers", None, "tiers", "ordered glob=tier rules on module names; tiers: observe, propose, auto (default auto)"),
     Field("allow", None, "globs", "heal and load overlays only for these modules (default: all)"),
@@ -264,7 +279,8 @@ class Settings:
     name -> where its value came from: ``--flag``, ``CODESUTURE_X``, ``<file> key``
     or ``default``)."""
 
-    __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "sources")
+    __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "is_oci",
+                                                 "sources")
 
     mode: str
     overlays: str | None
@@ -282,6 +298,10 @@ class Settings:
     incidents_max_bytes: int
     shadow: bool
     metrics: bool
+    poll: float
+    pull_timeout: float
+    plain_http: bool
+    cache_dir: str
     state_dir: str
     tiers: tuple[str, ...]
     allow: tuple[str, ...]
@@ -305,6 +325,7 @@ class Settings:
     app_root: str
     config_file: str | None
     is_bundle: bool
+    is_oci: bool
     sources: dict[str, str]
 
     def __repr__(self) -> str:
@@ -402,6 +423,7 @@ def load(
     *,
     start_dir: str | None = None,
     command: str = "boot",
+    store_dir: str | None = None,
 ) -> Settings:
     """Resolve every setting.
 
@@ -409,8 +431,11 @@ def load(
     ``require_signed``, ``retries``...; plus ``dry_run`` and ``verbose``); strings are
     parsed like environment values. *environ*: default ``os.environ``. *start_dir*:
     where the app root search starts (the script's directory; default: the current
-    directory). *command*: ``boot`` or ``run`` (``run`` defaults ``overlays`` to
-    ``./overlays``).
+    directory). *command*: ``boot`` or ``run``. Only ``run`` has a default store:
+    ``<store_dir>/overlays``, where *store_dir* is the directory Python puts first on
+    ``sys.path`` for the target (:meth:`codesuture.boot.Invocation.store_dir`: the
+    script's directory, never the current one for a script); None: no default store.
+    ``boot`` never has one.
 
     Raises :class:`~codesuture.errors.ConfigError` naming the flag, variable or config
     key whose value is invalid.
@@ -457,7 +482,9 @@ def load(
             raw, where, base = config[f.key], f"{config_path} {f.key}", config_base
         if where is None:
             continue
-        if f.kind == "path":
+        if f.name == "overlays" and isinstance(raw, str) and raw.strip().startswith("oci://"):
+            values[f.name] = parse_oci(where, raw)
+        elif f.kind == "path":
             values[f.name] = parse_path(where, raw, base)
         elif f.kind == "sink":
             values[f.name] = parse_sink(where, raw, base)
@@ -467,20 +494,27 @@ def load(
 
     s.disable = values.get("disable", False)
     s.overlays = values.get("overlays")
-    if s.overlays is None and command == "run":
-        s.overlays = os.path.abspath("overlays")
+    if s.overlays is None and command == "run" and store_dir is not None:
+        s.overlays = os.path.join(os.path.abspath(store_dir), "overlays")
     s.keys = values.get("keys")
-    s.is_bundle = s.overlays is not None and os.path.isfile(s.overlays)
+    s.is_oci = s.overlays is not None and s.overlays.startswith("oci://")
+    s.is_bundle = s.is_oci or (s.overlays is not None and os.path.isfile(s.overlays))
     explicit_signed = values.get("require_signed")
     if "mode" in values:
         s.mode = values["mode"]
     else:
         s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
+    if s.is_oci and (s.keys is None or not s.prod):
+        raise ConfigError(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
+                          "(--keys / CODESUTURE_KEYS): a registry is an untrusted transport")
     s.require_signed = explicit_signed if explicit_signed is not None else s.prod
     s.heal = values.get("heal", not s.prod)
     s.require_overlays = values.get("require_overlays", False)
     s.min_set_version = values.get("min_set_version", 0)
-    s.pending = values.get("pending", s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
+    s.state_dir = values.get("state_dir") or default_state_dir(env)
+    default_pending = (os.path.join(s.state_dir, "pending") if s.is_oci
+                       else s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
+    s.pending = values.get("pending", default_pending)
     s.retries = values.get("retries", 16)
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
@@ -489,7 +523,12 @@ def load(
     s.incidents_max_bytes = values.get("incidents_max_bytes", 10 * 1024 * 1024)
     s.shadow = values.get("shadow", False)
     s.metrics = values.get("metrics", True)
-    s.state_dir = values.get("state_dir") or default_state_dir(env)
+    s.poll = values.get("poll", 30.0)
+    s.pull_timeout = values.get("pull_timeout", 2.0)
+    s.plain_http = values.get("plain_http", False)
+    s.cache_dir = values.get("cache_dir") or os.path.join(s.state_dir, "oci-cache")
+    if s.poll < 0.1:
+        raise ConfigError(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
     s.tiers = values.get("tiers", ())
     s.allow = values.get("allow", ())
     s.deny = values.get("deny", ())

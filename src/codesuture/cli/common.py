@@ -23,7 +23,11 @@ def passphrase(var: str | None) -> str | None:
 
 
 def failure(exc: CodeSutureError) -> click.ClickException:
-    return click.ClickException(str(exc))
+    """The error as the CLI prints it: one line, control characters escaped (paths,
+    names and key ids in it may come from a store, a bundle or an envelope)."""
+    from codesuture.logs import escape
+
+    return click.ClickException(escape(str(exc)))
 
 
 def state_dir() -> str | None:
@@ -42,12 +46,14 @@ def print_results(results: list[Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"ok": ok, "results": [r.to_json() for r in results]}, indent=2))
     else:
+        from codesuture.logs import escape
+
         for r in results:
             if r.ok:
                 extra = f" module {r.module}" if r.module else ""
                 extra += f", expires {r.expires}" if r.expires else ""
                 extra += f", {r.reason}" if r.reason else ""
-                click.echo(f"OK {r.path} (signer {r.signer}{extra})")
+                click.echo(escape(f"OK {r.path} (signer {r.signer}{extra})"))
             else:
-                click.echo(f"FAIL {r.path}: {r.reason}")
+                click.echo(escape(f"FAIL {r.path}: {r.reason}"))
     sys.exit(0 if ok else 1)

@@ -33,7 +33,7 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": Fals
 @click.pass_context
 def run(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run a script, app folder or zip, -m module or -c code, healing crashes live
-    (dev mode: writes overlays to ./overlays) and replaying the run. See `codesuture
+    (dev mode: writes overlays to overlays/ beside the script) and replaying the run. See `codesuture
     run --help`."""
     sys.exit(launch.run(list(args), verbose=ctx.obj or 0))
 

@@ -19,8 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover
 RUN_DOC = """codesuture run [options] (script.py | app-folder | app.zip | -m module | -c code) [args...]
 
 Run the target like `python script.py args...` / `python -m module args...`, healing
-structural crashes live, writing overlays (to ./overlays unless --overlays or the
-app's config names a store) and replaying the run while each heal makes progress,
+structural crashes live, writing overlays (to overlays/ beside the script unless
+--overlays or the app's config names a store; never the current directory's for a
+script: the directory Python puts first on sys.path, the current one only for -m and
+-c, none for a zip app) and replaying the run while each heal makes progress,
 at most --retries times. A trust root, --require-signed or a bundle makes the run
 prod (load verified overlays only; --heal proposes patches for review).
 
@@ -34,7 +36,7 @@ Run the program under boot, and start it again from the beginning after each run
 that crashed and wrote a patch, so it runs with every overlay loaded at import.
 Stops at exit 0, when a run patched nothing, or after --max-restarts restarts
 (default 3); exits with the last run's code. --overlays: the store folder (default
-./overlays)."""
+overlays/ beside the script; the current directory's only for -m)."""
 
 
 def _patch_lines(session: Any, default_store: str | None) -> list[str]:
@@ -86,7 +88,8 @@ def watch(argv: list[str]) -> int:
     """``codesuture watch ARGV...``; returns the exit code."""
     from codesuture.settings import EXIT_USAGE
 
-    overlays, max_restarts, i = "overlays", 3, 0
+    overlays: str | None = None
+    max_restarts, i = 3, 0
     try:
         while i < len(argv) and argv[i].startswith("-") and argv[i] != "-m":
             name, eq, value = argv[i].partition("=")
@@ -113,6 +116,16 @@ def watch(argv: list[str]) -> int:
         program = argv[i:]
         if not program or program == ["-m"]:
             raise ValueError("give PROGRAM: script.py [ARGS]... or -m MODULE [ARGS]...")
+        if overlays is None:
+            from codesuture.boot import UsageError, parse
+
+            try:
+                where = parse(program).store_dir()
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+            if where is None:
+                raise ValueError("no default store for this program (a zip app, or -m under -P): give --overlays")
+            overlays = os.path.join(where, "overlays")
     except ValueError as exc:
         print(f"codesuture watch: {exc}", file=sys.stderr)
         print(WATCH_DOC.splitlines()[0].replace("codesuture watch", "usage: codesuture watch"), file=sys.stderr)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from codesuture.errors import OverlayError
+from codesuture.overlay.model import overlay_expiry
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _rewrite(entry: Any, meta: Any, kept: list[Any], data: bytes, now: float) ->
 
     python = interpreter_info() if entry.cache_tag == sys.implementation.cache_tag else meta.python
     new = meta._replace(overlay_sha256=hashlib.sha256(data).hexdigest(), python=python, created=iso_utc(now),
-                        expires=min((p.expires for p in kept if p.expires), default=""), patches=kept)
+                        expires=overlay_expiry(kept), patches=kept)
     with entry.store.locked(meta.key):
         entry.store.write_member(entry.name, OVERLAY_SUFFIX, data)
         entry.store.write_member(entry.name, META_SUFFIX, new.dumps())

@@ -79,15 +79,16 @@ def _log() -> Any:
     return logger("codesuture.fleet")
 
 
-def start(session: Any) -> None:
+def start(session: Any, factory: Any = None) -> None:
     """Start watching the session's store for new overlays (idempotent: one watcher per
-    process, the first session's). Only for a folder store (:func:`folder_store`);
-    never raises."""
+    process, the first session's). Only for a folder store (:func:`folder_store`), or
+    with *factory* (a :class:`Watcher` subclass: the ``oci://`` store's
+    :class:`~codesuture.runtime.fleet_registry.RegistryWatcher`); never raises."""
     global _WATCHER, _HOOKED
     try:
-        if _WATCHER is not None or _killed() or not folder_store(session.settings):
+        if _WATCHER is not None or _killed() or (factory is None and not folder_store(session.settings)):
             return
-        watcher = Watcher(session)
+        watcher = (factory or Watcher)(session)
         _WATCHER = watcher
         if not _HOOKED:
             os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,

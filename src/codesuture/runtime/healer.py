@@ -95,6 +95,8 @@ class Healer:
     """
 
     governance: Any = None
+    #: The kill file every heal looks for first (set by :meth:`from_settings`; None: none).
+    kill_file: str | None = None
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class Healer:
             prod=settings.prod, control_flow=tuple(settings.control_flow),
         )
         healer.governance = Policy.from_settings(settings)
+        healer.kill_file = getattr(settings, "kill_file", None)
         return healer
 
     # ------------------------------------------------------------------ public
@@ -537,6 +540,14 @@ def _stopped(healer: Healer) -> bool:
     import sys
 
     switch = sys.modules.get("codesuture.runtime.killswitch")
+    path = getattr(healer, "kill_file", None)
+    if (switch is None or switch.KILLED is None) and path and os.path.lexists(path):
+        # Every heal looks (one lstat, off the healthy path): a boundary's healer may run
+        # in a process whose watcher never started or has not looked yet.
+        from codesuture.runtime import killswitch
+
+        killswitch.trigger(f"kill file {path}", wait=True)  # reentrant: this healer's lock is an RLock
+        switch = killswitch
     if switch is not None and switch.KILLED is not None:
         log.info("not healed: the kill switch went off in this process (%s)", switch.KILLED)
         return True

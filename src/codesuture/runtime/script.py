@@ -127,8 +127,10 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
     """The script's module code: its admitted overlay when one applies, else the
     compiled source. Its store key comes from its path relative to *app_root* (see
     :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
-    cannot be read, SyntaxError as Python would."""
-    if index and target.on_disk:
+    cannot be read, SyntaxError as Python would. Once the kill switch went off
+    (:mod:`codesuture.runtime.killswitch`), always the compiled source."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")  # the kill switch wins, always
+    if index and target.on_disk and (switch is None or switch.KILLED is None):
         source = target.read()
         from codesuture.overlay.names import main_key, script_origin
 

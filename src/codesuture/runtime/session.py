@@ -54,8 +54,18 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     :mod:`codesuture.runtime.hooks`: armed by :mod:`codesuture.runtime.hookfinder`),
     the kill switch (:func:`arm_kill_switch`) and, with a store, the fleet watcher
     (:mod:`codesuture.runtime.fleet`). Returns ``(store usable, session)``; never
-    raises for a bad store (logged)."""
+    raises for a bad store (logged).
+
+    A kill file (setting ``kill_file``) present now sets the kill switch off before
+    anything is set up: no finder, no crash hooks, no watcher; :func:`killed` is then
+    true and the caller runs the program as plain python would (every launch form:
+    boot, ``codesuture run``, the start-up hook of spawned workers)."""
     session = Session(s)
+    if kill_file_present(s):
+        from codesuture.runtime import killswitch
+
+        killswitch.trigger(f"kill file {s.kill_file}", session=session, wait=True)
+        return True, session
     usable = open_store(s, session)
     if s.heal or s.prod:
         from codesuture.runtime import hookfinder
@@ -65,7 +75,12 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     if s.overlays is not None:  # no store, no watcher (fleet.folder_store): not even its import
         from codesuture.runtime import fleet
 
-        fleet.start(session)
+        if getattr(s, "is_oci", False):
+            from codesuture.runtime.fleet_registry import RegistryWatcher
+
+            fleet.start(session, RegistryWatcher)
+        else:
+            fleet.start(session)
     return usable, session
 
 
@@ -116,6 +131,20 @@ def _kill(reason: str, session: "Any") -> None:
     killswitch.trigger(reason, session=session, wait=True)
 
 
+def kill_file_present(s: "Settings") -> bool:
+    """Whether the kill file of settings *s* exists (a dangling symlink counts: its
+    presence is the signal). One ``os.lstat``; False when none is configured."""
+    path = getattr(s, "kill_file", None)
+    return path is not None and os.path.lexists(path)
+
+
+def killed() -> bool:
+    """True once the kill switch went off in this process (looked up, never imported:
+    :mod:`codesuture.runtime.killswitch` is loaded only when armed or gone off)."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")
+    return switch is not None and switch.KILLED is not None
+
+
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":
     """The one-line session summary, or None when nothing was patched or loaded."""
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
@@ -153,10 +182,21 @@ def open_store(s: "Settings", session: Session) -> bool:
             log.error("--require-overlays: no overlay store is configured")
             return False
         return True
+    location = s.overlays
+    if getattr(s, "is_oci", False):  # a registry: the host cache's verified bundle (runtime/fleet_registry.py)
+        from codesuture.runtime.fleet_registry import bundle_at_start
+
+        pulled = bundle_at_start(s)
+        if pulled is None:
+            if s.require_overlays:
+                log.error("--require-overlays: no verified bundle of %s on this host", s.overlays)
+                return False
+            return True
+        location = pulled
     from codesuture.store.kinds import open_store as open_
 
-    store = open_(s.overlays)
-    if os.path.lexists(s.overlays) and not store.exists():
+    store = open_(location)
+    if os.path.lexists(location) and not store.exists():
         log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
                     s.overlays, s.source("overlays"))
         if s.require_overlays:
@@ -196,4 +236,4 @@ def open_store(s: "Settings", session: Session) -> bool:
     return True
 
 
-__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "killed", "kill_file_present"]
