@@ -294,7 +294,7 @@ def test_expired_overlay_is_refused_then_renewed_by_the_next_run(tmp_path: Path)
     assert refused.returncode == 1 and f"not applied: expired at {old['expires']}" in refused.stderr, str(refused)
     renewed = later("run", "--overlays", str(store), str(script))
     assert renewed.returncode == 0 and renewed.results() == ["RESULT None '-'"], str(renewed)
-    assert "codesuture: patched __main__:3 a: key_guard" in renewed.stderr, str(renewed)  # healed anew, not adopted
+    assert "codesuture: WARNING patched __main__:3 a: key_guard" in renewed.stderr, str(renewed)  # healed anew, not adopted
     new = json.loads(meta_path.read_text())
     # Fresh expiry (the run's 30-day default from the faked now), b's expired record dropped.
     assert [p["qualname"] for p in new["patches"]] == ["a"]

@@ -35,7 +35,7 @@ print("RESULT", repr(f({}, "x") if sys.argv[1:] == ["crash"] else f({"x": 1}, "x
 
 
 def _patched(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("codesuture: patched ")]
+    return [line for line in stderr.splitlines() if line.startswith("codesuture: WARNING patched ")]
 
 
 def _traceback(stderr: str) -> str:
@@ -406,7 +406,7 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     r = heal(script, overlays, "--dry-run", args=("crash",))
     assert r.returncode == 1 and _traceback(r.stderr).endswith("KeyError: 'x'"), str(r)
     assert r.stdout == "START\n"  # no replay
-    assert "would patch __main__:3 f: key_guard" in r.stderr, str(r)
+    assert "would patch __main__:3 f: key_guard on `d[k]` -> yields " in r.stderr, str(r)  # the expression, not ``
     assert not _patched(r.stderr)
     assert not overlays.exists() or snapshot(overlays) == {}
     assert script.read_text() == SWITCHED.lstrip("\n")
@@ -420,15 +420,19 @@ def test_verbose_prints_the_instruction_delta(tmp_path: Path) -> None:
     r = heal(script, tmp_path / "overlays", "--verbose", args=("crash",))
     assert r.returncode == 0, str(r)
     [line] = _patched(r.stderr)
-    added = int(re.search(r"\+(\d+) instructions", line).group(1))
     lines = r.stderr.splitlines()
+    detail = lines[lines.index(line) + 1]  # -v: the patch's detail on the line after it
+    added = int(re.search(r"^codesuture: INFO +BINARY_\w+ at offset \d+; \+(\d+) instructions", detail).group(1))
     assert "--- before" in lines and "+++ after" in lines, str(r)
     plus = [ln for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
     minus = [ln for ln in lines if ln.startswith("-") and not ln.startswith("---")]
     assert len(plus) == added and not minus, str(r)
     assert any("CONTAINS_OP" in ln for ln in plus), str(r)  # key_guard's `k in m` check
     quiet = heal(script, tmp_path / "overlays2", args=("crash",))
-    assert "+++ after" not in quiet.stderr
+    assert "+++ after" not in quiet.stderr and "instructions" not in quiet.stderr, str(quiet)
+    [line] = _patched(quiet.stderr)  # one line per patch, no detail
+    assert re.fullmatch(r"codesuture: WARNING patched __main__:3 f: key_guard on `d\[k\]` -> yields .+; overlay \S+"
+                        r"\.overlay", line), line
 
 
 # --- the diff gate --------------------------------------------------------------------------

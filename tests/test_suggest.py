@@ -414,8 +414,8 @@ def healed_app(tmp_path: Path) -> tuple[Path, Path, str]:
     ov = app / "overlays"
     healed = heal(app / "main.py", ov, "--retries", "8", cwd=app)
     assert healed.returncode == 0, str(healed)
-    assert healed.stderr.count("codesuture: patched lib:") == 3, healed.stderr
-    assert healed.stderr.count("codesuture: patched __main__:") == 1, healed.stderr
+    assert healed.stderr.count("codesuture: WARNING patched lib:") == 3, healed.stderr
+    assert healed.stderr.count("codesuture: WARNING patched __main__:") == 1, healed.stderr
     booted = boot(app / "main.py", ov, cwd=app)
     assert booted.returncode == 0 and "patched" not in booted.stderr, str(booted)
     return app, ov, booted.stdout

@@ -125,6 +125,7 @@ class Healer:
         self.control_flow = control_flow
         self.history: list[HealResult] = []
         self.proposals: list[PatchRecord] = []
+        self._told_memory = False  # "patches stay in memory" said once
         #: The functions whose live code this healer changed (:mod:`codesuture.runtime.ledger`).
         self.ledger = Ledger()
         self._gate: bool | None = None
@@ -280,8 +281,9 @@ class Healer:
         diffgate.check(spec, synth.added, synth.removed)
         record = record._replace(added=synth.added, removed=synth.removed)
         if self.dry_run:
+            record = record._replace(expression=site.expression)  # nothing is patched: the source may be read now
             self.proposals.append(record)
-            log.warning("would patch %s with %s (dry run)", site.describe(), spec.guard)
+            log.warning("would patch %s -> yields %s (dry run: nothing changed)", describe_patch(record), record.yields)
             self._refused("dry_run", exc, spec.guard, guard=spec.guard)
             return None
         if tier == "propose":
@@ -293,15 +295,21 @@ class Healer:
         # The code is live: now the source text for the record (and log lines) may be read.
         record = record._replace(expression=site.expression)
         fs.records = merge(fs.records, [record])
-        log.warning(
-            "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
-            site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), record.yields,
-            synth.added, report.functions, report.parents, elapsed * 1000,
-        )
         from codesuture.patch.diffgate import render
 
         result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
         result.overlay, result.proposed = self._write(fs)
+        # One line per patch, in the naming scheme of every CodeSuture report
+        # (module:line function: guard on `expr` -> yields ...); the detail at -v.
+        where = (f"; proposed for review in {result.overlay}" if result.proposed else f"; overlay {result.overlay}"
+                 ) if result.overlay else "; in memory only"
+        log.warning("patched %s -> yields %s%s", describe_patch(record), record.yields, where)
+        log.info("  %s at offset %d; +%d instructions; %d function(s), %d parent(s) swapped; %.1f ms",
+                 site.opname, site.offset, synth.added, report.functions, report.parents, elapsed * 1000)
+        if not result.overlay and self.overlays is None and not self._told_memory:
+            self._told_memory = True
+            log.warning("patches stay in memory and are lost when the process ends: no overlay store is configured "
+                        "(run under python -m codesuture.boot --overlays DIR, or set CODESUTURE_OVERLAYS)")
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
             from codesuture.runtime.capture import capture
 
@@ -523,9 +531,20 @@ class Healer:
         except (CodeSutureError, OSError, SyntaxError) as exc:
             log.warning("patched live, but no overlay written for %s: %s", fs.key, exc)
             return None, False
+        if origin.startswith("app:"):  # where review finds this source (store/app_root.py)
+            from codesuture.store.app_root import record
+
+            record(directory, app_root)
         if proposed:
             log.warning("proposed overlay %s (pending review: never loaded until signed and moved into a store)", path)
         return path, proposed
+
+
+def describe_patch(record: PatchRecord) -> str:
+    """``module:line function: guard on `expression``` -- how every CodeSuture report
+    (the heal log line, ``run``, ``explain``, ``suggest``) names a patch."""
+    guard = record.guard.guard + (f"/{record.guard.form}" if record.guard.form else "")
+    return f"{record.module}:{record.line} {record.qualname}: {guard} on `{record.expression}`"
 
 
 def _where(record: PatchRecord) -> str:
@@ -605,4 +624,4 @@ def disabled() -> bool:
 
 
 
-__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception"]
+__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception", "describe_patch"]

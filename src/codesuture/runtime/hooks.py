@@ -22,6 +22,9 @@ the program:
   and futures whose exception is never retrieved, logged when they are collected) runs
   the loop's handler as before (the usual log line), then heals. Exceptions that reach
   ``asyncio.run`` are the script boundary's.
+* Flask, Django and Starlette turn a view's exception into a 500 themselves, before
+  any hook sees it: the first time one does so with a structural crash no adapter
+  saw, one WARNING names the adapter line to add (nothing is healed there).
 
 Each hook is installed at most once, and only when the session heals or is in prod
 mode; without ``--heal`` in prod, :meth:`~codesuture.runtime.session.Session.heal` only
@@ -281,7 +284,8 @@ def _make_wrappers(cls: type, name: str, web: Any) -> tuple[Any, Any]:
         return None, None
     inner = web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES)
     end_headers = _raw(cls, "end_headers")
-    with_header = web._with_header(end_headers) if end_headers is not None else None
+    level = web.events.header_level()  # the header setting (CODESUTURE_HEADER), as every boundary
+    with_header = web._with_header(end_headers, level == "full") if end_headers is not None and level else None
 
     def run(self: Any) -> Any:
         try:
@@ -402,7 +406,88 @@ def _loop_heal(loop: Any, context: dict[str, Any], exc: Exception) -> None:
     heal(exc)
 
 
+# ---------------------------------------------------------------------- web frameworks
+
+#: Structural exceptions: what an adapter could have healed.
+_STRUCTURAL = ("AttributeError", "KeyError", "IndexError", "ZeroDivisionError", "TypeError", "ValueError",
+               "FileNotFoundError")
+#: The adapter line per framework, for the one warning.
+ADAPTER_LINES = {
+    "Flask": "from codesuture.runtime.adapters.flask import CodeSuture; CodeSuture(app)",
+    "Django": 'MIDDLEWARE = ["codesuture.runtime.adapters.django.CodeSutureMiddleware", *MIDDLEWARE]',
+    "Starlette": "from codesuture.runtime.adapters.starlette import install; install(app)",
+}
+#: Frameworks already warned about in this process.
+_WARNED: set[str] = set()
+
+
+def _unhealed_500(framework: str, exc: Any) -> None:
+    """The framework turned *exc* into a 500: once per framework and process, warn when
+    no CodeSuture boundary ever saw it (the app has no adapter) and it is a crash an
+    adapter could heal. Never raises."""
+    try:
+        if framework in _WARNED or _SESSION is None or not isinstance(exc, Exception):
+            return
+        if not any(k.__name__ in _STRUCTURAL for k in type(exc).__mro__):
+            return
+        state = getattr(exc, "__dict__", {})
+        if state.get("__codesuture_seen__") or state.get(_MARK):
+            return
+        _WARNED.add(framework)
+        tb, where = exc.__traceback__, ""
+        while tb is not None:
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        _log().warning("%s turned %s%s into a 500 without CodeSuture's adapter, so it was not healed (the framework "
+                       "handles the exception before any CodeSuture hook sees it); add the adapter: %s", framework,
+                       type(exc).__name__, where, ADAPTER_LINES[framework])
+    except Exception:  # noqa: BLE001 - only a hint (rule 7)
+        pass
+
+
+def _flask(module: Any) -> None:
+    cls = module.Flask
+    handle_exception = _hooked(cls, "handle_exception")
+    if handle_exception is None:
+        return
+
+    def hook(self: Any, e: Any) -> Any:
+        _unhealed_500("Flask", e)
+        return handle_exception(self, e)
+
+    cls.handle_exception = _wraps(hook, handle_exception)
+
+
+def _django(module: Any) -> None:
+    handle = getattr(module, "handle_uncaught_exception", None)
+    if handle is None or getattr(handle, "__codesuture__", False):
+        return
+
+    def hook(request: Any, resolver: Any, exc_info: Any) -> Any:
+        _unhealed_500("Django", exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None)
+        return handle(request, resolver, exc_info)
+
+    module.handle_uncaught_exception = _wraps(hook, handle)
+
+
+def _starlette(module: Any) -> None:
+    cls = module.ServerErrorMiddleware
+    for name in ("error_response", "debug_response"):
+        original = _hooked(cls, name) if name in cls.__dict__ else None
+        if original is None:
+            continue
+
+        def hook(self: Any, request: Any, exc: Any, _original: Any = original) -> Any:
+            _unhealed_500("Starlette", exc)
+            return _original(self, request, exc)
+
+        setattr(cls, name, _wraps(hook, original))
+
+
 _PATCHERS.update({
+    "flask.app": _flask,
+    "django.core.handlers.exception": _django,
+    "starlette.middleware.errors": _starlette,
     "threading": _threading,
     "socketserver": _socketserver,
     "http.server": _http_server,

@@ -59,7 +59,7 @@ def script_target(path: str, args: list[str]) -> Target:
 
         spec = PathFinder.find_spec("__main__", [full])
         if spec is None or spec.origin is None:
-            raise ImportError(f"can't find '__main__' module in {path!r}")
+            raise ImportError(f"can't find '__main__' module in {full!r}")
         return Target(spec.origin, [path, *args], spec, path0=full)
     return Target(full, [path, *args], path0=os.path.dirname(full))
 
@@ -145,9 +145,18 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
                 return found.code
         else:
             _near_miss(index, origin, key)
-    if target.on_disk:
-        return _cached_code(target.path)
-    return compile(target.read(), target.path, "exec", dont_inherit=True)
+    try:
+        if target.on_disk:
+            return _cached_code(target.path)
+        return compile(target.read(), target.path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # python's file runner words some of these its own way
+        try:
+            problem = _undecodable(target.read(), target.path)
+        except OSError:
+            raise exc from None
+        if problem is not None:
+            raise problem from None
+        raise
 
 
 def _cached_code(path: str) -> "types.CodeType":
@@ -163,6 +172,44 @@ def _cached_code(path: str) -> "types.CodeType":
     if code is None:  # pragma: no cover - a source loader always has code
         raise OSError(f"no code for {path}")
     return code
+
+
+def _undecodable(source: bytes, path: str) -> "SyntaxError | None":
+    """The SyntaxError python's file runner raises for *source* before compiling it (a
+    NUL byte; bytes that are not UTF-8 when no PEP 263 coding line is declared), with
+    python's own message; None when :func:`compile` will judge it as python does."""
+    nul = source.find(b"\0")
+    if nul >= 0:
+        line = source.count(b"\n", 0, nul) + 1
+        start = source.rfind(b"\n", 0, nul) + 1
+        text = source[start:nul].decode("utf-8", "replace")
+        return SyntaxError("source code cannot contain null bytes", (path, line, None, text))
+    head = source.split(b"\n", 2)[:2]
+    if any(b"coding" in first for first in head):  # a PEP 263 coding line
+        import re
+
+        for first in head:
+            found = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", first)
+            if found:
+                name = found.group(1).decode("ascii", "replace")
+                if name.lower().replace("_", "-") in ("utf-8", "utf8") or name.lower().startswith("utf-8-"):
+                    return None  # compile() reports bad UTF-8 as python does
+                try:
+                    source.decode(name)
+                except (LookupError, UnicodeDecodeError):
+                    return SyntaxError(f"encoding problem: {name}")
+                return None
+            if not first.lstrip().startswith(b"#"):
+                break
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if source.startswith(b"\xef\xbb\xbf"):
+            return None
+        line = source.count(b"\n", 0, err.start) + 1
+        return SyntaxError(f"Non-UTF-8 code starting with '\\x{source[err.start]:02x}' in file {path} on line {line}, "
+                           "but no encoding declared; see https://peps.python.org/pep-0263/ for details")
+    return None
 
 
 def _near_miss(index: "dict[str, list[Any]]", origin: str, key: str) -> None:
@@ -210,9 +257,12 @@ def run(
             sys.path.insert(0, target.path0)
     try:
         code = main_code_for(target, index, policy, app_root or script_dir)
-    except SyntaxError as exc:  # as python prints it: no traceback of the runner's frames
+    except SyntaxError as exc:  # the program's error, reported as python reports it: no CodeSuture frame
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
+    except OSError as exc:
+        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        return 2
     replays: "Any" = None  # made on the first crash (runtime/replay.py)
     while True:
         module = types.ModuleType("__main__")

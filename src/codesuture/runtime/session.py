@@ -171,7 +171,7 @@ def open_store(s: "Settings", session: Session) -> bool:
     from codesuture.logs import logger
 
     log = logger("codesuture.boot")
-    if s.keys is not None and not os.path.isdir(s.keys):
+    if s.keys is not None and not os.path.exists(s.keys):
         log.warning("trust root %s (%s) does not exist: every signed overlay will be refused", s.keys, s.source("keys"))
         if s.require_overlays:
             log.error("--require-overlays: the trust root %s cannot be used", s.keys)
