@@ -119,7 +119,7 @@ def test_run_and_boot_help_list_every_option(how: str, tmp_path: Path) -> None:
 
 def test_watch_help(tmp_path: Path) -> None:
     p = cli("watch", "--help", cwd=tmp_path)
-    assert p.returncode == 0 and "--overlays DIR" in p.stdout and "default: ./overlays" in p.stdout, str(p)
+    assert p.returncode == 0 and "--overlays DIR" in p.stdout and "default: overlays/ beside the" in p.stdout, str(p)
     assert "--max-restarts N" in p.stdout and "default: 3" in p.stdout and "Exit codes:" in p.stdout
 
 

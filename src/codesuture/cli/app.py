@@ -18,7 +18,7 @@ CLICK_MIN = (8, 1)
 #: Every command: (name, needs the cli extra, one-line summary), in the order --help lists them.
 COMMANDS: tuple[tuple[str, bool, str], ...] = (
     ("run", False, "run a script, app folder or zip, -m module or -c code, healing crashes live (dev: writes "
-                   "./overlays) and replaying the run"),
+                   "overlays/ beside the script) and replaying the run"),
     ("watch", False, "run a program under boot and restart it after each run that wrote a patch"),
     ("doctor", False, "what boot would do here: mode, store, trust root, state directory, every setting and its "
                       "source, installed extras"),

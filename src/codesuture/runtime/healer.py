@@ -57,6 +57,9 @@ class HealResult:
     seconds: float = 0.0
     status: str = "patched"
     proposed: bool = False
+    #: 0 for the first guard of a heal; n for the (n+1)-th guard of the same heal, placed
+    #: when its replay crashed again (a cascade: :mod:`codesuture.runtime.takeback`).
+    cascade: int = 0
 
 
 def describe_exception(exc: BaseException, record_messages: bool = False) -> str:
@@ -132,6 +135,11 @@ class Healer:
         #: The crash being healed, for its incidents: (site, fingerprint, crash recorded).
         self._seen: tuple[str, str, bool] | None = None
         self._registry: Any = None
+        #: The newest patch while the next crash may belong to it (a cascade or a
+        #: take-back, :mod:`codesuture.runtime.takeback`).
+        self._last: Any = None
+        #: Sites whose heal was taken back in this process: never healed again here.
+        self._taken_back: set[tuple[str, str, int, int]] = set()
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
@@ -186,8 +194,9 @@ class Healer:
 
     @property
     def patches(self) -> int:
-        """New patches made in this process."""
-        return sum(1 for r in self.history if r.status == "patched")
+        """New heals made in this process (a cascade of guards in one unit of work is
+        one heal)."""
+        return sum(1 for r in self.history if r.status == "patched" and not r.cascade)
 
     # ------------------------------------------------------------------ steps
 
@@ -223,9 +232,21 @@ class Healer:
             log.warning("not healed: the program catches %s itself at %s", type(exc).__name__, where)
             self._refused("eafp", exc, f"caught at {where}")
             return None
+        from codesuture.runtime import takeback
+
+        last, self._last = self._last, None
+        if last is not None and takeback.in_replay(last):
+            if takeback.failed_on_default(last, exc) is not None:
+                self._take_back(last, exc)
+                return None
+        else:
+            last = None  # not a cascade of the newest patch
         live = find_crash_site(exc)
         fs = self.state_for(live, main_code, main_path)
         site = self.ledger.original_site(live, fs)
+        if (fs.key, *_site(site)) in self._taken_back:
+            raise DiagnosisError(f"the heal of {site.describe()} was taken back in this process (its default failed "
+                                 f"at once); not healed again")
         fingerprint = self._crashed(exc, site, fs)
         existing = next((r for r in fs.records if r.site == _site(site)), None)
         if existing is not None:
@@ -295,21 +316,27 @@ class Healer:
         # The code is live: now the source text for the record (and log lines) may be read.
         record = record._replace(expression=site.expression)
         fs.records = merge(fs.records, [record])
+        from codesuture.patch.synthesize import site_of
+
         from codesuture.patch.diffgate import render
 
-        result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
+        result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed,
+                            cascade=last.cascade + 1 if last else 0)
+        snapshot = self._snapshot(fs)
         result.overlay, result.proposed = self._write(fs)
         # One line per patch, in the naming scheme of every CodeSuture report
         # (module:line function: guard on `expr` -> yields ...); the detail at -v.
         where = (f"; proposed for review in {result.overlay}" if result.proposed else f"; overlay {result.overlay}"
                  ) if result.overlay else "; in memory only"
-        log.warning("patched %s -> yields %s%s", describe_patch(record), record.yields, where)
+        cascade = f"; guard {last.cascade + 2} of the heal of {last.first} (one crash, one heal)" if last else ""
+        log.warning("patched %s -> yields %s%s%s", describe_patch(record), record.yields, where, cascade)
         log.info("  %s at offset %d; +%d instructions; %d function(s), %d parent(s) swapped; %.1f ms",
                  site.opname, site.offset, synth.added, report.functions, report.parents, elapsed * 1000)
         if not result.overlay and self.overlays is None and not self._told_memory:
             self._told_memory = True
             log.warning("patches stay in memory and are lost when the process ends: no overlay store is configured "
                         "(run under python -m codesuture.boot --overlays DIR, or set CODESUTURE_OVERLAYS)")
+        self._last = takeback.begin(site_of(record), fs, record, snapshot if result.overlay else None, last)
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
             from codesuture.runtime.capture import capture
 
@@ -317,6 +344,45 @@ class Healer:
         self.history.append(result)
         self._healed(result, reused=known is not None)
         return result
+
+    # ------------------------------------------------------------------ take-back
+
+    def _snapshot(self, fs: FunctionState) -> Any:
+        """The store files :meth:`_write` may change for *fs*, as they are now (None when
+        it writes nowhere)."""
+        import hashlib
+
+        from codesuture.overlay.names import stem_for
+        from codesuture.runtime.takeback import Snapshot
+
+        try:
+            with open(fs.filename, "rb") as fh:
+                stem = stem_for(fs.key, hashlib.sha256(fh.read()).hexdigest())
+        except OSError:
+            return None
+        directory, _ = self._target(fs, stem)
+        return None if directory is None else Snapshot.take(directory, stem, fs.key)
+
+    def _take_back(self, last: Any, exc: BaseException) -> None:
+        """Undo the patch *last* (:class:`codesuture.runtime.takeback.LastHeal`): its
+        replay failed at once on the default it placed. The function gets its code from
+        before the patch, the store its files from before the write."""
+        fs, record = last.fs, last.record
+        try:
+            self.ledger.revert(fs, record)
+            if last.snapshot is not None:
+                last.snapshot.restore()
+        except (CodeSutureError, OSError) as err:
+            log.warning("could not take back the patch at %s:%s: %s", record.module, record.line, err)
+        self._taken_back.add((fs.key, *record.site))
+        self.history = [r for r in self.history if r.record is not record]
+        if self._registry is not None:
+            self._registry.discard(record)
+        log.warning("took back the patch at %s:%s in %s (%s yielding %s): the replay failed at once on that default "
+                    "(%s: %s); nothing written, the code is as before", record.module, record.line, record.qualname,
+                    record.guard.guard, record.yields, type(exc).__name__, exc)
+        self._refused("taken_back", exc, f"{record.guard.guard} at {record.module}:{record.line}",
+                      guard=record.guard.guard)
 
     # ------------------------------------------------------------------ incidents and fingerprints
 
@@ -359,7 +425,8 @@ class Healer:
                 self._registry.add(record)
             site, fingerprint = (self._seen[0], self._seen[1]) if self._seen else ("", "")
             incidents.record("heal", site=site, fingerprint=fingerprint or (record.evidence or {}).get("fingerprint", ""),
-                             guard=record.guard.guard, exception=record.exception, status=result.status, reused=reused,
+                             guard=record.guard.guard, exception=record.exception,
+                             status="cascade" if result.cascade else result.status, reused=reused,
                              proposed=result.proposed, overlay=result.overlay or "", ms=round(result.seconds * 1000, 1))
         except Exception:  # noqa: BLE001 - contained (rule 7)
             pass

@@ -573,6 +573,12 @@ class Registry:
         if key is not None:
             self._added.setdefault(key, record)
 
+    def discard(self, record: Any) -> None:
+        """Forget *record* when this process added it (a heal taken back)."""
+        key = self.key(record)
+        if key is not None and self._added.get(key) is record:
+            del self._added[key]
+
     def lookup(self, fp: str, exc: BaseException | str) -> Any:
         """The record whose guard answers a crash of *exc* at a site with fingerprint
         *fp*, or None."""

@@ -150,12 +150,14 @@ def summary(session: Session, default_store: "str | None" = None) -> "str | None
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
     LOADED = getattr(resolve, "LOADED", {})
     healer = session.healer
-    patched = sum(1 for r in getattr(healer, "history", []) if r.status == "patched")
-    proposed = sum(1 for r in getattr(healer, "history", []) if r.status == "patched" and r.proposed)
-    replays = sum(1 for r in getattr(healer, "history", []) if r.status != "patched")
+    history = getattr(healer, "history", [])
+    patched = sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
+    guards = sum(1 for r in history if r.status == "patched")
+    proposed = sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
+    replays = sum(1 for r in history if r.status != "patched")
     if not (patched or LOADED or replays):
         return None
-    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied"]
+    parts = [f"{patched} patch{'es' if patched != 1 else ''} applied" + (f" ({guards} guards)" if guards != patched else "")]
     if proposed:
         parts.append(f"{proposed} proposed for review")
     parts.append(f"{len(LOADED)} overlay{'s' if len(LOADED) != 1 else ''} loaded")
