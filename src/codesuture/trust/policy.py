@@ -426,6 +426,9 @@ def _admit_signed(entry: Any, envelope: bytes, policy: LoadPolicy, root: Any) ->
     from codesuture.trust.statement import meta_from_statement
 
     try:
+        # Malformed bytes are refused before the trust root is loaded: a store of junk
+        # never costs the import of ``cryptography`` (dsse.verify parses them again).
+        dsse.Envelope.loads(envelope, entry.name + ENVELOPE_SUFFIX)
         verified = dsse.verify(envelope, root if root is not None else trust_root(policy), dsse.INTOTO_PAYLOAD_TYPE,
                                entry.name + ENVELOPE_SUFFIX)
         meta, _, set_name = meta_from_statement(verified.payload, entry.name + OVERLAY_SUFFIX,
