@@ -16,10 +16,11 @@ Exit codes: the target's; 2 for a usage or configuration error; 78 when
 ``--require-overlays`` is set and the store or trust root cannot be used; 130 after
 Ctrl-C.
 
-Kept import-light: nothing heavy is imported before a crash or an overlay needs it.
+Kept import-light: nothing heavy is imported before a crash or an overlay needs it,
+and no ``from __future__`` import (it is a module of its own to load): a start with
+no store imports :mod:`codesuture.settings`, :mod:`codesuture.logs` and
+:mod:`codesuture.runtime.session` / ``.script`` (see ``benchmarks/callgrind_startup.py``).
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -31,26 +32,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.settings import Settings
 
 USAGE = (
-    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
-    "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
-    "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
+    "usage: python -m codesuture.boot [options] [--] (script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
-#: Options taking a value -> settings attribute.
-_VALUED = {
-    "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
-    "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
-    "--control-flow": "control_flow", "--incidents": "incidents",
-}
-#: Flags -> (settings attribute, value).
-_FLAGS = {
-    "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
-    "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True),
-}
+#: Command-line options that are not settings, besides -v/-q/-V/-h/--: flag -> (attribute, value).
+_EXTRA_FLAGS = {"--dry-run": ("dry_run", True)}
+
+
+def _options() -> "tuple[dict[str, str], dict[str, tuple[str, bool]]]":
+    """(option taking a value -> settings attribute, flag -> (attribute, value)), from
+    :data:`codesuture.settings.FIELDS`: every boolean setting with a flag ``--x`` also
+    takes ``--no-x``."""
+    from codesuture.settings import FIELDS
+
+    valued = {f.flag: f.name for f in FIELDS if f.flag and f.kind != "bool"}
+    flags = dict(_EXTRA_FLAGS)
+    for f in FIELDS:
+        if f.flag and f.kind == "bool":
+            flags[f.flag] = (f.name, True)
+            flags["--no-" + f.flag[2:]] = (f.name, False)
+    return valued, flags
 
 
 class UsageError(Exception):
-    pass
+    """A bad command line; an empty message asks for ``--help``, ``"--version"`` for the version."""
 
 
 class Invocation:
@@ -93,15 +97,21 @@ class Invocation:
         return os.path.dirname(full)
 
 
-def parse(argv: list[str]) -> Invocation:
+def parse(argv: "list[str]") -> Invocation:
     """Parse boot's command line (values are checked by :func:`codesuture.settings.load`).
-    Raises UsageError (an empty message for ``--help``)."""
+    ``--`` ends the options: the next argument is the script. Raises UsageError (an
+    empty message for ``--help``, ``--version`` for ``-V``/``--version``)."""
+    valued, flags = _options()
     inv = Invocation()
     i = 0
     while i < len(argv):
         a = argv[i]
         name, eq, value = a.partition("=")
-        if name in _VALUED or a in ("-m", "-c"):
+        if a == "--":
+            if i + 1 < len(argv):
+                inv.script, inv.args = argv[i + 1], argv[i + 2:]
+            break
+        if name in valued or a in ("-m", "-c"):
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError(f"{a} needs a value")
@@ -113,17 +123,21 @@ def parse(argv: list[str]) -> Invocation:
             if a == "-c":
                 inv.code, inv.args = value, argv[i + 1 :]
                 break
-            inv.flags[_VALUED[name]] = value
-        elif a in _FLAGS:
-            attr, flag_value = _FLAGS[a]
+            inv.flags[valued[name]] = value
+        elif a in flags:
+            attr, flag_value = flags[a]
             inv.flags[attr] = flag_value
         elif a in ("-v", "--verbose"):
             inv.flags["verbose"] += 1
         elif a == "-vv":
             inv.flags["verbose"] += 2
+        elif a in ("-q", "--quiet"):
+            inv.flags["verbose"] = -1
         elif a in ("-h", "--help"):
             raise UsageError("")
-        elif a.startswith("-"):
+        elif a in ("-V", "--version"):
+            raise UsageError("--version")
+        elif a.startswith("-") and a != "-":
             raise UsageError(f"unknown option {a}")
         else:
             inv.script, inv.args = a, argv[i + 1 :]
@@ -134,14 +148,32 @@ def parse(argv: list[str]) -> Invocation:
     return inv
 
 
-def _help(doc: str | None = None) -> str:
+def version() -> str:
+    """``codesuture X.Y.Z (Python A.B.C, /path/to/python)``."""
+    from codesuture import __version__
+
+    return f"codesuture {__version__} (Python {sys.version.split()[0]}, {sys.executable})"
+
+
+def _help(doc: "str | None" = None, prog: str = "python -m codesuture.boot") -> str:
     from codesuture.settings import help_text
 
-    text = (doc or __doc__ or "").strip().replace("``", "`")
-    return text + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
+    return help_text(prog, doc if doc is not None else BOOT_DOC)
 
 
-def _target(inv: Invocation) -> Any:
+#: What ``python -m codesuture.boot --help`` says before the option list.
+BOOT_DOC = """Install the overlay finder for the configured store (and, in dev mode, the healer),
+then run the target as __main__ like `python script.py` / `python -m module` would.
+Without a store setting no store is read: boot never reads ./overlays on its own.
+
+Modes: dev (heal live, write overlays) unless a trust root, --require-signed or a
+bundle makes it prod (load verified overlays only; a crash is logged as one line with
+what would have been patched; --heal heals live and proposes the patch in the pending
+directory). CODESUTURE_DISABLE=1 turns everything off: the target runs as with plain
+python."""
+
+
+def _target(inv: Invocation) -> "Any":
     """The script or ``-m`` module to run; prints Python's message and returns None
     when a module cannot be found."""
     from codesuture.runtime import script
@@ -157,7 +189,7 @@ def _target(inv: Invocation) -> Any:
         return None
 
 
-def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot", doc: str | None = None) -> Any:
+def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.boot", doc: "str | None" = None) -> "Any":
     """Parse *argv* and load the settings: ``(settings, target)`` ready for
     :func:`start`, or an exit code (help printed: 0; usage or configuration error: 2;
     target not found: 1 or 2, as python says) with the message already printed, or
@@ -165,16 +197,20 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
     (see :func:`codesuture.settings.load`); *prog* names the command in messages, *doc*
     replaces this module's docstring in ``--help``."""
     from codesuture import settings
-    from codesuture.errors import ConfigError
 
+    shown = prog if " " in prog else f"python -m {prog}"
     try:
         inv = parse(argv)
     except UsageError as exc:
         if not str(exc):
-            print(_help(doc))
+            print(_help(doc, shown))
+            return 0
+        if str(exc) == "--version":
+            print(version())
             return 0
         print(f"{prog}: {exc}", file=sys.stderr)
-        print(USAGE.replace("python -m codesuture.boot", prog if " " in prog else f"python -m {prog}"), file=sys.stderr)
+        print(USAGE.replace("python -m codesuture.boot", shown), file=sys.stderr)
+        print(f"Try '{shown} --help' for every option.", file=sys.stderr)
         return settings.EXIT_USAGE
     try:
         if settings.disabled():
@@ -182,12 +218,16 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
             return 1 if target is None else (None, target)
         s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command,
                           store_dir=inv.store_dir() if command == "run" else None)
-    except ConfigError as exc:
+    except Exception as exc:
+        from codesuture.errors import ConfigError  # imported only when a setting is invalid
+
+        if not isinstance(exc, ConfigError):
+            raise
         print(f"{prog}: {exc}", file=sys.stderr)
         return settings.EXIT_USAGE
     from codesuture import logs
 
-    logs.request(30 if not s.verbose else 20 if s.verbose == 1 else 10)  # logging levels
+    logs.request(logs.level_for(s.verbose))
     s.export()
     target = _target(inv)
     if target is None:
@@ -198,7 +238,7 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
     return s, target
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     prepared = prepare(sys.argv[1:] if argv is None else argv)
     if isinstance(prepared, int):
@@ -212,29 +252,42 @@ def main(argv: list[str] | None = None) -> int:
 
     code, session = start(s, target)
     line = summary(session)
-    if line:
+    if line and s.verbose >= 0:
         print(line, file=sys.stderr)
     return code
 
 
-def start(s: Settings, target: Any) -> tuple[int, Any]:
+#: :data:`codesuture.autostart.ENV` (that module is not imported here: one module less
+#: to load on every start; a test checks the two agree).
+_AUTOSTART_ENV = "CODESUTURE_AUTOSTART"
+
+
+def start(s: "Settings", target: "Any", carry: "Any" = None) -> "tuple[int, Any]":
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
-    and run *target*. Returns ``(exit code, session)``."""
+    and run *target*. *carry(session)*: the patch lines a replay hands on (``codesuture
+    run``'s report). Returns ``(exit code, session)``."""
     from codesuture import settings
-    from codesuture.autostart import arm
     from codesuture.runtime import script
     from codesuture.runtime.session import activate, killed
 
-    arm()  # Python processes started from here on activate too (the .pth start-up hook)
+    os.environ[_AUTOSTART_ENV] = "1"  # autostart.arm(): processes started from here on activate too (the .pth hook)
     usable, session = activate(s)
     if killed():  # the kill switch, with no exception: no overlay (not even __main__'s), no heal
         return script.run(target), session
+    session.verbose = s.verbose
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
-    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
+    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run.
+    replay = s.replay if not s.prod else "never"
+    ignore = (s.overlays, s.pending, s.state_dir, s.incidents if s.incidents != "-" else None)
+    from codesuture.runtime.session import carried
+
+    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root,
+                      replay=replay, ignore=ignore,
+                      carry=lambda: carried(session, carry(session) if carry is not None else [])), session
 
 
 if __name__ == "__main__":

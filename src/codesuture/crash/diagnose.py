@@ -9,10 +9,12 @@ used right after (its consumer): ``()`` when it is sized or iterated (``len()``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from codesuture.crash.site import CrashSite
 from codesuture.errors import DiagnosisError
+from codesuture.guards.calls import CALL_GUARD_OPS
 from codesuture.patch.spec import GuardSpec
 
 #: Callables whose argument must be sized or iterable: guarded values they read get ().
@@ -34,8 +36,6 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
     from codesuture.patch.synthesize import locate
     from codesuture.errors import PatchError
 
-    if not site.raised_here:
-        raise DiagnosisError(f"{type(exc).__name__} was raised inside a library call, not at {site.describe()}")
     try:
         bc: list[Any] = list(Bytecode.from_code(site.code))
         idx = locate(bc, site.code, site.offset, site.opname)
@@ -43,6 +43,15 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
         raise DiagnosisError(str(err)) from None
     ins: Any = bc[idx]
     op, msg = ins.name, str(exc)
+    if not site.raised_here:
+        # Raised below this frame, in code that cannot be patched (the standard
+        # library, a dunder called from C): only a handler scoped to the call fits.
+        if op in CALL_GUARD_OPS and structural_call_error(exc):
+            return _call_guard(bc, idx)
+        raise DiagnosisError(f"{type(exc).__name__} was raised inside a library call, not at {site.describe()}")
+
+    if op in _STORES and _store_on_none(exc, op):
+        return GuardSpec("null_guard", "store", "None")
 
     if isinstance(exc, AttributeError) and msg.startswith("'NoneType' object has no attribute") and op in ("LOAD_ATTR", "LOAD_METHOD"):
         method = op == "LOAD_METHOD" or (isinstance(ins.arg, tuple) and ins.arg[0])
@@ -127,10 +136,67 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")
         if isinstance(exc, TypeError) and name in ("int", "float") and msg.endswith("not 'NoneType'"):
             return GuardSpec("type_coercion_guard", "", "0" if name == "int" else "0.0")  # int(None)
+        if isinstance(exc, ValueError) and name == "int" and "for integer string conversion" in msg and _builtin_global(bc, idx):
+            return GuardSpec("type_coercion_guard", "", "0")  # over sys.get_int_max_str_digits()
         if isinstance(exc, FileNotFoundError) and name == "open" and start is not None and _builtin_open(bc, idx):
             return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc, idx) else "io.StringIO()")
 
+    if op in CALL_GUARD_OPS and op != "BINARY_SUBSCR" and structural_call_error(exc):
+        return _call_guard(bc, idx)
+
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
+
+
+#: Stores and deletes whose target object may be None (the store is skipped).
+_STORES = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE"})
+#: TypeError messages of a call made with the wrong arguments: a bug in the call, not
+#: in the data it was given; no call-site guard hides it.
+_SIGNATURE_ERRORS = re.compile(
+    r"positional argument|keyword argument|required argument|takes (?:no|exactly|at most|at least) |"
+    r"expected (?:at most |at least )?\d+ arguments?|arguments? \(\d+ given\)"
+)
+#: Built-in exceptions a call may raise on bad data (structural crashes).
+_CALL_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError)
+
+
+def structural_call_error(exc: BaseException) -> bool:
+    """True for a structural exception raised by a call: a built-in TypeError (not a
+    wrong signature), AttributeError, KeyError, IndexError or ZeroDivisionError, an
+    OverflowError converting to float, or a ValueError over the interpreter's limit
+    for int/str conversion. Program-defined exceptions (subclasses) are the
+    program's own errors and never count."""
+    if type(exc).__module__ != "builtins":
+        return False
+    msg = str(exc)
+    if isinstance(exc, TypeError):
+        return not _SIGNATURE_ERRORS.search(msg)
+    if isinstance(exc, _CALL_ERRORS):
+        return True
+    if isinstance(exc, OverflowError):
+        return "to float" in msg
+    return isinstance(exc, ValueError) and "for integer string conversion" in msg
+
+
+def _call_guard(bc: list[Any], idx: int) -> GuardSpec:
+    if bc[idx].name == "BINARY_SUBSCR":
+        return GuardSpec("call_guard", "subscript", _consumer_default(bc, idx))
+    return GuardSpec("call_guard", "call", call_result_default(bc, idx))
+
+
+def _store_on_none(exc: BaseException, op: str) -> bool:
+    """``obj.x = v`` / ``del obj.x`` / ``obj[k] = v`` / ``del obj[k]`` with obj None."""
+    msg = str(exc)
+    if op in ("STORE_ATTR", "DELETE_ATTR"):
+        return isinstance(exc, AttributeError) and msg.startswith("'NoneType' object has no attribute")
+    return isinstance(exc, TypeError) and msg.startswith("'NoneType' object does not support item")
+
+
+def _builtin_global(bc: list[Any], idx: int) -> bool:
+    """True when the call at *idx* calls a global or builtin name (not a method)."""
+    from codesuture.patch import instrs as I
+
+    fn = I.find_producer(bc, idx, I.call_slots(bc[idx])[0])
+    return fn is not None and bc[fn].name in ("LOAD_GLOBAL", "LOAD_NAME")
 
 
 #: Instructions that decide control flow with the value they consume.
@@ -158,8 +224,8 @@ def decides_control_flow(code: Any, offset: int, opname: str, spec: GuardSpec) -
     from codesuture.patch import instrs as I
     from codesuture.patch.synthesize import locate
 
-    if spec.guard == "null_guard" and spec.form == "membership":
-        return None
+    if spec.guard == "null_guard" and spec.form in ("membership", "store"):
+        return None  # store: the guard yields no value, it skips a store that has no reader
     bc: list[Any] = list(Bytecode.from_code(code))
     idx = locate(bc, code, offset, opname)
     last = idx
@@ -195,7 +261,47 @@ def decides_control_flow(code: Any, offset: int, opname: str, spec: GuardSpec) -
     return None
 
 
-def _consumer_default(bc: list[Any], idx: int) -> str:
+#: Built-in types whose empty value answers an attribute or method the consumer reads
+#: (``x.upper()`` -> ``''``, ``x.items()`` -> ``{}``), most common first.
+_OWNER_TYPES: tuple[tuple[type, str], ...] = (
+    (str, "''"), (dict, "{}"), (list, "[]"), (set, "set()"), (bytes, "b''"), (int, "0"), (float, "0.0"),
+)
+#: Constants an operand may be, and the zero of their type.
+_ZEROS: dict[type, str] = {int: "0", float: "0.0", str: "''", bytes: "b''", tuple: "()"}
+#: Arithmetic whose operands, when not known, are numbers (``x - y``, ``x * 2``...).
+_NUMERIC_OPS = frozenset({"SUBTRACT", "MULTIPLY", "TRUE_DIVIDE", "FLOOR_DIVIDE", "POWER"})
+#: Format-spec conversion types that need a number (``f"{x:.2f}"``, ``f"{n:d}"``).
+_INT_SPECS, _FLOAT_SPECS = frozenset("bcdoxXn"), frozenset("eEfFgG%")
+_FORMATS = frozenset({"FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "CONVERT_VALUE"})
+_LOCAL_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK"})
+_LOCAL_STORES = frozenset({"STORE_FAST", "STORE_FAST_MAYBE_NULL"})
+#: What the built-in callables return: a call-site guard's default when its consumer
+#: says nothing (``len(None)`` -> 0, ``sorted([None, 1])`` -> []).
+CALL_RESULTS: dict[str, str] = {
+    "len": "0", "ord": "0", "int": "0", "abs": "0", "sum": "0", "round": "0", "hash": "0", "float": "0.0",
+    "str": "''", "repr": "''", "chr": "''", "format": "''", "ascii": "''", "hex": "''", "oct": "''", "bin": "''",
+    "bytes": "b''", "sorted": "[]", "list": "[]", "tuple": "()", "dict": "{}", "set": "set()",
+}
+
+
+def owner_default(name: str) -> str:
+    """The empty value (a key of :data:`DEFAULTS`) of the first built-in type that has
+    attribute *name* (``upper`` -> ``''``), or ``"None"``; dunders name no type."""
+    if not name or name.startswith("__"):
+        return "None"
+    for t, default in _OWNER_TYPES:
+        if hasattr(t, name):
+            return default
+    return "None"
+
+
+def _consumer_default(bc: list[Any], idx: int, hops: int = 0) -> str:
+    """The value the instruction that consumes ``bc[idx]``'s result needs, as a key of
+    :data:`DEFAULTS` (consumer first, docs/guards.md): an empty container for iteration,
+    sizing, unpacking and ``in``; the empty value of the type that has the attribute
+    or method read next; the other operand's zero for arithmetic and ``+``; ``''`` for
+    formatting (a number for a numeric format spec); else ``"None"``. A value stored
+    in a local is followed to its next load (once)."""
     from codesuture.patch import instrs as I
 
     found = I.find_consumer(bc, idx)
@@ -203,15 +309,109 @@ def _consumer_default(bc: list[Any], idx: int) -> str:
         return "None"
     j, position = found
     ins = bc[j]
-    if ins.name == "GET_ITER":
+    name = ins.name
+    if name in ("GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX"):
         return "()"
-    if ins.name == "CONTAINS_OP" and position == 1:
+    if name == "CONTAINS_OP" and position == 1:
         return "()"
-    if ins.name in I.CALL_NAMES:
-        name, _ = I.callee_name(bc, j)
-        if name in SIZED_CALLS:
-            return "()"
+    if name in I.CALL_NAMES:
+        callee, _ = I.callee_name(bc, j)
+        return "()" if callee in SIZED_CALLS else "None"
+    if name in ("LOAD_ATTR", "LOAD_METHOD") and position == 1:
+        return owner_default(str(I.name_loaded(ins) or ""))
+    if name in _FORMATS:
+        return _format_default(bc, j, position)
+    if name == "BINARY_OP":
+        return _operand_default(bc, j, position)
+    if name in _LOCAL_STORES and hops == 0:
+        load = _next_load(bc, j, ins.arg)
+        return _consumer_default(bc, load, 1) if load is not None else "None"
     return "None"
+
+
+def _format_default(bc: list[Any], j: int, position: int) -> str:
+    """``f"{x}"`` needs a str; ``f"{x:.2f}"`` a float, ``f"{x:d}"`` an int."""
+    from codesuture.patch import instrs as I
+
+    spec_at = None
+    if bc[j].name == "FORMAT_WITH_SPEC" or (bc[j].name == "FORMAT_VALUE" and int(bc[j].arg) & 4):
+        if position != 2:
+            return "''"  # the guarded value is the spec itself
+        spec_at = I.find_producer(bc, j, 1)
+    spec = bc[spec_at].arg if spec_at is not None and bc[spec_at].name == "LOAD_CONST" else ""
+    kind = spec[-1:] if isinstance(spec, str) else ""
+    return "0" if kind in _INT_SPECS else "0.0" if kind in _FLOAT_SPECS else "''"
+
+
+def _operand_default(bc: list[Any], j: int, position: int) -> str:
+    """The zero of the other operand's type when the code makes it certain (a
+    constant, an f-string, a list or tuple display); ``0`` for ``- * / // **`` of
+    an unknown operand; else ``"None"`` (which the operator guard reads at run time)."""
+    from codesuture.patch import instrs as I
+
+    op = getattr(bc[j].arg, "name", str(bc[j].arg)).removeprefix("INPLACE_")
+    k = I.find_producer(bc, j, 1 if position == 2 else 2)
+    other: Any = bc[k] if k is not None else None
+    oname = getattr(other, "name", "")
+    const = other.arg if oname == "LOAD_CONST" else None
+    if type(const) in _ZEROS:
+        if op == "REMAINDER" and isinstance(const, str) and position == 1:
+            return "None"  # "%s" % x: x is the format's argument, None formats as itself
+        return _ZEROS[type(const)]
+    if oname in ("BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC") and op == "ADD":
+        return "''"
+    if oname == "BUILD_LIST" and op == "ADD":
+        return "[]"
+    if oname == "BUILD_TUPLE" and op == "ADD":
+        return "()"
+    return "0" if op in _NUMERIC_OPS else "None"
+
+
+def _next_load(bc: list[Any], j: int, local: Any, limit: int = 48) -> int | None:
+    """Index of the next instruction after ``bc[j]`` that loads local *local*, in
+    program order within *limit* instructions; None when it is stored again first."""
+    from bytecode import Instr
+
+    want = getattr(local, "name", local)
+    seen = 0
+    for k in range(j + 1, len(bc)):
+        ins = bc[k]
+        if not isinstance(ins, Instr):
+            continue
+        seen += 1
+        if seen > limit:
+            return None
+        arg = getattr(ins.arg, "name", ins.arg)
+        if ins.name in _LOCAL_LOADS and arg == want:
+            return k
+        if ins.name == "LOAD_FAST_LOAD_FAST" and isinstance(ins.arg, tuple):
+            names = [getattr(a, "name", a) for a in ins.arg]
+            if names[-1] == want:
+                return k
+            if want in names:
+                return None
+        if ins.name in _LOCAL_STORES and arg == want:
+            return None
+    return None
+
+
+def call_result_default(bc: list[Any], idx: int) -> str:
+    """A call-site guard's default for the call at *idx*: what its consumer needs,
+    else what the built-in it calls returns (:data:`CALL_RESULTS`), else ``"None"``."""
+    from codesuture.patch import instrs as I
+
+    default = _consumer_default(bc, idx)
+    if bc[idx].name not in I.CALL_NAMES:
+        return default
+    found = I.find_consumer(bc, idx)
+    formats_anything = default == "''" and found is not None and bc[found[0]].name in _FORMATS
+    if default != "None" and not formats_anything:
+        return default
+    fn = I.find_producer(bc, idx, I.call_slots(bc[idx])[0])
+    if fn is None or bc[fn].name not in ("LOAD_GLOBAL", "LOAD_NAME"):
+        return default  # a method or a local: what it returns is not known
+    # f"{len(x):>3}" formats any type: the built-in's own result type is the better guess.
+    return CALL_RESULTS.get(str(I.name_loaded(bc[fn])), default)
 
 
 def _container_from_str_splitter(bc: list[Any], idx: int) -> bool:

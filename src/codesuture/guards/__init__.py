@@ -19,10 +19,15 @@ division_guard              ``a / b``, ``//``, ``%`` (and ``op=``), b == 0  0.0 
 str_coerce_guard            ``a + b``/``a += b`` mixing str and non-str   ``str(a) + str(b)``
 file_guard                  ``open(path)`` of a missing path              empty io.StringIO / io.BytesIO
 callable_guard              ``f(...)`` with f None                       None
+call_guard (call)           a call raising in C / the standard library   consumer's, else the built-in's result type
+call_guard (subscript)      ``m[k]`` failing in a stdlib ``__getitem__``  consumer's, else None
+null_guard (store)          ``x.a = v``/``x[k] = v``/``del x[k]``, x None  nothing: the store is skipped
 ==========================  ===========================================  =====================
 
-``()`` is chosen when the guarded value is immediately sized or iterated (``len()``,
-``for``, ``in``); ``''`` when a constant index reads a list that a string splitter
-produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`. :func:`codesuture.guards.registry.registry` maps
+Defaults are consumer first (:func:`codesuture.crash.diagnose.diagnose`): ``()`` when
+the guarded value is immediately sized, iterated or unpacked; the empty value of the
+type that has the attribute or method read next (``.upper()`` -> ``''``); the other
+operand's zero for arithmetic; ``''`` for formatting; ``''`` when a constant index reads
+a list that a string splitter produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`. :func:`codesuture.guards.registry.registry` maps
 guard names to their synthesizers; this package module imports none of them.
 """

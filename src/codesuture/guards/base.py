@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
-from bytecode import Instr, Label
+from bytecode import Instr, Label, TryBegin
+from bytecode.instr import UNSET
 
 from codesuture.patch import instrs as I
-from codesuture.patch.spec import DEFAULTS
+from codesuture.patch.spec import DEFAULTS, MUTABLE_DEFAULTS
 
 
 @dataclass
@@ -22,11 +23,44 @@ class Rewrite:
     tail: list[Any] = field(default_factory=list)
 
 
+class ScopedTry(TryBegin):
+    """An exception-table range around one instruction (a call) whose handler runs
+    with the stack as it was *before* that instruction's inputs were pushed: the
+    depth ``bytecode`` computes (the least depth inside the range, i.e. after the
+    instruction pushed its result) less :attr:`lower`. CPython unwinds a failing
+    ``CALL`` to that depth (its inputs are gone), so a handler scoped to just the
+    call, not to the evaluation of its arguments, can push the call's stand-in result
+    (:mod:`codesuture.guards.calls`)."""
+
+    __slots__ = ("lower",)
+
+    def __init__(self, target: Any, push_lasti: bool, stack_depth: Any = UNSET, lower: int = 1) -> None:
+        super().__init__(target, push_lasti, stack_depth)
+        self.lower = lower
+
+    def copy(self) -> "ScopedTry":
+        return ScopedTry(self.target, self.push_lasti, self.stack_depth, self.lower)
+
+
 def constant(default: str) -> Any:
+    """The code constant of *default* (a key of :data:`DEFAULTS`). Raises ValueError
+    for the defaults made anew on every firing (files, mutable containers)."""
     value = DEFAULTS[default]
-    if default.startswith("io."):
+    if default.startswith("io.") or default in MUTABLE_DEFAULTS:
         raise ValueError(f"{default} is not a constant")
     return value
+
+
+def push_default(default: str, loc: Any) -> list[Any]:
+    """Instructions pushing a new value of *default*: a constant, or an empty list,
+    dict or set built on the spot (never a shared mutable constant)."""
+    if default == "[]":
+        return [I.at(loc, "BUILD_LIST", 0)]
+    if default == "{}":
+        return [I.at(loc, "BUILD_MAP", 0)]
+    if default == "set()":
+        return [I.at(loc, "BUILD_SET", 0)]
+    return [I.at(loc, "LOAD_CONST", constant(default))]
 
 
 #: The module whose functions every guard calls on its slow path (see its docstring).
@@ -41,7 +75,7 @@ class Firing(NamedTuple):
     exc: str
 
 
-def _events(loc: Any, name: str) -> list[Any]:
+def events_call(loc: Any, name: str) -> list[Any]:
     """Push ``codesuture.runtime.events.<name>`` ready to be called (2 stack items)."""
     return [I.at(loc, "LOAD_CONST", 0), I.at(loc, "LOAD_CONST", (name,)), I.at(loc, "IMPORT_NAME", EVENTS_MODULE),
             I.load_method(name, loc)]
@@ -51,7 +85,7 @@ def hook(loc: Any, firing: Firing, raise_label: Label) -> list[Any]:
     """``if events.fired(site, exc): goto raise_label`` (where the original instruction
     runs and raises its genuine exception); for guards whose result is not a default.
     Leaves the stack as it found it."""
-    return [*_events(loc, "fired"), I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc),
+    return [*events_call(loc, "fired"), I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc),
             *I.call(2, loc), I.jump_if_true(raise_label, loc)]
 
 
@@ -64,7 +98,7 @@ def fire(loc: Any, firing: Firing, rule: str, static: str, evidence: Sequence[in
     guard) of the items passed as run-time evidence (see
     :func:`codesuture.runtime.events.typed_default`)."""
     raise_pop = Label()
-    seq: list[Any] = [*_events(loc, "fire"), I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc),
+    seq: list[Any] = [*events_call(loc, "fire"), I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc),
                       I.at(loc, "LOAD_CONST", rule), I.at(loc, "LOAD_CONST", static)]
     pushed = 6
     for depth in evidence:

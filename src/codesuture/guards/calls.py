@@ -10,16 +10,26 @@ The last two cannot be decided before the call, so they add an exception-table r
 that covers exactly the call expression (from loading the callable to CALL) and a
 handler that matches only that one exception class; anything else re-raises through
 the enclosing handlers exactly as before.
+
+* call_guard: a structural exception raised *by* a call into C code, the standard
+  library or a dunder (``len(None)``, ``sorted([None, 1])``, ``ord('')``,
+  ``super().__getitem__(k)`` in a dict subclass; form ``call``), or by a subscript
+  whose ``__getitem__`` fails inside the standard library (form ``subscript``):
+  an exception-table range around just that instruction (not the evaluation of its
+  operands: :class:`~codesuture.guards.base.ScopedTry`) and a handler that asks
+  :func:`codesuture.runtime.events.caught` for the default. It yields only for the
+  recorded exception class, raised by the call itself or below it in unpatchable
+  code, and not handled by a live caller; anything else re-raises as before.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bytecode import Label, TryBegin, TryEnd
+from bytecode import Instr, Label, TryBegin, TryEnd
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Firing, Rewrite, check_opname, constant, hook
+from codesuture.guards.base import Firing, Rewrite, ScopedTry, check_opname, constant, events_call, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -126,3 +136,61 @@ def file_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
     return _scoped_handler(instrs, idx, "FileNotFoundError", produce, {"open"}, firing)
 
 
+
+
+#: Instructions a call_guard may scope: calls, and subscripts whose dunder failed.
+CALL_GUARD_OPS = frozenset({*_CALLS, "CALL_FUNCTION_EX", "BINARY_SUBSCR"})
+
+
+def call_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
+    """A handler scoped to the one instruction at *idx* (with its PRECALL/KW_NAMES)
+    that turns *firing*'s exception into *spec*'s default."""
+    ins = check_opname(instrs[idx], *CALL_GUARD_OPS)
+    loc = ins.location
+    start = _call_group_start(instrs, idx) if ins.name in _CALLS else idx
+    group = instrs[start : idx + 1]
+    if any(not isinstance(x, Instr) for x in group):
+        raise PatchError("the failing call has its own control flow; refusing to scope a handler")
+    outer = I.active_try(instrs, start)
+    handler, cleanup, reraise, after = Label(), Label(), Label(), Label()
+    mine = ScopedTry(handler, False)
+    body: list[Any] = []
+    if outer is not None:
+        body.append(TryEnd(outer))
+    body += [mine, *group, TryEnd(mine)]
+    if outer is not None:
+        reopen = TryBegin(outer.target, outer.push_lasti)
+        body.append(reopen)
+        for later in instrs[idx + 1 :]:
+            if isinstance(later, TryEnd) and later.entry is outer:
+                later.entry = reopen
+                break
+    body.append(after)
+    inner, inner2 = TryBegin(cleanup, True), TryBegin(cleanup, True)
+    tail: list[Any] = [
+        handler,                                              # [base, exc]
+        inner,
+        I.at(loc, "PUSH_EXC_INFO"),                           # [base, prev, exc]
+        *events_call(loc, "caught"),
+        I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc), I.at(loc, "LOAD_CONST", spec.default),
+        I.at(loc, "COPY", 6),                                 # the exception
+        *I.call(4, loc),                                      # [base, prev, exc, (value,) | None]
+        I.at(loc, "COPY", 1), I.jump_if_none(reraise, loc),
+        I.at(loc, "UNPACK_SEQUENCE", 1),                      # [base, prev, exc, value]
+        I.at(loc, "SWAP", 2), I.at(loc, "POP_TOP"),           # [base, prev, value]
+        TryEnd(inner),
+        I.at(loc, "SWAP", 2), I.at(loc, "POP_EXCEPT"),        # [base, value]
+        I.jump_backward(after, loc),
+        reraise,                                              # [base, prev, exc, None]
+        I.at(loc, "POP_TOP"),
+        inner2,
+        I.at(loc, "RERAISE", 0),
+        TryEnd(inner2),
+        cleanup,
+    ]
+    if outer is not None:
+        again = TryBegin(outer.target, outer.push_lasti)
+        tail += [again, I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1), TryEnd(again)]
+    else:
+        tail += [I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1)]
+    return Rewrite(start, idx + 1, body, tail)

@@ -13,7 +13,9 @@ Forms:
   when the guard fires (``None + 1`` is 1, ``total += None`` leaves total);
 * ``compare``: ``x < y`` (an ordering) with x or y None: the same reading
   (``None < 3`` is True), ``spec.links`` 1 for the left operand, 2 for the right;
-* ``membership``: ``k in x`` with x None is False (``not in``: True).
+* ``membership``: ``k in x`` with x None is False (``not in``: True);
+* ``store``: ``x.a = v``, ``x[k] = v``, ``x[a:b] = v``, ``del x.a``, ``del x[k]`` with x
+  None are skipped (the value goes nowhere: None has no reader of it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ _BINARY = {
     "POWER": "**", "MATRIX_MULTIPLY": "@", "AND": "&", "OR": "|", "XOR": "^", "LSHIFT": "<<", "RSHIFT": ">>",
 }
 _COMPARE = {"LT": "<", "LE": "<=", "GT": ">", "GE": ">="}
+#: Store/delete instruction -> (items it pops, stack depth of its target object).
+_STORES = {"STORE_ATTR": (2, 1), "DELETE_ATTR": (1, 1), "STORE_SUBSCR": (3, 2), "DELETE_SUBSCR": (2, 2),
+           "STORE_SLICE": (4, 3)}
 
 
 def binary_symbol(arg: Any) -> str:
@@ -139,6 +144,11 @@ def synthesize(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
         check = [I.at(loc, "COPY", 1), I.jump_if_not_none(do, loc)]
         on_none = [I.at(loc, "POP_TOP"), I.at(loc, "POP_TOP"), I.at(loc, "LOAD_CONST", bool(ins.arg))]
         return Rewrite(idx, idx + 1, branch(ins, check, on_none, do, firing))
+    if spec.form == "store":
+        check_opname(ins, *_STORES)
+        popped, depth = _STORES[ins.name]
+        check = [I.at(loc, "COPY", depth), I.jump_if_not_none(do, loc)]
+        return Rewrite(idx, idx + 1, branch(ins, check, [I.at(loc, "POP_TOP") for _ in range(popped)], do, firing))
     raise PatchError(f"null_guard has no form {spec.form!r}")
 
 

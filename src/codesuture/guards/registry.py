@@ -23,6 +23,7 @@ def registry() -> dict[str, Callable[[list[Any], int, Any, Any], Rewrite]]:
         "callable_guard": calls.callable_guard,
         "type_coercion_guard": calls.type_coercion_guard,
         "file_guard": calls.file_guard,
+        "call_guard": calls.call_guard,
     }
 
 
@@ -47,6 +48,8 @@ def default_rule(spec: Any) -> str:
         return "other operand"
     if spec.guard == "null_guard" and spec.form == "method":
         return "method name"
+    if spec.guard == "null_guard" and spec.form == "store":
+        return "fixed"  # no value: the store is skipped
     return "none known"
 
 

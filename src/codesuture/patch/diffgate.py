@@ -24,6 +24,7 @@ BUDGET = {
     "callable_guard": 17,
     "type_coercion_guard": 23,
     "file_guard": 28,
+    "call_guard": 28,
 }
 #: Per extra link of a chain_subscript_guard (a None check on the next subscript).
 CHAIN_LINK = 23

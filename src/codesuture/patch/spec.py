@@ -24,7 +24,8 @@ DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 
 #: The values a guard may yield, by their stable name in metadata.
 #: Every one is a marshal-able constant, except the two empty in-memory files that
-#: ``file_guard`` builds at run time.
+#: ``file_guard`` builds at run time and the empty mutable containers (``[]``, ``{}``,
+#: ``set()``), which are made anew each time a guard yields one (:func:`default_value`).
 DEFAULTS: "dict[str, object]" = {
     "None": None,
     "0": 0,
@@ -34,9 +35,22 @@ DEFAULTS: "dict[str, object]" = {
     "()": (),
     "False": False,
     "True": True,
+    "[]": [],
+    "{}": {},
+    "set()": set(),
     "io.StringIO()": "io.StringIO()",
     "io.BytesIO()": "io.BytesIO()",
 }
+#: Defaults that are mutable: never shared, never a code constant.
+MUTABLE_DEFAULTS = frozenset({"[]", "{}", "set()"})
+
+
+def default_value(name: str) -> object:
+    """The value of default *name* (a key of :data:`DEFAULTS`; None for an unknown
+    name), a new object for the mutable ones, so no two firings share a list."""
+    if name in MUTABLE_DEFAULTS:
+        return {"[]": list, "{}": dict, "set()": set}[name]()
+    return DEFAULTS.get(name)
 
 
 # namedtuples, not dataclasses: this module is on the overlay-loading path, where

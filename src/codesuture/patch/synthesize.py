@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from bytecode import Bytecode, Instr
+from bytecode.instr import UNSET
 
 from codesuture.errors import PatchError
 from codesuture.patch import linetable
@@ -149,7 +150,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     bc.extend(work)
     names = ", ".join(sorted({r.guard.guard for r in records}))
     try:
-        new = bc.to_code()
+        new = assemble(bc)
     except Exception as exc:  # the bytecode library raises several types here
         raise PatchError(f"{names} does not assemble in {code.co_qualname}: {exc}") from exc
     new = linetable.checked(new, work, firstlineno=code.co_firstlineno)
@@ -160,6 +161,25 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     after = listing(now_real)
     added, removed = _delta(before if before is not None else listing(originals), after)
     return Synthesis(new, added, removed, before if before is not None else listing(originals), after, origin)
+
+
+def assemble(bc: Bytecode) -> types.CodeType:
+    """``bc.to_code()``, with the depth of every
+    :class:`~codesuture.guards.base.ScopedTry` range lowered as it
+    says (computed by ``bytecode`` first, then adjusted). Raises what ``bytecode`` raises."""
+    from codesuture.guards.base import ScopedTry
+
+    if not any(isinstance(ins, ScopedTry) for ins in bc):
+        return bc.to_code()
+    from bytecode import ControlFlowGraph
+
+    cfg = ControlFlowGraph.from_bytecode(bc)
+    stacksize = cfg.compute_stacksize()
+    flat = cfg.to_bytecode()
+    for ins in flat:
+        if isinstance(ins, ScopedTry) and ins.stack_depth is not UNSET:
+            ins.stack_depth = max(ins.stack_depth - ins.lower, 0)
+    return flat.to_code(stacksize=stacksize, compute_exception_stack_depths=False)
 
 
 def site_of(record: PatchRecord) -> str:

@@ -508,11 +508,12 @@ class _Planner:
             "chain_subscript_guard": self._chain_subscript, "index_guard": self._index,
             "list_bound_guard": self._index, "division_guard": self._division,
             "str_coerce_guard": self._str_coerce, "callable_guard": self._callable,
-            "type_coercion_guard": self._coercion, "file_guard": self._file,
+            "type_coercion_guard": self._coercion, "file_guard": self._file, "call_guard": self._call_site,
         }.get(g)
         if handler is None:
             raise SuggestError(f"no source rewrite for guard {g!r}")
-        if g == "null_guard" and form not in ("attr", "method", "operator", "operand", "compare", "membership"):
+        if g == "null_guard" and form not in ("attr", "method", "operator", "operand", "compare", "membership",
+                                              "store"):
             raise SuggestError(f"no source rewrite for null_guard form {form!r}")
         return handler(r)
 
@@ -557,7 +558,28 @@ class _Planner:
             return self._none_operand(r, form == "operator")
         if form == "compare":
             return self._compare(r)
+        if form == "store":
+            return self._store(r)
         return self._membership(r)
+
+    def _store(self, r: PatchRecord) -> _Plan:
+        """``obj.x = v`` / ``obj[k] = v`` / ``del obj[k]`` -> ``if obj is not None: ...``."""
+        node = self.locate(r, (ast.Attribute, ast.Subscript))
+        stmt = self.src.statement(node)
+        targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else \
+            [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+        if targets != [node]:
+            raise SuggestError("the store is not the whole statement's one target")
+        if not _pure(node.value):
+            raise SuggestError("the object stored into is not a plain name or read")
+        self.need_own_lines(stmt, "null_guard/store's if")
+        start, _, last = self.stmt_span(stmt)
+
+        def build(e: _Edits) -> str:
+            body = e.seg(self.src.span(stmt)[0], last)
+            return self.block(stmt, [(f"if {e.node(node.value)} is not None:", [body])])
+
+        return self._finish(r, node, [_Op(start, last, build)], "the store is skipped when the object is None")
 
     def _attr(self, r: PatchRecord) -> _Plan:
         node = self.locate(r, (ast.Attribute,))
@@ -991,6 +1013,17 @@ class _Planner:
         if exc not in ("ValueError", "TypeError"):
             raise SuggestError(f"type_coercion_guard for {exc}")
         return self._scoped(r, node, exc, lambda: default, None, f"{default} when {node.func.id}() raises {exc}")
+
+    def _call_site(self, r: PatchRecord) -> _Plan:
+        """call_guard: the same ``try`` form as type_coercion_guard, for the exception
+        class recorded (the suggestion's ``try`` also covers the call's arguments)."""
+        node = self.locate(r, (ast.Subscript,) if r.guard.form == "subscript" else (ast.Call,))
+        default = self.const(node, _default_text(r.guard.default))
+        exc = (r.exception or "").split(":", 1)[0].strip()
+        if not exc.isidentifier():
+            raise SuggestError("the call guard's exception class is not recorded")
+        what = "the subscript" if r.guard.form == "subscript" else "the call"
+        return self._scoped(r, node, exc, lambda: default, None, f"{default} when {what} raises {exc}")
 
     def _file(self, r: PatchRecord) -> _Plan:
         node = self._call_named(r, ("open",))

@@ -71,6 +71,9 @@ def rollback(
     results: list[RollbackResult] = []
     # First every rewrite is built (nothing written), then the folder changes.
     plans: list[tuple[Any, Any, RollbackResult, list[Any], bytes | None]] = []
+    # The site fingerprints of what is taken out: a healer never patches such a crash
+    # again on its own (no flapping; the fix goes back through review).
+    fingerprints: dict[str, str] = {}
     for entry in entries_of(target):
         meta, _ = signed_meta(entry, None)
         if module is not None and module not in (entry.key, meta.module):
@@ -78,6 +81,8 @@ def rollback(
         chosen = [p for p in meta.patches if function is None or matches_function(p.qualname, function)]
         if not chosen:
             continue
+        fingerprints.update({str(p.evidence["fingerprint"]): f"{p.module}:{p.line} {p.qualname}"
+                             for p in chosen if (p.evidence or {}).get("fingerprint")})
         data = entry.read(OVERLAY_SUFFIX)
         digest = hashlib.sha256(data or b"").hexdigest()
         kept = [p for p in meta.patches if p not in chosen]
@@ -110,7 +115,7 @@ def rollback(
             from codesuture.trust.state import HostState
 
             try:
-                HostState(state_dir).withdraw(withdrawn, now)
+                HostState(state_dir).withdraw(withdrawn, now, fingerprints)
             except OSError as exc:
                 raise OverlayError(os.path.join(state_dir, "state.json"),
                                    f"cannot record the withdrawal: {exc.strerror or exc}") from None

@@ -9,6 +9,9 @@ calls this module, through instructions the guard carries:
   raise its genuine exception;
 * :func:`fired` ``(site, exc)`` for guards whose result is not a default (a stand-in
   call, a coercion, a scoped handler): True means "raise the original exception";
+* :func:`caught` ``(site, exc, static, error)`` from the handler of a call-site guard
+  (:func:`codesuture.guards.calls.call_guard`): the default, ``(value,)``, or None
+  when the caught exception must propagate;
 * :func:`method_default` from the stand-in that replaces a method of ``None``
   (``None.strip()`` behaves like ``''.strip()``).
 
@@ -42,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: site -> number of firings in this process.
 COUNTS: dict[str, int] = {}
+#: Per thread: ``value`` is ``(site, default)`` of the last default a guard yielded.
+_LAST = _thread._local()
 
 
 class Unit:
@@ -89,21 +94,50 @@ class Unit:
     def __repr__(self) -> str:
         return f"Unit(fired={self.fired!r}, replayed={self.replayed}, patched={self.patched!r})"
 
-    def header(self) -> str | None:
-        """The ``X-CodeSuture`` header value, or None for a healthy unit. Form:
-        ``guards=N; guard=<name>; site=<module>:<line>[; replayed=N]``, naming the
-        first site that fired (or was patched)."""
+    def header(self, full: bool = False) -> str | None:
+        """The ``X-CodeSuture`` header value, or None for a healthy unit:
+        ``guards=N[; replayed=N]``; with *full* (the ``header = "full"`` setting) also
+        ``guard=<name>; site=<module>:<line>`` of the first site that fired (or was
+        patched) -- which tells every client where the patched code is."""
         if not self.degraded:
             return None
         fired, patched = self.fired, self.patched
         parts = [f"guards={len(fired)}"]
         first = fired[0] if fired else (patched[0] if patched else "")
-        if first:
+        if first and full:
             guard, _, where = first.partition("@")
             parts += [f"guard={guard}", f"site={where}"]
         if self._replayed:
             parts.append(f"replayed={self._replayed}")
         return "; ".join(parts)
+
+
+def header_level(value: bool | str | None = None) -> str | None:
+    """What a boundary's ``X-CodeSuture`` header says: ``"counts"``, ``"full"`` or None
+    (off). *value*: the boundary's own option (True: counts, False: off, or a level
+    name); None reads ``CODESUTURE_HEADER`` (which boot exports from the ``header``
+    setting), default counts. Raises :class:`~codesuture.errors.ConfigError` for a bad
+    level given in code; a bad environment value is logged and counts is used."""
+    from codesuture.settings import parse_header
+
+    if value is None:
+        import os
+
+        raw = os.environ.get("CODESUTURE_HEADER")
+        if raw is None:
+            return "counts"
+        from codesuture.errors import ConfigError
+
+        try:
+            level = parse_header("CODESUTURE_HEADER", raw)
+        except ConfigError as exc:
+            from codesuture.logs import logger
+
+            logger("codesuture.web").warning("%s; the X-CodeSuture header says counts only", exc)
+            return "counts"
+    else:
+        level = parse_header("header", value)
+    return None if level == "off" else level
 
 
 _UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("codesuture_unit", default=None)
@@ -200,6 +234,59 @@ def fired(site: str, exc: str = "") -> bool:
     return False
 
 
+def _yielded(site: str, value: object, frame: Any) -> None:
+    """Remember, for this thread, the last default a guard yielded and the frame it
+    yielded it in (a heal whose replay fails at once on it is taken back:
+    :func:`last_yield`). The frame is kept as ``(id, code)``, never itself."""
+    _LAST.value = (site, value, id(frame), frame.f_code)
+
+
+def last_yield() -> tuple[str, object, int, Any] | None:
+    """``(site, value, id(frame), code)``: the last default a guard yielded in this
+    thread and the frame it yielded it in, or None."""
+    return getattr(_LAST, "value", None)
+
+
+def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[object] | None:
+    """A call-site guard at *site* caught *error* from its call: the default to yield
+    instead, ``(value,)`` (*static*, a key of :data:`codesuture.patch.spec.DEFAULTS`,
+    made anew when mutable), or None when *error* must propagate: it is not the
+    built-in class *exc*, it was raised in patchable code below the call (that site
+    is healed, or not, on its own), or a live caller handles it. Never raises."""
+    try:
+        import builtins
+
+        cls = getattr(builtins, exc, None)
+        if not (isinstance(cls, type) and isinstance(error, cls)):
+            return None
+        if not _raised_by_the_call(error):
+            return None
+        if _handled(exc, 2):
+            return None
+        from codesuture.patch.spec import default_value
+
+        value = default_value(static)
+        _count(site, exc)
+        _yielded(site, value, sys._getframe(1))
+        return (value,)
+    except Exception:  # noqa: BLE001 - contained: the original exception propagates
+        return None
+
+
+def _raised_by_the_call(error: BaseException) -> bool:
+    """True when *error* was raised by the guarded call itself (C code) or below it
+    only in code that is not patchable (the standard library)."""
+    from codesuture.crash.site import is_patchable_file
+
+    tb = error.__traceback__
+    tb = tb.tb_next if tb is not None else None  # the head is the guarded frame itself
+    while tb is not None:
+        if is_patchable_file(tb.tb_frame.f_code.co_filename):
+            return False
+        tb = tb.tb_next
+    return True
+
+
 def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tuple[object] | None:
     """A guard at *site* is about to yield a default instead of raising *exc*: the
     default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
@@ -210,10 +297,11 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     try:
         value = typed_default(rule, static, evidence)[0]
     except Exception:  # noqa: BLE001 - the static default is always there
-        from codesuture.patch.spec import DEFAULTS
+        from codesuture.patch.spec import default_value
 
-        value = DEFAULTS.get(static)
+        value = default_value(static)
     _count(site, exc)
+    _yielded(site, value, sys._getframe(1))
     shadow = _SHADOW
     if shadow is not None:
         try:
@@ -285,9 +373,9 @@ def typed_default(rule: str, static: str, evidence: tuple[object, ...]) -> tuple
 
     A static default other than None (the consumer knew better) wins over evidence.
     """
-    from codesuture.patch.spec import DEFAULTS
+    from codesuture.patch.spec import default_value
 
-    fallback = DEFAULTS.get(static)
+    fallback = default_value(static)
     if fallback is not None or rule == "static":
         return fallback, "consumer" if fallback is not None else "none known"
     if rule == "container" and evidence:
@@ -343,9 +431,9 @@ def method_default(site: str, name: str, static: str, args: tuple[object, ...], 
 
 
 def _method_value(name: str, static: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-    from codesuture.patch.spec import DEFAULTS
+    from codesuture.patch.spec import default_value
 
-    fallback = DEFAULTS.get(static)
+    fallback = default_value(static)
     if fallback is not None:
         return fallback
     for t, names in _METHOD_TYPES:
@@ -380,5 +468,5 @@ end = _UNIT.reset
 current = _UNIT.get
 
 
-__all__ = ["COUNTS", "Unit", "fire", "fired", "method_default", "typed_default", "begin", "enter", "end", "current",
+__all__ = ["COUNTS", "Unit", "fire", "fired", "caught", "last_yield", "method_default", "typed_default", "begin", "enter", "end", "current",
            "reset_observer"]

@@ -55,6 +55,10 @@ log = logger("codesuture.heal")
 #: ``(store key, qualname, firstlineno, offset)`` of sites whose patch was rolled back
 #: automatically in this process: observed from then on.
 ROLLED_BACK: set[tuple[str, str, int, int]] = set()
+#: Site fingerprint -> how automatic rollback took its patch out in this process: never
+#: re-applied without review (a healer's own :meth:`~codesuture.runtime.healer.Healer.rollback`
+#: keeps its own, ``Healer.rolled_back``).
+FINGERPRINTS: dict[str, str] = {}
 #: guard site (``"<guard>@<module>:<line>"``) -> units of work that failed after it fired.
 FAILURES: dict[str, int] = {}
 _LOCK = threading.Lock()
@@ -110,20 +114,60 @@ def module_tier(policy: Policy, module: str) -> tuple[str, str]:
     return "auto", ""
 
 
-def decide(healer: Any, fs: Any, site: Any) -> tuple[str, str]:
-    """``(tier, why)`` for a new patch at *site* (in the function of *fs*)."""
+def decide(healer: Any, fs: Any, site: Any, fingerprint: str = "") -> tuple[str, str]:
+    """``(tier, why)`` for a new patch at *site* (in the function of *fs*), whose site
+    fingerprint is *fingerprint* ("" when unknown)."""
     ident = (fs.key, site.code.co_qualname, site.code.co_firstlineno, site.offset)
     if ident in ROLLED_BACK:
         return "observe", "its patch was rolled back automatically in this process (rollback_after)"
     marked = _marked(healer, fs, ident[1:])
     if marked:
         return "observe", f"its patch was rolled back automatically and awaits review in {marked}"
+    taken_out = rolled_back_fingerprint(healer, fingerprint)
+    if taken_out:
+        return "observe", taken_out
     policy = policy_of(healer)
     tier, why = module_tier(policy, fs.module)
     if tier != "auto":
         return tier, why
     cap = over_cap(healer, policy, fs)
     return ("observe", cap) if cap else ("auto", "")
+
+
+def rolled_back_fingerprint(healer: Any, fingerprint: str) -> str | None:
+    """Why a crash with site *fingerprint* must not be patched again without a new
+    review, or None: a patch with that fingerprint was taken out by automatic rollback
+    (in this process, or marked for review in the pending directory by any process)
+    or by ``codesuture rollback`` (the host state's rolled-back fingerprints), or
+    :meth:`~codesuture.runtime.healer.Healer.rollback` reverted it in this process.
+    Without this, the fingerprint registry (or a new diagnosis) would put the same
+    guard back at the next crash: the patch would flap."""
+    if not fingerprint:
+        return None
+    where = FINGERPRINTS.get(fingerprint) or getattr(healer, "rolled_back", {}).get(fingerprint)
+    if where:
+        return f"a patch with its fingerprint {fingerprint} was {where}; it is not re-applied without a new review"
+    pending = getattr(healer, "pending", None)
+    if pending and os.path.isdir(pending):
+        from codesuture.runtime.incidents import records_in
+
+        for r in records_in(pending):
+            evidence = r.evidence or {}
+            if evidence.get("review") == "auto-rolled-back" and evidence.get("fingerprint") == fingerprint:
+                return (f"a patch with its fingerprint {fingerprint} ({r.module}:{r.line} {r.qualname}) was rolled back "
+                        f"automatically and awaits review in {pending}")
+    state_dir = getattr(healer, "state_dir", None)
+    if state_dir:
+        from codesuture.trust.state import HostState
+
+        try:
+            taken = HostState(state_dir).rolled_back(fresh=True).get(fingerprint)
+        except Exception:  # noqa: BLE001 - contained (rule 7): an unreadable state is an empty one
+            taken = None
+        if isinstance(taken, dict):
+            return (f"a patch with its fingerprint {fingerprint} ({taken.get('what', '?')}) was taken out by "
+                    f"`codesuture rollback` at {taken.get('at', '?')}; it is not re-applied without a new review")
+    return None
 
 
 def _marked(healer: Any, fs: Any, site: tuple[str, int, int]) -> str | None:
@@ -157,7 +201,7 @@ def over_cap(healer: Any, policy: Policy, fs: Any) -> str | None:
     if policy.per_module:
         from codesuture.loader.resolve import loaded_patches
 
-        sites = {r.site for f in list(healer._functions.values()) if f.key == fs.key for r in f.records}
+        sites = {r.site for r in healer.ledger.records(fs.key)}
         sites |= {r.site for r in loaded_patches(fs.key)}
         if len(sites) >= policy.per_module:
             return f"max_patches_per_module {policy.per_module} reached ({len(sites)} patched site(s) in {fs.module})"
@@ -210,7 +254,7 @@ def observe(healer: Any, fs: Any, site: Any, exc: BaseException, why: str) -> No
 
 def propose(healer: Any, fs: Any, site: Any, record: Any, exc: BaseException, why: str) -> None:
     """Tier ``propose``: the patch goes to the pending directory only, not live."""
-    where = healer._propose(fs, record._replace(expression=site.expression))
+    where = healer.propose(fs, record._replace(expression=site.expression))
     log.warning("not healed live (tier propose: %s): the patch for %s is %s", why, site.describe(),
                 f"proposed for review in {where}" if where else "not written (no pending directory)")
     _refused(healer, exc, f"propose: {why}", record.guard.guard)
@@ -260,28 +304,18 @@ def revert_site(healer: Any, site: str, failures: int) -> bool:
     other records, or its original code. Returns True when a patch was reverted."""
     from codesuture.patch.synthesize import site_of
 
-    with healer._lock:
-        fs = record = None
-        for f in list(healer._functions.values()):
-            record = next((r for r in f.records if site_of(r) == site), None)
-            if record is not None:
-                fs = f
-                break
-        if fs is None:
-            fs, record = _loaded(healer, site)
+    with healer.ledger.lock:
+        found = healer.ledger.find(lambda r: site_of(r) == site)
+        fs, record = found if found is not None else _loaded(healer, site)
         if fs is None or record is None:
             log.warning("automatic rollback: no live patch reports as %s in process %d", site, os.getpid())
             return False
-        kept = [r for r in fs.records if r.site != record.site]
-        if kept:
-            functions = healer._apply(fs, kept).functions
-        else:
-            from codesuture.patch.swap import swap
-
-            functions = swap(list(fs.lineage), fs.original, fs.module).functions
-            fs.lineage.append(fs.original)  # the lineage keeps every code object alive (ids stay unique)
-            fs.records = []
+        functions = healer.ledger.revert(fs, record)
         ROLLED_BACK.add((fs.key, record.qualname, record.firstlineno, record.offset))
+        fp = (record.evidence or {}).get("fingerprint")
+        if fp:
+            FINGERPRINTS[str(fp)] = f"rolled back automatically in this process ({record.module}:{record.line} " \
+                                    f"{record.qualname})"
         where = _mark_for_review(healer, fs, record, failures)
     from codesuture.runtime import incidents
 
@@ -319,7 +353,7 @@ def _loaded(healer: Any, site: str) -> tuple[Any, Any]:
                 code = stack.pop()
                 if (code.co_qualname, code.co_firstlineno) == ident:
                     live = types.SimpleNamespace(code=code, module=record.module, filename=code.co_filename)
-                    fs = healer._state_for(live, None, None)
+                    fs = healer.state_for(live)
                     return fs, next((r for r in fs.records if r.site == record.site), None)
                 stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
     return None, None
@@ -334,7 +368,7 @@ def _mark_for_review(healer: Any, fs: Any, record: Any, failures: int) -> str | 
         return None
     marked = record._replace(evidence={**(record.evidence or {}), "review": "auto-rolled-back",
                                        "rolled_back_at": iso_utc(time.time()), "failures": failures})
-    where: str | None = healer._propose(fs, marked, tier="observe")
+    where: str | None = healer.propose(fs, marked, tier="observe")
     return where
 
 
@@ -358,8 +392,7 @@ def revert_all(session: Any, reason: str = "requested", t0: float | None = None)
     watcher = fleet.current() if fleet is not None else None
     if watcher is not None:
         fleet.stop(0.0)  # type: ignore[union-attr]
-        with watcher._lock:
-            pass
+        watcher.settle()
     finder = sys.modules.get("codesuture.loader.finder")
     if finder is not None:
         finder.uninstall()
@@ -367,7 +400,7 @@ def revert_all(session: Any, reason: str = "requested", t0: float | None = None)
     functions = 0
     for healer in healers:
         functions += int(healer.rollback())
-    locks = sorted((h._lock for h in healers), key=id)  # no heal runs while overlay code is swapped out
+    locks = sorted((h.ledger.lock for h in healers), key=id)  # no heal runs while overlay code is swapped out
     for lock in locks:
         lock.acquire()
     try:
@@ -392,7 +425,7 @@ def _healers(session: Any) -> list[Any]:
     out: list[Any] = []
     for healer in (getattr(session, "healer", None),
                    *getattr(sys.modules.get("codesuture.runtime.healer"), "_DEFAULT", ())):
-        if healer is not None and hasattr(healer, "_functions") and all(h is not healer for h in out):
+        if healer is not None and hasattr(healer, "ledger") and all(h is not healer for h in out):
             out.append(healer)
     return out
 
@@ -475,4 +508,5 @@ def _revert_module(module: Any) -> int:
 
 
 __all__ = ["revert_all", "Policy", "DEFAULT", "policy_of", "module_tier", "decide", "over_cap", "recent_records", "observe",
-           "propose", "second_failure", "revert_site", "ROLLED_BACK", "FAILURES"]
+           "propose", "second_failure", "revert_site", "ROLLED_BACK", "FAILURES", "FINGERPRINTS",
+           "rolled_back_fingerprint"]

@@ -1,10 +1,11 @@
 """The healer: exception -> crash site -> diagnosis -> guard -> diff gate -> live swap
 -> overlay. Used by every boundary.
 
-One crash site, one patch (design rule 13): heals are serialized per process by one
-lock. Every patched function is tracked as its *original* code object (as compiled
-from source) plus the set of records applied to it; a new patch re-synthesizes the
-function from the original with all its records (see
+One crash site, one patch (design rule 13): heals are serialized per process by the
+lock of the healer's live-patch ledger (:mod:`codesuture.runtime.ledger`, the one place
+that changes live code). Every patched function is tracked there as its *original*
+code object (as compiled from source) plus the set of records applied to it; a new
+patch re-synthesizes the function from the original with all its records (see
 :func:`codesuture.patch.synthesize.synthesize_all`). A crash inside patched code is
 translated back to its site in the original code, so
 
@@ -27,15 +28,15 @@ program's original behaviour (re-raising its exception).
 from __future__ import annotations
 
 import os
-import threading
 import time
 import types
-from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from codesuture.errors import CodeSutureError, DiagnosisError, PatchError
+from codesuture.errors import CodeSutureError, DiagnosisError
 from codesuture.logs import logger
 from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.runtime.ledger import FunctionState, Ledger, merge
 from codesuture.util.clock import iso_utc
 
 log = logger("codesuture.heal")
@@ -56,25 +57,9 @@ class HealResult:
     seconds: float = 0.0
     status: str = "patched"
     proposed: bool = False
-
-
-@dataclass
-class FunctionState:
-    """One function this process patched: its code as compiled from source, the records
-    applied to it, every code object it had live (``lineage``) and, per patched code
-    object, its origin map (id -> map)."""
-
-    key: str
-    module: str
-    filename: str
-    original: types.CodeType
-    records: list[PatchRecord] = field(default_factory=list)
-    lineage: list[types.CodeType] = field(default_factory=list)
-    maps: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
-
-    @property
-    def current(self) -> types.CodeType:
-        return self.lineage[-1] if self.lineage else self.original
+    #: 0 for the first guard of a heal; n for the (n+1)-th guard of the same heal, placed
+    #: when its replay crashed again (a cascade: :mod:`codesuture.runtime.takeback`).
+    cascade: int = 0
 
 
 def describe_exception(exc: BaseException, record_messages: bool = False) -> str:
@@ -115,6 +100,9 @@ class Healer:
     governance: Any = None
     #: The kill file every heal looks for first (set by :meth:`from_settings`; None: none).
     kill_file: str | None = None
+    #: The host state folder (:mod:`codesuture.trust.state`: fingerprints ``codesuture
+    #: rollback`` took out); None: not consulted.
+    state_dir: str | None = None
 
     def __init__(
         self,
@@ -143,13 +131,20 @@ class Healer:
         self.control_flow = control_flow
         self.history: list[HealResult] = []
         self.proposals: list[PatchRecord] = []
-        self._lock = threading.RLock()
-        self._functions: dict[tuple[str, str, int], FunctionState] = {}
-        self._codes: dict[int, FunctionState] = {}
+        self._told_memory = False  # "patches stay in memory" said once
+        #: The functions whose live code this healer changed (:mod:`codesuture.runtime.ledger`).
+        self.ledger = Ledger()
         self._gate: bool | None = None
         #: The crash being healed, for its incidents: (site, fingerprint, crash recorded).
         self._seen: tuple[str, str, bool] | None = None
         self._registry: Any = None
+        #: The newest patch while the next crash may belong to it (a cascade or a
+        #: take-back, :mod:`codesuture.runtime.takeback`).
+        self._last: Any = None
+        #: Sites whose heal was taken back in this process: never healed again here.
+        self._taken_back: set[tuple[str, str, int, int]] = set()
+        #: Site fingerprint -> how :meth:`rollback` took its patch out: never re-applied.
+        self.rolled_back: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
@@ -163,6 +158,7 @@ class Healer:
         )
         healer.governance = Policy.from_settings(settings)
         healer.kill_file = getattr(settings, "kill_file", None)
+        healer.state_dir = getattr(settings, "state_dir", None)
         return healer
 
     # ------------------------------------------------------------------ public
@@ -171,7 +167,7 @@ class Healer:
         """Try to patch the crash *exc*. *main_code*/*main_path*: the module code and
         path of the script running as ``__main__``, if any. Returns None when not
         healed (logged); never raises."""
-        with self._lock:
+        with self.ledger.lock:
             self._seen = None
             if _stopped(self):  # the kill switch; charges automatic rollback (docs/governance.md)
                 return None
@@ -194,17 +190,12 @@ class Healer:
         """Restore the original code of every function this healer patched live.
         Returns the number of functions restored (the overlays on disk are
         :func:`codesuture.review.rollback.rollback`'s business)."""
-        from codesuture.patch.swap import swap
-
-        with self._lock:
-            n = 0
-            for fs in self._functions.values():
-                if fs.lineage:
-                    n += swap(fs.lineage, fs.original, fs.module).functions
-                    fs.lineage.clear()
-                    fs.records.clear()
-            self._functions.clear()
-            self._codes.clear()
+        with self.ledger.lock:
+            for r in self.ledger.records():  # never re-applied from the fingerprint registry without review
+                fp = (r.evidence or {}).get("fingerprint")
+                if fp:
+                    self.rolled_back[str(fp)] = f"rolled back in this process ({r.module}:{r.line} {r.qualname})"
+            n = self.ledger.revert_all()
             self.history.clear()
             from codesuture.runtime import incidents
 
@@ -213,8 +204,9 @@ class Healer:
 
     @property
     def patches(self) -> int:
-        """New patches made in this process."""
-        return sum(1 for r in self.history if r.status == "patched")
+        """New heals made in this process (a cascade of guards in one unit of work is
+        one heal)."""
+        return sum(1 for r in self.history if r.status == "patched" and not r.cascade)
 
     # ------------------------------------------------------------------ steps
 
@@ -240,7 +232,7 @@ class Healer:
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
         from codesuture.crash.diagnose import decides_control_flow, diagnose
         from codesuture.crash.handled import caught_by_program
-        from codesuture.crash.site import find_crash_site
+        from codesuture.crash.site import find_crash_site, worker_site
         from codesuture.guards.registry import default_rule
         from codesuture.patch import diffgate
 
@@ -250,9 +242,22 @@ class Healer:
             log.warning("not healed: the program catches %s itself at %s", type(exc).__name__, where)
             self._refused("eafp", exc, f"caught at {where}")
             return None
-        live = find_crash_site(exc)
-        fs = self._state_for(live, main_code, main_path)
-        site = self._original_site(live, fs)
+        from codesuture.runtime import takeback
+
+        last, self._last = self._last, None
+        if last is not None and takeback.in_replay(last):
+            if takeback.failed_on_default(last, exc) is not None:
+                self._take_back(last, exc)
+                return None
+        else:
+            last = None  # not a cascade of the newest patch
+        # A work item's exception from a process pool carries its worker's crash site.
+        live = worker_site(exc, tuple(f.original for f in self.ledger.functions())) or find_crash_site(exc)
+        fs = self.state_for(live, main_code, main_path)
+        site = self.ledger.original_site(live, fs)
+        if (fs.key, *_site(site)) in self._taken_back:
+            raise DiagnosisError(f"the heal of {site.describe()} was taken back in this process (its default failed "
+                                 f"at once); not healed again")
         fingerprint = self._crashed(exc, site, fs)
         existing = next((r for r in fs.records if r.site == _site(site)), None)
         if existing is not None:
@@ -263,14 +268,14 @@ class Healer:
             return self._result(existing, fs, main_code, "already", t0)
         from codesuture.runtime import governance
 
-        tier, why = governance.decide(self, fs, site)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
+        tier, why = governance.decide(self, fs, site, fingerprint)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
         if tier == "observe":
             governance.observe(self, fs, site, exc, why)
             return None
         stored = [] if tier != "auto" else [r for r in self._stored_records(fs) if (r.qualname, r.firstlineno) == (site.code.co_qualname, site.code.co_firstlineno)]
         adopted = next((r for r in stored if r.site == _site(site)), None)
         if adopted is not None:
-            self._apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
+            self.ledger.apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
             log.warning("adopted the patch another process made at %s (%s)", site.describe(), adopted.guard.guard)
             return self._result(adopted, fs, main_code, "adopted", t0)
         known = None if self.report_only else self._known(fingerprint, exc, site, fs)
@@ -295,7 +300,7 @@ class Healer:
         )
         if decider is not None:
             proposal = record._replace(expression=site.expression)
-            where = self._propose(fs, proposal)
+            where = self.propose(fs, proposal)
             log.warning("not healed: the default %s would yield at %s decides control flow (%s), and a default must "
                         "not choose a branch%s", spec.guard, site.describe(), decider,
                         f"; proposed for review in {where}" if where else "")
@@ -304,32 +309,45 @@ class Healer:
         from codesuture.patch.synthesize import listing, synthesize_all
 
         before = listing(list(_instrs(fs.current)))
-        synth = synthesize_all(fs.original, _merge(fs.records, [record]), before=before)
+        synth = synthesize_all(fs.original, merge(fs.records, [record]), before=before)
         diffgate.check(spec, synth.added, synth.removed)
         record = record._replace(added=synth.added, removed=synth.removed)
         if self.dry_run:
+            record = record._replace(expression=site.expression)  # nothing is patched: the source may be read now
             self.proposals.append(record)
-            log.warning("would patch %s with %s (dry run)", site.describe(), spec.guard)
+            log.warning("would patch %s -> yields %s (dry run: nothing changed)", describe_patch(record), record.yields)
             self._refused("dry_run", exc, spec.guard, guard=spec.guard)
             return None
         if tier == "propose":
             governance.propose(self, fs, site, record, exc, why)
             return None
-        records = _merge(fs.records, [record])
-        report = self._install(fs, records, synth)
+        records = merge(fs.records, [record])
+        report = self.ledger.install(fs, records, synth)
         elapsed = time.perf_counter() - t0
         # The code is live: now the source text for the record (and log lines) may be read.
         record = record._replace(expression=site.expression)
-        fs.records = _merge(fs.records, [record])
-        log.warning(
-            "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
-            site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), record.yields,
-            synth.added, report.functions, report.parents, elapsed * 1000,
-        )
+        fs.records = merge(fs.records, [record])
+        from codesuture.patch.synthesize import site_of
+
         from codesuture.patch.diffgate import render
 
-        result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
+        result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed,
+                            cascade=last.cascade + 1 if last else 0)
+        snapshot = self._snapshot(fs)
         result.overlay, result.proposed = self._write(fs)
+        # One line per patch, in the naming scheme of every CodeSuture report
+        # (module:line function: guard on `expr` -> yields ...); the detail at -v.
+        where = (f"; proposed for review in {result.overlay}" if result.proposed else f"; overlay {result.overlay}"
+                 ) if result.overlay else "; in memory only"
+        cascade = f"; guard {last.cascade + 2} of the heal of {last.first} (one crash, one heal)" if last else ""
+        log.warning("patched %s -> yields %s%s%s", describe_patch(record), record.yields, where, cascade)
+        log.info("  %s at offset %d; +%d instructions; %d function(s), %d parent(s) swapped; %.1f ms",
+                 site.opname, site.offset, synth.added, report.functions, report.parents, elapsed * 1000)
+        if not result.overlay and self.overlays is None and not self._told_memory:
+            self._told_memory = True
+            log.warning("patches stay in memory and are lost when the process ends: no overlay store is configured "
+                        "(run under python -m codesuture.boot --overlays DIR, or set CODESUTURE_OVERLAYS)")
+        self._last = takeback.begin(site_of(record), fs, record, snapshot if result.overlay else None, last)
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
             from codesuture.runtime.capture import capture
 
@@ -337,6 +355,45 @@ class Healer:
         self.history.append(result)
         self._healed(result, reused=known is not None)
         return result
+
+    # ------------------------------------------------------------------ take-back
+
+    def _snapshot(self, fs: FunctionState) -> Any:
+        """The store files :meth:`_write` may change for *fs*, as they are now (None when
+        it writes nowhere)."""
+        import hashlib
+
+        from codesuture.overlay.names import stem_for
+        from codesuture.runtime.takeback import Snapshot
+
+        try:
+            with open(fs.filename, "rb") as fh:
+                stem = stem_for(fs.key, hashlib.sha256(fh.read()).hexdigest())
+        except OSError:
+            return None
+        directory, _ = self._target(fs, stem)
+        return None if directory is None else Snapshot.take(directory, stem, fs.key)
+
+    def _take_back(self, last: Any, exc: BaseException) -> None:
+        """Undo the patch *last* (:class:`codesuture.runtime.takeback.LastHeal`): its
+        replay failed at once on the default it placed. The function gets its code from
+        before the patch, the store its files from before the write."""
+        fs, record = last.fs, last.record
+        try:
+            self.ledger.revert(fs, record)
+            if last.snapshot is not None:
+                last.snapshot.restore()
+        except (CodeSutureError, OSError) as err:
+            log.warning("could not take back the patch at %s:%s: %s", record.module, record.line, err)
+        self._taken_back.add((fs.key, *record.site))
+        self.history = [r for r in self.history if r.record is not record]
+        if self._registry is not None:
+            self._registry.discard(record)
+        log.warning("took back the patch at %s:%s in %s (%s yielding %s): the replay failed at once on that default "
+                    "(%s: %s); nothing written, the code is as before", record.module, record.line, record.qualname,
+                    record.guard.guard, record.yields, type(exc).__name__, exc)
+        self._refused("taken_back", exc, f"{record.guard.guard} at {record.module}:{record.line}",
+                      guard=record.guard.guard)
 
     # ------------------------------------------------------------------ incidents and fingerprints
 
@@ -379,7 +436,8 @@ class Healer:
                 self._registry.add(record)
             site, fingerprint = (self._seen[0], self._seen[1]) if self._seen else ("", "")
             incidents.record("heal", site=site, fingerprint=fingerprint or (record.evidence or {}).get("fingerprint", ""),
-                             guard=record.guard.guard, exception=record.exception, status=result.status, reused=reused,
+                             guard=record.guard.guard, exception=record.exception,
+                             status="cascade" if result.cascade else result.status, reused=reused,
                              proposed=result.proposed, overlay=result.overlay or "", ms=round(result.seconds * 1000, 1))
         except Exception:  # noqa: BLE001 - contained (rule 7)
             pass
@@ -395,9 +453,8 @@ class Healer:
         if self._registry is None:
             # In prod the store is verified only at load: its metadata never picks a guard.
             self._registry = Registry([] if self.prod else [self.overlays, self.pending])
-            for f in self._functions.values():
-                for r in f.records:
-                    self._registry.add(r)
+            for r in self.ledger.records():
+                self._registry.add(r)
         known = self._registry.lookup(fingerprint, exc)
         if known is None:
             return None
@@ -438,131 +495,27 @@ class Healer:
             new = replace_in_tree(new, old, fs.current)
         return new
 
-    def _state_for(self, live: Any, main_code: types.CodeType | None, main_path: str | None) -> FunctionState:
-        """The :class:`FunctionState` of the function that crashed (made on first use)."""
-        from codesuture.overlay.names import main_key, module_origin, script_origin
+    def _key_of(self, live: Any, main_code: types.CodeType | None, main_path: str | None) -> tuple[str, str]:
+        """``(module name, overlay key)`` of the function running ``live.code``."""
+        from codesuture.overlay.names import main_key, script_origin
         from codesuture.patch.synthesize import walk_code
 
-        known = self._codes.get(id(live.code))
-        if known is not None:
-            return known
         in_main = main_code is not None and any(c is live.code for c in walk_code(main_code))
         if in_main or live.module == "__main__":
             path = main_path if in_main and main_path else live.filename
-            module, key = "__main__", main_key(script_origin(path, self._app_root(path)))
-        else:
-            module = key = live.module
-        ident = (key, live.code.co_qualname, live.code.co_firstlineno)
-        fs = self._functions.get(ident)
-        if fs is None:
-            original, maps = self._original_code(key, live)
-            fs = FunctionState(key, module, live.filename, original)
-            fs.records = list(maps[1])
-            if maps[0] is not None:
-                fs.maps[id(live.code)] = maps[0]
-                fs.lineage.append(live.code)
-            self._functions[ident] = fs
-            self._codes[id(original)] = fs
-        elif live.code is not fs.original and id(live.code) not in fs.maps:
-            self._known_live(fs, live)
-        self._codes[id(live.code)] = fs
-        return fs
+            return "__main__", main_key(script_origin(path, self._app_root(path)))
+        return live.module, live.module
 
-    def _known_live(self, fs: FunctionState, live: Any) -> None:
-        """*live* runs code of an overlay the fleet watcher swapped in after this healer
-        first patched the function (a race with another process's write): when the
-        records of an overlay loaded for it rebuild that code, learn its origin map and
-        take its records in, so the crash there is healed (and the merge stays total)."""
-        from codesuture.loader.resolve import loaded_patch_sets
-        from codesuture.patch.synthesize import synthesize_all
-
-        ident = (live.code.co_qualname, live.code.co_firstlineno)
-        for recs in loaded_patch_sets(fs.key):
-            mine = [r for r in recs if (r.qualname, r.firstlineno) == ident]
-            if not mine:
-                continue
-            try:
-                synth = synthesize_all(fs.original, mine)
-            except CodeSutureError:
-                continue
-            if synth.code == live.code:
-                fs.maps[id(live.code)] = synth.origin
-                fs.lineage.append(live.code)
-                self._codes[id(live.code)] = fs
-                self._apply(fs, _merge(fs.records, mine))  # every live copy runs all the patches again
-                return
-
-    def _original_code(self, key: str, live: Any) -> tuple[types.CodeType, tuple[tuple[int | None, ...] | None, list[PatchRecord]]]:
-        """``(original code, (origin map of the live code or None, records in it))``:
-        the live code itself when it is unpatched; else, for a function loaded from an
-        overlay, the function recompiled from source (checked to give the live code)."""
-        from codesuture.loader.resolve import loaded_patch_sets
-
-        code = live.code
-        ident = (code.co_qualname, code.co_firstlineno)
-        sets = [s for s in ([r for r in recs if (r.qualname, r.firstlineno) == ident] for recs in loaded_patch_sets(key))
-                if s]
-        if not sets:
-            return code, (None, [])
-        from codesuture.overlay.build import compile_module
-        from codesuture.patch.synthesize import find_code, synthesize_all
-
-        with open(live.filename, "rb") as fh:
-            module_code = compile_module(fh.read(), live.filename)
-        original = find_code(module_code, code.co_qualname, code.co_firstlineno)
-        if original is None:
-            raise PatchError(f"{code.co_qualname} not found in {live.filename}")
-        # The crashed frame may run code older than the overlay loaded last: the fleet
-        # watcher admits another process's overlay (LOADED) and then swaps it in, while
-        # a frame already running the source's code, or an earlier overlay's, crashes.
-        for recs in sets:
-            synth = synthesize_all(original, recs)
-            if synth.code == code:
-                return original, (synth.origin, recs)
-        if code == original:  # the source's own code: unpatched (the watcher merges the overlay in after)
-            return code, (None, [])
-        raise PatchError(f"{code.co_qualname} runs code that its overlay's records do not rebuild; refusing to patch it")
-
-    def _original_site(self, live: Any, fs: FunctionState) -> Any:
-        """The crash site translated to the function's original code."""
-        from codesuture.crash.site import positions_at
-        from codesuture.patch.synthesize import instruction_index, offset_of
-
-        if live.code is fs.original:
-            return live
-        origin = fs.maps.get(id(live.code))
-        if origin is None:
-            raise DiagnosisError(f"{live.describe()} runs code this process does not know")
-        k, _ = instruction_index(live.code, live.offset)
-        orig_k = origin[k] if k < len(origin) else None
-        if orig_k is None:
-            raise DiagnosisError(f"the crash at {live.describe()} is inside a guard's own instructions; not patched")
-        offset = offset_of(fs.original, orig_k)
-        opname = next(i.opname for i in _instrs_dis(fs.original) if i.offset == offset)
-        return replace(live, code=fs.original, offset=offset, opname=opname, positions=positions_at(fs.original, offset))
-
-    def _apply(self, fs: FunctionState, records: Sequence[PatchRecord]) -> Any:
-        from codesuture.patch.synthesize import synthesize_all
-
-        return self._install(fs, _merge([], records), synthesize_all(fs.original, _merge([], records)))
-
-    def _install(self, fs: FunctionState, records: list[PatchRecord], synth: Any) -> Any:
-        """Swap *synth* in for every code object the function had, and remember it."""
-        from codesuture.patch.swap import swap
-
-        report = swap([fs.original, *fs.lineage], synth.code, fs.module)  # found by name in its module
-        fs.lineage.append(synth.code)
-        fs.maps[id(synth.code)] = synth.origin
-        fs.records = records
-        self._codes[id(synth.code)] = fs
-        return report
+    def state_for(self, live: Any, main_code: types.CodeType | None = None, main_path: str | None = None) -> FunctionState:
+        """The ledger's :class:`FunctionState` of the function running ``live.code``."""
+        return self.ledger.state_for(live, main_code, main_path, self._key_of)
 
     def _control_flow_allowed(self, module: str) -> bool:
         import fnmatch
 
         return any(fnmatch.fnmatchcase(module, pattern) for pattern in self.control_flow)
 
-    def _propose(self, fs: FunctionState, record: PatchRecord, tier: str = "propose") -> str | None:
+    def propose(self, fs: FunctionState, record: PatchRecord, tier: str = "propose") -> str | None:
         """Write *record* alone as a proposal (tier ``propose``) into the pending
         directory; the live code is not changed. Returns the overlay path or None."""
         from codesuture.overlay.names import module_origin, script_origin
@@ -638,7 +591,7 @@ class Healer:
         directory, proposed = self._target(fs, stem_for(fs.key, hashlib.sha256(source).hexdigest()))
         if directory is None:
             return None, False
-        records = [r for f in self._functions.values() if f.key == fs.key for r in f.records]
+        records = self.ledger.records(fs.key)
         # The patches of the overlay this module was loaded from, in functions this
         # healer never touched, go along: a proposal (pending) must be able to replace
         # that overlay after review without dropping them.
@@ -656,9 +609,20 @@ class Healer:
         except (CodeSutureError, OSError, SyntaxError) as exc:
             log.warning("patched live, but no overlay written for %s: %s", fs.key, exc)
             return None, False
+        if origin.startswith("app:"):  # where review finds this source (store/app_root.py)
+            from codesuture.store.app_root import record
+
+            record(directory, app_root)
         if proposed:
             log.warning("proposed overlay %s (pending review: never loaded until signed and moved into a store)", path)
         return path, proposed
+
+
+def describe_patch(record: PatchRecord) -> str:
+    """``module:line function: guard on `expression``` -- how every CodeSuture report
+    (the heal log line, ``run``, ``explain``, ``suggest``) names a patch."""
+    guard = record.guard.guard + (f"/{record.guard.form}" if record.guard.form else "")
+    return f"{record.module}:{record.line} {record.qualname}: {guard} on `{record.expression}`"
 
 
 def _where(record: PatchRecord) -> str:
@@ -694,21 +658,12 @@ def _site(site: Any) -> tuple[str, int, int]:
     return (site.code.co_qualname, site.code.co_firstlineno, site.offset)
 
 
-def _merge(old: Sequence[PatchRecord], new: Sequence[PatchRecord]) -> list[PatchRecord]:
-    merged = {r.site: r for r in [*old, *new]}
-    return sorted(merged.values(), key=lambda r: r.offset)
-
 
 def _instrs(code: types.CodeType) -> Any:
     from bytecode import Bytecode
 
     return Bytecode.from_code(code)
 
-
-def _instrs_dis(code: types.CodeType) -> Any:
-    import dis
-
-    return dis.get_instructions(code)
 
 
 _DEFAULT: list[Healer] = []
@@ -747,4 +702,4 @@ def disabled() -> bool:
 
 
 
-__all__ = ["Healer", "HealResult", "default_healer", "disabled", "describe_exception"]
+__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception", "describe_patch"]

@@ -641,6 +641,12 @@ class Registry:
         if key is not None:
             self._added.setdefault(key, record)
 
+    def discard(self, record: Any) -> None:
+        """Forget *record* when this process added it (a heal taken back)."""
+        key = self.key(record)
+        if key is not None and self._added.get(key) is record:
+            del self._added[key]
+
     def lookup(self, fp: str, exc: BaseException | str) -> Any:
         """The record whose guard answers a crash of *exc* at a site with fingerprint
         *fp*, or None."""
@@ -674,14 +680,16 @@ class Registry:
         self._stamp = stamp
         stored: dict[tuple[str, str], Any] = {}
         for location in self.locations:
-            for record in _records_in(location):
+            for record in records_in(location):
+                if (record.evidence or {}).get("review") == "auto-rolled-back":
+                    continue  # taken out: never a known fix (runtime/governance.py, no flapping)
                 key = self.key(record)
                 if key is not None:
                     stored.setdefault(key, record)
         self._stored = stored
 
 
-def _records_in(location: str) -> list[Any]:
+def records_in(location: str) -> list[Any]:
     """Every patch record in the overlay store at *location* (unreadable members skipped)."""
     if not os.path.exists(location):
         return []
@@ -714,6 +722,6 @@ def _records_in(location: str) -> list[Any]:
 
 __all__ = [
     "KINDS", "REASONS", "Config", "configure", "config", "record", "emit", "new", "line", "site_text",
-    "exception_site", "note_record", "site_fingerprint", "guard_observer", "fingerprint", "normalized", "exception_kind", "Registry",
+    "exception_site", "note_record", "site_fingerprint", "guard_observer", "fingerprint", "normalized", "exception_kind", "Registry", "records_in",
     "flush",
 ]

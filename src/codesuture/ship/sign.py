@@ -163,6 +163,11 @@ def _withdrawn(options: SignOptions) -> dict[str, Any]:
 def _app_root(directory: str, options: SignOptions) -> str:
     if options.app_root:
         return os.path.abspath(options.app_root)
+    from codesuture.store.app_root import recorded
+
+    found = recorded(directory)  # the app root the heal recorded in the store
+    if found is not None:
+        return found
     from codesuture.settings import find_app_root
 
     root = find_app_root(os.path.dirname(os.path.abspath(directory)))
