@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from heal_helpers import PY, boot, clean_env, heal, overlays_in, write
@@ -31,11 +30,8 @@ import os, sys, time
 import shared
 from codesuture.runtime import fleet
 
-ready = sys.argv[1]
-
-
 def sync():
-    open(ready, "w").close()
+    print("READY", flush=True)  # (a file written here would make the run unsafe to replay)
     deadline = time.time() + 90
     while time.time() < deadline:  # until B's overlay is admitted and swapped in, live
         watcher = fleet.current()
@@ -64,14 +60,13 @@ def test_a_frame_running_the_source_while_the_watcher_swaps_in_another_overlay_s
     write(app / "pyproject.toml", '[project]\nname = "merge"\nversion = "0"\n')
     write(app / "shared.py", SHARED)
     a, b, check = write(app / "a.py", WORKER_A), write(app / "b.py", WORKER_B), write(app / "check.py", CHECK)
-    store, ready = app / "overlays", tmp_path / "ready"
-    pa = subprocess.Popen([PY, "-m", "codesuture", "run", "--overlays", str(store), str(a), str(ready)], cwd=app,
+    store = app / "overlays"
+    pa = subprocess.Popen([PY, "-m", "codesuture", "run", "--overlays", str(store), str(a)], cwd=app,
                           env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline and pa.poll() is None:
-            time.sleep(0.02)
-        assert ready.exists(), pa.communicate(timeout=30)
+        assert pa.stdout is not None
+        first = pa.stdout.readline()  # A is inside work(0), running the source's code
+        assert first.strip() == "READY", (first, pa.communicate(timeout=30))
         rb = heal(b, store)
         assert rb.returncode == 0 and rb.results() == ["RESULT 1 None"], str(rb)
         out, err = pa.communicate(timeout=120)
