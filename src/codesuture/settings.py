@@ -148,9 +148,11 @@ def parse_mode(name: str, value: object) -> str:
 
 
 def parse_replay(name: str, value: object) -> str:
+    """A replay mode: ``auto``, ``always`` or ``never`` (case-insensitive). Raises
+    ConfigError naming *name*."""
     text = str(value).strip().lower()
     if text not in REPLAY_MODES:
-        raise ConfigError(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
+        raise _invalid(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
     return text
 
 
@@ -282,7 +284,7 @@ FIELDS: tuple[Field, ...] = (
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
           default="16"),
     Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never",
-          default="auto"),
+          default="auto", metavar="auto|always|never"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
           default="off: the type and a redacted message"),

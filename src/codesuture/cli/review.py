@@ -58,6 +58,9 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
             click.echo(f"  - {p['qualname']} line {p['line']}: {p['guard']['guard']}"
                        f"{'/' + p['guard']['form'] if p['guard']['form'] else ''} on `{p['expression']}` "
                        f"-> yields {describe_yield(p['guard']['default'], (p.get('evidence') or {}).get('default'))}  (+{p['added']} instructions; was {p['exception']})")
+            flow = (p.get("evidence") or {}).get("flow")
+            if flow:  # what the value-flow policy decided (docs/guards.md)
+                click.echo(f"    value flow: {flow}")
 
 
 @click.command()

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The modules the crash hooks patch (the keys of ``hooks._PATCHERS``; a test checks
 #: they agree).
 HOOKED = frozenset({
-    "threading", "socketserver", "http.server", "concurrent.futures.thread", "concurrent.futures.process",
-    "asyncio.base_events",
+    "threading", "socketserver", "http.server", "concurrent.futures.process", "asyncio.base_events",
+    "flask.app", "django.core.handlers.exception", "starlette.middleware.errors",
 })
 #: The session the hooks are for, once :func:`install` armed them (None: not armed).
 _SESSION: "list[Any]" = []
