@@ -86,7 +86,7 @@ def test_activation_in_a_fraction_of_100_worker_ids(healed: dict[str, Path], tmp
     ids: about 30% admitted, within binomial bounds (n=100, p=0.3: 15..45 is beyond
     3.2 standard deviations), exactly the ones the stable hash selects; a selected and
     an unselected worker id then run the program through boot."""
-    from codesuture.runtime import canary
+    from codesuture.trust import canary
     from codesuture.store.kinds import open_store
     from codesuture.trust.policy import LoadPolicy, NotSelected, admit, clear_trust_root_cache
 
@@ -126,7 +126,7 @@ def test_activation_in_a_fraction_of_100_worker_ids(healed: dict[str, Path], tmp
 def test_percentages_are_stable_and_proportional() -> None:
     """Same identity, same answer (across calls and Pythons' hashlib); the share of
     selected identities follows the percentage within binomial bounds (n=2000)."""
-    from codesuture.runtime import canary
+    from codesuture.trust import canary
 
     ids = [f"host-a/{i}" for i in range(2000)]
     buckets = [canary.bucket(i) for i in ids]

@@ -590,7 +590,7 @@ def test_watcher_skips_what_its_own_healer_wrote_and_extends_what_it_patched(inp
     inproc.heal_elsewhere("f({'a': 1})")  # another process adds the second site to the same overlay
     assert watcher.check() is True
     assert mod.f({"a": 1}) == (1, 0) and mod.f({}) == (None, None)
-    fs = next(iter(session.healer._functions.values()))
+    fs = session.healer.ledger.functions()[0]
     assert len(fs.records) == 2 and fs.current is mod.f.__code__  # the healer knows the merged patch
 
 

@@ -534,8 +534,9 @@ def test_asyncio_unretrieved_task_and_callback_crash_healed_for_next_run(tmp_pat
 
 
 def test_boot_imports_none_of_the_hooked_modules(tmp_path):
-    """The hooks are installed (healing is on) without importing what they patch; a
-    later import of http.server is patched on the way in."""
+    """The hooks are armed (healing is on) without importing what they patch, nor the
+    hooks themselves; a later import of http.server imports them and is patched on the
+    way in."""
     script = write(tmp_path / "empty.py", '''
         import sys
 
@@ -549,17 +550,25 @@ def test_boot_imports_none_of_the_hooked_modules(tmp_path):
         print("RESULT patched", getattr(http.server.BaseHTTPRequestHandler.parse_request, "__codesuture__", False))
         print("RESULT loader", type(http.server.__loader__).__name__, http.server.__spec__.loader is http.server.__loader__)
     ''')
-    ov = tmp_path / "ov"
-    ov.mkdir()
-    proc = run(_command("boot", script, ov), tmp_path, clean_env())
+    proc = run([PY, "-m", "codesuture.boot", str(script)], tmp_path, clean_env())  # no store: no fleet thread either
     assert proc.returncode == 0, proc
-    assert proc.results() == ["RESULT imported []", "RESULT hooks True", "RESULT patched True",
+    assert proc.results() == ["RESULT imported []", "RESULT hooks False", "RESULT patched True",
                               "RESULT loader SourceFileLoader True"], proc
     # Importing the hooks module imports nothing else.
     probe = run([PY, "-c", "import __future__, sys, codesuture.runtime; before = set(sys.modules); "
                            "import codesuture.runtime.hooks; print('RESULT', sorted(set(sys.modules) - before))"],
                 tmp_path, clean_env())
     assert probe.returncode == 0 and probe.results() == ["RESULT ['codesuture.runtime.hooks']"], probe
+
+
+def test_the_armed_hooks_cover_every_patched_module():
+    """hookfinder arms exactly the modules the hooks patch; boot exports the start-up
+    hook's variable by its name."""
+    from codesuture import autostart, boot
+    from codesuture.runtime import hookfinder, hooks
+
+    assert hookfinder.HOOKED == set(hooks._PATCHERS)
+    assert boot._AUTOSTART_ENV == autostart.ENV
 
 
 def test_plain_python_is_untouched(tmp_path):

@@ -3,7 +3,7 @@ Statement, ``sign --require-evidence``, ``verify --json`` and ``prove --tests``.
 
 Small apps are healed by ``codesuture run`` (a subprocess, as a developer would); the
 capture's rules (redaction, size cap, values pickle refuses) are also checked in
-process on :func:`codesuture.review.repro.capture`. The ``crashes``-marked test runs
+process on :func:`codesuture.runtime.capture.capture`. The ``crashes``-marked test runs
 repro + proof + signing on every shared real crash case (../shared/crashes; skipped
 with a message when it is absent), in the case venvs of tests/crash_venvs.py.
 """
@@ -29,6 +29,7 @@ from codesuture.overlay.names import stem_for
 from codesuture.patch.spec import GuardSpec, PatchRecord
 from codesuture.review import prove as prove_mod
 from codesuture.review import repro
+from codesuture.runtime import capture
 
 # --- a small app -------------------------------------------------------------------------
 
@@ -307,7 +308,7 @@ def _capture(tmp_path: Path, monkeypatch, fn, *args, env: dict[str, str] | None 
     exc = _crash(fn, *args, **kwargs)
     overlay = tmp_path / "store" / (stem_for(fn.__module__, "ab" * 32) + ".overlay")
     overlay.parent.mkdir(exist_ok=True)
-    out = repro.capture(exc, fn.__code__, _record(fn), fn.__module__, __file__, str(overlay))
+    out = capture.capture(exc, fn.__code__, _record(fn), fn.__module__, __file__, str(overlay))
     assert out is not None
     return json.loads(Path(out).read_text())
 
@@ -322,7 +323,7 @@ def test_capture_parameters_in_order_with_star_args(tmp_path, monkeypatch):
         ("items", "positional", "captured"), ("limit", "keyword_only", "captured"),
         ("rest", "var_positional", "captured"), ("opts", "var_keyword", "captured")]
     pkl = next((tmp_path / "store").glob("*.repro/*.pkl"))
-    assert pkl.name == repro.site_name("needs", d["firstlineno"], 10) + ".pkl"
+    assert pkl.name == capture.site_name("needs", d["firstlineno"], 10) + ".pkl"
     import pickle
 
     assert pickle.loads(pkl.read_bytes()) == {"args": [[1, 2], "x"], "kwargs": {"limit": 3, "flag": True}}
@@ -337,8 +338,8 @@ def test_capture_size_cap(tmp_path, monkeypatch):
     assert params["items"]["status"] == "too large" and "2048" in params["items"]["reason"]
     assert params["limit"]["status"] == "captured"
     assert d["arguments"] is None and not list((tmp_path / "store").glob("*.repro/*.pkl"))
-    with pytest.raises(repro._TooLarge):
-        repro.dumps_capped(big, 2048)
+    with pytest.raises(capture._TooLarge):
+        capture.dumps_capped(big, 2048)
     # under the cap it is kept
     d = _capture(tmp_path, monkeypatch, needs, big[:10], limit=1)
     assert d["arguments"]["bytes"] < 2048
@@ -374,14 +375,14 @@ def test_capture_off_and_hostile_repro_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CODESUTURE_REPRO", "0")
     exc = _crash(needs, [1], limit=1)
     overlay = tmp_path / (stem_for(__name__, "cd" * 32) + ".overlay")
-    assert repro.capture(exc, needs.__code__, _record(needs), __name__, __file__, str(overlay)) is None
+    assert capture.capture(exc, needs.__code__, _record(needs), __name__, __file__, str(overlay)) is None
     assert not list(tmp_path.iterdir())
     # a planted <stem>.repro link is not followed: nothing is written through it
     monkeypatch.setenv("CODESUTURE_REPRO", "1")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / (overlay.name[: -len(".overlay")] + ".repro")).symlink_to(elsewhere)
-    assert repro.capture(exc, needs.__code__, _record(needs), __name__, __file__, str(overlay)) is None
+    assert capture.capture(exc, needs.__code__, _record(needs), __name__, __file__, str(overlay)) is None
     assert not list(elsewhere.iterdir())
 
 
@@ -403,7 +404,7 @@ def test_capture_is_opt_in(tmp_path):
 
 
 def test_redact_argv_and_summary_counts():
-    assert repro.redact_argv(["--auth-token", "x", "--user=a", "--secret=b", "-k", "v"], ["*token*", "*secret*"]) == (
+    assert capture.redact_argv(["--auth-token", "x", "--user=a", "--secret=b", "-k", "v"], ["*token*", "*secret*"]) == (
         ["--auth-token", "<redacted>", "--user=a", "--secret=<redacted>", "-k", "v"], True)
     assert prove_mod.summary_counts("...\n3 passed, 1 failed, 2 errors in 0.12s\n") == {"passed": 3, "failed": 1, "errors": 2}
     assert prove_mod.summary_counts("== 1 failed, 4 passed, 1 skipped in 1.0s ==") == {"failed": 1, "passed": 4, "skipped": 1}

@@ -650,7 +650,7 @@ def test_overlay_bytes_do_not_depend_on_pending_garbage(tmp_path: Path, request:
     try:
         healer = Healer(overlays=None)
         assert healer.heal(_crash(module.outer, [])) is not None
-        records = [r for f in healer._functions.values() for r in f.records]
+        records = healer.ledger.records()
         was_enabled = gc.isenabled()
         gc.disable()  # what automatic collection may or may not have done by the time of marshal.dumps
         try:

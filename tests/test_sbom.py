@@ -243,7 +243,7 @@ def components_by_name(doc: dict) -> dict[str, dict]:
 
 
 def test_sbom_of_a_folder_is_valid_cyclonedx_with_pedigree(tmp_path, monkeypatch):
-    from codesuture.review.sbom import write_sbom
+    from codesuture.ship.sbom import write_sbom
 
     site, app, overlays = heal_in_process(tmp_path, monkeypatch)
     out = tmp_path / "sbom.cdx.json"
@@ -286,7 +286,7 @@ def test_sbom_of_a_folder_is_valid_cyclonedx_with_pedigree(tmp_path, monkeypatch
 
 
 def test_sbom_refuses_a_tampered_overlay_and_invalid_documents(tmp_path, monkeypatch):
-    from codesuture.review.sbom import SbomError, validate, write_sbom
+    from codesuture.ship.sbom import SbomError, validate, write_sbom
 
     site, app, overlays = heal_in_process(tmp_path, monkeypatch)
     (core_overlay,) = overlays.glob("tinysbom.*.overlay")
@@ -299,7 +299,7 @@ def test_sbom_refuses_a_tampered_overlay_and_invalid_documents(tmp_path, monkeyp
 
 
 def test_sbom_without_the_library_is_a_clear_error(tmp_path, monkeypatch):
-    from codesuture.review.sbom import SbomError, write_sbom
+    from codesuture.ship.sbom import SbomError, write_sbom
 
     site, app, overlays = heal_in_process(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "cyclonedx", None)  # as if not installed
@@ -344,7 +344,7 @@ def test_bundle_create_sbom_round_trip(tmp_path, monkeypatch):
     strict_validate(regenerated.read_text())
     assert regenerated.read_text() == embedded
     # With a trust root the set and every Statement are verified, and the SBOM says so.
-    from codesuture.review.sbom import render
+    from codesuture.ship.sbom import render
 
     store = BundleStore(out)
     checked, _ = render(store, keys_dir=str(keys))

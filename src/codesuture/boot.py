@@ -16,10 +16,11 @@ Exit codes: the target's; 2 for a usage or configuration error; 78 when
 ``--require-overlays`` is set and the store or trust root cannot be used; 130 after
 Ctrl-C.
 
-Kept import-light: nothing heavy is imported before a crash or an overlay needs it.
+Kept import-light: nothing heavy is imported before a crash or an overlay needs it,
+and no ``from __future__`` import (it is a module of its own to load): a start with
+no store imports :mod:`codesuture.settings`, :mod:`codesuture.logs` and
+:mod:`codesuture.runtime.session` / ``.script`` (see ``benchmarks/callgrind_startup.py``).
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.settings import Settings
 
 USAGE = (
-    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH] [--keys DIR] [--require-signed] "
+    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH|oci://HOST/REPO:TAG] [--keys DIR] [--require-signed] "
     "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
     "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
@@ -39,13 +40,14 @@ USAGE = (
 _VALUED = {
     "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
     "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
-    "--control-flow": "control_flow", "--incidents": "incidents",
+    "--control-flow": "control_flow", "--incidents": "incidents", "--poll": "poll", "--pull-timeout": "pull_timeout",
+    "--cache-dir": "cache_dir",
 }
 #: Flags -> (settings attribute, value).
 _FLAGS = {
     "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
     "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True),
+    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True), "--plain-http": ("plain_http", True),
 }
 
 
@@ -74,7 +76,7 @@ class Invocation:
         return full if os.path.isdir(full) else os.path.dirname(full)
 
 
-def parse(argv: list[str]) -> Invocation:
+def parse(argv: "list[str]") -> Invocation:
     """Parse boot's command line (values are checked by :func:`codesuture.settings.load`).
     Raises UsageError (an empty message for ``--help``)."""
     inv = Invocation()
@@ -115,14 +117,14 @@ def parse(argv: list[str]) -> Invocation:
     return inv
 
 
-def _help(doc: str | None = None) -> str:
+def _help(doc: "str | None" = None) -> str:
     from codesuture.settings import help_text
 
     text = (doc or __doc__ or "").strip().replace("``", "`")
     return text + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
 
 
-def _target(inv: Invocation) -> Any:
+def _target(inv: Invocation) -> "Any":
     """The script or ``-m`` module to run; prints Python's message and returns None
     when a module cannot be found."""
     from codesuture.runtime import script
@@ -138,7 +140,7 @@ def _target(inv: Invocation) -> Any:
         return None
 
 
-def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot", doc: str | None = None) -> Any:
+def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.boot", doc: "str | None" = None) -> "Any":
     """Parse *argv* and load the settings: ``(settings, target)`` ready for
     :func:`start`, or an exit code (help printed: 0; usage or configuration error: 2;
     target not found: 1 or 2, as python says) with the message already printed, or
@@ -146,7 +148,6 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
     (see :func:`codesuture.settings.load`); *prog* names the command in messages, *doc*
     replaces this module's docstring in ``--help``."""
     from codesuture import settings
-    from codesuture.errors import ConfigError
 
     try:
         inv = parse(argv)
@@ -162,7 +163,11 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
             target = _target(inv)
             return 1 if target is None else (None, target)
         s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command)
-    except ConfigError as exc:
+    except Exception as exc:
+        from codesuture.errors import ConfigError  # imported only when a setting is invalid
+
+        if not isinstance(exc, ConfigError):
+            raise
         print(f"{prog}: {exc}", file=sys.stderr)
         return settings.EXIT_USAGE
     from codesuture import logs
@@ -178,7 +183,7 @@ def prepare(argv: list[str], command: str = "boot", prog: str = "codesuture.boot
     return s, target
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: "list[str] | None" = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     prepared = prepare(sys.argv[1:] if argv is None else argv)
     if isinstance(prepared, int):
@@ -197,15 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def start(s: Settings, target: Any) -> tuple[int, Any]:
+#: :data:`codesuture.autostart.ENV` (that module is not imported here: one module less
+#: to load on every start; a test checks the two agree).
+_AUTOSTART_ENV = "CODESUTURE_AUTOSTART"
+
+
+def start(s: "Settings", target: "Any") -> "tuple[int, Any]":
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
     and run *target*. Returns ``(exit code, session)``."""
     from codesuture import settings
-    from codesuture.autostart import arm
     from codesuture.runtime import script
     from codesuture.runtime.session import activate
 
-    arm()  # Python processes started from here on activate too (the .pth start-up hook)
+    os.environ[_AUTOSTART_ENV] = "1"  # autostart.arm(): processes started from here on activate too (the .pth hook)
     usable, session = activate(s)
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session

@@ -12,6 +12,8 @@ caller (the CLI, a boundary) can contain all of them with one ``except``::
           OverlayRefused policy refuses an overlay (the original module loads)
       TrustError         a key, signature, envelope, statement or trust root is invalid
         BundleError      a deploy bundle is malformed, unsafe or does not match its set
+      RegistryError      an OCI registry cannot be reached, refuses a request or hands over
+                         bytes that do not match their digest, media type or size cap
 """
 
 from __future__ import annotations
@@ -82,3 +84,14 @@ class TrustError(CodeSutureError):
 class BundleError(TrustError):
     """A deploy bundle is malformed, unsafe (``..``, absolute paths, links) or does
     not match its signed overlay set."""
+
+
+class RegistryError(CodeSutureError):
+    """An OCI registry cannot be reached in time, answers a request with an error, or
+    hands over a manifest or blob that does not match its digest, media type or size
+    cap. ``location`` is the ``oci://`` location; ``reason`` a short sentence."""
+
+    def __init__(self, location: object, reason: str) -> None:
+        self.location = str(location)
+        self.reason = reason
+        super().__init__(f"{self.location}: {reason}")

@@ -6,9 +6,6 @@ something to say. Entry points (boot, the CLI) may :func:`request` a level; the
 ``codesuture`` logger then gets one stderr handler the first time a logger is used.
 """
 
-from __future__ import annotations
-
-
 _requested: int | None = None
 _applied = False
 

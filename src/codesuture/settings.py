@@ -29,20 +29,27 @@ given, else ``dev``. In prod, healing needs an explicit ``--heal``, and even the
 patches go to the *pending* directory, which the loader never reads.
 
 Only ``os`` and ``sys`` are imported at module level: boot reads its settings on
-every start. ``tomllib`` is imported only when a config file with CodeSuture settings
-exists.
+every start. :mod:`codesuture.errors` is imported only to raise an error, ``tomllib``
+only when a config file with CodeSuture settings exists; no ``from __future__``
+import (annotations naming typing-only names are strings).
 """
-
-from __future__ import annotations
 
 import os
 import sys
 
-from codesuture.errors import ConfigError
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
     from typing import Any, Callable, Mapping
+
+    from codesuture.errors import ConfigError
+
+
+def _invalid(name: str, reason: str) -> "ConfigError":
+    """A :class:`codesuture.errors.ConfigError` to raise (the errors module is imported
+    only when a setting is invalid: its classes cost start-up time)."""
+    from codesuture.errors import ConfigError
+
+    return ConfigError(name, reason)
 
 #: Python versions whose bytecode the guards are tested on, as a PEP 440 specifier
 #: set. Elsewhere healing is off, with one log line; loading overlays is unaffected.
@@ -92,7 +99,7 @@ def parse_bool(name: str, value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ConfigError(name, f"{value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+    raise _invalid(name, f"{value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
 def parse_path(name: str, value: object, base: str | None = None) -> str:
@@ -100,7 +107,7 @@ def parse_path(name: str, value: object, base: str | None = None) -> str:
     Raises ConfigError naming *name* for an empty value."""
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(name, "is empty (give a path; an empty value never means 'off')")
+        raise _invalid(name, "is empty (give a path; an empty value never means 'off')")
     text = os.path.expanduser(text)
     return os.path.normpath(os.path.join(base or os.getcwd(), text))
 
@@ -108,33 +115,33 @@ def parse_path(name: str, value: object, base: str | None = None) -> str:
 def parse_int(name: str, value: object, minimum: int = 0) -> int:
     """A whole number >= *minimum*. Raises ConfigError naming *name*."""
     if isinstance(value, bool):
-        raise ConfigError(name, f"{value!r} is not a whole number")
+        raise _invalid(name, f"{value!r} is not a whole number")
     try:
         number = value if isinstance(value, int) else int(str(value).strip(), 10)
     except ValueError:
-        raise ConfigError(name, f"{value!r} is not a whole number") from None
+        raise _invalid(name, f"{value!r} is not a whole number") from None
     if number < minimum:
-        raise ConfigError(name, f"{number} is below the minimum {minimum}")
+        raise _invalid(name, f"{number} is below the minimum {minimum}")
     return number
 
 
 def parse_float(name: str, value: object, minimum: float = 0.0) -> float:
     """A number >= *minimum*. Raises ConfigError naming *name*."""
     if isinstance(value, bool):
-        raise ConfigError(name, f"{value!r} is not a number")
+        raise _invalid(name, f"{value!r} is not a number")
     try:
         number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
     except ValueError:
-        raise ConfigError(name, f"{value!r} is not a number") from None
+        raise _invalid(name, f"{value!r} is not a number") from None
     if number != number or number < minimum:
-        raise ConfigError(name, f"{value!r} is not a number >= {minimum}")
+        raise _invalid(name, f"{value!r} is not a number >= {minimum}")
     return number
 
 
 def parse_mode(name: str, value: object) -> str:
     text = str(value).strip().lower()
     if text not in MODES:
-        raise ConfigError(name, f"{value!r} is not a mode (use dev or prod)")
+        raise _invalid(name, f"{value!r} is not a mode (use dev or prod)")
     return text
 
 
@@ -144,7 +151,7 @@ def parse_globs(name: str, value: object) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     out = tuple(str(i).strip() for i in items)
     if not out or any(not i for i in out):
-        raise ConfigError(name, f"{value!r} is not a list of module patterns (e.g. 'app.*,billing')")
+        raise _invalid(name, f"{value!r} is not a list of module patterns (e.g. 'app.*,billing')")
     return out
 
 
@@ -166,7 +173,7 @@ def parse_tiers(name: str, value: object) -> tuple[str, ...]:
     for item in value if isinstance(value, (list, tuple)) else str(value).split(","):
         glob, eq, tier = str(item).partition("=")
         if not eq or not glob.strip() or tier.strip().lower() not in TIERS:
-            raise ConfigError(name, f"{item!r} is not a rule glob=tier (tier: {', '.join(TIERS)})")
+            raise _invalid(name, f"{item!r} is not a rule glob=tier (tier: {', '.join(TIERS)})")
         out.append(f"{glob.strip()}={tier.strip().lower()}")
     return tuple(out)
 
@@ -182,12 +189,23 @@ def parse_signal(name: str, value: object) -> str:
     if (0 < int(text) < _signal.NSIG) if text.isdigit() else (
             isinstance(getattr(_signal, canonical, None), int) and not canonical.startswith("SIG_")):
         return canonical
-    raise ConfigError(name, f"{value!r} is not a signal here (e.g. SIGUSR2, USR2, 12, off)")
+    raise _invalid(name, f"{value!r} is not a signal here (e.g. SIGUSR2, USR2, 12, off)")
+
+
+def parse_oci(name: str, value: object) -> str:
+    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
+    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
+    from codesuture.util.ociref import parse
+
+    try:
+        return str(parse(str(value)))
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def parse_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(name, "is empty")
+        raise _invalid(name, "is empty")
     return value.strip()
 
 
@@ -209,7 +227,7 @@ class Field:
 #: Every setting, in the order ``--help`` lists them.
 FIELDS: tuple[Field, ...] = (
     Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only); default: prod when keys, require_signed or a bundle is given"),
-    Field("overlays", "--overlays", "path", "overlay store: a directory, or a bundle file (codesuture run: default ./overlays; boot: none)"),
+    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci]) (codesuture run: default ./overlays; boot: none)"),
     Field("keys", "--keys", "path", "trust root: a directory of public keys and revoked.json"),
     Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay (default: on in prod)"),
     Field("require_overlays", "--require-overlays", "bool", f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable"),
@@ -224,6 +242,10 @@ FIELDS: tuple[Field, ...] = (
     Field("incidents_max_bytes", None, "int", "size at which the incidents file is renamed to <file>.1 and a new one started (0: never; default 10485760)"),
     Field("shadow", "--shadow", "bool", "shadow mode: warn (rate-limited) when a patched function returns a guard's default to its caller"),
     Field("metrics", None, "bool", "count heals, refusals, guard firings and rollbacks with prometheus_client, and add OpenTelemetry span events, when installed (default: on)"),
+    Field("poll", "--poll", "float", "with an oci:// store: seconds between two looks at the tag (one manifest HEAD per host, whichever process is due; +-20% jitter; default 30)"),
+    Field("pull_timeout", "--pull-timeout", "float", "with an oci:// store: longest wait for the registry at start-up, in seconds, before the last verified bundle in the host cache is used (default 2)"),
+    Field("plain_http", "--plain-http", "bool", "with an oci:// store: talk plain HTTP to the registry (no TLS); a loopback registry (localhost, 127.0.0.1, ::1) is plain HTTP without it"),
+    Field("cache_dir", "--cache-dir", "path", "host cache of bundles pulled from a registry, content-addressed by manifest digest and shared by the host's processes (default <state_dir>/oci-cache)"),
     Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays); default $XDG_STATE_HOME/codesuture"),
     Field("tiers", None, "tiers", "ordered glob=tier rules on module names; tiers: observe, propose, auto (default auto)"),
     Field("allow", None, "globs", "heal and load overlays only for these modules (default: all)"),
@@ -245,7 +267,7 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD = {f.name: f for f in FIELDS}
 
-_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+_PARSERS: "dict[str, Callable[[str, Any], Any]]" = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
     "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal,
 }
@@ -257,7 +279,8 @@ class Settings:
     name -> where its value came from: ``--flag``, ``CODESUTURE_X``, ``<file> key``
     or ``default``)."""
 
-    __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "sources")
+    __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "is_oci",
+                                                 "sources")
 
     mode: str
     overlays: str | None
@@ -275,6 +298,10 @@ class Settings:
     incidents_max_bytes: int
     shadow: bool
     metrics: bool
+    poll: float
+    pull_timeout: float
+    plain_http: bool
+    cache_dir: str
     state_dir: str
     tiers: tuple[str, ...]
     allow: tuple[str, ...]
@@ -298,6 +325,7 @@ class Settings:
     app_root: str
     config_file: str | None
     is_bundle: bool
+    is_oci: bool
     sources: dict[str, str]
 
     def __repr__(self) -> str:
@@ -339,7 +367,7 @@ class Settings:
                 env[f.env] = str(value)
 
 
-def default_state_dir(environ: Mapping[str, str]) -> str:
+def default_state_dir(environ: "Mapping[str, str]") -> str:
     """``$XDG_STATE_HOME/codesuture``, else ``~/.local/state/codesuture``."""
     base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "codesuture")
@@ -359,7 +387,7 @@ def find_app_root(start: str) -> str:
         d = parent
 
 
-def read_config(path: str, *, explicit: bool) -> dict[str, Any]:
+def read_config(path: str, *, explicit: bool) -> "dict[str, Any]":
     """CodeSuture's settings from a config file: the top level of a ``*.toml`` file
     other than ``pyproject.toml``, the ``[tool.codesuture]`` table of a
     ``pyproject.toml``. ``{}`` when a pyproject has no such table. Raises ConfigError
@@ -370,7 +398,7 @@ def read_config(path: str, *, explicit: bool) -> dict[str, Any]:
     except OSError as exc:
         if not explicit and isinstance(exc, FileNotFoundError):
             return {}
-        raise ConfigError(path, f"cannot read config file: {exc.strerror or exc}") from None
+        raise _invalid(path, f"cannot read config file: {exc.strerror or exc}") from None
     is_pyproject = os.path.basename(path) == "pyproject.toml"
     if is_pyproject and b"[tool.codesuture" not in raw:
         return {}  # most apps: no tomllib import at all
@@ -379,19 +407,19 @@ def read_config(path: str, *, explicit: bool) -> dict[str, Any]:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(path, f"not valid TOML: {exc}") from None
+        raise _invalid(path, f"not valid TOML: {exc}") from None
     if is_pyproject:
         table = data.get("tool", {}).get("codesuture", {})
     else:
         table = data.get("tool", {}).get("codesuture", data) if "tool" in data else data
     if not isinstance(table, dict):
-        raise ConfigError(path, "[tool.codesuture] is not a table")
+        raise _invalid(path, "[tool.codesuture] is not a table")
     return table
 
 
 def load(
-    flags: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
+    flags: "Mapping[str, Any] | None" = None,
+    environ: "Mapping[str, str] | None" = None,
     *,
     start_dir: str | None = None,
     command: str = "boot",
@@ -433,7 +461,7 @@ def load(
     allowed = {f.key for f in FIELDS if f.key}
     unknown = sorted(set(config) - allowed)
     if unknown:
-        raise ConfigError(f"{config_path}", f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        raise _invalid(f"{config_path}", f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
     config_base = os.path.dirname(config_path) if config_path else None
 
     values: dict[str, Any] = {}
@@ -450,7 +478,9 @@ def load(
             raw, where, base = config[f.key], f"{config_path} {f.key}", config_base
         if where is None:
             continue
-        if f.kind == "path":
+        if f.name == "overlays" and isinstance(raw, str) and raw.strip().startswith("oci://"):
+            values[f.name] = parse_oci(where, raw)
+        elif f.kind == "path":
             values[f.name] = parse_path(where, raw, base)
         elif f.kind == "sink":
             values[f.name] = parse_sink(where, raw, base)
@@ -463,17 +493,24 @@ def load(
     if s.overlays is None and command == "run":
         s.overlays = os.path.abspath("overlays")
     s.keys = values.get("keys")
-    s.is_bundle = s.overlays is not None and os.path.isfile(s.overlays)
+    s.is_oci = s.overlays is not None and s.overlays.startswith("oci://")
+    s.is_bundle = s.is_oci or (s.overlays is not None and os.path.isfile(s.overlays))
     explicit_signed = values.get("require_signed")
     if "mode" in values:
         s.mode = values["mode"]
     else:
         s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
+    if s.is_oci and (s.keys is None or not s.prod):
+        raise ConfigError(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
+                          "(--keys / CODESUTURE_KEYS): a registry is an untrusted transport")
     s.require_signed = explicit_signed if explicit_signed is not None else s.prod
     s.heal = values.get("heal", not s.prod)
     s.require_overlays = values.get("require_overlays", False)
     s.min_set_version = values.get("min_set_version", 0)
-    s.pending = values.get("pending", s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
+    s.state_dir = values.get("state_dir") or default_state_dir(env)
+    default_pending = (os.path.join(s.state_dir, "pending") if s.is_oci
+                       else s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
+    s.pending = values.get("pending", default_pending)
     s.retries = values.get("retries", 16)
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
@@ -482,7 +519,12 @@ def load(
     s.incidents_max_bytes = values.get("incidents_max_bytes", 10 * 1024 * 1024)
     s.shadow = values.get("shadow", False)
     s.metrics = values.get("metrics", True)
-    s.state_dir = values.get("state_dir") or default_state_dir(env)
+    s.poll = values.get("poll", 30.0)
+    s.pull_timeout = values.get("pull_timeout", 2.0)
+    s.plain_http = values.get("plain_http", False)
+    s.cache_dir = values.get("cache_dir") or os.path.join(s.state_dir, "oci-cache")
+    if s.poll < 0.1:
+        raise ConfigError(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
     s.tiers = values.get("tiers", ())
     s.allow = values.get("allow", ())
     s.deny = values.get("deny", ())
@@ -499,11 +541,11 @@ def load(
     s.sigstore_issuer = values.get("sigstore_issuer")
     s.sigstore_staging = values.get("sigstore_staging", False)
     if s.overlays is not None and s.pending is not None and os.path.realpath(s.pending) == os.path.realpath(s.overlays):
-        raise ConfigError(s.source("pending"), "the pending directory must not be the overlay store itself")
+        raise _invalid(s.source("pending"), "the pending directory must not be the overlay store itself")
     return s
 
 
-def disabled(environ: Mapping[str, str] | None = None) -> bool:
+def disabled(environ: "Mapping[str, str] | None" = None) -> bool:
     """The kill switch, ``CODESUTURE_DISABLE``, parsed strictly. Raises ConfigError."""
     env = os.environ if environ is None else environ
     value = env.get("CODESUTURE_DISABLE")

@@ -1,4 +1,5 @@
-"""``codesuture bundle create`` / ``bundle verify``: parse, call :mod:`codesuture.ship.bundle`, print."""
+"""``codesuture bundle create`` / ``verify`` / ``push``: parse, call :mod:`codesuture.ship.bundle` or
+:mod:`codesuture.ship.publish`, print."""
 
 from __future__ import annotations
 
@@ -58,3 +59,37 @@ def verify(keys_dir: str, as_json: bool, file: str) -> None:
 
     results = verify_paths([file], keys_dir) if os.path.isfile(file) else [VerifyResult(file, False, "no such file")]
     print_results(results, as_json)
+
+
+@bundle.command("push")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("location", metavar="oci://HOST[:PORT]/REPOSITORY:TAG")
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, exists=True),
+              help="Verify the bundle against this trust root before pushing it.")
+@click.option("--plain-http", is_flag=True, help="Plain HTTP, no TLS (a loopback registry is plain HTTP without it).")
+@click.option("--username", help="Registry user (default: the credentials in ~/.docker/config.json).")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the registry password (with --username).")
+def push(file: str, location: str, keys_dir: str | None, plain_http: bool, username: str | None,
+         password_env: str | None) -> None:
+    """Push the signed bundle FILE to an OCI registry as an artifact (its own media types;
+    the signed set's name and version in annotations) and print the manifest digest.
+    An unsigned bundle is refused. Needs codesuture[oci]."""
+    from codesuture.ship.publish import push_bundle
+
+    password = None
+    if password_env:
+        if not username:
+            raise click.UsageError("--password-env needs --username")
+        password = os.environ.get(password_env)
+        if password is None:
+            raise click.UsageError(f"--password-env {password_env}: that environment variable is not set")
+    elif username:
+        raise click.UsageError("--username needs --password-env VAR (a password is never given on the command line)")
+    try:
+        pushed = push_bundle(file, location, keys_dir=keys_dir, plain_http=plain_http, username=username,
+                             password=password)
+    except CodeSutureError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"pushed {file} to {pushed.location}: signed overlay set {pushed.set_name!r} v{pushed.version} "
+               f"(key {pushed.keyid})")
+    click.echo(pushed.digest)

@@ -102,7 +102,7 @@ def sbom(output: str, keys_dir: str | None, target: str) -> None:
     as components of their own. Validated with cyclonedx-python-lib's JSON schema
     validator before it is written (needs codesuture[sbom])."""
     from codesuture.errors import CodeSutureError
-    from codesuture.review.sbom import write_sbom
+    from codesuture.ship.sbom import write_sbom
 
     try:
         info = write_sbom(target, output, keys_dir=keys_dir)

@@ -60,7 +60,7 @@ def sign(
     overlay set, overlays.manifest.dsse.json, with the next version number. Signing a
     proposal (tier propose) approves it; --canary-* record activation conditions in
     each Statement and set entry (docs/governance.md)."""
-    from codesuture.runtime.canary import options as canary_options
+    from codesuture.trust.canary import options as canary_options
     from codesuture.ship import sign as signing
 
     try:

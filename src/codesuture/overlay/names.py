@@ -29,7 +29,7 @@ MEMBER_SUFFIXES = (ENVELOPE_SUFFIX, SIGSTORE_SUFFIX, OVERLAY_SUFFIX, META_SUFFIX
 #: The signed overlay set of a folder or bundle (see codesuture.trust.overlay_set).
 SET_NAME = "overlays.manifest.dsse.json"
 #: The CycloneDX SBOM a bundle may carry (``bundle create --sbom``): NOT signed, not pinned
-#: by the set, never read by the loader (see codesuture.review.sbom).
+#: by the set, never read by the loader (see codesuture.ship.sbom).
 SBOM_NAME = "sbom.cdx.json"
 MAX_SBOM_BYTES = 16 * 1024 * 1024
 

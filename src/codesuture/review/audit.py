@@ -63,7 +63,7 @@ def audit(target: str, keys_dir: str | None = None, app_root: str | None = None,
     import logging
 
     from codesuture.overlay.names import OVERLAY_SUFFIX, resolve_origin
-    from codesuture.review.explain import entries_of
+    from codesuture.ship.metadata import entries_of
     from codesuture.trust.policy import LoadPolicy, admit, full_meta, store_set
 
     policy = LoadPolicy(keys_dir=keys_dir, require_signed=keys_dir is not None)

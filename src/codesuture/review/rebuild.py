@@ -38,7 +38,7 @@ def rebuild_for(store: str, python: str, app_root: str | None, output: str | Non
     from codesuture.overlay.model import OverlayMeta
     from codesuture.overlay.names import META_SUFFIX, OVERLAY_SUFFIX, stem_for
     from codesuture.patch.spec import PatchRecord
-    from codesuture.review.explain import entries_of, signed_meta
+    from codesuture.ship.metadata import entries_of, signed_meta
     from codesuture.ship.rebuild import interpreter_tag, run_worker
     from codesuture.store.directory import DirectoryStore
     from codesuture.util.clock import iso_utc

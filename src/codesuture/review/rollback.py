@@ -60,7 +60,8 @@ def rollback(
     recorded."""
     from codesuture.overlay.build import merge_records
     from codesuture.overlay.names import OVERLAY_SUFFIX
-    from codesuture.review.explain import entries_of, matches_function, signed_meta
+    from codesuture.review.explain import matches_function
+    from codesuture.ship.metadata import entries_of, signed_meta
     from codesuture.store.writer import remove_patches
 
     if not (module or function or every):

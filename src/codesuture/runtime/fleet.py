@@ -79,16 +79,16 @@ def _log() -> Any:
     return logger("codesuture.fleet")
 
 
-def start(session: Any) -> None:
+def start(session: Any, factory: Any = None) -> None:
     """Start watching the session's store for new overlays (idempotent: one watcher per
-    process, the first session's). Only for a folder store (:func:`folder_store`);
-    never raises."""
+    process, the first session's). Only for a folder store (:func:`folder_store`), or
+    with *factory* (a :class:`Watcher` subclass: the ``oci://`` store's
+    :class:`~codesuture.runtime.fleet_registry.RegistryWatcher`); never raises."""
     global _WATCHER, _HOOKED
-    _arm_kill_switch(session)
     try:
-        if _WATCHER is not None or _killed() or not folder_store(session.settings):
+        if _WATCHER is not None or _killed() or (factory is None and not folder_store(session.settings)):
             return
-        watcher = Watcher(session)
+        watcher = (factory or Watcher)(session)
         _WATCHER = watcher
         if not _HOOKED:
             os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
@@ -100,50 +100,6 @@ def start(session: Any) -> None:
         watcher.start()
     except Exception as exc:  # contained (rule 7)
         _log().warning("fleet watcher not started (new overlays reach this process when it starts again): %r", exc)
-
-
-#: ``(signal number, the handler found in place, session)`` once the kill signal is armed.
-_KILL_SIGNAL: list[Any] = []
-
-
-def _arm_kill_switch(session: Any) -> None:
-    """Arm the kill switch (:mod:`codesuture.runtime.killswitch`, imported only when it
-    goes off or a kill file is configured: start-up cost unchanged). The handler of
-    ``kill_signal`` goes in from the main thread only; a handler found in place is
-    chained. Never raises."""
-    try:
-        s = session.settings
-        name = getattr(s, "kill_signal", "off") or "off"
-        if name != "off" and not _KILL_SIGNAL:
-            import _signal  # type: ignore[import-not-found]  # builtin: `signal` would import enum
-
-            signum = int(name) if name.isdigit() else getattr(_signal, name)
-            previous = _signal.getsignal(signum)
-            _signal.signal(signum, _on_kill_signal)  # ValueError outside the main thread
-            _KILL_SIGNAL[:] = [signum, previous, session]
-        if getattr(s, "kill_file", None):
-            from codesuture.runtime import killswitch
-
-            killswitch.install(session)
-    except Exception as exc:  # noqa: BLE001 - contained (rule 7)
-        _log().info("kill switch signal %s not armed: %r", getattr(session.settings, "kill_signal", "?"), exc)
-
-
-def _on_kill_signal(signum: int, frame: Any) -> None:
-    """The kill signal: the kill switch goes off on a new thread (no lock, no import,
-    no logging here); then the handler that was in place runs."""
-    import _thread
-
-    _thread.start_new_thread(_kill, (f"signal {signum}", _KILL_SIGNAL[2] if _KILL_SIGNAL else None))
-    previous = _KILL_SIGNAL[1] if _KILL_SIGNAL else None
-    if callable(previous):
-        previous(signum, frame)
-
-
-def _kill(reason: str, session: Any) -> None:
-    from codesuture.runtime import killswitch
-
-    killswitch.trigger(reason, session=session, wait=True)
 
 
 def _killed() -> bool:
@@ -279,6 +235,11 @@ class Watcher:
 
             if thread is not threading.current_thread():
                 thread.join(timeout)
+
+    def settle(self) -> None:
+        """Return once a look in progress (a swap of overlay code) has ended."""
+        with self._lock:
+            pass
 
     @property
     def alive(self) -> bool:
@@ -548,8 +509,7 @@ class Watcher:
         from codesuture.overlay.names import META_SUFFIX
 
         loaded = LOADED.get(key)
-        own = {r.site for h in _healers(self.session) for fs in list(h._functions.values()) if fs.key == key
-               for r in fs.records}
+        own = {r.site for h in _healers(self.session) for r in h.ledger.records(key)}
         if loaded is None and not own:
             return False
         if loaded is not None and loaded.admitted.via == "unsigned":
@@ -593,12 +553,12 @@ class Watcher:
         if not targets:
             return 0
         healers = _healers(self.session)
-        with _all_locked([h._lock for h in healers]):
+        with _all_locked([h.ledger.lock for h in healers]):
             count = 0
             found = functions_by_name(module, {path, getattr(module, "__file__", None) or path})
             changes: dict[int, tuple[Any, list[Any]]] = {}  # id(new) -> (new, the live codes it replaces)
             for ident, pairs in targets.items():
-                tracked = next(((h, h._functions[(key, *ident)]) for h in healers if (key, *ident) in h._functions), None)
+                tracked = next(((h, fs) for h in healers if (fs := h.ledger.tracked(key, *ident)) is not None), None)
                 if tracked is not None:
                     count += self._extend(key, ident, *tracked)
                     continue
@@ -632,7 +592,7 @@ class Watcher:
         new = [r for r in loaded_patches(key) if (r.qualname, r.firstlineno) == ident and r.site not in have]
         if not new:
             return 0
-        report = healer._apply(fs, [*fs.records, *new])
+        report = healer.ledger.apply(fs, [*fs.records, *new])
         return int(report.functions)
 
 
@@ -685,7 +645,7 @@ def _healers(session: Any) -> list[Any]:
     out: list[Any] = []
     for healer in (getattr(session, "healer", None),
                    *getattr(sys.modules.get("codesuture.runtime.healer"), "_DEFAULT", ())):
-        if healer is not None and hasattr(healer, "_functions") and all(h is not healer for h in out):
+        if healer is not None and hasattr(healer, "ledger") and all(h is not healer for h in out):
             out.append(healer)
     return out
 

@@ -157,7 +157,7 @@ def over_cap(healer: Any, policy: Policy, fs: Any) -> str | None:
     if policy.per_module:
         from codesuture.loader.resolve import loaded_patches
 
-        sites = {r.site for f in list(healer._functions.values()) if f.key == fs.key for r in f.records}
+        sites = {r.site for r in healer.ledger.records(fs.key)}
         sites |= {r.site for r in loaded_patches(fs.key)}
         if len(sites) >= policy.per_module:
             return f"max_patches_per_module {policy.per_module} reached ({len(sites)} patched site(s) in {fs.module})"
@@ -210,7 +210,7 @@ def observe(healer: Any, fs: Any, site: Any, exc: BaseException, why: str) -> No
 
 def propose(healer: Any, fs: Any, site: Any, record: Any, exc: BaseException, why: str) -> None:
     """Tier ``propose``: the patch goes to the pending directory only, not live."""
-    where = healer._propose(fs, record._replace(expression=site.expression))
+    where = healer.propose(fs, record._replace(expression=site.expression))
     log.warning("not healed live (tier propose: %s): the patch for %s is %s", why, site.describe(),
                 f"proposed for review in {where}" if where else "not written (no pending directory)")
     _refused(healer, exc, f"propose: {why}", record.guard.guard)
@@ -260,27 +260,13 @@ def revert_site(healer: Any, site: str, failures: int) -> bool:
     other records, or its original code. Returns True when a patch was reverted."""
     from codesuture.patch.synthesize import site_of
 
-    with healer._lock:
-        fs = record = None
-        for f in list(healer._functions.values()):
-            record = next((r for r in f.records if site_of(r) == site), None)
-            if record is not None:
-                fs = f
-                break
-        if fs is None:
-            fs, record = _loaded(healer, site)
+    with healer.ledger.lock:
+        found = healer.ledger.find(lambda r: site_of(r) == site)
+        fs, record = found if found is not None else _loaded(healer, site)
         if fs is None or record is None:
             log.warning("automatic rollback: no live patch reports as %s in process %d", site, os.getpid())
             return False
-        kept = [r for r in fs.records if r.site != record.site]
-        if kept:
-            functions = healer._apply(fs, kept).functions
-        else:
-            from codesuture.patch.swap import swap
-
-            functions = swap(list(fs.lineage), fs.original, fs.module).functions
-            fs.lineage.append(fs.original)  # the lineage keeps every code object alive (ids stay unique)
-            fs.records = []
+        functions = healer.ledger.revert(fs, record)
         ROLLED_BACK.add((fs.key, record.qualname, record.firstlineno, record.offset))
         where = _mark_for_review(healer, fs, record, failures)
     from codesuture.runtime import incidents
@@ -319,7 +305,7 @@ def _loaded(healer: Any, site: str) -> tuple[Any, Any]:
                 code = stack.pop()
                 if (code.co_qualname, code.co_firstlineno) == ident:
                     live = types.SimpleNamespace(code=code, module=record.module, filename=code.co_filename)
-                    fs = healer._state_for(live, None, None)
+                    fs = healer.state_for(live)
                     return fs, next((r for r in fs.records if r.site == record.site), None)
                 stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
     return None, None
@@ -334,7 +320,7 @@ def _mark_for_review(healer: Any, fs: Any, record: Any, failures: int) -> str | 
         return None
     marked = record._replace(evidence={**(record.evidence or {}), "review": "auto-rolled-back",
                                        "rolled_back_at": iso_utc(time.time()), "failures": failures})
-    where: str | None = healer._propose(fs, marked, tier="observe")
+    where: str | None = healer.propose(fs, marked, tier="observe")
     return where
 
 
@@ -358,8 +344,7 @@ def revert_all(session: Any, reason: str = "requested", t0: float | None = None)
     watcher = fleet.current() if fleet is not None else None
     if watcher is not None:
         fleet.stop(0.0)  # type: ignore[union-attr]
-        with watcher._lock:
-            pass
+        watcher.settle()
     finder = sys.modules.get("codesuture.loader.finder")
     if finder is not None:
         finder.uninstall()
@@ -367,7 +352,7 @@ def revert_all(session: Any, reason: str = "requested", t0: float | None = None)
     functions = 0
     for healer in healers:
         functions += int(healer.rollback())
-    locks = sorted((h._lock for h in healers), key=id)  # no heal runs while overlay code is swapped out
+    locks = sorted((h.ledger.lock for h in healers), key=id)  # no heal runs while overlay code is swapped out
     for lock in locks:
         lock.acquire()
     try:
@@ -392,7 +377,7 @@ def _healers(session: Any) -> list[Any]:
     out: list[Any] = []
     for healer in (getattr(session, "healer", None),
                    *getattr(sys.modules.get("codesuture.runtime.healer"), "_DEFAULT", ())):
-        if healer is not None and hasattr(healer, "_functions") and all(h is not healer for h in out):
+        if healer is not None and hasattr(healer, "ledger") and all(h is not healer for h in out):
             out.append(healer)
     return out
 

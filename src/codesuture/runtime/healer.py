@@ -1,10 +1,11 @@
 """The healer: exception -> crash site -> diagnosis -> guard -> diff gate -> live swap
 -> overlay. Used by every boundary.
 
-One crash site, one patch (design rule 13): heals are serialized per process by one
-lock. Every patched function is tracked as its *original* code object (as compiled
-from source) plus the set of records applied to it; a new patch re-synthesizes the
-function from the original with all its records (see
+One crash site, one patch (design rule 13): heals are serialized per process by the
+lock of the healer's live-patch ledger (:mod:`codesuture.runtime.ledger`, the one place
+that changes live code). Every patched function is tracked there as its *original*
+code object (as compiled from source) plus the set of records applied to it; a new
+patch re-synthesizes the function from the original with all its records (see
 :func:`codesuture.patch.synthesize.synthesize_all`). A crash inside patched code is
 translated back to its site in the original code, so
 
@@ -27,15 +28,15 @@ program's original behaviour (re-raising its exception).
 from __future__ import annotations
 
 import os
-import threading
 import time
 import types
-from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from codesuture.errors import CodeSutureError, DiagnosisError, PatchError
+from codesuture.errors import CodeSutureError, DiagnosisError
 from codesuture.logs import logger
 from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.runtime.ledger import FunctionState, Ledger, merge
 from codesuture.util.clock import iso_utc
 
 log = logger("codesuture.heal")
@@ -56,25 +57,6 @@ class HealResult:
     seconds: float = 0.0
     status: str = "patched"
     proposed: bool = False
-
-
-@dataclass
-class FunctionState:
-    """One function this process patched: its code as compiled from source, the records
-    applied to it, every code object it had live (``lineage``) and, per patched code
-    object, its origin map (id -> map)."""
-
-    key: str
-    module: str
-    filename: str
-    original: types.CodeType
-    records: list[PatchRecord] = field(default_factory=list)
-    lineage: list[types.CodeType] = field(default_factory=list)
-    maps: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
-
-    @property
-    def current(self) -> types.CodeType:
-        return self.lineage[-1] if self.lineage else self.original
 
 
 def describe_exception(exc: BaseException, record_messages: bool = False) -> str:
@@ -141,9 +123,8 @@ class Healer:
         self.control_flow = control_flow
         self.history: list[HealResult] = []
         self.proposals: list[PatchRecord] = []
-        self._lock = threading.RLock()
-        self._functions: dict[tuple[str, str, int], FunctionState] = {}
-        self._codes: dict[int, FunctionState] = {}
+        #: The functions whose live code this healer changed (:mod:`codesuture.runtime.ledger`).
+        self.ledger = Ledger()
         self._gate: bool | None = None
         #: The crash being healed, for its incidents: (site, fingerprint, crash recorded).
         self._seen: tuple[str, str, bool] | None = None
@@ -168,7 +149,7 @@ class Healer:
         """Try to patch the crash *exc*. *main_code*/*main_path*: the module code and
         path of the script running as ``__main__``, if any. Returns None when not
         healed (logged); never raises."""
-        with self._lock:
+        with self.ledger.lock:
             self._seen = None
             if _stopped(self):  # the kill switch; charges automatic rollback (docs/governance.md)
                 return None
@@ -191,17 +172,8 @@ class Healer:
         """Restore the original code of every function this healer patched live.
         Returns the number of functions restored (the overlays on disk are
         :func:`codesuture.review.rollback.rollback`'s business)."""
-        from codesuture.patch.swap import swap
-
-        with self._lock:
-            n = 0
-            for fs in self._functions.values():
-                if fs.lineage:
-                    n += swap(fs.lineage, fs.original, fs.module).functions
-                    fs.lineage.clear()
-                    fs.records.clear()
-            self._functions.clear()
-            self._codes.clear()
+        with self.ledger.lock:
+            n = self.ledger.revert_all()
             self.history.clear()
             from codesuture.runtime import incidents
 
@@ -248,8 +220,8 @@ class Healer:
             self._refused("eafp", exc, f"caught at {where}")
             return None
         live = find_crash_site(exc)
-        fs = self._state_for(live, main_code, main_path)
-        site = self._original_site(live, fs)
+        fs = self.state_for(live, main_code, main_path)
+        site = self.ledger.original_site(live, fs)
         fingerprint = self._crashed(exc, site, fs)
         existing = next((r for r in fs.records if r.site == _site(site)), None)
         if existing is not None:
@@ -267,7 +239,7 @@ class Healer:
         stored = [] if tier != "auto" else [r for r in self._stored_records(fs) if (r.qualname, r.firstlineno) == (site.code.co_qualname, site.code.co_firstlineno)]
         adopted = next((r for r in stored if r.site == _site(site)), None)
         if adopted is not None:
-            self._apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
+            self.ledger.apply(fs, [*fs.records, *[r for r in stored if r.site not in {x.site for x in fs.records}]])
             log.warning("adopted the patch another process made at %s (%s)", site.describe(), adopted.guard.guard)
             return self._result(adopted, fs, main_code, "adopted", t0)
         known = None if self.report_only else self._known(fingerprint, exc, site, fs)
@@ -292,7 +264,7 @@ class Healer:
         )
         if decider is not None:
             proposal = record._replace(expression=site.expression)
-            where = self._propose(fs, proposal)
+            where = self.propose(fs, proposal)
             log.warning("not healed: the default %s would yield at %s decides control flow (%s), and a default must "
                         "not choose a branch%s", spec.guard, site.describe(), decider,
                         f"; proposed for review in {where}" if where else "")
@@ -301,7 +273,7 @@ class Healer:
         from codesuture.patch.synthesize import listing, synthesize_all
 
         before = listing(list(_instrs(fs.current)))
-        synth = synthesize_all(fs.original, _merge(fs.records, [record]), before=before)
+        synth = synthesize_all(fs.original, merge(fs.records, [record]), before=before)
         diffgate.check(spec, synth.added, synth.removed)
         record = record._replace(added=synth.added, removed=synth.removed)
         if self.dry_run:
@@ -312,12 +284,12 @@ class Healer:
         if tier == "propose":
             governance.propose(self, fs, site, record, exc, why)
             return None
-        records = _merge(fs.records, [record])
-        report = self._install(fs, records, synth)
+        records = merge(fs.records, [record])
+        report = self.ledger.install(fs, records, synth)
         elapsed = time.perf_counter() - t0
         # The code is live: now the source text for the record (and log lines) may be read.
         record = record._replace(expression=site.expression)
-        fs.records = _merge(fs.records, [record])
+        fs.records = merge(fs.records, [record])
         log.warning(
             "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms",
             site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), record.yields,
@@ -328,7 +300,7 @@ class Healer:
         result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed)
         result.overlay, result.proposed = self._write(fs)
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
-            from codesuture.review.repro import capture
+            from codesuture.runtime.capture import capture
 
             capture(exc, live.code, record, fs.module, fs.filename, result.overlay)
         self.history.append(result)
@@ -392,9 +364,8 @@ class Healer:
         if self._registry is None:
             # In prod the store is verified only at load: its metadata never picks a guard.
             self._registry = Registry([] if self.prod else [self.overlays, self.pending])
-            for f in self._functions.values():
-                for r in f.records:
-                    self._registry.add(r)
+            for r in self.ledger.records():
+                self._registry.add(r)
         known = self._registry.lookup(fingerprint, exc)
         if known is None:
             return None
@@ -435,97 +406,27 @@ class Healer:
             new = replace_in_tree(new, old, fs.current)
         return new
 
-    def _state_for(self, live: Any, main_code: types.CodeType | None, main_path: str | None) -> FunctionState:
-        """The :class:`FunctionState` of the function that crashed (made on first use)."""
-        from codesuture.overlay.names import main_key, module_origin, script_origin
+    def _key_of(self, live: Any, main_code: types.CodeType | None, main_path: str | None) -> tuple[str, str]:
+        """``(module name, overlay key)`` of the function running ``live.code``."""
+        from codesuture.overlay.names import main_key, script_origin
         from codesuture.patch.synthesize import walk_code
 
-        known = self._codes.get(id(live.code))
-        if known is not None:
-            return known
         in_main = main_code is not None and any(c is live.code for c in walk_code(main_code))
         if in_main or live.module == "__main__":
             path = main_path if in_main and main_path else live.filename
-            module, key = "__main__", main_key(script_origin(path, self._app_root(path)))
-        else:
-            module = key = live.module
-        ident = (key, live.code.co_qualname, live.code.co_firstlineno)
-        fs = self._functions.get(ident)
-        if fs is None:
-            original, maps = self._original_code(key, live)
-            fs = FunctionState(key, module, live.filename, original)
-            fs.records = list(maps[1])
-            if maps[0] is not None:
-                fs.maps[id(live.code)] = maps[0]
-                fs.lineage.append(live.code)
-            self._functions[ident] = fs
-            self._codes[id(original)] = fs
-        self._codes[id(live.code)] = fs
-        return fs
+            return "__main__", main_key(script_origin(path, self._app_root(path)))
+        return live.module, live.module
 
-    def _original_code(self, key: str, live: Any) -> tuple[types.CodeType, tuple[tuple[int | None, ...] | None, list[PatchRecord]]]:
-        """``(original code, (origin map of the live code or None, records in it))``:
-        the live code itself when it is unpatched; else, for a function loaded from an
-        overlay, the function recompiled from source (checked to give the live code)."""
-        from codesuture.loader.resolve import loaded_patches
-
-        code = live.code
-        recs = [r for r in loaded_patches(key) if (r.qualname, r.firstlineno) == (code.co_qualname, code.co_firstlineno)]
-        if not recs:
-            return code, (None, [])
-        from codesuture.overlay.build import compile_module
-        from codesuture.patch.synthesize import find_code, synthesize_all
-
-        with open(live.filename, "rb") as fh:
-            module_code = compile_module(fh.read(), live.filename)
-        original = find_code(module_code, code.co_qualname, code.co_firstlineno)
-        if original is None:
-            raise PatchError(f"{code.co_qualname} not found in {live.filename}")
-        synth = synthesize_all(original, recs)
-        if synth.code != code:
-            raise PatchError(f"{code.co_qualname} runs code that its overlay's records do not rebuild; refusing to patch it")
-        return original, (synth.origin, recs)
-
-    def _original_site(self, live: Any, fs: FunctionState) -> Any:
-        """The crash site translated to the function's original code."""
-        from codesuture.crash.site import positions_at
-        from codesuture.patch.synthesize import instruction_index, offset_of
-
-        if live.code is fs.original:
-            return live
-        origin = fs.maps.get(id(live.code))
-        if origin is None:
-            raise DiagnosisError(f"{live.describe()} runs code this process does not know")
-        k, _ = instruction_index(live.code, live.offset)
-        orig_k = origin[k] if k < len(origin) else None
-        if orig_k is None:
-            raise DiagnosisError(f"the crash at {live.describe()} is inside a guard's own instructions; not patched")
-        offset = offset_of(fs.original, orig_k)
-        opname = next(i.opname for i in _instrs_dis(fs.original) if i.offset == offset)
-        return replace(live, code=fs.original, offset=offset, opname=opname, positions=positions_at(fs.original, offset))
-
-    def _apply(self, fs: FunctionState, records: Sequence[PatchRecord]) -> Any:
-        from codesuture.patch.synthesize import synthesize_all
-
-        return self._install(fs, _merge([], records), synthesize_all(fs.original, _merge([], records)))
-
-    def _install(self, fs: FunctionState, records: list[PatchRecord], synth: Any) -> Any:
-        """Swap *synth* in for every code object the function had, and remember it."""
-        from codesuture.patch.swap import swap
-
-        report = swap([fs.original, *fs.lineage], synth.code, fs.module)  # found by name in its module
-        fs.lineage.append(synth.code)
-        fs.maps[id(synth.code)] = synth.origin
-        fs.records = records
-        self._codes[id(synth.code)] = fs
-        return report
+    def state_for(self, live: Any, main_code: types.CodeType | None = None, main_path: str | None = None) -> FunctionState:
+        """The ledger's :class:`FunctionState` of the function running ``live.code``."""
+        return self.ledger.state_for(live, main_code, main_path, self._key_of)
 
     def _control_flow_allowed(self, module: str) -> bool:
         import fnmatch
 
         return any(fnmatch.fnmatchcase(module, pattern) for pattern in self.control_flow)
 
-    def _propose(self, fs: FunctionState, record: PatchRecord, tier: str = "propose") -> str | None:
+    def propose(self, fs: FunctionState, record: PatchRecord, tier: str = "propose") -> str | None:
         """Write *record* alone as a proposal (tier ``propose``) into the pending
         directory; the live code is not changed. Returns the overlay path or None."""
         from codesuture.overlay.names import module_origin, script_origin
@@ -601,7 +502,7 @@ class Healer:
         directory, proposed = self._target(fs, stem_for(fs.key, hashlib.sha256(source).hexdigest()))
         if directory is None:
             return None, False
-        records = [r for f in self._functions.values() if f.key == fs.key for r in f.records]
+        records = self.ledger.records(fs.key)
         # The patches of the overlay this module was loaded from, in functions this
         # healer never touched, go along: a proposal (pending) must be able to replace
         # that overlay after review without dropping them.
@@ -649,21 +550,12 @@ def _site(site: Any) -> tuple[str, int, int]:
     return (site.code.co_qualname, site.code.co_firstlineno, site.offset)
 
 
-def _merge(old: Sequence[PatchRecord], new: Sequence[PatchRecord]) -> list[PatchRecord]:
-    merged = {r.site: r for r in [*old, *new]}
-    return sorted(merged.values(), key=lambda r: r.offset)
-
 
 def _instrs(code: types.CodeType) -> Any:
     from bytecode import Bytecode
 
     return Bytecode.from_code(code)
 
-
-def _instrs_dis(code: types.CodeType) -> Any:
-    import dis
-
-    return dis.get_instructions(code)
 
 
 _DEFAULT: list[Healer] = []
@@ -702,4 +594,4 @@ def disabled() -> bool:
 
 
 
-__all__ = ["Healer", "HealResult", "default_healer", "disabled", "describe_exception"]
+__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception"]

@@ -28,10 +28,12 @@ mode; without ``--heal`` in prod, :meth:`~codesuture.runtime.session.Session.hea
 logs what it would patch, so nothing is replayed. An exception is offered to the healer
 once, whichever hooks it passes through.
 
-Cost: nothing is imported to install a hook. Modules already imported are patched at
-once; the others when the program imports them, through a ``sys.meta_path`` finder
-that answers only for those few names (one set lookup for every other import) and
-wraps the real loader's ``exec_module``. On the healthy path, an ``http.server``
+Cost: this module is imported only with the first module it patches
+(:mod:`codesuture.runtime.hookfinder` arms it at start-up), and nothing is imported to
+install a hook. Modules already imported are patched at once; the others when the
+program imports them, through a ``sys.meta_path`` finder that answers only for those
+few names (one set lookup for every other import) and wraps the real loader's
+``exec_module``. On the healthy path, an ``http.server``
 request pays one extra call (the ``parse_request`` wrapper binds the two instance
 attributes, about 1 µs) besides the unit of work of ``wrap_handler_method``; threads,
 executors and event loops pay nothing (their hooks sit on error paths only). Nothing
@@ -146,6 +148,12 @@ def _hooked(owner: Any, name: str) -> Any:
     """``owner.name`` as defined on *owner*, or None when CodeSuture wrapped it already."""
     original = owner.__dict__[name]
     return None if getattr(original, "__codesuture__", False) else original
+
+
+def find_spec(fullname: str, path: Any = None, target: Any = None) -> Any:
+    """What the hooks' post-import finder answers for *fullname* (the hand-over from
+    :mod:`codesuture.runtime.hookfinder` at the first import of a hooked module)."""
+    return _PostImport().find_spec(fullname, path, target)
 
 
 # ---------------------------------------------------------------------- post-import
@@ -403,4 +411,4 @@ _PATCHERS.update({
     "asyncio.base_events": _asyncio,
 })
 
-__all__ = ["install", "heal", "INSTALLED"]
+__all__ = ["install", "heal", "find_spec", "INSTALLED"]

@@ -3,7 +3,7 @@
 Two triggers, both off the healthy path (``docs/governance.md``):
 
 * a signal (setting ``kill_signal``, default ``SIGUSR2``; ``off``: none), armed at
-  start-up by :func:`codesuture.runtime.fleet.start` without importing this module
+  start-up by :func:`codesuture.runtime.session.arm_kill_switch` without importing this module
   (main thread only; a Python handler found in place is chained after ours). An app
   that installs its own handler later replaces ours: then use the file;
 * a control file (setting ``kill_file``): a daemon thread looks for it every

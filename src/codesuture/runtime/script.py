@@ -8,14 +8,12 @@ whole script in a fresh ``__main__`` namespace with the patched code; modules al
 imported stay imported (their functions were patched in place).
 """
 
-from __future__ import annotations
-
 import builtins
 import os
 import sys
 import types
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # and no `from __future__` import: one module less to load on every start
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
     from typing import Any, Callable
 
@@ -30,8 +28,8 @@ class Target:
 
     __slots__ = ("path", "argv", "spec", "path0", "source")
 
-    def __init__(self, path: str, argv: list[str], spec: Any = None, path0: str | None = None,
-                 source: bytes | None = None) -> None:
+    def __init__(self, path: str, argv: "list[str]", spec: "Any" = None, path0: "str | None" = None,
+                 source: "bytes | None" = None) -> None:
         self.path, self.argv, self.spec, self.path0, self.source = path, argv, spec, path0, source
 
     @property
@@ -111,7 +109,7 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _trim(tb: types.TracebackType | None) -> types.TracebackType | None:
+def _trim(tb: "types.TracebackType | None") -> "types.TracebackType | None":
     """Drop CodeSuture's own frames from the head of a traceback, as Python's runner
     shows only the script's frames."""
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PKG_DIR + os.sep):
@@ -125,13 +123,13 @@ def report(exc: BaseException) -> None:
     sys.excepthook(type(exc), exc.with_traceback(tb), tb)
 
 
-def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: Any, app_root: str) -> types.CodeType:
+def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: "Any", app_root: str) -> "types.CodeType":
     """The script's module code: its admitted overlay when one applies, else the
     compiled source. Its store key comes from its path relative to *app_root* (see
     :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
     cannot be read, SyntaxError as Python would."""
-    source = target.read()
     if index and target.on_disk:
+        source = target.read()
         from codesuture.overlay.names import main_key, script_origin
 
         origin = script_origin(target.path, app_root)
@@ -145,10 +143,27 @@ def main_code_for(target: Target, index: dict[str, list[Any]] | None, policy: An
                 return found.code
         else:
             _near_miss(index, origin, key)
-    return compile(source, target.path, "exec", dont_inherit=True)
+    if target.on_disk:
+        return _cached_code(target.path)
+    return compile(target.read(), target.path, "exec", dont_inherit=True)
 
 
-def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
+def _cached_code(path: str) -> "types.CodeType":
+    """The module code of the source file *path*, through its bytecode cache (PEP 3147:
+    ``__pycache__``, or ``sys.pycache_prefix``; written unless ``sys.dont_write_bytecode``),
+    as every imported module's: the builtin :func:`compile` would build the ``ast``
+    module's 100-odd node classes on every start (``PyAST_Check``), the largest part of
+    a start-up's cost. ``importlib.machinery`` is loaded already (``runpy`` imports it).
+    Raises OSError when the file cannot be read, SyntaxError as Python would."""
+    from importlib.machinery import SourceFileLoader
+
+    code = SourceFileLoader("__main__", path).get_code("__main__")
+    if code is None:  # pragma: no cover - a source loader always has code
+        raise OSError(f"no code for {path}")
+    return code
+
+
+def _near_miss(index: "dict[str, list[Any]]", origin: str, key: str) -> None:
     """Log when the store has an overlay for a script of the same name at another path
     relative to the app root (a different app root here, or a moved script)."""
     from codesuture.logs import logger
@@ -174,18 +189,16 @@ def _near_miss(index: dict[str, list[Any]], origin: str, key: str) -> None:
 def run(
     target: Target,
     *,
-    heal: Callable[[BaseException, types.CodeType, str], Any] | None = None,
+    heal: "Callable[[BaseException, types.CodeType, str], Any] | None" = None,
     retries: int = 16,
-    index: dict[str, list[Any]] | None = None,
-    policy: Any = None,
+    index: "dict[str, list[Any]] | None" = None,
+    policy: "Any" = None,
     app_root: str | None = None,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
     while each heal makes progress, at most *retries* times (0: heal, never replay; see
     :mod:`codesuture.runtime.replay`). Returns the exit code: the program's, 1 after an
     unhandled exception, 130 after Ctrl-C."""
-    from codesuture.settings import EXIT_INTERRUPTED
-
     sys.argv[:] = target.argv
     script_dir = os.path.dirname(os.path.abspath(target.path))
     if target.path0 is not None:
@@ -193,10 +206,12 @@ def run(
             sys.path[0] = target.path0
         else:
             sys.path.insert(0, target.path0)
-    code = main_code_for(target, index, policy, app_root or script_dir)
-    from codesuture.runtime.replay import Replays
-
-    replays = Replays(retries)
+    try:
+        code = main_code_for(target, index, policy, app_root or script_dir)
+    except SyntaxError as exc:  # as python prints it: no traceback of the runner's frames
+        sys.excepthook(type(exc), exc.with_traceback(None), None)
+        return 1
+    replays: "Any" = None  # made on the first crash (runtime/replay.py)
     while True:
         module = types.ModuleType("__main__")
         module.__dict__.update(
@@ -215,10 +230,16 @@ def run(
         except SystemExit as exc:
             return _exit_code(exc)
         except KeyboardInterrupt as exc:
+            from codesuture.settings import EXIT_INTERRUPTED
+
             report(exc)
             return EXIT_INTERRUPTED
         except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
             result = heal(exc, code, target.path) if heal is not None else None
+            if result is not None and replays is None:
+                from codesuture.runtime.replay import Replays
+
+                replays = Replays(retries)
             if result is None or not replays.allow(result):
                 report(exc)
                 return 1

@@ -1,12 +1,14 @@
 """CodeSuture in one process: what boot, ``codesuture run`` and the start-up hook of
 spawned workers set up before the program runs (the store and its finder, the
-healer, process-wide crash hooks, the fleet watcher), and the session summary.
+healer, process-wide crash hooks, the kill switch's signal, the fleet watcher), and
+the session summary.
 
 Kept import-light: nothing heavy is imported before a store, a crash or an overlay
-needs it.
+needs it. A start without a store imports this module and nothing else of the
+runtime but :mod:`codesuture.runtime.hookfinder` (the crash hooks themselves are
+imported with the first module they patch, the healer on the first crash, the fleet
+watcher with a store); no ``from __future__`` import.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -24,13 +26,13 @@ class Session:
 
     __slots__ = ("settings", "finder", "healer", "verbose")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: "Settings") -> None:
         self.settings = settings
         self.finder: Any = None
         self.healer: Any = None
         self.verbose = 0
 
-    def heal(self, exc: BaseException, main_code: Any = None, main_path: str | None = None) -> Any:
+    def heal(self, exc: BaseException, main_code: "Any" = None, main_path: "str | None" = None) -> "Any":
         """Heal *exc* (the healer, and ``bytecode`` with it, are imported on the first
         crash). Never raises: returns the heal result or None."""
         if self.healer is None:
@@ -46,24 +48,80 @@ class Session:
         return self.healer.heal(exc, main_code, main_path)
 
 
-def activate(s: Settings) -> tuple[bool, Session]:
+def activate(s: "Settings") -> "tuple[bool, Session]":
     """Set CodeSuture up in this process as *s* says, without running anything: the
     store and its finder, the process-wide crash hooks (when healing or in prod, see
-    :mod:`codesuture.runtime.hooks`) and the fleet watcher (:mod:`codesuture.runtime.fleet`).
-    Returns ``(store usable, session)``; never raises for a bad store (logged)."""
+    :mod:`codesuture.runtime.hooks`: armed by :mod:`codesuture.runtime.hookfinder`),
+    the kill switch (:func:`arm_kill_switch`) and, with a store, the fleet watcher
+    (:mod:`codesuture.runtime.fleet`). Returns ``(store usable, session)``; never
+    raises for a bad store (logged)."""
     session = Session(s)
     usable = open_store(s, session)
     if s.heal or s.prod:
-        from codesuture.runtime import hooks
+        from codesuture.runtime import hookfinder
 
-        hooks.install(session)
-    from codesuture.runtime import fleet
+        hookfinder.install(session)
+    arm_kill_switch(session)
+    if s.overlays is not None:  # no store, no watcher (fleet.folder_store): not even its import
+        from codesuture.runtime import fleet
 
-    fleet.start(session)
+        if getattr(s, "is_oci", False):
+            from codesuture.runtime.fleet_registry import RegistryWatcher
+
+            fleet.start(session, RegistryWatcher)
+        else:
+            fleet.start(session)
     return usable, session
 
 
-def summary(session: Session, default_store: str | None = None) -> str | None:
+#: ``(signal number, the handler found in place, session)`` once the kill signal is armed.
+_KILL_SIGNAL: "list[Any]" = []
+
+
+def arm_kill_switch(session: Session) -> None:
+    """Arm the kill switch (:mod:`codesuture.runtime.killswitch`, imported only when it
+    goes off or a kill file is configured: start-up cost unchanged). The handler of
+    ``kill_signal`` goes in from the main thread only; a handler found in place is
+    chained. Never raises."""
+    try:
+        s = session.settings
+        name = getattr(s, "kill_signal", "off") or "off"
+        if name != "off" and not _KILL_SIGNAL:
+            import _signal  # type: ignore[import-not-found]  # builtin: `signal` would import enum
+
+            signum = int(name) if name.isdigit() else getattr(_signal, name)
+            previous = _signal.getsignal(signum)
+            _signal.signal(signum, _on_kill_signal)  # ValueError outside the main thread
+            _KILL_SIGNAL[:] = [signum, previous, session]
+        if getattr(s, "kill_file", None):
+            from codesuture.runtime import killswitch
+
+            killswitch.install(session)
+    except Exception as exc:  # noqa: BLE001 - contained (rule 7)
+        from codesuture.logs import logger
+
+        logger("codesuture.fleet").info("kill switch signal %s not armed: %r",
+                                        getattr(session.settings, "kill_signal", "?"), exc)
+
+
+def _on_kill_signal(signum: int, frame: "Any") -> None:
+    """The kill signal: the kill switch goes off on a new thread (no lock, no import,
+    no logging here); then the handler that was in place runs."""
+    import _thread
+
+    _thread.start_new_thread(_kill, (f"signal {signum}", _KILL_SIGNAL[2] if _KILL_SIGNAL else None))
+    previous = _KILL_SIGNAL[1] if _KILL_SIGNAL else None
+    if callable(previous):
+        previous(signum, frame)
+
+
+def _kill(reason: str, session: "Any") -> None:
+    from codesuture.runtime import killswitch
+
+    killswitch.trigger(reason, session=session, wait=True)
+
+
+def summary(session: Session, default_store: "str | None" = None) -> "str | None":
     """The one-line session summary, or None when nothing was patched or loaded."""
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
     LOADED = getattr(resolve, "LOADED", {})
@@ -83,7 +141,7 @@ def summary(session: Session, default_store: str | None = None) -> str | None:
     return line
 
 
-def open_store(s: Settings, session: Session) -> bool:
+def open_store(s: "Settings", session: Session) -> bool:
     """Install the finder for the configured store, if any. Returns False when a store
     or trust root was configured but cannot be used (each reason logged once)."""
     from codesuture.logs import logger
@@ -100,10 +158,21 @@ def open_store(s: Settings, session: Session) -> bool:
             log.error("--require-overlays: no overlay store is configured")
             return False
         return True
+    location = s.overlays
+    if getattr(s, "is_oci", False):  # a registry: the host cache's verified bundle (runtime/fleet_registry.py)
+        from codesuture.runtime.fleet_registry import bundle_at_start
+
+        pulled = bundle_at_start(s)
+        if pulled is None:
+            if s.require_overlays:
+                log.error("--require-overlays: no verified bundle of %s on this host", s.overlays)
+                return False
+            return True
+        location = pulled
     from codesuture.store.kinds import open_store as open_
 
-    store = open_(s.overlays)
-    if os.path.lexists(s.overlays) and not store.exists():
+    store = open_(location)
+    if os.path.lexists(location) and not store.exists():
         log.warning("overlay store %s (%s) is neither a folder nor a bundle file: running without overlays",
                     s.overlays, s.source("overlays"))
         if s.require_overlays:
@@ -143,4 +212,4 @@ def open_store(s: Settings, session: Session) -> bool:
     return True
 
 
-__all__ = ["Session", "activate", "open_store", "summary"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary"]

@@ -8,7 +8,7 @@ atomically, with fixed timestamps and regular-file modes, so the same folder giv
 same bundle bytes.
 
 With ``--sbom`` the bundle also carries ``sbom.cdx.json``, the CycloneDX SBOM of exactly
-the overlays in it (:mod:`codesuture.review.sbom`, made from the bundle's own members).
+the overlays in it (:mod:`codesuture.ship.sbom`, made from the bundle's own members).
 That member is **not signed and not pinned** by the signed set: the set's format pins
 overlay files only, and a bundle without it stays a bundle any loader admits. The
 loader and ``bundle verify`` ignore it (it never decides what loads); ``codesuture sbom
@@ -117,7 +117,7 @@ def _sbom_of(bundle: bytes, output: str | os.PathLike[str]) -> bytes:
     loader would (a temporary file beside *output*)."""
     import tempfile
 
-    from codesuture.review.sbom import render
+    from codesuture.ship.sbom import render
     from codesuture.store.bundle import BundleStore
 
     fd, tmp = tempfile.mkstemp(prefix=".sbom-", suffix=".zip", dir=os.path.dirname(os.path.abspath(output)))

@@ -21,7 +21,7 @@ Tiers (``docs/governance.md``): signing a *proposal* (tier ``propose``, as the h
 writes into the pending directory) approves it: its sidecar, Statement and set entry
 say ``auto`` from then on, the only tier the loader loads. An ``observe`` overlay (an
 automatic rollback's record for review) is never signed. ``SignOptions.activation``:
-canary conditions (:mod:`codesuture.runtime.canary`) written into each Statement and
+canary conditions (:mod:`codesuture.trust.canary`) written into each Statement and
 set entry. Results are data (:class:`SignResult`); nothing is printed.
 """
 
@@ -68,7 +68,7 @@ class SignOptions:
     host signed or saw). ``now``: epoch seconds. ``set_version``: the folder's set
     version (default: one above the existing set's and above what the host recorded).
     ``activation``: canary activation conditions for every overlay signed
-    (:func:`codesuture.runtime.canary.options`), or None. ``require_evidence``: refuse
+    (:func:`codesuture.trust.canary.options`), or None. ``require_evidence``: refuse
     an overlay with a patch that lacks a passing repro proof (:func:`evidence_problem`)."""
 
     ttl_seconds: float | None = None
@@ -198,7 +198,7 @@ def write_envelope(overlay: str, data: bytes, sidecar: bytes, meta: OverlayMeta,
 
     statement = build_statement(meta, os.path.basename(overlay), data, ttl_seconds, now=now, overlay_set=set_name)
     if activation:
-        from codesuture.runtime.canary import check, with_activation
+        from codesuture.trust.canary import check, with_activation
 
         activation = check(dict(activation))
         statement = with_activation(statement, activation)
@@ -432,7 +432,7 @@ def sign_sigstore(
                 sidecar, meta = _approve(overlay, sidecar, meta)
                 statement = build_statement(meta, os.path.basename(overlay), data, options.ttl_seconds, now=options.now)
                 if options.activation:
-                    from codesuture.runtime.canary import with_activation
+                    from codesuture.trust.canary import with_activation
 
                     statement = with_activation(statement, options.activation)
                 out = atomic_write(_sibling(overlay, SIGSTORE_SUFFIX), ss.sign_statement(statement, token, ctx))

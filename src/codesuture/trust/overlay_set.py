@@ -13,7 +13,7 @@ SHA-256, and whose predicate (type :data:`PREDICATE_TYPE`) is::
                              "magic": ..., "expiresAt": ..., "tier": ...,
                              "files": ["<stem>.overlay", "<stem>.json", "<stem>.dsse.json"],
                              "package": {"name": ..., "version": ...},      (optional)
-                             "activation": {"percent": 30, "env": {...}}}}}  (optional, see runtime.canary)
+                             "activation": {"percent": 30, "env": {...}}}}}  (optional, see trust.canary)
 
 It is the truth of a store, like TUF's snapshot metadata: the loader admits only an
 overlay the set lists, and only when every file the set pins for it is present with
@@ -93,7 +93,7 @@ def build_set_statement(
         entries[stem] = {**{f: str(fields[f]) for f in OVERLAY_FIELDS}, "files": sorted(files)}
         if fields.get("package"):  # the distribution that owns the module (see overlay.model)
             entries[stem]["package"] = dict(fields["package"])
-        if fields.get("activation"):  # canary conditions (codesuture.runtime.canary)
+        if fields.get("activation"):  # canary conditions (codesuture.trust.canary)
             entries[stem]["activation"] = dict(fields["activation"])
     statement = {
         "_type": STATEMENT_TYPE,
@@ -161,7 +161,7 @@ def parse_set_statement(payload: bytes, keyid: str, where: object) -> VerifiedSe
         if package is not None:
             entries[stem]["package"] = package
         if info.get("activation") is not None:
-            from codesuture.runtime.canary import check
+            from codesuture.trust.canary import check
 
             try:
                 entries[stem]["activation"] = check(info["activation"])

@@ -25,7 +25,7 @@ step  check                                                       refusal (one l
       signed or not; ``codesuture sign`` approves a proposal)
 8     the module is allowed (settings ``allow``/``deny``)          denied by the settings
 9     canary conditions of a signed overlay select this process    skipped (one INFO line), see
-      (:mod:`codesuture.runtime.canary`; the loader only)          :mod:`codesuture.runtime.canary`
+      (:mod:`codesuture.trust.canary`; the loader only)          :mod:`codesuture.trust.canary`
 ====  ==========================================================  ====================================
 
 The loader then checks the header's magic number, the source SHA-256 against the
@@ -385,8 +385,8 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
         denied = _module_denied(meta.module, policy)
         if denied:
             raise _refuse(entry, denied)
-    if activation is not None and policy.activate:  # step 9 (codesuture.runtime.canary)
-        from codesuture.runtime.canary import selects
+    if activation is not None and policy.activate:  # step 9 (codesuture.trust.canary)
+        from codesuture.trust.canary import selects
 
         why = selects(activation)
         if why is not None:
@@ -439,7 +439,7 @@ def _activation(entry: Any, payload: bytes) -> Any:
     """The canary conditions of a verified Statement, or None (refused when malformed)."""
     if b'"activation"' not in payload:
         return None
-    from codesuture.runtime.canary import from_statement
+    from codesuture.trust.canary import from_statement
 
     try:
         return from_statement(payload)

@@ -102,7 +102,7 @@ def normalize(name: str, version: str) -> tuple[str, str]:
 
 def _overlays(store: Any, entries: Iterable[Any], keys_dir: str | None) -> list[_Overlay]:
     from codesuture.overlay.names import OVERLAY_SUFFIX
-    from codesuture.review.explain import signed_meta
+    from codesuture.ship.metadata import signed_meta
 
     out = []
     for entry in sorted(entries, key=lambda e: e.name):
