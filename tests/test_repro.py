@@ -39,22 +39,24 @@ class Item:
         self.name, self.price = name, price
 
 
-def total(items, discount=None):
+def total(items, discount=None, bonus=0):
     s = 0
     for it in items:
         s += it.price
-    return s - discount.amount
+    return s - discount.amount + bonus
 """
 
 MAIN = """
 from shop.prices import Item, total
-print("RESULT", total([Item("a", 2), Item("b", 3)], None))
+print("RESULT", total([Item("a", 2), Item("b", 3)], None, None))
 """
 
 
 def make_shop(root: Path) -> Path:
     """An app (pyproject.toml, package shop, main.py) whose run crashes twice in
-    shop.prices.total: ``discount.amount`` on None, then ``s - None``."""
+    shop.prices.total: ``discount.amount`` on None, then ``+ bonus`` with bonus None
+    (the first guard yields 0, typed by its use in ``s - ...``, so the second crash is a
+    separate site reached only once the first is patched)."""
     write(root / "pyproject.toml", "[project]\nname = 'shop'\n")
     write(root / "shop" / "__init__.py", "")
     write(root / "shop" / "prices.py", PRICES)
@@ -135,7 +137,7 @@ def test_repro_proof_is_signed_and_required(shop, keypair):
         assert proof["test_sha256"] == digests[proof["test"]]
         assert proof["overlay_sha256"] == hashlib.sha256(overlay.read_bytes()).hexdigest()
         assert proof["interpreter"]["cache_tag"] == TAG
-    # the second patch (s - None) is only reached once the first is patched: its
+    # the second patch (+ None) is only reached once the first is patched: its
     # "without" run is the store minus that patch, and says so
     assert sorted(p["without"].split(" (")[0] for p in proofs) == ["raised AttributeError", "raised TypeError"], proofs
     assert any("store minus this patch" in p["without"] for p in proofs)
