@@ -7,7 +7,7 @@ For every server the same story is checked:
 
 * a healthy GET gets its response without ``X-CodeSuture``;
 * the first crashing GET is healed and replayed within the request: 200 with the view's
-  normal body and ``X-CodeSuture: guards=1; guard=key_guard; site=shop:<line>; replayed=1``;
+  normal body and ``X-CodeSuture: guards=1; replayed=1`` (counts only: the site is no client's business);
 * the next one runs the patched code: 200, the header without ``replayed`` (the guard
   still yields its default for that key), and the healthy GET still has no header;
 * a POST whose handler inserts a sqlite row and then crashes is never replayed: the row
@@ -388,7 +388,7 @@ def check_story(site: dict, port: int, *, raw: bool = False) -> None:
     """The story of the module docstring against the server on *port* (*raw*: the raw
     WSGI app, which has no handlers of its own; its first crash is read byte by byte)."""
     log = site["dir"] / "server.log"
-    degraded = f"guards=1; guard=key_guard; site=shop:{site['line']['lookup']}"
+    degraded = "guards=1"
 
     healthy = request(port, "GET", "/item/bolt")
     assert (healthy.status, healthy.json(), healthy.header) == (200, {"name": "bolt", "qty": 3}, None), healthy
@@ -422,7 +422,7 @@ def check_story(site: dict, port: int, *, raw: bool = False) -> None:
     after = request(port, "POST", "/order/nut")  # the next POST runs the patched code
     assert after.status == 200, f"{after}\n{log.read_text()}"
     assert after.json() == {"name": "nut", "qty": MISSING}
-    assert after.header == f"guards=1; guard=key_guard; site=shop:{site['line']['record']}", after
+    assert after.header == "guards=1", after
     assert rows(site, "nut") == 2
 
     written = overlays_in(site["overlays"])
@@ -450,7 +450,7 @@ def check_well_formed_replay(site: dict, port: int) -> None:
     names = [line.split(":", 1)[0].lower() for line in lines[1:]]
     assert names.count("x-app") == 1 and names.count("content-type") == 1, data
     assert names.count("x-codesuture") == 1, data
-    assert f"X-CodeSuture: guards=1; guard=key_guard; site=shop:{site['line']['lookup']}; replayed=1".encode() in head, data
+    assert "X-CodeSuture: guards=1; replayed=1" in lines, data
     assert json.loads(body) == {"name": "nut", "qty": MISSING}
     assert b"already" not in data
 
@@ -487,7 +487,7 @@ def test_django_under_gunicorn(site: dict) -> None:
         rendered = request(port, "GET", "/label/nut")
         assert rendered.status == 200, f"{rendered}\n{(site['dir'] / 'server.log').read_text()}"
         assert rendered.body == ("label: []" if TYPED else "label: [None]")
-        assert rendered.header == f"guards=1; guard=key_guard; site=shop:{site['line']['label']}; replayed=1"
+        assert rendered.header == "guards=1; replayed=1"
 
 
 # --------------------------------------------------------------------------- FastAPI
@@ -592,7 +592,7 @@ def test_flask_catch_all_handler_before_request_and_flask_own_errors(tmp_path: P
         assert (r := request(port, "GET", "/price/bolt")).status == 200 and r.header is None, r
         r = request(port, "GET", "/price/nut")
         assert r.status == 200 and r.header is not None and r.header.endswith("; replayed=1"), r
-        assert r.header.startswith("guards=1; guard=key_guard; site=" + name), r
+        assert r.header == "guards=1; replayed=1", r
 
         assert (r := request(port, "GET", "/me?u=ann")).json() == {"user": "Ann"} and r.header is None, r
         r = request(port, "GET", "/me?u=zed")  # before_request crashed: healed, the request replayed

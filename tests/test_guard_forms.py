@@ -39,8 +39,8 @@ def test_method_and_operand_forms(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "RESULT [] 0  12 3"
-    assert "null_guard/method on `x.keys` (yields ()" in r.stderr
-    assert "null_guard/method on `x.strip` (yields the empty value from method name, else None" in r.stderr
+    assert "null_guard/method on `x.keys` -> yields ()" in r.stderr
+    assert "null_guard/method on `x.strip` -> yields the empty value from method name, else None" in r.stderr
     assert "null_guard/operand on `total += r.get(\"n\")`" in r.stderr
     b = subprocess.run([sys.executable, "-m", "codesuture.boot", "--overlays", str(ov), "--no-heal", str(script)],
                        capture_output=True, text=True)

@@ -175,7 +175,7 @@ def _expected_key(ctx: str, script: Path) -> str:
 
 
 def _patched_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("codesuture: patched ")]
+    return [line for line in stderr.splitlines() if line.startswith("codesuture: WARNING patched ")]
 
 
 def check_heal_and_boot(case: Case, ctx: str, tmp_path: Path, python: str) -> None:
@@ -196,7 +196,7 @@ def check_heal_and_boot(case: Case, ctx: str, tmp_path: Path, python: str) -> No
     module = {"helper_module": "apphelper", "site_packages": "sutpkg.guards"}.get(ctx, "__main__")
     patched = _patched_lines(healed.stderr)
     assert len(patched) == 1, str(healed)
-    assert patched[0].startswith(f"codesuture: patched {module}:"), str(healed)
+    assert patched[0].startswith(f"codesuture: WARNING patched {module}:"), str(healed)
     assert re.search(rf": {case.guard}(/\w+)? on `", patched[0]), str(healed)
 
     key = _expected_key(ctx, script)

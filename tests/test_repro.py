@@ -243,7 +243,7 @@ def test_program_repro_for_script_functions_and_unpicklable_arguments(tmp_path):
     assert r.stdout.count("proved ") == 2 and "NOT proved" not in r.stdout, str(r)
     withouts = sorted(p["evidence"]["proof"]["without"] for m in store.glob("*.json")
                       if not m.name.endswith(".dsse.json") for p in json.loads(m.read_text())["patches"])
-    assert withouts == ["raised KeyError (the original)"] * 2
+    assert withouts == ["raised KeyError (the original) with the store minus this patch"] * 2
 
 
 # --- capture rules: redaction, size cap, values pickle refuses ----------------------------

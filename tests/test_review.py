@@ -62,7 +62,7 @@ def test_explain_function_filter_and_folder(healed):
     (doc,) = json.loads(r.stdout)
     assert [p["qualname"] for p in doc["patches"]] == ["supplier_name"]
     none = cli("explain", "--function", "no_such_function", ov, cwd=ov)
-    assert none.returncode == 0 and "no overlays with patches of no_such_function" in none.stdout, str(none)
+    assert none.returncode == 1 and "no overlays with patches of no_such_function" in none.stderr, str(none)
 
 
 def test_explain_missing_metadata_is_one_clear_error(healed):
@@ -89,11 +89,12 @@ def test_audit_ok_then_stale(healed):
 
 
 def test_audit_without_the_source_says_where_it_looked(healed, tmp_path):
-    _, ov = healed
+    app, ov = healed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    shutil.move(str(app), str(tmp_path / "moved"))  # the app root the heal recorded is gone
     r = cli("audit", ov, cwd=elsewhere)
-    assert r.stdout.startswith("source not found"), str(r)
+    assert r.returncode == 1 and r.stdout.startswith("source not found"), str(r)
     assert "app:stock.py is not found here" in r.stdout and "--app-root" in r.stdout, str(r)
 
 
@@ -159,10 +160,11 @@ def test_rollback_one_function_then_all(healed):
 
 
 def test_rollback_some_patches_without_the_source_is_refused(healed, tmp_path):
-    _, ov = healed
+    app, ov = healed
     before = snapshot(ov)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    shutil.move(str(app), str(tmp_path / "moved"))  # the app root the heal recorded is gone
     r = cli("rollback", "--function", "supplier_name", ov, cwd=elsewhere)
     assert r.returncode == 1 and "roll back the whole overlay" in r.stderr, str(r)
     assert snapshot(ov) == before

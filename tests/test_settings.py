@@ -28,9 +28,10 @@ def app(tmp_path: Path) -> Path:
     return root
 
 
-def load(flags: dict | None = None, env: dict | None = None, start: Path | None = None, command: str = "boot"):
+def load(flags: dict | None = None, env: dict | None = None, start: Path | None = None, command: str = "boot",
+         store_dir: str | None = None):
     return settings.load(flags or {}, {**BASE_ENV, **(env or {})}, start_dir=str(start) if start else None,
-                         command=command)
+                         command=command, store_dir=store_dir)
 
 
 # --- strict parsing ---------------------------------------------------------------------
@@ -227,9 +228,10 @@ def test_pyproject_without_the_table_costs_no_tomllib_import(app: Path) -> None:
 def test_dev_is_the_default(app: Path) -> None:
     s = load(start=app)
     assert (s.mode, s.heal, s.require_signed, s.overlays, s.pending) == ("dev", True, False, None, None)
-    r = load(start=app, command="run")
-    assert r.mode == "dev" and r.overlays == os.path.abspath("overlays")
-    assert r.pending == os.path.abspath("overlays") + ".pending"
+    r = load(start=app, command="run", store_dir=str(app))  # the directory first on sys.path (boot.Invocation)
+    assert r.mode == "dev" and r.overlays == str(app / "overlays")
+    assert r.pending == str(app / "overlays") + ".pending"
+    assert load(start=app, command="run").overlays is None  # no such directory (a zip app, -P): no default store
 
 
 @pytest.mark.parametrize("how", ["keys", "require_signed", "bundle"])
@@ -408,9 +410,10 @@ def test_boot_never_reads_overlays_of_the_current_directory(script: Path) -> Non
     r = _boot(script, "--no-heal", args=("crash",))
     assert r.returncode == 1 and r.stderr.rstrip().endswith("KeyError: 'x'"), str(r)
     assert not [ln for ln in r.stderr.splitlines() if ln.startswith("codesuture:")], str(r)
-    # Healing on (dev): healed live, nothing written anywhere.
+    # Healing on (dev): healed live, nothing written anywhere (so not replayed: a replay
+    # is a fresh run, which would have nothing to load).
     h = _boot(script, args=("crash",))
-    assert h.returncode == 0 and h.results() == ["RESULT None"], str(h)
+    assert h.returncode == 1 and "patched in this process only; not replayed" in h.stderr, str(h)
     assert snapshot(cwd / "overlays") == before
     assert sorted(p.name for p in cwd.iterdir()) == ["overlays", "switched.py"]
     # `codesuture run` does use ./overlays by default, and says so.

@@ -32,27 +32,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from codesuture.settings import Settings
 
 USAGE = (
-    "usage: python -m codesuture.boot [--mode dev|prod] [--overlays PATH|oci://HOST/REPO:TAG] [--keys DIR] [--require-signed] "
-    "[--require-overlays] [--heal | --no-heal] [--retries N] [--dry-run] [-v] [--help] "
-    "(script.py | app-folder | app.zip | -m module | -c code) [args...]"
+    "usage: python -m codesuture.boot [options] [--] (script.py | app-folder | app.zip | -m module | -c code) [args...]"
 )
-#: Options taking a value -> settings attribute.
-_VALUED = {
-    "--mode": "mode", "--overlays": "overlays", "--keys": "keys", "--retries": "retries", "--pending": "pending",
-    "--ttl": "ttl_days", "--state-dir": "state_dir", "--min-set-version": "min_set_version", "--config": "config",
-    "--control-flow": "control_flow", "--incidents": "incidents", "--poll": "poll", "--pull-timeout": "pull_timeout",
-    "--cache-dir": "cache_dir",
-}
-#: Flags -> (settings attribute, value).
-_FLAGS = {
-    "--require-signed": ("require_signed", True), "--require-overlays": ("require_overlays", True),
-    "--heal": ("heal", True), "--no-heal": ("heal", False), "--dry-run": ("dry_run", True),
-    "--record-messages": ("record_messages", True), "--shadow": ("shadow", True), "--plain-http": ("plain_http", True),
-}
+#: Command-line options that are not settings, besides -v/-q/-V/-h/--: flag -> (attribute, value).
+_EXTRA_FLAGS = {"--dry-run": ("dry_run", True)}
+
+
+def _options() -> "tuple[dict[str, str], dict[str, tuple[str, bool]]]":
+    """(option taking a value -> settings attribute, flag -> (attribute, value)), from
+    :data:`codesuture.settings.FIELDS`: every boolean setting with a flag ``--x`` also
+    takes ``--no-x``."""
+    from codesuture.settings import FIELDS
+
+    valued = {f.flag: f.name for f in FIELDS if f.flag and f.kind != "bool"}
+    flags = dict(_EXTRA_FLAGS)
+    for f in FIELDS:
+        if f.flag and f.kind == "bool":
+            flags[f.flag] = (f.name, True)
+            flags["--no-" + f.flag[2:]] = (f.name, False)
+    return valued, flags
 
 
 class UsageError(Exception):
-    pass
+    """A bad command line; an empty message asks for ``--help``, ``"--version"`` for the version."""
 
 
 class Invocation:
@@ -75,16 +77,41 @@ class Invocation:
         full = os.path.abspath(self.script)
         return full if os.path.isdir(full) else os.path.dirname(full)
 
+    def store_dir(self) -> str | None:
+        """Where ``codesuture run`` keeps its default store (``<here>/overlays``): the
+        directory Python puts first on ``sys.path`` for this launch form, the one place
+        plain python already trusts to import from. A script: its own directory (never
+        the current one); an app folder: the folder; ``-m`` and ``-c``: the current
+        directory, as Python imports from it there, unless ``-P``/``PYTHONSAFEPATH``;
+        a zip app: None (no default store)."""
+        if not self.script:
+            return None if sys.flags.safe_path else os.getcwd()
+        full = os.path.abspath(self.script)
+        if os.path.isdir(full):
+            return full
+        if os.path.isfile(full):
+            from codesuture.runtime.script import _is_zip
+
+            if _is_zip(full):
+                return None
+        return os.path.dirname(full)
+
 
 def parse(argv: "list[str]") -> Invocation:
     """Parse boot's command line (values are checked by :func:`codesuture.settings.load`).
-    Raises UsageError (an empty message for ``--help``)."""
+    ``--`` ends the options: the next argument is the script. Raises UsageError (an
+    empty message for ``--help``, ``--version`` for ``-V``/``--version``)."""
+    valued, flags = _options()
     inv = Invocation()
     i = 0
     while i < len(argv):
         a = argv[i]
         name, eq, value = a.partition("=")
-        if name in _VALUED or a in ("-m", "-c"):
+        if a == "--":
+            if i + 1 < len(argv):
+                inv.script, inv.args = argv[i + 1], argv[i + 2:]
+            break
+        if name in valued or a in ("-m", "-c"):
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError(f"{a} needs a value")
@@ -96,17 +123,21 @@ def parse(argv: "list[str]") -> Invocation:
             if a == "-c":
                 inv.code, inv.args = value, argv[i + 1 :]
                 break
-            inv.flags[_VALUED[name]] = value
-        elif a in _FLAGS:
-            attr, flag_value = _FLAGS[a]
+            inv.flags[valued[name]] = value
+        elif a in flags:
+            attr, flag_value = flags[a]
             inv.flags[attr] = flag_value
         elif a in ("-v", "--verbose"):
             inv.flags["verbose"] += 1
         elif a == "-vv":
             inv.flags["verbose"] += 2
+        elif a in ("-q", "--quiet"):
+            inv.flags["verbose"] = -1
         elif a in ("-h", "--help"):
             raise UsageError("")
-        elif a.startswith("-"):
+        elif a in ("-V", "--version"):
+            raise UsageError("--version")
+        elif a.startswith("-") and a != "-":
             raise UsageError(f"unknown option {a}")
         else:
             inv.script, inv.args = a, argv[i + 1 :]
@@ -117,11 +148,29 @@ def parse(argv: "list[str]") -> Invocation:
     return inv
 
 
-def _help(doc: "str | None" = None) -> str:
+def version() -> str:
+    """``codesuture X.Y.Z (Python A.B.C, /path/to/python)``."""
+    from codesuture import __version__
+
+    return f"codesuture {__version__} (Python {sys.version.split()[0]}, {sys.executable})"
+
+
+def _help(doc: "str | None" = None, prog: str = "python -m codesuture.boot") -> str:
     from codesuture.settings import help_text
 
-    text = (doc or __doc__ or "").strip().replace("``", "`")
-    return text + "\n\nSettings (flag, environment variable, config key):\n" + help_text()
+    return help_text(prog, doc if doc is not None else BOOT_DOC)
+
+
+#: What ``python -m codesuture.boot --help`` says before the option list.
+BOOT_DOC = """Install the overlay finder for the configured store (and, in dev mode, the healer),
+then run the target as __main__ like `python script.py` / `python -m module` would.
+Without a store setting no store is read: boot never reads ./overlays on its own.
+
+Modes: dev (heal live, write overlays) unless a trust root, --require-signed or a
+bundle makes it prod (load verified overlays only; a crash is logged as one line with
+what would have been patched; --heal heals live and proposes the patch in the pending
+directory). CODESUTURE_DISABLE=1 turns everything off: the target runs as with plain
+python."""
 
 
 def _target(inv: Invocation) -> "Any":
@@ -149,20 +198,26 @@ def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.bo
     replaces this module's docstring in ``--help``."""
     from codesuture import settings
 
+    shown = prog if " " in prog else f"python -m {prog}"
     try:
         inv = parse(argv)
     except UsageError as exc:
         if not str(exc):
-            print(_help(doc))
+            print(_help(doc, shown))
+            return 0
+        if str(exc) == "--version":
+            print(version())
             return 0
         print(f"{prog}: {exc}", file=sys.stderr)
-        print(USAGE.replace("python -m codesuture.boot", prog if " " in prog else f"python -m {prog}"), file=sys.stderr)
+        print(USAGE.replace("python -m codesuture.boot", shown), file=sys.stderr)
+        print(f"Try '{shown} --help' for every option.", file=sys.stderr)
         return settings.EXIT_USAGE
     try:
         if settings.disabled():
             target = _target(inv)
             return 1 if target is None else (None, target)
-        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command)
+        s = settings.load(inv.flags, os.environ, start_dir=inv.start_dir(), command=command,
+                          store_dir=inv.store_dir() if command == "run" else None)
     except Exception as exc:
         from codesuture.errors import ConfigError  # imported only when a setting is invalid
 
@@ -172,7 +227,7 @@ def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.bo
         return settings.EXIT_USAGE
     from codesuture import logs
 
-    logs.request(30 if not s.verbose else 20 if s.verbose == 1 else 10)  # logging levels
+    logs.request(logs.level_for(s.verbose))
     s.export()
     target = _target(inv)
     if target is None:
@@ -197,7 +252,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     code, session = start(s, target)
     line = summary(session)
-    if line:
+    if line and s.verbose >= 0:
         print(line, file=sys.stderr)
     return code
 
@@ -207,21 +262,32 @@ def main(argv: "list[str] | None" = None) -> int:
 _AUTOSTART_ENV = "CODESUTURE_AUTOSTART"
 
 
-def start(s: "Settings", target: "Any") -> "tuple[int, Any]":
+def start(s: "Settings", target: "Any", carry: "Any" = None) -> "tuple[int, Any]":
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
-    and run *target*. Returns ``(exit code, session)``."""
+    and run *target*. *carry(session)*: the patch lines a replay hands on (``codesuture
+    run``'s report). Returns ``(exit code, session)``."""
     from codesuture import settings
     from codesuture.runtime import script
-    from codesuture.runtime.session import activate
+    from codesuture.runtime.session import activate, killed
 
     os.environ[_AUTOSTART_ENV] = "1"  # autostart.arm(): processes started from here on activate too (the .pth hook)
     usable, session = activate(s)
+    if killed():  # the kill switch, with no exception: no overlay (not even __main__'s), no heal
+        return script.run(target), session
+    session.verbose = s.verbose
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
-    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
+    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run.
+    replay = s.replay if not s.prod else "never"
+    ignore = (s.overlays, s.pending, s.state_dir, s.incidents if s.incidents != "-" else None)
+    from codesuture.runtime.session import carried
+
+    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root,
+                      replay=replay, ignore=ignore,
+                      carry=lambda: carried(session, carry(session) if carry is not None else [])), session
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ EXIT_STORE_UNUSABLE = 78
 EXIT_INTERRUPTED = 130
 
 MODES = ("dev", "prod")
+#: When a run is replayed after a heal (``replay``): see :mod:`codesuture.runtime.effects`.
+REPLAY_MODES = ("auto", "always", "never")
 #: Parameter names whose values a repro capture never keeps, by default (``repro_redact``).
 REPRO_REDACT = ("*password*", "*passwd*", "*token*", "*secret*", "*key*", "*credential*", "*auth*", "*cookie*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -145,6 +147,13 @@ def parse_mode(name: str, value: object) -> str:
     return text
 
 
+def parse_replay(name: str, value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in REPLAY_MODES:
+        raise ConfigError(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
+    return text
+
+
 def parse_globs(name: str, value: object) -> tuple[str, ...]:
     """Module-name patterns (``fnmatch``): a TOML list of strings, or a comma-separated
     string. Raises ConfigError naming *name* for an empty pattern."""
@@ -203,73 +212,133 @@ def parse_oci(name: str, value: object) -> str:
         raise ConfigError(name, str(exc)) from None
 
 
+#: What the ``X-CodeSuture`` response header may say (``header``).
+HEADER_LEVELS = ("off", "counts", "full")
+
+
+def parse_header(name: str, value: object) -> str:
+    """``off``, ``counts`` or ``full`` (a boolean: off, or counts). Raises ConfigError naming *name*."""
+    text = str(value).strip().lower() if not isinstance(value, bool) else ("counts" if value else "off")
+    if text in HEADER_LEVELS:
+        return text
+    if text in _TRUE:
+        return "counts"
+    if text in _FALSE:
+        return "off"
+    raise _invalid(name, f"{value!r} is not a header level (use off, counts or full)")
+
+
 def parse_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _invalid(name, "is empty")
     return value.strip()
 
 
+_METAVARS = {"bool": "", "int": "N", "float": "SECONDS", "mode": "dev|prod", "path": "PATH", "globs": "GLOBS",
+             "sink": "FILE|-", "tiers": "RULES", "signal": "SIGNAL", "text": "TEXT", "header": "off|counts|full"}
+
+
 class Field:
     """One setting: its attribute name, flag, environment variable, config key,
     parser and help text."""
 
-    __slots__ = ("name", "flag", "env", "key", "kind", "help")
+    __slots__ = ("name", "flag", "env", "key", "kind", "help", "default", "_metavar")
 
-    def __init__(self, name: str, flag: str | None, kind: str, help: str, *, env: bool = True, key: bool = True) -> None:
+    def __init__(self, name: str, flag: str | None, kind: str, help: str, *, env: bool = True, key: bool = True,
+                 default: "str | None" = None, metavar: "str | None" = None) -> None:
         self.name = name
         self.flag = flag
         self.env = f"CODESUTURE_{name.upper()}" if env else None
         self.key = name if key else None
         self.kind = kind
         self.help = help
+        #: The default as ``--help`` and ``codesuture doctor`` state it (text).
+        self.default = default
+        self._metavar = metavar
+
+    @property
+    def metavar(self) -> str:
+        """What the flag's value looks like in ``--help`` (empty for a boolean flag)."""
+        return self._metavar if self._metavar is not None else _METAVARS.get(self.kind, self.kind.upper())
 
 
 #: Every setting, in the order ``--help`` lists them.
 FIELDS: tuple[Field, ...] = (
-    Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only); default: prod when keys, require_signed or a bundle is given"),
-    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci]) (codesuture run: default ./overlays; boot: none)"),
-    Field("keys", "--keys", "path", "trust root: a directory of public keys and revoked.json"),
-    Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay (default: on in prod)"),
-    Field("require_overlays", "--require-overlays", "bool", f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable"),
-    Field("min_set_version", "--min-set-version", "int", "refuse a signed overlay set older than this version (0: any)"),
-    Field("heal", "--heal", "bool", "heal crashes live (default: on in dev, off in prod; in prod new patches go to the pending directory)"),
-    Field("pending", "--pending", "path", "where patches made in prod, or beside a signed store, are proposed (default: <overlays>.pending)"),
-    Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay; default 16)"),
-    Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry; default 30)"),
-    Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata (default: type and a redacted message)"),
-    Field("control_flow", "--control-flow", "globs", "modules (fnmatch patterns, comma-separated) where a guard may decide control flow (default: none; such sites become proposals for review)"),
-    Field("incidents", "--incidents", "sink", "write every crash, heal, refusal, guard firing (rate-limited per site) and rollback as a JSON line to this file (appended, shared by processes), or - for standard error (default: off)"),
-    Field("incidents_max_bytes", None, "int", "size at which the incidents file is renamed to <file>.1 and a new one started (0: never; default 10485760)"),
-    Field("shadow", "--shadow", "bool", "shadow mode: warn (rate-limited) when a patched function returns a guard's default to its caller"),
-    Field("metrics", None, "bool", "count heals, refusals, guard firings and rollbacks with prometheus_client, and add OpenTelemetry span events, when installed (default: on)"),
-    Field("poll", "--poll", "float", "with an oci:// store: seconds between two looks at the tag (one manifest HEAD per host, whichever process is due; +-20% jitter; default 30)"),
-    Field("pull_timeout", "--pull-timeout", "float", "with an oci:// store: longest wait for the registry at start-up, in seconds, before the last verified bundle in the host cache is used (default 2)"),
-    Field("plain_http", "--plain-http", "bool", "with an oci:// store: talk plain HTTP to the registry (no TLS); a loopback registry (localhost, 127.0.0.1, ::1) is plain HTTP without it"),
-    Field("cache_dir", "--cache-dir", "path", "host cache of bundles pulled from a registry, content-addressed by manifest digest and shared by the host's processes (default <state_dir>/oci-cache)"),
-    Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays); default $XDG_STATE_HOME/codesuture"),
-    Field("tiers", None, "tiers", "ordered glob=tier rules on module names; tiers: observe, propose, auto (default auto)"),
-    Field("allow", None, "globs", "heal and load overlays only for these modules (default: all)"),
-    Field("deny", None, "globs", "never heal nor load overlays for these modules (the stdlib and CodeSuture always)"),
-    Field("max_patches_per_process", None, "int", "cap on new live patches per process, then observe (0: none)"),
-    Field("max_patches_per_module", None, "int", "cap on patched sites per module in a process, then observe (0: none)"),
-    Field("max_patches_per_hour", None, "int", "cap on patches created per hour in the store, then observe (0: none)"),
-    Field("rollback_after", None, "int", "revert a patch after N requests failed after its guard fired (0: never; default 3)"),
-    Field("kill_signal", None, "signal", "signal that reverts every live patch (default SIGUSR2; off: none)"),
-    Field("kill_file", None, "path", "file whose appearance reverts every live patch (default: none)"),
-    Field("repro", None, "bool", "capture the crashing call at heal time (arguments, interpreter and package versions, a script's argv) beside the overlay, for codesuture repro (default: off: arguments are users' data)"),
-    Field("repro_max_bytes", None, "int", "largest pickled arguments a repro capture keeps, in bytes (default 65536; larger ones are recorded as too large)"),
-    Field("repro_redact", None, "globs", "parameter and option names (fnmatch patterns, case-insensitive) whose values a repro capture never keeps (default: " + ",".join(REPRO_REDACT) + ")"),
-    Field("sigstore_identity", None, "text", "accept Sigstore-signed overlays for this certificate identity"),
-    Field("sigstore_issuer", None, "text", "... issued by this OIDC issuer"),
-    Field("sigstore_staging", None, "bool", "verify Sigstore bundles against the staging trust root"),
-    Field("disable", None, "bool", "kill switch: CodeSuture does nothing, the target runs as with plain python", key=False),
-    Field("config", "--config", "path", "config file to read instead of the app root's codesuture.toml / pyproject.toml", key=False),
+    Field("mode", "--mode", "mode", "dev (heal, write overlays) or prod (load verified overlays only)",
+          default="prod when keys, require_signed or a bundle is given, else dev"),
+    Field("overlays", "--overlays", "path", "overlay store: a directory, a bundle file, or a bundle in an OCI registry, oci://HOST[:PORT]/REPOSITORY:TAG (needs keys and codesuture[oci])",
+          default="codesuture run: overlays/ beside the script (the directory Python puts first on sys.path; never the current directory's for a script); boot: none (no store is read)"),
+    Field("keys", "--keys", "path", "trust root: a folder of public keys (*.pem) and revoked.json, or one public key file",
+          default="none (unsigned overlays load in dev)"),
+    Field("require_signed", "--require-signed", "bool", "refuse every unsigned overlay", default="on in prod, off in dev"),
+    Field("require_overlays", "--require-overlays", "bool",
+          f"exit {EXIT_STORE_UNUSABLE} at start-up when the store or trust root is missing or unusable", default="off"),
+    Field("min_set_version", "--min-set-version", "int", "refuse a signed overlay set older than this version (0: any)",
+          default="0"),
+    Field("heal", "--heal", "bool", "heal crashes live (in prod new patches go to the pending directory)",
+          default="on in dev, off in prod"),
+    Field("pending", "--pending", "path", "where patches made in prod, or beside a signed store, are proposed",
+          default="<overlays>.pending"),
+    Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
+          default="16"),
+    Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never",
+          default="auto"),
+    Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
+    Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
+          default="off: the type and a redacted message"),
+    Field("control_flow", "--control-flow", "globs", "modules (fnmatch patterns, comma-separated) where a guard may decide control flow (elsewhere such sites become proposals for review)",
+          default="none"),
+    Field("incidents", "--incidents", "sink", "write every crash, heal, refusal, guard firing (rate-limited per site) and rollback as a JSON line to this file (appended, shared by processes), or - for standard error",
+          default="off"),
+    Field("incidents_max_bytes", None, "int", "size in bytes at which the incidents file is renamed to <file>.1 and a new one started (0: never)",
+          default="10485760"),
+    Field("shadow", "--shadow", "bool", "shadow mode: warn (rate-limited) when a patched function returns a guard's default to its caller",
+          default="off"),
+    Field("metrics", None, "bool", "count heals, refusals, guard firings and rollbacks with prometheus_client, and add OpenTelemetry span events, when installed",
+          default="on"),
+    Field("poll", "--poll", "float", "with an oci:// store: seconds between two looks at the tag (one manifest HEAD per host, whichever process is due; +-20% jitter)",
+          default="30"),
+    Field("pull_timeout", "--pull-timeout", "float", "with an oci:// store: longest wait for the registry at start-up, in seconds, before the last verified bundle in the host cache is used",
+          default="2"),
+    Field("plain_http", "--plain-http", "bool", "with an oci:// store: talk plain HTTP to the registry (no TLS); a loopback registry (localhost, 127.0.0.1, ::1) is plain HTTP without it",
+          default="off"),
+    Field("cache_dir", "--cache-dir", "path", "host cache of bundles pulled from a registry, content-addressed by manifest digest and shared by the host's processes",
+          default="<state_dir>/oci-cache"),
+    Field("state_dir", "--state-dir", "path", "host state (signed-set versions seen, withdrawn overlays)",
+          default="$XDG_STATE_HOME/codesuture, else ~/.local/state/codesuture"),
+    Field("tiers", None, "tiers", "ordered glob=tier rules on module names; tiers: observe, propose, auto", default="auto everywhere"),
+    Field("allow", None, "globs", "heal and load overlays only for these modules", default="all"),
+    Field("deny", None, "globs", "never heal nor load overlays for these modules (the stdlib and CodeSuture always)",
+          default="none"),
+    Field("max_patches_per_process", None, "int", "cap on new live patches per process, then observe (0: none)", default="0"),
+    Field("max_patches_per_module", None, "int", "cap on patched sites per module in a process, then observe (0: none)",
+          default="0"),
+    Field("max_patches_per_hour", None, "int", "cap on patches created per hour in the store, then observe (0: none)",
+          default="0"),
+    Field("rollback_after", None, "int", "revert a patch after N requests failed after its guard fired (0: never)", default="3"),
+    Field("kill_signal", None, "signal", "signal that reverts every live patch (off: none)", default="SIGUSR2"),
+    Field("kill_file", None, "path", "file whose appearance reverts every live patch", default="none"),
+    Field("repro", None, "bool", "capture the crashing call at heal time (arguments, interpreter and package versions, a script's argv) beside the overlay, for codesuture repro",
+          default="off: arguments are users' data"),
+    Field("repro_max_bytes", None, "int", "largest pickled arguments a repro capture keeps, in bytes (larger ones are recorded as too large)",
+          default="65536"),
+    Field("repro_redact", None, "globs", "parameter and option names (fnmatch patterns, case-insensitive) whose values a repro capture never keeps",
+          default=",".join(REPRO_REDACT)),
+    Field("sigstore_identity", None, "text", "accept Sigstore-signed overlays for this certificate identity", default="none"),
+    Field("sigstore_issuer", None, "text", "... issued by this OIDC issuer", default="none"),
+    Field("sigstore_staging", None, "bool", "verify Sigstore bundles against the staging trust root", default="off"),
+    Field("header", None, "header", "what the X-CodeSuture response header says: off, counts (guards=N; replayed=N) or full (adds the guard and the patched site, module:line, which every client then sees)",
+          default="counts"),
+    Field("disable", None, "bool", "kill switch: CodeSuture does nothing, the target runs as with plain python", key=False,
+          default="off"),
+    Field("config", "--config", "path", "config file to read instead of the app root's codesuture.toml / pyproject.toml", key=False,
+          default="the app root's codesuture.toml, else pyproject.toml [tool.codesuture]"),
 )
 FIELD = {f.name: f for f in FIELDS}
 
 _PARSERS: "dict[str, Callable[[str, Any], Any]]" = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
-    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal,
+    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal, "header": parse_header, "replay": parse_replay,
 }
 
 
@@ -291,6 +360,7 @@ class Settings:
     heal: bool
     pending: str | None
     retries: int
+    replay: str
     ttl_days: float
     record_messages: bool
     control_flow: tuple[str, ...]
@@ -318,6 +388,7 @@ class Settings:
     sigstore_identity: str | None
     sigstore_issuer: str | None
     sigstore_staging: bool
+    header: str
     disable: bool
     config: str | None
     dry_run: bool
@@ -423,6 +494,7 @@ def load(
     *,
     start_dir: str | None = None,
     command: str = "boot",
+    store_dir: str | None = None,
 ) -> Settings:
     """Resolve every setting.
 
@@ -430,8 +502,11 @@ def load(
     ``require_signed``, ``retries``...; plus ``dry_run`` and ``verbose``); strings are
     parsed like environment values. *environ*: default ``os.environ``. *start_dir*:
     where the app root search starts (the script's directory; default: the current
-    directory). *command*: ``boot`` or ``run`` (``run`` defaults ``overlays`` to
-    ``./overlays``).
+    directory). *command*: ``boot`` or ``run``. Only ``run`` has a default store:
+    ``<store_dir>/overlays``, where *store_dir* is the directory Python puts first on
+    ``sys.path`` for the target (:meth:`codesuture.boot.Invocation.store_dir`: the
+    script's directory, never the current one for a script); None: no default store.
+    ``boot`` never has one.
 
     Raises :class:`~codesuture.errors.ConfigError` naming the flag, variable or config
     key whose value is invalid.
@@ -490,8 +565,8 @@ def load(
 
     s.disable = values.get("disable", False)
     s.overlays = values.get("overlays")
-    if s.overlays is None and command == "run":
-        s.overlays = os.path.abspath("overlays")
+    if s.overlays is None and command == "run" and store_dir is not None:
+        s.overlays = os.path.join(os.path.abspath(store_dir), "overlays")
     s.keys = values.get("keys")
     s.is_oci = s.overlays is not None and s.overlays.startswith("oci://")
     s.is_bundle = s.is_oci or (s.overlays is not None and os.path.isfile(s.overlays))
@@ -512,6 +587,7 @@ def load(
                        else s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
     s.pending = values.get("pending", default_pending)
     s.retries = values.get("retries", 16)
+    s.replay = values.get("replay", "auto")
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
     s.control_flow = values.get("control_flow", ())
@@ -540,6 +616,7 @@ def load(
     s.sigstore_identity = values.get("sigstore_identity")
     s.sigstore_issuer = values.get("sigstore_issuer")
     s.sigstore_staging = values.get("sigstore_staging", False)
+    s.header = values.get("header", "counts")
     if s.overlays is not None and s.pending is not None and os.path.realpath(s.pending) == os.path.realpath(s.overlays):
         raise _invalid(s.source("pending"), "the pending directory must not be the overlay store itself")
     return s
@@ -552,18 +629,72 @@ def disabled(environ: "Mapping[str, str] | None" = None) -> bool:
     return False if value is None else parse_bool("CODESUTURE_DISABLE", value)
 
 
-def help_text() -> str:
-    """One line per setting: flag, environment variable, config key and meaning."""
-    lines = []
+#: Options of boot and ``codesuture run`` that are not settings: (names, help).
+COMMAND_LINE_OPTIONS = (
+    ("--dry-run", "say what would be patched, one line per crash site; change nothing"),
+    ("-v, --verbose", "more of CodeSuture's log: each patch's instruction offset and counts (-vv: debug)"),
+    ("-q, --quiet", "only errors from CodeSuture's own log handler (the app's logging configuration is untouched)"),
+    ("-V, --version", "print CodeSuture's and Python's versions and exit"),
+    ("-h, --help", "print this help and exit"),
+    ("--", "end of CodeSuture's options: the next argument is the script, even when it starts with -"),
+)
+
+#: Exit codes of ``python -m codesuture.boot`` and ``codesuture run``: (code, meaning).
+EXIT_CODES = (
+    ("N", "the program's own exit code (0 when it ends normally)"),
+    ("1", "the program ended with an unhandled exception, a syntax error, or -m found no module (as python)"),
+    ("2", "usage or configuration error (a bad flag, variable or config key), or the script cannot be opened "
+          "(as python)"),
+    (str(EXIT_STORE_UNUSABLE), "--require-overlays is set and the store or trust root cannot be used"),
+    (str(EXIT_INTERRUPTED), "interrupted (Ctrl-C)"),
+)
+
+
+def _wrap(text: str, indent: str, later: str | None = None, width: int = 88) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent if later is None else later,
+                         break_on_hyphens=False)
+
+
+def help_text(prog: str | None = None, doc: str = "") -> str:
+    """Plain-text help: the usage line of *prog* and *doc* (when *prog* is given), then
+    every setting (flag and its value, environment variable, config key, default),
+    the command-line-only options and the exit codes. Generated from :data:`FIELDS`,
+    so a new setting appears here by itself."""
+    lines: list[str] = []
+    if prog is not None:
+        lines += [f"usage: {prog} [options] [--] (script.py | app-folder | app.zip | -m module | -c code) [args...]", ""]
+        lines += [doc.strip(), ""] if doc.strip() else []
+    lines += _wrap("Settings: a flag, else its CODESUTURE_* environment variable, else the key in the app's "
+                   "[tool.codesuture] table (pyproject.toml) or codesuture.toml, else the default.", "")
     for f in FIELDS:
-        names = ", ".join(n for n in (f.flag, f.env, f.key and f"config {f.key}") if n)
-        lines.append(f"  {names}\n      {f.help}")
+        if f.flag:
+            head = f"{f.flag} {f.metavar}" if f.metavar else f"{f.flag} | --no-{f.flag[2:]}"
+        else:
+            head = f"{f.env}=" + (f.metavar or "1|0")
+        lines.append("  " + head)
+        lines += _wrap(f.help, "      ")
+        where = [f"env {f.env}" + ("" if f.flag is None else ("=1|0" if f.kind == "bool" else ""))] if f.env and f.flag else []
+        if f.key:
+            where.append(f"config {f.key}")
+        if f.default is not None:
+            where.append(f"default: {f.default}")
+        if where:
+            lines += _wrap("; ".join(where), "      ")
+    lines += ["", "Options of the command line only:"]
+    for names, text in COMMAND_LINE_OPTIONS:
+        lines.append(f"  {names}")
+        lines += _wrap(text, "      ")
+    lines += ["", "Exit codes:"]
+    for code, text in EXIT_CODES:
+        lines += _wrap(text, f"  {code:<5}", " " * 7)
     return "\n".join(lines)
 
 
 __all__ = [
     "Settings", "FIELDS", "load", "disabled", "find_app_root", "read_config", "parse_bool", "parse_path",
-    "parse_int", "parse_float", "help_text", "HEAL_PYTHONS", "EXIT_USAGE", "EXIT_STORE_UNUSABLE", "EXIT_INTERRUPTED",
+    "parse_int", "parse_float", "help_text", "EXIT_CODES", "COMMAND_LINE_OPTIONS", "HEADER_LEVELS", "HEAL_PYTHONS", "EXIT_USAGE", "EXIT_STORE_UNUSABLE", "EXIT_INTERRUPTED",
 ]
 
 if sys.version_info < (3, 11):  # pragma: no cover - requires-python says so too

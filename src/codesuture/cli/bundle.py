@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
+from codesuture.cli.common import keys_option, overlay_count, resolve_keys, state_dir_option
 from codesuture.errors import CodeSutureError
 
 
@@ -25,13 +27,19 @@ def bundle() -> None:
 @click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False), help="With --key: interpreters for rebuilding.")
 @click.option("--sbom", is_flag=True, help="Also embed the CycloneDX SBOM of its overlays (sbom.cdx.json: unsigned, "
               "not pinned by the signed set, ignored by the loader; needs codesuture[sbom]).")
+@state_dir_option
 def create(directory: str, output: str, key_path: str | None, passphrase_env: str | None, set_name: str | None,
-           app_root: str | None, pythons: tuple[str, ...], sbom: bool) -> None:
-    """Bundle the signed folder DIRECTORY (what its signed overlay set pins) into one file."""
+           app_root: str | None, pythons: tuple[str, ...], sbom: bool, state_dir_given: str | None) -> None:
+    """Bundle the signed folder DIRECTORY (what its signed overlay set pins) into one
+    file. Exit 1 when DIRECTORY holds no overlays (nothing is written)."""
     from codesuture.cli.common import passphrase as _passphrase
     from codesuture.cli.common import state_dir as _state_dir
     from codesuture.ship.bundle import create_bundle
     from codesuture.ship.sign import SignOptions
+
+    if not overlay_count(directory):
+        click.echo(f"codesuture: no overlays in {directory}: nothing to bundle (nothing was written)", err=True)
+        sys.exit(1)
 
     try:
         key = None
@@ -40,7 +48,8 @@ def create(directory: str, output: str, key_path: str | None, passphrase_env: st
 
             key = load_private_key(key_path, _passphrase(passphrase_env))
         info = create_bundle(directory, output, private_key=key,
-                             options=SignOptions(None, set_name, app_root, pythons, _state_dir()), sbom=sbom)
+                             options=SignOptions(None, set_name, app_root, pythons, _state_dir(state_dir_given)),
+                             sbom=sbom)
     except CodeSutureError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {info.path}: {len(info.stems)} overlay(s), {len(info.members)} member(s), "
@@ -49,14 +58,16 @@ def create(directory: str, output: str, key_path: str | None, passphrase_env: st
 
 
 @bundle.command("verify")
-@click.option("--keys", "keys_dir", required=True, type=click.Path(file_okay=False), help="Trust root: folder of public keys and revoked.json.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@keys_option("Trust root", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.argument("file", type=click.Path(dir_okay=False))
-def verify(keys_dir: str, as_json: bool, file: str) -> None:
+def verify(keys_dir: str | None, as_json: bool, file: str) -> None:
     """Verify a bundle: structure, signed overlay set, every member and overlay."""
     from codesuture.cli.common import print_results
     from codesuture.ship.verify import VerifyResult, verify_paths
 
+    keys_dir = resolve_keys(keys_dir, required=True)
+    assert keys_dir is not None
     results = verify_paths([file], keys_dir) if os.path.isfile(file) else [VerifyResult(file, False, "no such file")]
     print_results(results, as_json)
 

@@ -23,31 +23,103 @@ def passphrase(var: str | None) -> str | None:
 
 
 def failure(exc: CodeSutureError) -> click.ClickException:
-    return click.ClickException(str(exc))
+    """The error as the CLI prints it: one line, control characters escaped (paths,
+    names and key ids in it may come from a store, a bundle or an envelope)."""
+    from codesuture.logs import escape
+
+    return click.ClickException(escape(str(exc)))
 
 
-def state_dir() -> str | None:
-    """This host's state folder from the settings (None when they are invalid)."""
+def review_settings() -> Any:
+    """The settings as boot would resolve them here: ``CODESUTURE_*`` variables and the
+    ``[tool.codesuture]`` table of the current directory's app root. A bad value is a
+    usage error naming the variable or key (exit 2)."""
     from codesuture import settings
 
     try:
-        return settings.load(environ=os.environ).state_dir
-    except CodeSutureError:
-        return None
+        return settings.load(environ=os.environ, start_dir=os.getcwd())
+    except CodeSutureError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_KEYS_HELP = ("a folder of public keys (*.pem, and its revoked.json) or one public key file; default: "
+              "CODESUTURE_KEYS, else the app's [tool.codesuture] keys")
+
+
+def keys_option(what: str, required: bool = False) -> Any:
+    """``--keys``, the same everywhere: a folder or one key file; its default comes from
+    the settings (:func:`resolve_keys`)."""
+    return click.option("--keys", "keys_dir", type=click.Path(exists=True), metavar="PATH",
+                        help=f"{what}: {_KEYS_HELP}" + (" (required)" if required else "") + ".")
+
+
+def resolve_keys(keys_dir: str | None, required: bool = False) -> str | None:
+    """*keys_dir*, else the ``keys`` setting (environment, config file). With *required*,
+    a usage error when there is none."""
+    if keys_dir is None:
+        keys_dir = review_settings().keys
+        if keys_dir is not None and not os.path.exists(keys_dir):
+            raise click.UsageError(f"trust root {keys_dir} (from the keys setting) does not exist")
+    if keys_dir is None and required:
+        raise click.UsageError("give a trust root: --keys PATH (or CODESUTURE_KEYS, or keys in [tool.codesuture])")
+    return keys_dir
+
+
+#: ``--state-dir``, the same on every command that reads or writes host state.
+state_dir_option = click.option(
+    "--state-dir", "state_dir_given", type=click.Path(file_okay=False), metavar="DIR",
+    help="This host's state folder (signed-set versions seen, withdrawn overlays): default CODESUTURE_STATE_DIR, "
+         "else the app's [tool.codesuture] state_dir, else $XDG_STATE_HOME/codesuture.")
+
+
+def state_dir(given: str | None = None) -> str:
+    """This host's state folder: *given* (``--state-dir``), else the ``state_dir`` setting."""
+    if given:
+        return os.path.abspath(given)
+    return str(review_settings().state_dir)
+
+
+def state_file(directory: str) -> str:
+    """The host-state file in *directory* (what the commands name when they write it)."""
+    from codesuture.trust.state import STATE_FILE
+
+    return os.path.join(directory, STATE_FILE)
+
+
+def json_error(message: str, code: int = 1) -> None:
+    """A failure of a command run with ``--json``: ``{"ok": false, "error": ...}`` on
+    standard output, the message on standard error, exit *code*."""
+    click.echo(json.dumps({"ok": False, "error": message}, indent=2))
+    click.echo(f"codesuture: {message}", err=True)
+    sys.exit(code)
+
+
+def overlay_count(folder: str) -> int:
+    """How many ``*.overlay`` files *folder* holds (0 when it cannot be listed)."""
+    from codesuture.overlay.names import OVERLAY_SUFFIX
+
+    try:
+        return sum(1 for n in os.listdir(folder) if n.endswith(OVERLAY_SUFFIX) and not n.startswith("."))
+    except OSError:
+        return 0
 
 
 def print_results(results: list[Any], as_json: bool) -> None:
     """Print verify results (one line each, or JSON) and exit 0 when all are OK."""
     ok = bool(results) and all(r.ok for r in results)
+    if as_json and not results:
+        json_error("nothing to verify")
     if as_json:
         click.echo(json.dumps({"ok": ok, "results": [r.to_json() for r in results]}, indent=2))
     else:
+        from codesuture.logs import escape
+
         for r in results:
             if r.ok:
                 extra = f" module {r.module}" if r.module else ""
                 extra += f", expires {r.expires}" if r.expires else ""
                 extra += f", {r.reason}" if r.reason else ""
-                click.echo(f"OK {r.path} (signer {r.signer}{extra})")
+                click.echo(escape(f"OK {r.path} (signer {r.signer}{extra})"))
             else:
-                click.echo(f"FAIL {r.path}: {r.reason}")
+                click.echo(escape(f"FAIL {r.path}: {r.reason}"))
     sys.exit(0 if ok else 1)

@@ -4,25 +4,27 @@ audit, rollback, rebuild, suggest, sbom, incidents), plus ``run`` and ``watch`` 
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from codesuture import __version__
 from codesuture.cli import bundle, launch, review, trust
+from codesuture.cli.common import json_error, keys_option, resolve_keys
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codesuture")
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors in the log output.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Heal structural crashes in running Python programs and ship the hotfixes as
     signed code-object overlays."""
-    ctx.obj = verbose
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="codesuture: %(levelname)s %(message)s")
+    from codesuture import logs
+
+    ctx.obj = -1 if quiet else verbose
+    logs.request(logs.level_for(ctx.obj))
 
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": []}
@@ -33,7 +35,7 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": Fals
 @click.pass_context
 def run(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run a script, app folder or zip, -m module or -c code, healing crashes live
-    (dev mode: writes overlays to ./overlays) and replaying the run. See `codesuture
+    (dev mode: writes overlays to overlays/ beside the script) and replaying the run. See `codesuture
     run --help`."""
     sys.exit(launch.run(list(args), verbose=ctx.obj or 0))
 
@@ -48,7 +50,7 @@ def watch(args: tuple[str, ...]) -> None:
 
 @cli.command("suggest")
 @click.option("--app-root", type=click.Path(exists=True, file_okay=False),
-              help="Where app: origins are (default: the current directory's app root).")
+              help="Where app: origins are (default: the app root the heal recorded in the store, else the current directory's).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the diff to FILE (default: standard output).")
 @click.argument("target", type=click.Path(exists=True))
 def suggest(app_root: str | None, output: str | None, target: str) -> None:
@@ -58,15 +60,15 @@ def suggest(app_root: str | None, output: str | None, target: str) -> None:
     0.0), ...). Paths are relative to where each source is rooted (the app root for
     app: origins, the site-packages directory for site-packages: origins, found with
     this interpreter): apply there with `patch -p1` or `git apply`. Exit 1 when a patch
-    has no suggestion (the others are still written)."""
+    has no suggestion (the others are still written), or there are no patches."""
     import os
 
     from codesuture.errors import CodeSutureError
     from codesuture.review.suggest import suggest as make
-    from codesuture.settings import find_app_root
+    from codesuture.store.app_root import app_root_for
 
     try:
-        report = make(target, app_root or find_app_root(os.getcwd()))
+        report = make(target, app_root_for(target, app_root, os.getcwd()))
     except CodeSutureError as exc:
         click.echo(f"codesuture: {exc}", err=True)
         sys.exit(1)
@@ -85,14 +87,13 @@ def suggest(app_root: str | None, output: str | None, target: str) -> None:
     for f in report.failures:
         click.echo(f"codesuture: no suggestion: {f}", err=True)
     if not report.suggestions and not report.failures:
-        click.echo("no patches to suggest", err=True)
-    sys.exit(1 if report.failures else 0)
+        click.echo(f"codesuture: no patches to suggest in {target}", err=True)
+    sys.exit(1 if report.failures or not report.suggestions else 0)
 
 
 @cli.command("sbom")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CycloneDX JSON file to write.")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
-              help="Verify the signed set and each signed Statement against this trust root.")
+@keys_option("Verify the signed set and each signed Statement against this trust root")
 @click.argument("target", type=click.Path(exists=True))
 def sbom(output: str, keys_dir: str | None, target: str) -> None:
     """Write the CycloneDX SBOM of TARGET (a folder of overlays or a bundle): one
@@ -105,7 +106,7 @@ def sbom(output: str, keys_dir: str | None, target: str) -> None:
     from codesuture.ship.sbom import write_sbom
 
     try:
-        info = write_sbom(target, output, keys_dir=keys_dir)
+        info = write_sbom(target, output, keys_dir=resolve_keys(keys_dir))
     except CodeSutureError as exc:
         click.echo(f"codesuture: {exc}", err=True)
         sys.exit(1)
@@ -117,7 +118,8 @@ def sbom(output: str, keys_dir: str | None, target: str) -> None:
 @click.option("--since", metavar="ISO|DURATION",
               help="Only incidents at or after this time: ISO 8601 (2025-01-02T03:04:05Z; no offset: UTC) or a "
                    "duration back from now (90s, 15m, 2h, 7d, 1h30m).")
-@click.option("--json", "as_json", is_flag=True, help="Print the incidents themselves, one JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the incidents themselves, one JSON object per line "
+              "(an error: one JSON object with ok false).")
 @click.argument("file", type=click.Path(dir_okay=False))
 def incidents(since: str | None, as_json: bool, file: str) -> None:
     """Read the incidents file FILE (the `incidents` setting; FILE.1, its rotated
@@ -135,6 +137,8 @@ def incidents(since: str | None, as_json: bool, file: str) -> None:
     try:
         found = read(file, cutoff)
     except OSError as err:
+        if as_json:
+            json_error(f"{file}: {err.strerror or err}")
         click.echo(f"codesuture: {file}: {err.strerror or err}", err=True)
         sys.exit(1)
     if as_json:
@@ -154,10 +158,9 @@ def incidents(since: str | None, as_json: bool, file: str) -> None:
                    "boot (must pass); record the outcome as the patch's evidence.")
 @click.option("--python", "python", type=click.Path(dir_okay=False, exists=True),
               help="Interpreter to prove with (default: this one; the overlays' cache tag must match).")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
-              help="Trust root for the booted run (a signed store).")
+@keys_option("Trust root for the booted run (a signed store)")
 @click.option("--app-root", type=click.Path(exists=True, file_okay=False),
-              help="Where app: origins are (default: the nearest pyproject.toml above the store).")
+              help="Where app: origins are (default: the app root the heal recorded in the store, else the nearest pyproject.toml above it).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds per test run.")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 def repro(function: str | None, output: str, do_prove: bool, python: str | None, keys_dir: str | None,
@@ -171,7 +174,7 @@ def repro(function: str | None, output: str, do_prove: bool, python: str | None,
 
     from codesuture.errors import CodeSutureError
     from codesuture.review import repro as rp
-    from codesuture.settings import find_app_root
+    from codesuture.store.app_root import app_root_for
 
     try:
         tests, missing = rp.write_tests(store, output, function)
@@ -189,9 +192,9 @@ def repro(function: str | None, output: str, do_prove: bool, python: str | None,
         click.echo("no patches" + (f" of {function}" if function else ""), err=True)
     failed = bool(missing) or not tests
     if do_prove and tests:
-        root = app_root or find_app_root(os.path.dirname(os.path.abspath(store)))
+        root = app_root_for(store, app_root, os.path.dirname(os.path.abspath(store)))
         try:
-            proofs = rp.prove(tests, python, keys_dir, timeout, app_root=root)
+            proofs = rp.prove(tests, python, resolve_keys(keys_dir), timeout, app_root=root)
         except (CodeSutureError, OSError) as exc:
             click.echo(f"codesuture: {exc}", err=True)
             sys.exit(1)
@@ -209,8 +212,7 @@ def repro(function: str | None, output: str, do_prove: bool, python: str | None,
               help="The app's test command, e.g. 'pytest -q' (pytest commands run under boot with the store).")
 @click.option("--python", "python", type=click.Path(dir_okay=False, exists=True),
               help="Interpreter to run pytest with (default: this one).")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
-              help="Trust root for the booted run (a signed store).")
+@keys_option("Trust root for the booted run (a signed store)")
 @click.option("--cwd", type=click.Path(exists=True, file_okay=False), help="Where to run the command (default: here).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds per run.")
 @click.option("--no-record", is_flag=True, help="Compare only; write no evidence into the sidecars.")
@@ -219,21 +221,29 @@ def prove(command: str, python: str | None, keys_dir: str | None, cwd: str | Non
           store: str) -> None:
     """Run the app's tests without the overlays of STORE and with them (under boot),
     record both outcomes (passed/failed counts) as every patch's evidence, and exit 1
-    when the overlays turn a passing test into a failing one."""
+    when the overlays turn a passing test into a failing one, or when a run printed no
+    pytest summary (nothing was compared; no evidence is recorded)."""
     from codesuture.errors import CodeSutureError
     from codesuture.review import prove as pv
-
-    try:
-        result = pv.run_tests(store, command, python=python, keys=keys_dir, cwd=cwd, timeout=timeout)
-        written = [] if no_record else pv.record(store, result)
-    except (CodeSutureError, OSError) as exc:
-        click.echo(f"codesuture: {exc}", err=True)
-        sys.exit(1)
 
     def counts(run: pv.Run) -> str:
         c = run.counts
         return (", ".join(f"{c[k]} {k}" for k in ("passed", "failed", "errors", "skipped") if c.get(k))
                 or "no summary") + f" (exit {run.exit})"
+
+    try:
+        result = pv.run_tests(store, command, python=python, keys=resolve_keys(keys_dir), cwd=cwd, timeout=timeout)
+        if not result.without.counts or not result.with_.counts:
+            click.echo(f"without the overlays: {counts(result.without)}")
+            click.echo(f"with the overlays:    {counts(result.with_)}")
+            bad = result.with_ if not result.with_.counts else result.without
+            click.echo(f"codesuture: the test command printed no pytest summary line ('N passed, M failed in S s'): "
+                       f"nothing was compared and no evidence recorded. Its output ended:\n{bad.tail}", err=True)
+            sys.exit(1)
+        written = [] if no_record else pv.record(store, result)
+    except (CodeSutureError, OSError) as exc:
+        click.echo(f"codesuture: {exc}", err=True)
+        sys.exit(1)
 
     click.echo(f"without the overlays: {counts(result.without)}")
     click.echo(f"with the overlays:    {counts(result.with_)}")

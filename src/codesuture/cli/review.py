@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from codesuture.cli.common import json_error, keys_option, resolve_keys, state_dir, state_dir_option, state_file
 from codesuture.errors import CodeSutureError
 from codesuture.patch.spec import describe_yield
 
@@ -19,21 +20,32 @@ def _fail(exc: CodeSutureError) -> None:
 
 
 @click.command()
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), help="Verify signed Statements against this trust root.")
+@keys_option("Verify signed Statements against this trust root")
 @click.option("--function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.argument("targets", nargs=-1, required=True, type=click.Path(exists=True))
 def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: tuple[str, ...]) -> None:
     """Describe what each overlay in TARGETS (.overlay files, folders, bundles) does:
     module, source digest, interpreter, and every patch, read from its signed Statement
-    (from its sidecar only when it is unsigned, and said so)."""
+    (from its sidecar only when it is unsigned, and said so). Exit 1 when there is
+    nothing to explain."""
     from codesuture.review.explain import explain as describe
 
+    keys_dir = resolve_keys(keys_dir)
     try:
         docs = [d for t in targets for d in describe(t, keys_dir, function)]
     except CodeSutureError as exc:
+        if as_json:
+            json_error(str(exc))
         _fail(exc)
         return
+    if not docs:
+        message = ("no overlays" + (f" with patches of {function}" if function else "")
+                   + f" in {', '.join(targets)}")
+        if as_json:
+            json_error(message)
+        click.echo(f"codesuture: {message}", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(docs, indent=2))
         return
@@ -46,29 +58,37 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
             click.echo(f"  - {p['qualname']} line {p['line']}: {p['guard']['guard']}"
                        f"{'/' + p['guard']['form'] if p['guard']['form'] else ''} on `{p['expression']}` "
                        f"-> yields {describe_yield(p['guard']['default'], (p.get('evidence') or {}).get('default'))}  (+{p['added']} instructions; was {p['exception']})")
-    if not docs:
-        click.echo("no overlays" + (f" with patches of {function}" if function else ""))
 
 
 @click.command()
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
-              help="Trust root: audit as a deploy with this trust root would load.")
-@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: current directory's app root).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@keys_option("Trust root: audit as a deploy with this trust root would load")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: the app root the heal recorded in the store, else the current directory's).")
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.argument("target", type=click.Path(exists=True))
-def audit(keys_dir: str | None, app_root: str | None, as_json: bool, target: str) -> None:
+def audit(keys_dir: str | None, app_root: str | None, state_dir_given: str | None, as_json: bool, target: str) -> None:
     """Check every overlay of TARGET (a folder or a bundle) as the loader of this host
     would (signed set, signature, digest, expiry, revocation, withdrawals) and against
-    its source found here. Exit 1 when any is refused or stale."""
-    from codesuture.cli.common import state_dir
+    its source found here. Exit 1 when any is refused, stale or its source is not
+    found here, or TARGET holds no
+    overlays."""
     from codesuture.review.audit import audit as run_audit
-    from codesuture.settings import find_app_root
+    from codesuture.store.app_root import app_root_for
 
+    keys_dir = resolve_keys(keys_dir)
     try:
-        report = run_audit(target, keys_dir, app_root or find_app_root(os.getcwd()), state_dir=state_dir())
+        report = run_audit(target, keys_dir, app_root_for(target, app_root, os.getcwd()), state_dir=state_dir(state_dir_given))
     except CodeSutureError as exc:
+        if as_json:
+            json_error(str(exc))
         _fail(exc)
         return
+    if not report.rows and not report.set_status:
+        message = f"no overlays in {target}: nothing to audit (an overlay store is a folder of *.overlay files or a bundle)"
+        if as_json:
+            json_error(message)
+        click.echo(f"codesuture: {message}", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "set": report.set_status,
                                "overlays": [dataclasses.asdict(r) for r in report.rows]}, indent=2))
@@ -90,18 +110,20 @@ def audit(keys_dir: str | None, app_root: str | None, as_json: bool, target: str
 @click.option("--function", "function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
 @click.option("--all", "every", is_flag=True, help="Every patch of every overlay.")
 @click.option("--dry-run", is_flag=True, help="Say what would be taken out; change nothing.")
-@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (to rebuild what is left).")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are, to rebuild what is left (default: the app root the heal recorded in the store, else the current directory's).")
 @click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False),
               help="Interpreter to rebuild other Pythons' overlays with (repeatable).")
+@state_dir_option
 @click.argument("target", type=click.Path(exists=True))
 def rollback(module: str | None, function: str | None, every: bool, dry_run: bool, app_root: str | None,
-             pythons: tuple[str, ...], target: str) -> None:
+             pythons: tuple[str, ...], state_dir_given: str | None, target: str) -> None:
     """Take patches out of the overlays of TARGET (a folder or a bundle): --module,
-    --function or --all. Each overlay taken out is recorded as withdrawn on this host,
-    so its old files cannot load again; rewritten overlays are unsigned until signed."""
-    from codesuture.cli.common import state_dir as _state_dir
+    --function or --all. Each overlay taken out is recorded as withdrawn on this host
+    (in the host-state file of --state-dir, which it names), so its old files cannot
+    load again here, from any copy; rewritten overlays are unsigned until signed. Exit
+    1 when nothing matched."""
     from codesuture.review.rollback import rollback as run_rollback
-    from codesuture.settings import find_app_root
+    from codesuture.store.app_root import app_root_for
 
     if every and (module or function):
         raise click.UsageError("--all takes out every patch: give it alone, or use --module/--function")
@@ -109,7 +131,8 @@ def rollback(module: str | None, function: str | None, every: bool, dry_run: boo
         raise click.UsageError("say what to roll back: --module NAME, --function NAME or --all")
     try:
         results = run_rollback(target, module=module, function=function, every=every, dry_run=dry_run,
-                               state_dir=_state_dir(), app_root=app_root or find_app_root(os.getcwd()), pythons=pythons)
+                               state_dir=(where := state_dir(state_dir_given)), app_root=app_root_for(target, app_root, os.getcwd()),
+                               pythons=pythons)
     except CodeSutureError as exc:
         _fail(exc)
         return
@@ -117,14 +140,16 @@ def rollback(module: str | None, function: str | None, every: bool, dry_run: boo
     for r in results:
         what = "the whole overlay" if r.deleted else ", ".join(r.removed)
         click.echo(f"{verb} {what} from {r.overlay}" + (f" ({r.note})" if r.note else "")
-                   + ("" if dry_run else f"; sha256 {r.withdrawn[:16]}... recorded as withdrawn"))
+                   + ("" if dry_run else f"; sha256 {r.withdrawn[:16]}... recorded as withdrawn in {state_file(where)}"))
     if not results:
-        click.echo("nothing to roll back")
+        what = f"no patch of {module or function}" if (module or function) else "no patches"
+        click.echo(f"codesuture: nothing to roll back: {what} in {target}", err=True)
+        sys.exit(1)
 
 
 @click.command()
 @click.option("--python", "python", required=True, type=click.Path(dir_okay=False), help="The interpreter to build for.")
-@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: current directory's app root).")
+@click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: the app root the heal recorded in the store, else the current directory's).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Folder to write the new overlays to (default: STORE).")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 def rebuild(python: str, app_root: str | None, output: str | None, store: str) -> None:
@@ -132,10 +157,10 @@ def rebuild(python: str, app_root: str | None, output: str | None, store: str) -
     running it: one reviewed heal, overlays for a 3.11/3.12/3.13 fleet. The new
     overlays are unsigned; patches that do not re-locate there are reported."""
     from codesuture.review.rebuild import rebuild_for
-    from codesuture.settings import find_app_root
+    from codesuture.store.app_root import app_root_for
 
     try:
-        results = rebuild_for(store, python, app_root or find_app_root(os.getcwd()), output)
+        results = rebuild_for(store, python, app_root_for(store, app_root, os.getcwd()), output)
     except CodeSutureError as exc:
         _fail(exc)
         return
@@ -152,5 +177,5 @@ def rebuild(python: str, app_root: str | None, output: str | None, store: str) -
         if r.skipped:
             click.echo(f"{r.source}: {r.skipped}")
     if not results:
-        click.echo("no overlays to rebuild")
-    sys.exit(1 if bad else 0)
+        click.echo(f"codesuture: no overlays to rebuild in {store}", err=True)
+    sys.exit(1 if bad or not results else 0)

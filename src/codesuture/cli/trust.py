@@ -9,6 +9,7 @@ import click
 from codesuture.cli.common import failure as _fail
 from codesuture.cli.common import passphrase as _passphrase
 from codesuture.cli.common import print_results
+from codesuture.cli.common import keys_option, overlay_count, resolve_keys, state_dir_option, state_file
 from codesuture.cli.common import state_dir as _state_dir
 from codesuture.errors import CodeSutureError
 
@@ -38,7 +39,7 @@ def keygen(private_key: str, public_key: str, passphrase_env: str | None) -> Non
 @click.option("--passphrase-env", metavar="VAR", help="Environment variable holding the private key's passphrase.")
 @click.option("--set-name", metavar="NAME", help="Name of the folder's signed overlay set (default: the app's project name).")
 @click.option("--set-version", type=click.IntRange(min=1), help="Version of the signed overlay set (default: one above the last).")
-@click.option("--app-root", type=click.Path(file_okay=False, exists=True), help="Where app: origins are (default: the nearest pyproject.toml above the folder).")
+@click.option("--app-root", type=click.Path(file_okay=False, exists=True), help="Where app: origins are (default: the app root the heal recorded in the folder, else the nearest pyproject.toml above it).")
 @click.option("--python", "pythons", multiple=True, type=click.Path(dir_okay=False), help="Interpreter to rebuild other Pythons' overlays with (repeatable).")
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Sign keyless with Sigstore (needs network and an OIDC identity).")
 @click.option("--identity-token", metavar="TOKEN", help="OIDC identity token for --sigstore (default: ambient CI credential).")
@@ -49,25 +50,38 @@ def keygen(private_key: str, public_key: str, passphrase_env: str | None) -> Non
               help="Canary: the overlays load only where NAME=VALUE is set (repeatable: all must hold).")
 @click.option("--require-evidence", is_flag=True,
               help="Refuse an overlay with a patch that lacks a passing repro proof (codesuture repro --prove).")
+@state_dir_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def sign(
     key_path: str | None, ttl_days: float | None, passphrase_env: str | None, set_name: str | None,
     set_version: int | None, app_root: str | None, pythons: tuple[str, ...], use_sigstore: bool, identity_token: str | None, staging: bool,
-    canary_percent: float | None, canary_env: tuple[str, ...], require_evidence: bool, paths: tuple[str, ...],
+    canary_percent: float | None, canary_env: tuple[str, ...], require_evidence: bool, state_dir_given: str | None,
+    paths: tuple[str, ...],
 ) -> None:
     """Sign overlays (files or folders) after rebuilding each from its source and
     recorded patches (any byte difference refuses it). A folder also gets its signed
-    overlay set, overlays.manifest.dsse.json, with the next version number. Signing a
-    proposal (tier propose) approves it; --canary-* record activation conditions in
-    each Statement and set entry (docs/governance.md)."""
+    overlay set, overlays.manifest.dsse.json, with the next version number (recorded in
+    this host's state file, which it names). Signing a proposal (tier propose) approves
+    it; --canary-* record activation conditions in each Statement and set entry
+    (docs/governance.md). Exit 1 when anything is refused, or there is nothing to sign
+    (a folder with no overlays and no signed set to supersede)."""
+    import os
+
+    from codesuture.overlay.names import SET_NAME
     from codesuture.trust.canary import options as canary_options
     from codesuture.ship import sign as signing
+
+    empty = [p for p in paths if os.path.isdir(p) and not overlay_count(p) and not os.path.exists(os.path.join(p, SET_NAME))]
+    if empty:
+        click.echo(f"codesuture: no overlays in {', '.join(empty)}: nothing to sign (nothing was written)", err=True)
+        sys.exit(1)
 
     try:
         activation = canary_options(canary_percent, canary_env)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--canary-env") from None
-    options = signing.SignOptions(None if ttl_days is None else ttl_days * _DAY, set_name, app_root, pythons, _state_dir(),
+    host_state = _state_dir(state_dir_given)
+    options = signing.SignOptions(None if ttl_days is None else ttl_days * _DAY, set_name, app_root, pythons, host_state,
                                   set_version=set_version, activation=activation, require_evidence=require_evidence)
     try:
         if use_sigstore:
@@ -86,18 +100,20 @@ def sign(
     failed = 0
     for r in results:
         if r.ok:
-            click.echo(f"signed {r.overlay} -> {r.output} ({r.signer})" + (f": {r.reason}" if r.reason else ""))
+            recorded = (f"; version recorded in {state_file(host_state)}"
+                        if os.path.basename(str(r.output)) == SET_NAME else "")  # host state written: named
+            click.echo(f"signed {r.overlay} -> {r.output} ({r.signer})" + (f": {r.reason}" if r.reason else "") + recorded)
         else:
             failed += 1
             click.echo(f"{r.overlay}: {r.reason}", err=True)
     if not results:
-        click.echo("no overlays found", err=True)
+        click.echo("codesuture: no overlays found: nothing signed", err=True)
     sys.exit(1 if failed or not results else 0)
 
 
 @click.command()
-@click.option("--keys", "keys_dir", type=click.Path(file_okay=False), help="Trust root: folder of public keys and revoked.json.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@keys_option("Trust root")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.option("--sigstore", "use_sigstore", is_flag=True, help="Verify Sigstore bundles (<file>.sigstore.json) offline.")
 @click.option("--cert-identity", metavar="ID", help="With --sigstore: the signing certificate's identity (SAN).")
 @click.option("--cert-oidc-issuer", metavar="URL", help="With --sigstore: the OIDC issuer of that identity.")
@@ -108,7 +124,7 @@ def verify(
     cert_oidc_issuer: str | None, staging: bool, paths: tuple[str, ...],
 ) -> None:
     """Verify overlays, signed folders and bundles as the strictest load policy would
-    admit them. Exit 0 when all verify."""
+    admit them. Exit 0 when all verify; 1 when any fails or there is nothing to verify."""
     from codesuture.ship import verify as verifying
 
     if use_sigstore:
@@ -116,7 +132,7 @@ def verify(
             raise click.UsageError("--sigstore needs --cert-identity and --cert-oidc-issuer")
         results = verifying.verify_paths_sigstore(paths, identity=cert_identity, issuer=cert_oidc_issuer, staging=staging)
     else:
-        if not keys_dir:
-            raise click.UsageError("--keys KEYS_DIR is required (or --sigstore)")
+        keys_dir = resolve_keys(keys_dir, required=True)
+        assert keys_dir is not None
         results = verifying.verify_paths(paths, keys_dir)
     print_results(results, as_json)

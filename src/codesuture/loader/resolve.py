@@ -6,7 +6,8 @@ admit one through the load policy (:func:`codesuture.trust.policy.admit`: signed
 signature, digest, revocation, expiry; no unmarshalling); check the header's magic
 number and source SHA-256 and the metadata's key and cache tag; only then
 ``marshal.loads``. Every refusal is one log line naming the overlay and the reason,
-and the caller loads the original module.
+and the caller loads the original module. Expiry is per patch: a function whose
+patch expired runs its source's code, the overlay's other patches stay (one line).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def resolve(key: str, entries: Sequence[Any], source: bytes, source_path: str, p
         except Exception as exc:  # contained: the original module loads (rule 7)
             log.warning("overlay %s not applied: internal error %r", entry.name, exc)
             continue
+        code = _without_expired(code, entry, admitted, policy, source, source_path)
+        if code is None:
+            continue
         _fix_filename(code, source_path)
         if meta.package:  # advisory: the distribution around these source bytes changed since the heal
             from codesuture.overlay.package import check_installed
@@ -109,6 +113,67 @@ def loaded_patches(key: str) -> list[Any]:
     except CodeSutureError as exc:
         log.warning("patches of the overlay loaded for %s unknown: %s", key, getattr(exc, "reason", exc))
         return []
+
+
+def _without_expired(code: types.CodeType, entry: Any, admitted: Any, policy: Any, source: bytes,
+                     source_path: str) -> types.CodeType | None:
+    """Expiry per patch: *code* (an admitted overlay's module code) with every function
+    whose patch has expired given its source's code back (compiled from the same
+    *source* bytes: the code that runs with no overlay), the other patches kept. None
+    (logged) when every patch expired. Costs nothing while no patch has expired: under
+    a signed set, the patch list is read only when the set's ``patchesExpireAt`` (the
+    earliest patch expiry) has passed."""
+    import time
+
+    from codesuture.util.clock import iso_utc
+
+    now = time.time()
+    patches = admitted.meta.patches
+    if not patches and admitted.via == "set":
+        from codesuture.trust.policy import full_meta, store_set
+
+        try:
+            vset = store_set(entry.store, policy)
+            first = (vset.overlays.get(entry.name) or {}).get("patchesExpireAt") if vset is not None else None
+            if not first or first > iso_utc(now):
+                return code
+            patches = full_meta(entry, admitted, policy).patches
+        except Exception as exc:  # noqa: BLE001 - unknown patch expiries: the overlay's own expiry held
+            log.warning("overlay %s: patch expiries not read (%s): loaded whole", entry.name, getattr(exc, "reason", exc))
+            return code
+    expired = [p for p in patches if p.expires and p.expired(now)]
+    if not expired:
+        return code
+    if len(expired) == len(patches):
+        log.warning("overlay %s not applied: every patch expired (the last at %s)", entry.name,
+                    max(p.expires for p in expired))
+        return None
+    gone = {(p.qualname, p.firstlineno) for p in expired}
+    original = compile(source, source_path, "exec", dont_inherit=True)
+    by_site: dict[tuple[str, int], types.CodeType] = {}
+
+    def index(co: types.CodeType) -> None:
+        for c in co.co_consts:
+            if isinstance(c, types.CodeType):
+                by_site.setdefault((c.co_qualname, c.co_firstlineno), c)
+                index(c)
+
+    index(original)
+
+    def swap(co: types.CodeType) -> types.CodeType:
+        consts = []
+        for c in co.co_consts:
+            if isinstance(c, types.CodeType):
+                site = (c.co_qualname, c.co_firstlineno)
+                c = by_site[site] if site in gone and site in by_site else swap(c)
+            consts.append(c)
+        new = tuple(consts)
+        return co if all(a is b for a, b in zip(new, co.co_consts)) else co.replace(co_consts=new)
+
+    log.warning("overlay %s: %d patch(es) expired (%s): their function(s) run the source's code, the other %d "
+                "patch(es) stay", entry.name, len(expired), ", ".join(sorted(f"{p.qualname} at {p.expires}" for p in expired)),
+                len(patches) - len(expired))
+    return swap(code)
 
 
 def _fix_filename(code: types.CodeType, path: str) -> None:

@@ -19,6 +19,10 @@ from importlib.util import MAGIC_NUMBER
 from codesuture.errors import OverlayError
 from codesuture.patch.spec import PatchRecord
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Sequence
+
 #: Format 2: patch offsets name instructions of the unpatched code (format 1 chained them).
 META_FORMAT = 2
 
@@ -42,6 +46,18 @@ def package_field(value: object) -> "dict[str, str] | None":
             or not all(isinstance(value[k], str) and value[k] for k in ("name", "version"))):
         raise ValueError(f"package must be {{'name': str, 'version': str}}, not {value!r}")
     return {"name": value["name"], "version": value["version"]}
+
+
+def overlay_expiry(patches: "Sequence[PatchRecord]") -> str:
+    """The expiry of an overlay holding *patches* (records with an ``expires`` RFC 3339
+    UTC time, ``""`` for none): the latest of theirs, ``""`` when any patch never
+    expires (or there are none). Each patch keeps its own expiry: the loader runs the
+    source's code of a function whose patch expired and keeps the others
+    (:mod:`codesuture.loader.resolve`), so one short-lived patch never expires the rest."""
+    times = [getattr(p, "expires", "") for p in patches]
+    if not times or not all(times):
+        return ""
+    return max(times)
 
 
 class OverlayMeta(namedtuple(

@@ -44,7 +44,8 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return self.set_ok and not any(r.status.startswith("refused") or r.status == "stale" for r in self.rows)
+        return self.set_ok and not any(r.status.startswith("refused") or r.status in ("stale", "source not found")
+                                       for r in self.rows)
 
 
 def _present(entry: object, suffix: str) -> bool:

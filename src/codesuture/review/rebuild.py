@@ -35,7 +35,7 @@ class RebuildResult:
 def rebuild_for(store: str, python: str, app_root: str | None, output: str | None = None) -> list[RebuildResult]:
     """Rebuild every module of folder *store* for interpreter *python*. Raises
     :class:`~codesuture.errors.CodeSutureError` when *python* cannot be run."""
-    from codesuture.overlay.model import OverlayMeta
+    from codesuture.overlay.model import OverlayMeta, overlay_expiry
     from codesuture.overlay.names import META_SUFFIX, OVERLAY_SUFFIX, stem_for
     from codesuture.patch.spec import PatchRecord
     from codesuture.ship.metadata import entries_of, signed_meta
@@ -78,7 +78,7 @@ def rebuild_for(store: str, python: str, app_root: str | None, output: str | Non
         new_meta = OverlayMeta(
             module=meta.module, key=key, origin=meta.origin, source_sha256=meta.source_sha256,
             overlay_sha256=hashlib.sha256(data).hexdigest(), python=answer["python"], created=iso_utc(now),
-            expires=min((r.expires for r in records if r.expires), default=""), tier=meta.tier, patches=records,
+            expires=overlay_expiry(records), tier=meta.tier, patches=records,
             package=meta.package,
         )
         with out.locked(key):

@@ -13,10 +13,12 @@ runs the program instead (with the overlays when it runs under boot). A capture 
 allows neither gives a test that skips and says why.
 
 **Proof** (:func:`prove`, ``codesuture repro --prove``): each test runs twice in a
-subprocess: plain (``python -m pytest FILE``: must fail with the original exception)
-and under boot with the store (``python -m codesuture.boot --overlays STORE --no-heal
+subprocess: without this patch (under boot with a copy of the store minus this patch,
+every other patch in place: must fail with the original exception) and under boot
+with the store (``python -m codesuture.boot --overlays STORE --no-heal
 --require-overlays -m pytest FILE``: must pass). The result (test SHA-256, both
-outcomes, interpreter, the overlay's SHA-256) is written into the patch record's
+outcomes, interpreter, the overlay's SHA-256, the test's path relative to the store)
+is written into the patch record's
 ``evidence["proof"]`` in the sidecar, so ``codesuture sign`` puts it into the signed
 Statement; ``sign --require-evidence`` refuses a patch without a passing proof.
 
@@ -497,13 +499,16 @@ def store_without(c: Capture, into: str, python: str, app_root: str | None) -> s
 
 def prove(tests: Sequence[ReproTest], python: str | None = None, keys: str | None = None,
           timeout: float = 300, record: bool = True, app_root: str | None = None) -> list[Proof]:
-    """Run every test plain (must fail with the original exception) and under boot with
-    its store (must pass); record each outcome as ``evidence["proof"]`` of its patch in
-    the sidecar (*record*). When the plain run stops earlier, at another patched site
-    of the same overlay (a function with several patches), the "without" run is redone
-    under boot with the store minus this patch (:func:`store_without`) and must fail
-    with the original exception there; the outcome says so. *app_root*: where ``app:``
-    origins are (for that rebuild)."""
+    """Run every test without its patch (must fail with the original exception) and
+    under boot with its store (must pass); record each outcome as ``evidence["proof"]``
+    of its patch in the sidecar (*record*). "Without" is this patch alone taken out:
+    the test runs under boot with the store minus this patch (:func:`store_without`),
+    every other patch in place, so a site reached only once another is healed (a
+    cascade, across overlays or within one) is proved too; only when that store
+    cannot be built does it run plain, and the outcome says so. The proof names the
+    test by its path relative to the store (``test_path``) and SHA-256, which ``sign
+    --require-evidence`` checks. *app_root*: where ``app:`` origins are (for the
+    rebuild)."""
     import tempfile
 
     from codesuture.overlay.names import MAX_OVERLAY_BYTES, OVERLAY_SUFFIX
@@ -526,20 +531,22 @@ def prove(tests: Sequence[ReproTest], python: str | None = None, keys: str | Non
                 fh.write("[pytest]\n")
             pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-c", ini,
                            "--rootdir", os.path.dirname(test), test]
-            rc, result, out = _run_one([py, *pytest_args], test, os.path.join(tmp, "without.json"), timeout)
-            without = _outcome(rc, result, out)
+            # "Without" means without THIS patch, every other patch in place: in a cascade
+            # (site B is reached only once site A is healed) a run with no overlay at all
+            # stops at A and proves nothing about B.
+            try:
+                minus: str | None = store_without(t.capture, os.path.join(tmp, "minus"), py, app_root)
+                note = ""
+            except CodeSutureError as exc:
+                minus, note = None, f" (the store minus this patch cannot be built: {getattr(exc, 'reason', exc)}; plain run)"
+            if minus is not None:
+                rc, result, out = _run_one([*boot_command(py, minus, None), *pytest_args], test,
+                                           os.path.join(tmp, "without.json"), timeout)
+                without = f"{_outcome(rc, result, out)} with the store minus this patch"
+            else:
+                rc, result, out = _run_one([py, *pytest_args], test, os.path.join(tmp, "without.json"), timeout)
+                without = _outcome(rc, result, out) + note
             ok_without = result is not None and result.get("outcome") == "original" and rc != 0
-            if (not ok_without and result is not None and result.get("outcome") == "other"
-                    and len(t.capture.meta.patches) > 1):
-                try:
-                    minus = store_without(t.capture, os.path.join(tmp, "minus"), py, app_root)
-                except CodeSutureError as exc:
-                    without += f"; without this patch alone: cannot rebuild ({getattr(exc, 'reason', exc)})"
-                else:
-                    rc2, result2, out2 = _run_one([*boot_command(py, minus, None), *pytest_args], test,
-                                                  os.path.join(tmp, "minus.json"), timeout)
-                    ok_without = result2 is not None and result2.get("outcome") == "original" and rc2 != 0
-                    without = f"{_outcome(rc2, result2, out2)} with the store minus this patch (plain: {without})"
             rc, result, out = _run_one([*boot_command(py, t.capture.store, keys), *pytest_args], test,
                                        os.path.join(tmp, "with.json"), timeout)
             with_ = _outcome(rc, result, out)
@@ -548,6 +555,7 @@ def prove(tests: Sequence[ReproTest], python: str | None = None, keys: str | Non
         data = read_regular(os.path.join(t.capture.store, t.capture.stem + OVERLAY_SUFFIX), MAX_OVERLAY_BYTES)
         evidence = {
             "test": os.path.basename(t.path), "test_sha256": t.sha256, "by": t.by,
+            "test_path": os.path.relpath(test, os.path.abspath(t.capture.store)).replace(os.sep, "/"),
             "without": without, "with": with_, "passed": passed,
             "interpreter": interp, "overlay_sha256": hashlib.sha256(data or b"").hexdigest(),
             "provedAt": iso_utc(time.time()),

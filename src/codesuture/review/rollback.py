@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from codesuture.errors import OverlayError
+from codesuture.overlay.model import overlay_expiry
 
 
 @dataclass
@@ -70,6 +71,9 @@ def rollback(
     results: list[RollbackResult] = []
     # First every rewrite is built (nothing written), then the folder changes.
     plans: list[tuple[Any, Any, RollbackResult, list[Any], bytes | None]] = []
+    # The site fingerprints of what is taken out: a healer never patches such a crash
+    # again on its own (no flapping; the fix goes back through review).
+    fingerprints: dict[str, str] = {}
     for entry in entries_of(target):
         meta, _ = signed_meta(entry, None)
         if module is not None and module not in (entry.key, meta.module):
@@ -77,6 +81,8 @@ def rollback(
         chosen = [p for p in meta.patches if function is None or matches_function(p.qualname, function)]
         if not chosen:
             continue
+        fingerprints.update({str(p.evidence["fingerprint"]): f"{p.module}:{p.line} {p.qualname}"
+                             for p in chosen if (p.evidence or {}).get("fingerprint")})
         data = entry.read(OVERLAY_SUFFIX)
         digest = hashlib.sha256(data or b"").hexdigest()
         kept = [p for p in meta.patches if p not in chosen]
@@ -109,7 +115,7 @@ def rollback(
             from codesuture.trust.state import HostState
 
             try:
-                HostState(state_dir).withdraw(withdrawn, now)
+                HostState(state_dir).withdraw(withdrawn, now, fingerprints)
             except OSError as exc:
                 raise OverlayError(os.path.join(state_dir, "state.json"),
                                    f"cannot record the withdrawal: {exc.strerror or exc}") from None
@@ -139,7 +145,7 @@ def _rewrite(entry: Any, meta: Any, kept: list[Any], data: bytes, now: float) ->
 
     python = interpreter_info() if entry.cache_tag == sys.implementation.cache_tag else meta.python
     new = meta._replace(overlay_sha256=hashlib.sha256(data).hexdigest(), python=python, created=iso_utc(now),
-                        expires=min((p.expires for p in kept if p.expires), default=""), patches=kept)
+                        expires=overlay_expiry(kept), patches=kept)
     with entry.store.locked(meta.key):
         entry.store.write_member(entry.name, OVERLAY_SUFFIX, data)
         entry.store.write_member(entry.name, META_SUFFIX, new.dumps())

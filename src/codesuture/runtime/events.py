@@ -94,21 +94,50 @@ class Unit:
     def __repr__(self) -> str:
         return f"Unit(fired={self.fired!r}, replayed={self.replayed}, patched={self.patched!r})"
 
-    def header(self) -> str | None:
-        """The ``X-CodeSuture`` header value, or None for a healthy unit. Form:
-        ``guards=N; guard=<name>; site=<module>:<line>[; replayed=N]``, naming the
-        first site that fired (or was patched)."""
+    def header(self, full: bool = False) -> str | None:
+        """The ``X-CodeSuture`` header value, or None for a healthy unit:
+        ``guards=N[; replayed=N]``; with *full* (the ``header = "full"`` setting) also
+        ``guard=<name>; site=<module>:<line>`` of the first site that fired (or was
+        patched) -- which tells every client where the patched code is."""
         if not self.degraded:
             return None
         fired, patched = self.fired, self.patched
         parts = [f"guards={len(fired)}"]
         first = fired[0] if fired else (patched[0] if patched else "")
-        if first:
+        if first and full:
             guard, _, where = first.partition("@")
             parts += [f"guard={guard}", f"site={where}"]
         if self._replayed:
             parts.append(f"replayed={self._replayed}")
         return "; ".join(parts)
+
+
+def header_level(value: bool | str | None = None) -> str | None:
+    """What a boundary's ``X-CodeSuture`` header says: ``"counts"``, ``"full"`` or None
+    (off). *value*: the boundary's own option (True: counts, False: off, or a level
+    name); None reads ``CODESUTURE_HEADER`` (which boot exports from the ``header``
+    setting), default counts. Raises :class:`~codesuture.errors.ConfigError` for a bad
+    level given in code; a bad environment value is logged and counts is used."""
+    from codesuture.settings import parse_header
+
+    if value is None:
+        import os
+
+        raw = os.environ.get("CODESUTURE_HEADER")
+        if raw is None:
+            return "counts"
+        from codesuture.errors import ConfigError
+
+        try:
+            level = parse_header("CODESUTURE_HEADER", raw)
+        except ConfigError as exc:
+            from codesuture.logs import logger
+
+            logger("codesuture.web").warning("%s; the X-CodeSuture header says counts only", exc)
+            return "counts"
+    else:
+        level = parse_header("header", value)
+    return None if level == "off" else level
 
 
 _UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("codesuture_unit", default=None)

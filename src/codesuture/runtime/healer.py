@@ -98,6 +98,11 @@ class Healer:
     """
 
     governance: Any = None
+    #: The kill file every heal looks for first (set by :meth:`from_settings`; None: none).
+    kill_file: str | None = None
+    #: The host state folder (:mod:`codesuture.trust.state`: fingerprints ``codesuture
+    #: rollback`` took out); None: not consulted.
+    state_dir: str | None = None
 
     def __init__(
         self,
@@ -126,6 +131,7 @@ class Healer:
         self.control_flow = control_flow
         self.history: list[HealResult] = []
         self.proposals: list[PatchRecord] = []
+        self._told_memory = False  # "patches stay in memory" said once
         #: The functions whose live code this healer changed (:mod:`codesuture.runtime.ledger`).
         self.ledger = Ledger()
         self._gate: bool | None = None
@@ -137,6 +143,8 @@ class Healer:
         self._last: Any = None
         #: Sites whose heal was taken back in this process: never healed again here.
         self._taken_back: set[tuple[str, str, int, int]] = set()
+        #: Site fingerprint -> how :meth:`rollback` took its patch out: never re-applied.
+        self.rolled_back: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
@@ -149,6 +157,8 @@ class Healer:
             prod=settings.prod, control_flow=tuple(settings.control_flow),
         )
         healer.governance = Policy.from_settings(settings)
+        healer.kill_file = getattr(settings, "kill_file", None)
+        healer.state_dir = getattr(settings, "state_dir", None)
         return healer
 
     # ------------------------------------------------------------------ public
@@ -181,6 +191,10 @@ class Healer:
         Returns the number of functions restored (the overlays on disk are
         :func:`codesuture.review.rollback.rollback`'s business)."""
         with self.ledger.lock:
+            for r in self.ledger.records():  # never re-applied from the fingerprint registry without review
+                fp = (r.evidence or {}).get("fingerprint")
+                if fp:
+                    self.rolled_back[str(fp)] = f"rolled back in this process ({r.module}:{r.line} {r.qualname})"
             n = self.ledger.revert_all()
             self.history.clear()
             from codesuture.runtime import incidents
@@ -218,7 +232,7 @@ class Healer:
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
         from codesuture.crash.diagnose import decides_control_flow, diagnose
         from codesuture.crash.handled import caught_by_program
-        from codesuture.crash.site import find_crash_site
+        from codesuture.crash.site import find_crash_site, worker_site
         from codesuture.guards.registry import default_rule
         from codesuture.patch import diffgate
 
@@ -237,7 +251,8 @@ class Healer:
                 return None
         else:
             last = None  # not a cascade of the newest patch
-        live = find_crash_site(exc)
+        # A work item's exception from a process pool carries its worker's crash site.
+        live = worker_site(exc, tuple(f.original for f in self.ledger.functions())) or find_crash_site(exc)
         fs = self.state_for(live, main_code, main_path)
         site = self.ledger.original_site(live, fs)
         if (fs.key, *_site(site)) in self._taken_back:
@@ -253,7 +268,7 @@ class Healer:
             return self._result(existing, fs, main_code, "already", t0)
         from codesuture.runtime import governance
 
-        tier, why = governance.decide(self, fs, site)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
+        tier, why = governance.decide(self, fs, site, fingerprint)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
         if tier == "observe":
             governance.observe(self, fs, site, exc, why)
             return None
@@ -298,8 +313,9 @@ class Healer:
         diffgate.check(spec, synth.added, synth.removed)
         record = record._replace(added=synth.added, removed=synth.removed)
         if self.dry_run:
+            record = record._replace(expression=site.expression)  # nothing is patched: the source may be read now
             self.proposals.append(record)
-            log.warning("would patch %s with %s (dry run)", site.describe(), spec.guard)
+            log.warning("would patch %s -> yields %s (dry run: nothing changed)", describe_patch(record), record.yields)
             self._refused("dry_run", exc, spec.guard, guard=spec.guard)
             return None
         if tier == "propose":
@@ -313,18 +329,24 @@ class Healer:
         fs.records = merge(fs.records, [record])
         from codesuture.patch.synthesize import site_of
 
-        log.warning(
-            "patched %s with %s (yields %s; +%d instructions; %d function(s), %d parent(s)) in %.1f ms%s",
-            site.describe(), spec.guard + (f"/{spec.form}" if spec.form else ""), record.yields,
-            synth.added, report.functions, report.parents, elapsed * 1000,
-            f"; guard {last.cascade + 2} of the heal of {last.first} (one crash, one heal)" if last else "",
-        )
         from codesuture.patch.diffgate import render
 
         result = HealResult(record, render(synth.before, synth.after), self._main(fs, main_code), None, elapsed,
                             cascade=last.cascade + 1 if last else 0)
         snapshot = self._snapshot(fs)
         result.overlay, result.proposed = self._write(fs)
+        # One line per patch, in the naming scheme of every CodeSuture report
+        # (module:line function: guard on `expr` -> yields ...); the detail at -v.
+        where = (f"; proposed for review in {result.overlay}" if result.proposed else f"; overlay {result.overlay}"
+                 ) if result.overlay else "; in memory only"
+        cascade = f"; guard {last.cascade + 2} of the heal of {last.first} (one crash, one heal)" if last else ""
+        log.warning("patched %s -> yields %s%s%s", describe_patch(record), record.yields, where, cascade)
+        log.info("  %s at offset %d; +%d instructions; %d function(s), %d parent(s) swapped; %.1f ms",
+                 site.opname, site.offset, synth.added, report.functions, report.parents, elapsed * 1000)
+        if not result.overlay and self.overlays is None and not self._told_memory:
+            self._told_memory = True
+            log.warning("patches stay in memory and are lost when the process ends: no overlay store is configured "
+                        "(run under python -m codesuture.boot --overlays DIR, or set CODESUTURE_OVERLAYS)")
         self._last = takeback.begin(site_of(record), fs, record, snapshot if result.overlay else None, last)
         if result.overlay:  # what reproduces the crash, beside the overlay (review/repro.py; never raises)
             from codesuture.runtime.capture import capture
@@ -587,9 +609,20 @@ class Healer:
         except (CodeSutureError, OSError, SyntaxError) as exc:
             log.warning("patched live, but no overlay written for %s: %s", fs.key, exc)
             return None, False
+        if origin.startswith("app:"):  # where review finds this source (store/app_root.py)
+            from codesuture.store.app_root import record
+
+            record(directory, app_root)
         if proposed:
             log.warning("proposed overlay %s (pending review: never loaded until signed and moved into a store)", path)
         return path, proposed
+
+
+def describe_patch(record: PatchRecord) -> str:
+    """``module:line function: guard on `expression``` -- how every CodeSuture report
+    (the heal log line, ``run``, ``explain``, ``suggest``) names a patch."""
+    guard = record.guard.guard + (f"/{record.guard.form}" if record.guard.form else "")
+    return f"{record.module}:{record.line} {record.qualname}: {guard} on `{record.expression}`"
 
 
 def _where(record: PatchRecord) -> str:
@@ -604,6 +637,14 @@ def _stopped(healer: Healer) -> bool:
     import sys
 
     switch = sys.modules.get("codesuture.runtime.killswitch")
+    path = getattr(healer, "kill_file", None)
+    if (switch is None or switch.KILLED is None) and path and os.path.lexists(path):
+        # Every heal looks (one lstat, off the healthy path): a boundary's healer may run
+        # in a process whose watcher never started or has not looked yet.
+        from codesuture.runtime import killswitch
+
+        killswitch.trigger(f"kill file {path}", wait=True)  # reentrant: this healer's lock is an RLock
+        switch = killswitch
     if switch is not None and switch.KILLED is not None:
         log.info("not healed: the kill switch went off in this process (%s)", switch.KILLED)
         return True
@@ -661,4 +702,4 @@ def disabled() -> bool:
 
 
 
-__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception"]
+__all__ = ["Healer", "HealResult", "FunctionState", "default_healer", "disabled", "describe_exception", "describe_patch"]

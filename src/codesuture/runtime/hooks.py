@@ -15,13 +15,23 @@ the program:
   replayed: the protocol is unknown).
 * ``threading``: ``threading.excepthook`` is chained (the previous hook still prints
   the traceback), then the crash is healed for the next call; never replayed.
-* ``concurrent.futures``: a crash inside a ``ThreadPoolExecutor`` or
-  ``ProcessPoolExecutor`` work item is healed in the worker, where the function runs,
-  before its Future gets the exception (never replayed, never swallowed).
+* ``concurrent.futures`` and ``asyncio`` awaits: nothing is healed in a worker before
+  its Future resolves, since only the code that takes the result knows whether it
+  handles the exception (``try: pool.submit(f).result() except KeyError: ...``,
+  ``await asyncio.to_thread(f)``, ``run_in_executor``, ``gather``). The exception
+  travels as it does without CodeSuture: through ``Future.result()`` or the ``await``
+  into the caller's frames, with the worker's frames still in its traceback, and is
+  healed only where it arrives unhandled (the script, a request, a thread: rule 12).
+  A ``ProcessPoolExecutor`` worker notes its crash site on the exception before it is
+  pickled (:func:`codesuture.crash.site.note_worker_site`), so that the parent can
+  heal the site its copy of the exception has no frames for.
 * ``asyncio``: ``BaseEventLoop.call_exception_handler`` (exceptions in callbacks, tasks
   and futures whose exception is never retrieved, logged when they are collected) runs
   the loop's handler as before (the usual log line), then heals. Exceptions that reach
   ``asyncio.run`` are the script boundary's.
+* Flask, Django and Starlette turn a view's exception into a 500 themselves, before
+  any hook sees it: the first time one does so with a structural crash no adapter
+  saw, one WARNING names the adapter line to add (nothing is healed there).
 
 Each hook is installed at most once, and only when the session heals or is in prod
 mode; without ``--heal`` in prod, :meth:`~codesuture.runtime.session.Session.heal` only
@@ -281,7 +291,8 @@ def _make_wrappers(cls: type, name: str, web: Any) -> tuple[Any, Any]:
         return None, None
     inner = web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES)
     end_headers = _raw(cls, "end_headers")
-    with_header = web._with_header(end_headers) if end_headers is not None else None
+    level = web.events.header_level()  # the header setting (CODESUTURE_HEADER), as every boundary
+    with_header = web._with_header(end_headers, level == "full") if end_headers is not None and level else None
 
     def run(self: Any) -> Any:
         try:
@@ -339,21 +350,6 @@ def _threading(module: Any) -> None:
 # ---------------------------------------------------------------------- concurrent.futures
 
 
-def _futures_thread(module: Any) -> None:
-    future = sys.modules["concurrent.futures._base"].Future
-    set_exception = _hooked(future, "set_exception")
-    if set_exception is None:
-        return
-    run = module._WorkItem.run.__code__
-
-    def hook(self: Any, exception: Any) -> None:
-        if sys._getframe(1).f_code is run:  # a ThreadPoolExecutor work item, in its worker
-            heal(exception)
-        set_exception(self, exception)
-
-    future.set_exception = _wraps(hook, set_exception)
-
-
 def _futures_process(module: Any) -> None:
     cls = module._ExceptionWithTraceback
     init = _hooked(cls, "__init__")
@@ -363,7 +359,9 @@ def _futures_process(module: Any) -> None:
 
     def hook(self: Any, exc: Any, tb: Any) -> None:
         if sys._getframe(1).f_code is worker:  # the work item's crash, in the worker process
-            heal(exc)
+            from codesuture.crash.site import note_worker_site
+
+            note_worker_site(exc, tb)  # the parent heals it, if its Future's result goes unhandled
         init(self, exc, tb)
 
     cls.__init__ = _wraps(hook, init)
@@ -402,11 +400,91 @@ def _loop_heal(loop: Any, context: dict[str, Any], exc: Exception) -> None:
     heal(exc)
 
 
+# ---------------------------------------------------------------------- web frameworks
+
+#: Structural exceptions: what an adapter could have healed.
+_STRUCTURAL = ("AttributeError", "KeyError", "IndexError", "ZeroDivisionError", "TypeError", "ValueError",
+               "FileNotFoundError")
+#: The adapter line per framework, for the one warning.
+ADAPTER_LINES = {
+    "Flask": "from codesuture.runtime.adapters.flask import CodeSuture; CodeSuture(app)",
+    "Django": 'MIDDLEWARE = ["codesuture.runtime.adapters.django.CodeSutureMiddleware", *MIDDLEWARE]',
+    "Starlette": "from codesuture.runtime.adapters.starlette import install; install(app)",
+}
+#: Frameworks already warned about in this process.
+_WARNED: set[str] = set()
+
+
+def _unhealed_500(framework: str, exc: Any) -> None:
+    """The framework turned *exc* into a 500: once per framework and process, warn when
+    no CodeSuture boundary ever saw it (the app has no adapter) and it is a crash an
+    adapter could heal. Never raises."""
+    try:
+        if framework in _WARNED or _SESSION is None or not isinstance(exc, Exception):
+            return
+        if not any(k.__name__ in _STRUCTURAL for k in type(exc).__mro__):
+            return
+        state = getattr(exc, "__dict__", {})
+        if state.get("__codesuture_seen__") or state.get(_MARK):
+            return
+        _WARNED.add(framework)
+        tb, where = exc.__traceback__, ""
+        while tb is not None:
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        _log().warning("%s turned %s%s into a 500 without CodeSuture's adapter, so it was not healed (the framework "
+                       "handles the exception before any CodeSuture hook sees it); add the adapter: %s", framework,
+                       type(exc).__name__, where, ADAPTER_LINES[framework])
+    except Exception:  # noqa: BLE001 - only a hint (rule 7)
+        pass
+
+
+def _flask(module: Any) -> None:
+    cls = module.Flask
+    handle_exception = _hooked(cls, "handle_exception")
+    if handle_exception is None:
+        return
+
+    def hook(self: Any, e: Any) -> Any:
+        _unhealed_500("Flask", e)
+        return handle_exception(self, e)
+
+    cls.handle_exception = _wraps(hook, handle_exception)
+
+
+def _django(module: Any) -> None:
+    handle = getattr(module, "handle_uncaught_exception", None)
+    if handle is None or getattr(handle, "__codesuture__", False):
+        return
+
+    def hook(request: Any, resolver: Any, exc_info: Any) -> Any:
+        _unhealed_500("Django", exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None)
+        return handle(request, resolver, exc_info)
+
+    module.handle_uncaught_exception = _wraps(hook, handle)
+
+
+def _starlette(module: Any) -> None:
+    cls = module.ServerErrorMiddleware
+    for name in ("error_response", "debug_response"):
+        original = _hooked(cls, name) if name in cls.__dict__ else None
+        if original is None:
+            continue
+
+        def hook(self: Any, request: Any, exc: Any, _original: Any = original) -> Any:
+            _unhealed_500("Starlette", exc)
+            return _original(self, request, exc)
+
+        setattr(cls, name, _wraps(hook, original))
+
+
 _PATCHERS.update({
+    "flask.app": _flask,
+    "django.core.handlers.exception": _django,
+    "starlette.middleware.errors": _starlette,
     "threading": _threading,
     "socketserver": _socketserver,
     "http.server": _http_server,
-    "concurrent.futures.thread": _futures_thread,
     "concurrent.futures.process": _futures_process,
     "asyncio.base_events": _asyncio,
 })

@@ -612,14 +612,16 @@ class Registry:
         self._stamp = stamp
         stored: dict[tuple[str, str], Any] = {}
         for location in self.locations:
-            for record in _records_in(location):
+            for record in records_in(location):
+                if (record.evidence or {}).get("review") == "auto-rolled-back":
+                    continue  # taken out: never a known fix (runtime/governance.py, no flapping)
                 key = self.key(record)
                 if key is not None:
                     stored.setdefault(key, record)
         self._stored = stored
 
 
-def _records_in(location: str) -> list[Any]:
+def records_in(location: str) -> list[Any]:
     """Every patch record in the overlay store at *location* (unreadable members skipped)."""
     if not os.path.exists(location):
         return []
@@ -652,5 +654,5 @@ def _records_in(location: str) -> list[Any]:
 
 __all__ = [
     "KINDS", "REASONS", "Config", "configure", "config", "record", "emit", "new", "line", "site_text",
-    "exception_site", "note_record", "site_fingerprint", "guard_observer", "fingerprint", "normalized", "exception_kind", "Registry",
+    "exception_site", "note_record", "site_fingerprint", "guard_observer", "fingerprint", "normalized", "exception_kind", "Registry", "records_in",
 ]

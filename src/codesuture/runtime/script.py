@@ -3,9 +3,10 @@
 
 As with ``python script.py``: the script's directory is ``sys.path[0]``, the
 arguments reach ``sys.argv``, the exit code is the script's (an unhandled exception
-prints its traceback through ``sys.excepthook`` and exits 1). A replay re-runs the
-whole script in a fresh ``__main__`` namespace with the patched code; modules already
-imported stay imported (their functions were patched in place).
+prints its traceback through ``sys.excepthook`` and exits 1). A replay runs the whole
+command again in a fresh process (:mod:`codesuture.runtime.rerun`), which loads the
+patch from the overlay store; it happens only for a run without side effects before
+its crash (:mod:`codesuture.runtime.effects`), unless ``--replay`` says otherwise.
 """
 
 import builtins
@@ -59,7 +60,7 @@ def script_target(path: str, args: list[str]) -> Target:
 
         spec = PathFinder.find_spec("__main__", [full])
         if spec is None or spec.origin is None:
-            raise ImportError(f"can't find '__main__' module in {path!r}")
+            raise ImportError(f"can't find '__main__' module in {full!r}")
         return Target(spec.origin, [path, *args], spec, path0=full)
     return Target(full, [path, *args], path0=os.path.dirname(full))
 
@@ -127,8 +128,10 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
     """The script's module code: its admitted overlay when one applies, else the
     compiled source. Its store key comes from its path relative to *app_root* (see
     :func:`codesuture.overlay.names.script_origin`). Raises OSError when the script
-    cannot be read, SyntaxError as Python would."""
-    if index and target.on_disk:
+    cannot be read, SyntaxError as Python would. Once the kill switch went off
+    (:mod:`codesuture.runtime.killswitch`), always the compiled source."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")  # the kill switch wins, always
+    if index and target.on_disk and (switch is None or switch.KILLED is None):
         source = target.read()
         from codesuture.overlay.names import main_key, script_origin
 
@@ -143,9 +146,18 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
                 return found.code
         else:
             _near_miss(index, origin, key)
-    if target.on_disk:
-        return _cached_code(target.path)
-    return compile(target.read(), target.path, "exec", dont_inherit=True)
+    try:
+        if target.on_disk:
+            return _cached_code(target.path)
+        return compile(target.read(), target.path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # python's file runner words some of these its own way
+        try:
+            problem = _undecodable(target.read(), target.path)
+        except OSError:
+            raise exc from None
+        if problem is not None:
+            raise problem from None
+        raise
 
 
 def _cached_code(path: str) -> "types.CodeType":
@@ -161,6 +173,44 @@ def _cached_code(path: str) -> "types.CodeType":
     if code is None:  # pragma: no cover - a source loader always has code
         raise OSError(f"no code for {path}")
     return code
+
+
+def _undecodable(source: bytes, path: str) -> "SyntaxError | None":
+    """The SyntaxError python's file runner raises for *source* before compiling it (a
+    NUL byte; bytes that are not UTF-8 when no PEP 263 coding line is declared), with
+    python's own message; None when :func:`compile` will judge it as python does."""
+    nul = source.find(b"\0")
+    if nul >= 0:
+        line = source.count(b"\n", 0, nul) + 1
+        start = source.rfind(b"\n", 0, nul) + 1
+        text = source[start:nul].decode("utf-8", "replace")
+        return SyntaxError("source code cannot contain null bytes", (path, line, None, text))
+    head = source.split(b"\n", 2)[:2]
+    if any(b"coding" in first for first in head):  # a PEP 263 coding line
+        import re
+
+        for first in head:
+            found = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", first)
+            if found:
+                name = found.group(1).decode("ascii", "replace")
+                if name.lower().replace("_", "-") in ("utf-8", "utf8") or name.lower().startswith("utf-8-"):
+                    return None  # compile() reports bad UTF-8 as python does
+                try:
+                    source.decode(name)
+                except (LookupError, UnicodeDecodeError):
+                    return SyntaxError(f"encoding problem: {name}")
+                return None
+            if not first.lstrip().startswith(b"#"):
+                break
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if source.startswith(b"\xef\xbb\xbf"):
+            return None
+        line = source.count(b"\n", 0, err.start) + 1
+        return SyntaxError(f"Non-UTF-8 code starting with '\\x{source[err.start]:02x}' in file {path} on line {line}, "
+                           "but no encoding declared; see https://peps.python.org/pep-0263/ for details")
+    return None
 
 
 def _near_miss(index: "dict[str, list[Any]]", origin: str, key: str) -> None:
@@ -194,62 +244,129 @@ def run(
     index: "dict[str, list[Any]] | None" = None,
     policy: "Any" = None,
     app_root: str | None = None,
+    replay: str = "auto",
+    ignore: tuple[str | None, ...] = (),
+    carry: Callable[[], dict[str, Any]] | None = None,
 ) -> int:
-    """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
-    while each heal makes progress, at most *retries* times (0: heal, never replay; see
-    :mod:`codesuture.runtime.replay`). Returns the exit code: the program's, 1 after an
-    unhandled exception, 130 after Ctrl-C."""
+    """Run *target* as ``__main__``; with *heal*, heal an unhandled crash and replay the
+    run while each heal makes progress, at most *retries* times (0: heal, never replay;
+    see :mod:`codesuture.runtime.replay`). A replay is this command started again in
+    this process (:mod:`codesuture.runtime.rerun`): the script's module code never runs
+    twice in one process. *replay*: ``auto`` replays only a run that had no side effect
+    before its crash (:mod:`codesuture.runtime.effects`; *ignore*: CodeSuture's own
+    paths), ``always``, ``never``; a run healed but not replayed reports the crash as
+    Python would, says why in one line, and exits with 1 like the program. *carry*:
+    what the command reports at its end so far (``{"patched", "proposed", "lines"}``),
+    handed to the replay. Returns the exit code: the program's, 1 after an unhandled
+    exception, 130 after Ctrl-C."""
+    from codesuture.settings import EXIT_INTERRUPTED
+
+    start_cwd = os.getcwd()
     sys.argv[:] = target.argv
-    script_dir = os.path.dirname(os.path.abspath(target.path))
     if target.path0 is not None:
         if sys.path and sys.path[0] in ("", os.getcwd()):
             sys.path[0] = target.path0
         else:
             sys.path.insert(0, target.path0)
     try:
-        code = main_code_for(target, index, policy, app_root or script_dir)
-    except SyntaxError as exc:  # as python prints it: no traceback of the runner's frames
+        code = main_code_for(target, index, policy, app_root or os.path.dirname(os.path.abspath(target.path)))
+    except SyntaxError as exc:  # the program's error, reported as python reports it: no CodeSuture frame
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
-    replays: "Any" = None  # made on the first crash (runtime/replay.py)
-    while True:
-        module = types.ModuleType("__main__")
-        module.__dict__.update(
-            __builtins__=builtins,
-            __spec__=target.spec,
-            __loader__=getattr(target.spec, "loader", None),
-            __package__=target.spec.parent if target.spec is not None else None,
-            __cached__=None,
-        )
-        if target.source is None:  # `python -c` code has no __file__
-            module.__dict__["__file__"] = target.path
-        sys.modules["__main__"] = module
-        try:
-            exec(code, module.__dict__)
-            return 0
-        except SystemExit as exc:
-            return _exit_code(exc)
-        except KeyboardInterrupt as exc:
-            from codesuture.settings import EXIT_INTERRUPTED
+    except OSError as exc:
+        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        return 2
+    from codesuture.runtime import effects, rerun
+    from codesuture.runtime.replay import Replays
 
+    replays = Replays(retries)
+    if heal is not None:
+        state = rerun.resume()
+        if state is not None:
+            replays.restore(state)
+    may_replay = heal is not None and replay != "never" and retries > 0 and replays.done < retries
+    # `codesuture watch` starts the program again itself: it asks what this run did.
+    told = os.environ.pop(effects.REPORT_ENV, None) if heal is not None else None
+    if may_replay:
+        rerun.record_output()
+    if (may_replay or told) and replay == "auto":
+        effects.install(ignore)
+    module = types.ModuleType("__main__")
+    module.__dict__.update(
+        __builtins__=builtins,
+        __spec__=target.spec,
+        __loader__=getattr(target.spec, "loader", None),
+        __package__=target.spec.parent if target.spec is not None else None,
+        __cached__=None,
+    )
+    if target.source is None:  # `python -c` code has no __file__
+        module.__dict__["__file__"] = target.path
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+        return 0
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except KeyboardInterrupt as exc:
+        report(exc)
+        return EXIT_INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
+        noted = effects.stop()
+        output, over = rerun.recorded()
+        result = heal(exc, code, target.path) if heal is not None else None
+        if told:
+            effects.tell(told, "--replay is never" if replay == "never" else effects.describe(noted))
+        if result is None:
             report(exc)
-            return EXIT_INTERRUPTED
-        except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
-            result = heal(exc, code, target.path) if heal is not None else None
-            if result is not None and replays is None:
-                from codesuture.runtime.replay import Replays
-
-                replays = Replays(retries)
-            if result is None or not replays.allow(result):
-                report(exc)
-                return 1
-            if result.main_code is not None:
-                code = result.main_code
+            return 1
+        why = _not_replayed(result, target, replay, retries, noted, over) if may_replay or retries else None
+        if why is None and may_replay and replays.allow(result):
             from codesuture.logs import logger
 
             logger("codesuture.run").warning("replaying %s (replay %d, at most %d)", os.path.basename(target.path),
                                              replays.done, retries)
-            del exc
+            carried = carry() if carry is not None else {}
+            try:
+                rerun.replay({**replays.state(), "output": output, **carried}, start_cwd)
+            except OSError as err:
+                why = f"the replay could not start ({err})"
+        report(exc)
+        if why:
+            from codesuture.logs import logger
+
+            if getattr(result, "proposed", False):
+                done = "proposed for review"
+            elif result.status == "patched" and not result.overlay:
+                done = "patched in this process only"
+            else:
+                done = "healed for the next run"
+            logger("codesuture.run").warning("%s; not replayed: %s", done, why)
+        return 1
+
+
+def _not_replayed(result: Any, target: Target, replay: str, retries: int, noted: list[str], over: bool) -> str | None:
+    """Why a healed run is not replayed, or None (see :func:`run`)."""
+    if getattr(result, "proposed", False):
+        return "a replay is a fresh run, and no run loads a proposal until it is signed"
+    if result.status == "patched" and not result.overlay:
+        return "a replay is a fresh run, and no overlay was written for it to load"
+    if replay == "never":
+        return "--replay is never"
+    if retries == 0:
+        return None  # heal only (codesuture watch starts the program again itself)
+    if result.record.module == "__main__" and not target.on_disk:
+        return "code that is not a file of its own (-c, a zip app) loads no overlay"
+    if replay == "auto" and noted:
+        from codesuture.runtime.effects import describe
+
+        return describe(noted)
+    if over:
+        return "the run wrote more than 1 MiB of output before its crash, which a replay would write again"
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return "threads the run started are still running"
+    return None
 
 
 __all__ = ["Target", "script_target", "module_target", "code_target", "run", "report", "main_code_for"]

@@ -54,8 +54,18 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     :mod:`codesuture.runtime.hooks`: armed by :mod:`codesuture.runtime.hookfinder`),
     the kill switch (:func:`arm_kill_switch`) and, with a store, the fleet watcher
     (:mod:`codesuture.runtime.fleet`). Returns ``(store usable, session)``; never
-    raises for a bad store (logged)."""
+    raises for a bad store (logged).
+
+    A kill file (setting ``kill_file``) present now sets the kill switch off before
+    anything is set up: no finder, no crash hooks, no watcher; :func:`killed` is then
+    true and the caller runs the program as plain python would (every launch form:
+    boot, ``codesuture run``, the start-up hook of spawned workers)."""
     session = Session(s)
+    if kill_file_present(s):
+        from codesuture.runtime import killswitch
+
+        killswitch.trigger(f"kill file {s.kill_file}", session=session, wait=True)
+        return True, session
     usable = open_store(s, session)
     if s.heal or s.prod:
         from codesuture.runtime import hookfinder
@@ -121,15 +131,43 @@ def _kill(reason: str, session: "Any") -> None:
     killswitch.trigger(reason, session=session, wait=True)
 
 
+def kill_file_present(s: "Settings") -> bool:
+    """Whether the kill file of settings *s* exists (a dangling symlink counts: its
+    presence is the signal). One ``os.lstat``; False when none is configured."""
+    path = getattr(s, "kill_file", None)
+    return path is not None and os.path.lexists(path)
+
+
+def killed() -> bool:
+    """True once the kill switch went off in this process (looked up, never imported:
+    :mod:`codesuture.runtime.killswitch` is loaded only when armed or gone off)."""
+    switch = sys.modules.get("codesuture.runtime.killswitch")
+    return switch is not None and switch.KILLED is not None
+
+
+def carried(session: Session, lines: "list[str]") -> "dict[str, Any]":
+    """What a replay hands on to the next process (:mod:`codesuture.runtime.rerun`): the
+    patches made so far, counted, and the command's *lines* about them."""
+    from codesuture.runtime.rerun import CARRIED
+
+    history = getattr(session.healer, "history", [])
+    return {"patched": CARRIED["patched"] + sum(1 for r in history if r.status == "patched"),
+            "proposed": CARRIED["proposed"] + sum(1 for r in history if r.status == "patched" and r.proposed),
+            "lines": [*CARRIED["lines"], *lines]}
+
+
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":
-    """The one-line session summary, or None when nothing was patched or loaded."""
+    """The one-line session summary, or None when nothing was patched or loaded. After a
+    replay, the patches of the attempts before it count too."""
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
     LOADED = getattr(resolve, "LOADED", {})
+    rerun = sys.modules.get("codesuture.runtime.rerun")
+    before = getattr(rerun, "CARRIED", {})
     healer = session.healer
     history = getattr(healer, "history", [])
-    patched = sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
-    guards = sum(1 for r in history if r.status == "patched")
-    proposed = sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
+    patched = before.get("patched", 0) + sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
+    guards = before.get("guards", before.get("patched", 0)) + sum(1 for r in history if r.status == "patched")
+    proposed = before.get("proposed", 0) + sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
     replays = sum(1 for r in history if r.status != "patched")
     if not (patched or LOADED or replays):
         return None
@@ -149,7 +187,7 @@ def open_store(s: "Settings", session: Session) -> bool:
     from codesuture.logs import logger
 
     log = logger("codesuture.boot")
-    if s.keys is not None and not os.path.isdir(s.keys):
+    if s.keys is not None and not os.path.exists(s.keys):
         log.warning("trust root %s (%s) does not exist: every signed overlay will be refused", s.keys, s.source("keys"))
         if s.require_overlays:
             log.error("--require-overlays: the trust root %s cannot be used", s.keys)
@@ -214,4 +252,4 @@ def open_store(s: "Settings", session: Session) -> bool:
     return True
 
 
-__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "carried", "killed", "kill_file_present"]

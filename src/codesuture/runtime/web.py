@@ -14,8 +14,10 @@ call they see).
 
 The ``X-CodeSuture`` header (on by default) is added to a response exactly when, before
 its headers went out, a guard yielded a default during the request or the request was
-replayed: ``guards=1; guard=key_guard; site=app.views:42; replayed=1``. A healthy
-response never carries it.
+replayed. It discloses counts only, ``guards=1; replayed=1``; the guard and the patched
+site (``guard=key_guard; site=app.views:42``), which every client would see, only with
+the ``header = "full"`` setting (``CODESUTURE_HEADER=full``, or ``header="full"`` on a
+boundary); ``off`` drops it. A healthy response never carries it.
 """
 
 from __future__ import annotations
@@ -31,9 +33,16 @@ MUTATING = ("do_POST", "do_PUT", "do_PATCH", "do_DELETE")
 HEADER = "X-CodeSuture"
 
 
+#: Set in an exception's ``__dict__`` once a boundary offered it to a healer.
+SEEN = "__codesuture_seen__"
+
+
 def heal(healer: Any, exc: BaseException, unit: events.Unit | None = None) -> Any:
     """Heal *exc* with *healer* (default: the process-wide one); record a new patch in
     *unit*. Returns the heal result, or None."""
+    state = getattr(exc, "__dict__", None)
+    if state is not None:
+        state[SEEN] = True  # a boundary saw it (the framework hooks stay quiet about it)
     if healer is None:
         from codesuture.runtime.healer import default_healer
 
@@ -72,10 +81,12 @@ class _CountingWriter:
         return getattr(self._raw, name)
 
 
-def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 8, header: bool = True) -> Any:
+def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 8, header: bool | str | None = None) -> Any:
     """Class decorator for a ``http.server.BaseHTTPRequestHandler`` subclass: its
     ``do_GET``/``do_HEAD``/``do_OPTIONS`` heal and replay; ``do_POST``/``do_PUT``/
-    ``do_PATCH``/``do_DELETE`` heal without replay; *header*: add ``X-CodeSuture``."""
+    ``do_PATCH``/``do_DELETE`` heal without replay; *header*: what ``X-CodeSuture`` says
+    (:func:`codesuture.runtime.events.header_level`; default: the ``header`` setting)."""
+    level = events.header_level(header)
 
     def decorate(klass: Any) -> Any:
         warmup.start()
@@ -83,18 +94,18 @@ def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 8, he
             method = klass.__dict__.get(name) or getattr(klass, name, None)
             if method is not None and not getattr(method, "__codesuture__", False):
                 setattr(klass, name, wrap_handler_method(method, name not in MUTATING, healer, retries))
-        if header and not getattr(klass.end_headers, "__codesuture__", False):
-            klass.end_headers = _with_header(klass.end_headers)
+        if level and not getattr(klass.end_headers, "__codesuture__", False):
+            klass.end_headers = _with_header(klass.end_headers, level == "full")
         return klass
 
     return decorate(cls) if cls is not None else decorate
 
 
-def _with_header(end_headers: Callable[[Any], None]) -> Callable[[Any], None]:
+def _with_header(end_headers: Callable[[Any], None], full: bool) -> Callable[[Any], None]:
     @functools.wraps(end_headers)
     def run(self: Any) -> None:
         unit = events.current()
-        value = unit.header() if unit is not None and unit.degraded else None
+        value = unit.header(full) if unit is not None and unit.degraded else None
         if value is not None:
             self.send_header(HEADER, value)
         end_headers(self)
@@ -146,11 +157,11 @@ class HealingWSGIMiddleware:
     are healed for the next request, not replayed. *header*: add ``X-CodeSuture`` to
     degraded responses."""
 
-    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool = True) -> None:
+    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool | str | None = None) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
-        self.header = header
+        self.header = events.header_level(header)
         warmup.start()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -198,7 +209,7 @@ class _WSGIState(events.Unit):
 
     __slots__ = ("_start_response", "_header", "_holding", "_held", "_write", "passed", "sent")
 
-    def __init__(self, start_response: Callable[..., Any], header: bool) -> None:
+    def __init__(self, start_response: Callable[..., Any], header: str | None) -> None:
         self._start_response = start_response
         self._header = header
         self._holding = True
@@ -219,7 +230,7 @@ class _WSGIState(events.Unit):
             self._held = None
             status, headers = held
             if self._header and self.degraded:
-                headers = _with_header_value(headers, self.header())
+                headers = _with_header_value(headers, self.header(self._header == "full"))
             self.passed = True
             self._write = self._start_response(status, headers)
 
@@ -232,7 +243,7 @@ class _WSGIState(events.Unit):
 
     def _pass(self, status: str, headers: list[tuple[str, str]], exc_info: Any) -> None:
         if self._header and self.degraded:
-            headers = _with_header_value(headers, self.header())
+            headers = _with_header_value(headers, self.header(self._header == "full"))
         self.passed = True
         self._write = self._start_response(status, headers, exc_info) if exc_info is not None else self._start_response(status, headers)
 
@@ -299,11 +310,11 @@ class HealingASGIMiddleware:
     feeding the app the request messages it already received. *header*: add
     ``X-CodeSuture`` to degraded responses."""
 
-    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool = True) -> None:
+    def __init__(self, app: Any, *, healer: Any = None, retries: int = 8, header: bool | str | None = None) -> None:
         self.app = app
         self.healer = healer
         self.retries = retries
-        self.header = header
+        self.header = events.header_level(header)
         warmup.start()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> Any:
@@ -340,7 +351,7 @@ class _Exchange(events.Unit):
 
     __slots__ = ("_header", "_receive", "_send", "received", "started")
 
-    def __init__(self, header: bool, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    def __init__(self, header: str | None, receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         self._header = header
         self._receive = receive
         self._send = send
@@ -358,7 +369,7 @@ class _Exchange(events.Unit):
         """A plain function returning the server's awaitable: no extra coroutine per message."""
         if not self.started and message.get("type") == "http.response.start":
             self.started = True
-            value = self.header() if self._header and self.degraded else None
+            value = self.header(self._header == "full") if self._header and self.degraded else None
             if value is not None:
                 headers = [h for h in message.get("headers", []) if bytes(h[0]).lower() != HEADER.lower().encode()]
                 message = {**message, "headers": [*headers, (HEADER.lower().encode(), value.encode("latin-1"))]}

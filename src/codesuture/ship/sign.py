@@ -69,7 +69,8 @@ class SignOptions:
     version (default: one above the existing set's and above what the host recorded).
     ``activation``: canary activation conditions for every overlay signed
     (:func:`codesuture.trust.canary.options`), or None. ``require_evidence``: refuse
-    an overlay with a patch that lacks a passing repro proof (:func:`evidence_problem`)."""
+    an overlay with a patch that lacks a passing repro proof whose test checks out
+    (:func:`evidence_problem`); the Statement then carries what was checked."""
 
     ttl_seconds: float | None = None
     set_name: str | None = None
@@ -162,6 +163,11 @@ def _withdrawn(options: SignOptions) -> dict[str, Any]:
 def _app_root(directory: str, options: SignOptions) -> str:
     if options.app_root:
         return os.path.abspath(options.app_root)
+    from codesuture.store.app_root import recorded
+
+    found = recorded(directory)  # the app root the heal recorded in the store
+    if found is not None:
+        return found
     from codesuture.settings import find_app_root
 
     root = find_app_root(os.path.dirname(os.path.abspath(directory)))
@@ -216,6 +222,9 @@ def write_envelope(overlay: str, data: bytes, sidecar: bytes, meta: OverlayMeta,
         fields["package"] = dict(meta.package)
     if activation:  # and the canary conditions, so the loader need not read the Statement
         fields["activation"] = dict(activation)
+    first = min((p.expires for p in meta.patches if p.expires), default="")
+    if first:  # the loader reads the Statement's patch list only once a patch may have expired
+        fields["patchesExpireAt"] = first
     stem = _stem(overlay)
     files = {stem + OVERLAY_SUFFIX: data, stem + META_SUFFIX: sidecar, stem + ENVELOPE_SUFFIX: envelope}
     return SignResult(overlay, True, out, kid), (fields, files)
@@ -272,12 +281,19 @@ def write_set(directory: str, members: dict[str, tuple[dict[str, Any], dict[str,
     return SignResult(set_path, True, set_path, kid, f"signed overlay set {name!r} v{version}: {len(members)} overlay(s)")
 
 
-def evidence_problem(meta: OverlayMeta, data: bytes) -> str | None:
+#: Largest repro test file ``sign --require-evidence`` reads to check a proof.
+MAX_TEST_BYTES = 32 * 1024 * 1024
+
+
+def evidence_problem(meta: OverlayMeta, data: bytes, overlay: str | None = None) -> str | None:
     """Why *meta*'s patches lack the evidence ``sign --require-evidence`` asks for, or
     None: every patch needs ``evidence["proof"]`` (``codesuture repro --prove``) that
-    passed, made with these overlay bytes on this overlay's interpreter; and a recorded
-    run of the app's tests (``evidence["tests"]``, ``codesuture prove --tests``), when
-    there is one, must have found no regression."""
+    passed, made with these overlay bytes on this overlay's interpreter, whose test
+    still exists where the proof says (``test_path``, relative to the folder of
+    *overlay*), has the SHA-256 the proof recorded and is the repro test of this very
+    function (:func:`proof_check`); and a recorded run of the app's tests
+    (``evidence["tests"]``, ``codesuture prove --tests``), when there is one, must have
+    found no regression. A proof written by hand (no test, a made-up digest) fails."""
     digest = hashlib.sha256(data).hexdigest()
     for p in meta.patches:
         where = f"patch {p.qualname} (line {p.line}, {p.guard.guard})"
@@ -294,6 +310,10 @@ def evidence_problem(meta: OverlayMeta, data: bytes) -> str | None:
         tag = interp.get("cache_tag") if isinstance(interp, dict) else None
         if tag != meta.python.get("cache_tag"):
             return f"{where}: its repro proof ran on {tag}, not on {meta.python.get('cache_tag')}"
+        if overlay is not None:
+            checked = proof_check(p.qualname, proof, os.path.dirname(os.path.abspath(overlay)))
+            if isinstance(checked, str):
+                return f"{where}: {checked}"
         tests = evidence.get("tests")
         if isinstance(tests, dict) and (tests.get("regressions") or tests.get("regressed")):
             listed = "; ".join(map(str, tests.get("regressions") or []))[:300]
@@ -301,12 +321,44 @@ def evidence_problem(meta: OverlayMeta, data: bytes) -> str | None:
     return None
 
 
+def proof_check(qualname: str, proof: dict[str, Any], store: str) -> dict[str, Any] | str:
+    """Check a repro proof against the test it names: ``test_path`` (relative to the
+    folder *store*, inside or beside it) must be an existing regular file (at most
+    :data:`MAX_TEST_BYTES`) whose SHA-256 is the proof's ``test_sha256`` and which is
+    the repro test of *qualname* (``codesuture repro`` writes ``QUALNAME = '...'``).
+    Returns what was checked (``{"test_path", "test_sha256", "checks", "checkedAt"}``,
+    for the signed Statement) or why the proof cannot be accepted."""
+    from codesuture.errors import FileError
+
+    rel = proof.get("test_path")
+    want = proof.get("test_sha256")
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return "its repro proof names no test file (made by hand, or by an older repro --prove: prove it again)"
+    if not isinstance(want, str) or not re.fullmatch(r"[0-9a-f]{64}", want):
+        return "its repro proof has no valid test SHA-256 (prove it again)"
+    path = os.path.normpath(os.path.join(store, rel))
+    try:
+        raw = read_regular(path, MAX_TEST_BYTES)
+    except FileError as exc:
+        return f"its repro test {rel} cannot be read ({exc.reason})"
+    if raw is None:
+        return (f"its repro test {rel} does not exist (keep the tests where repro --prove wrote them, or prove "
+                "again)")
+    got = hashlib.sha256(raw).hexdigest()
+    if got != want:
+        return f"its repro test {rel} does not match the proof (SHA-256 {got[:16]}..., proof says {want[:16]}...)"
+    if f"QUALNAME = {qualname!r}".encode("utf-8") not in raw:
+        return f"its repro test {rel} is not a repro test of {qualname}"
+    return {"test_path": rel, "test_sha256": got, "checkedAt": iso_utc(time.time()),
+            "checks": ["test file exists", "SHA-256 matches the proof", f"repro test of {qualname}"]}
+
+
 def _checked(overlay: str, options: SignOptions, app_root: str | None) -> tuple[bytes, bytes, OverlayMeta]:
     """Everything signing *overlay* needs, after its checks (readable, not withdrawn
     here, rebuilds to the same bytes). Raises CodeSutureError naming the file."""
     data, sidecar, meta = read_unsigned(overlay)
     if options.require_evidence:
-        problem = evidence_problem(meta, data)
+        problem = evidence_problem(meta, data, overlay)
         if problem:
             raise TrustError(problem + ": not signed", overlay)
     if meta.tier not in ("auto", "propose"):
@@ -322,15 +374,29 @@ def _checked(overlay: str, options: SignOptions, app_root: str | None) -> tuple[
     return data, sidecar, meta
 
 
-def _approve(overlay: str, sidecar: bytes, meta: OverlayMeta) -> tuple[bytes, OverlayMeta]:
+def _approve(overlay: str, sidecar: bytes, meta: OverlayMeta, options: SignOptions) -> tuple[bytes, OverlayMeta]:
     """Signing approves a proposal: a ``propose`` overlay's sidecar is rewritten with
-    tier ``auto`` (the overlay bytes do not change), and its Statement says so."""
-    if meta.tier != "propose":
+    tier ``auto`` (the overlay bytes do not change), and its Statement says so. With
+    ``require_evidence``, each patch's ``evidence["proofChecked"]`` records what
+    signing checked of its proof (:func:`proof_check`), so the Statement carries it."""
+    changed = False
+    if options.require_evidence:
+        store = os.path.dirname(os.path.abspath(overlay))
+        patches = []
+        for p in meta.patches:
+            proof = (p.evidence or {}).get("proof")
+            checked = proof_check(p.qualname, proof, store) if isinstance(proof, dict) else None
+            if isinstance(checked, str):  # changed since _checked: refuse rather than sign unchecked
+                raise TrustError(f"patch {p.qualname}: {checked}: not signed", overlay)
+            patches.append(p._replace(evidence={**dict(p.evidence or {}), "proofChecked": checked}))
+        meta, changed = meta._replace(patches=patches), True
+    if meta.tier == "propose":
+        meta, changed = meta._replace(tier="auto"), True
+        log.info("approved proposal %s (tier propose -> auto)", overlay)
+    if not changed:
         return sidecar, meta
-    meta = meta._replace(tier="auto")
     sidecar = meta.dumps()
     atomic_write(_sibling(overlay, META_SUFFIX), sidecar)
-    log.info("approved proposal %s (tier propose -> auto)", overlay)
     return sidecar, meta
 
 
@@ -339,7 +405,7 @@ def sign_file(overlay: str, private_key: Any, options: SignOptions = SignOptions
     :class:`CodeSutureError` naming the file when it cannot be signed."""
     directory = os.path.dirname(os.path.abspath(overlay))
     data, sidecar, meta = _checked(overlay, options, _app_root(directory, options))
-    sidecar, meta = _approve(overlay, sidecar, meta)
+    sidecar, meta = _approve(overlay, sidecar, meta, options)
     result, _ = write_envelope(overlay, data, sidecar, meta, private_key, ttl_seconds=options.ttl_seconds,
                                now=options.now, activation=options.activation)
     if os.path.lexists(os.path.join(directory, SET_NAME)):
@@ -371,7 +437,7 @@ def sign_folder(directory: str, private_key: Any, options: SignOptions = SignOpt
     members: dict[str, tuple[dict[str, Any], dict[str, bytes]]] = {}
     try:
         for overlay, (data, sidecar, meta) in checked:
-            sidecar, meta = _approve(overlay, sidecar, meta)
+            sidecar, meta = _approve(overlay, sidecar, meta, options)
             result, member = write_envelope(overlay, data, sidecar, meta, private_key, ttl_seconds=options.ttl_seconds,
                                             now=options.now, set_name=set_name, activation=options.activation)
             results.append(result)
@@ -429,7 +495,7 @@ def sign_sigstore(
         for overlay in overlays:
             try:
                 data, sidecar, meta = _checked(overlay, options, _app_root(os.path.dirname(os.path.abspath(overlay)), options))
-                sidecar, meta = _approve(overlay, sidecar, meta)
+                sidecar, meta = _approve(overlay, sidecar, meta, options)
                 statement = build_statement(meta, os.path.basename(overlay), data, options.ttl_seconds, now=options.now)
                 if options.activation:
                     from codesuture.trust.canary import with_activation
@@ -443,4 +509,5 @@ def sign_sigstore(
 
 
 __all__ = ["SignResult", "SignOptions", "sign_paths", "sign_folder", "sign_file", "sign_sigstore", "find_overlays",
-           "read_unsigned", "check_rebuild", "default_set_name", "write_envelope", "write_set", "evidence_problem"]
+           "read_unsigned", "check_rebuild", "default_set_name", "write_envelope", "write_set", "evidence_problem",
+           "proof_check"]

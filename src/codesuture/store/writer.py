@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from codesuture.errors import CodeSutureError, OverlayError, PatchError
 from codesuture.logs import logger
 from codesuture.overlay.build import build_overlay, merge_records
-from codesuture.overlay.model import OverlayMeta, interpreter_info
+from codesuture.overlay.model import OverlayMeta, interpreter_info, overlay_expiry
 from codesuture.overlay.names import (
     ENVELOPE_SUFFIX, MAX_META_BYTES, META_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX, stem_for,
 )
@@ -93,7 +93,7 @@ def write_overlay(
         meta = OverlayMeta(
             module=module, key=key, origin=origin, source_sha256=digest,
             overlay_sha256=hashlib.sha256(data).hexdigest(), python=interpreter_info(), created=iso_utc(now),
-            expires=min((p.expires for p in patches if p.expires), default=""), tier=tier, patches=patches,
+            expires=overlay_expiry(patches), tier=tier, patches=patches,
             package=package,
         )
         path = store.write_member(stem, OVERLAY_SUFFIX, data)

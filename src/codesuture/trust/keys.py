@@ -259,18 +259,22 @@ class TrustRoot:
     @classmethod
     def load(cls, keys_dir: str | os.PathLike[str]) -> "TrustRoot":
         """Load every ``*.pem``/``*.pub`` public key in *keys_dir* and its
-        ``revoked.json``. Raises :class:`TrustError` naming the file on any malformed
-        input, or the directory when it is missing."""
+        ``revoked.json``; *keys_dir* may also be one public key file (then the
+        ``revoked.json`` beside it applies). Raises :class:`TrustError` naming the file
+        on any malformed input, or the directory when it is missing."""
         d = os.fspath(keys_dir)  # str, not pathlib: this runs at start-up
+        only = None
+        if os.path.isfile(d):
+            d, only = os.path.split(os.path.abspath(d))
         try:
-            names = sorted(os.listdir(d))
+            names = sorted(os.listdir(d)) if only is None else [only]
         except FileNotFoundError:
-            raise TrustError("trust root directory does not exist", d) from None
+            raise TrustError("trust root does not exist (give a folder of public keys or one public key file)", d) from None
         except OSError as exc:
             raise TrustError(f"cannot list trust root: {exc.strerror or exc}", d) from None
         keys: dict[str, Ed25519PublicKey] = {}
         for name in names:
-            if not name.endswith(PUBLIC_KEY_SUFFIXES) or name.startswith("."):
+            if only is None and (not name.endswith(PUBLIC_KEY_SUFFIXES) or name.startswith(".")):
                 continue
             data = _read_small(os.path.join(d, name))
             key = load_public_key_pem(data, os.path.join(d, name))

@@ -11,6 +11,7 @@ SHA-256, and whose predicate (type :data:`PREDICATE_TYPE`) is::
      "createdAt": "<RFC 3339 UTC>", "expiresAt": "<RFC 3339 UTC>",
      "overlays": {"<stem>": {"key": ..., "module": ..., "source_sha256": ..., "cache_tag": ...,
                              "magic": ..., "expiresAt": ..., "tier": ...,
+                             "patchesExpireAt": ... (optional: the earliest patch expiry),
                              "files": ["<stem>.overlay", "<stem>.json", "<stem>.dsse.json"],
                              "package": {"name": ..., "version": ...},      (optional)
                              "activation": {"percent": 30, "env": {...}}}}}  (optional, see trust.canary)
@@ -95,6 +96,8 @@ def build_set_statement(
             entries[stem]["package"] = dict(fields["package"])
         if fields.get("activation"):  # canary conditions (codesuture.trust.canary)
             entries[stem]["activation"] = dict(fields["activation"])
+        if fields.get("patchesExpireAt"):  # the earliest patch expiry (see loader.resolve)
+            entries[stem]["patchesExpireAt"] = str(fields["patchesExpireAt"])
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": subjects,
@@ -160,6 +163,11 @@ def parse_set_statement(payload: bytes, keyid: str, where: object) -> VerifiedSe
         entries[stem] = {**{f: info[f] for f in OVERLAY_FIELDS}, "files": list(names)}
         if package is not None:
             entries[stem]["package"] = package
+        first = info.get("patchesExpireAt")
+        if first is not None:
+            if not isinstance(first, str) or not is_iso_utc(first):
+                raise TrustError(f"signed overlay set entry {stem!r} patchesExpireAt is not an RFC 3339 UTC time", where)
+            entries[stem]["patchesExpireAt"] = first
         if info.get("activation") is not None:
             from codesuture.trust.canary import check
 

@@ -11,7 +11,9 @@ Writing (:func:`atomic_write`): a temporary file in the same directory, ``fsync`
 are named ``.<name>.<pid>.<random>.tmp``; :func:`remove_stale_temps` deletes those a
 killed writer left behind.
 
-Locking (:func:`locked`): ``fcntl.flock`` on a lock file, across processes.
+Locking (:func:`locked`): ``fcntl.flock`` on a lock file, across processes. Lock and
+temporary files are opened ``O_NOFOLLOW`` (temporary files also ``O_EXCL``): a link
+planted in a store is never followed for writing.
 
 Only the standard library and :mod:`codesuture.errors` are imported.
 """
@@ -31,6 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot pa
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: A temporary file: created new, never through a symlink.
+_WRITE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: A lock file: created if missing, never through a symlink, never blocking on a FIFO.
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 TEMP_SUFFIX = ".tmp"
 
 
@@ -147,13 +153,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     if directory:
         os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # O_EXCL: a new file or nothing (a planted name, even a dangling symlink, fails);
+    # O_NOFOLLOW as well, for systems where O_EXCL alone would follow a final symlink.
+    fd = os.open(tmp, _WRITE_NEW, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), mode)  # the descriptor: never a file swapped in under the name
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -186,15 +194,26 @@ def remove_stale_temps(directory: str | os.PathLike[str], name: str) -> int:
 def locked(lock_path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on *lock_path* (created if missing) for the block.
     Yields True; with ``blocking=False`` yields False at once when another process
-    holds it. Raises ``OSError`` when the lock file cannot be created."""
+    holds it. The lock file is opened ``O_NOFOLLOW | O_NONBLOCK`` and must be a
+    regular file: a symlink planted under its name is never followed (nothing is
+    created where it points). Raises ``OSError`` when the lock file cannot be created
+    or opened, is a symlink (``ELOOP``) or is not a regular file."""
     import fcntl
 
     p = os.fspath(lock_path)
     directory = os.path.dirname(p)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
+        fd = os.open(p, _LOCK_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "lock file is a symlink (never followed)", p) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"lock file is {_kind(st.st_mode)}", p)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

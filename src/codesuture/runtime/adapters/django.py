@@ -24,8 +24,9 @@ What it does, per request (each request is a unit of work,
 * ``X-CodeSuture`` is set on a response exactly when a guard yielded a default during
   the request or it was replayed.
 
-Settings (``CODESUTURE`` in Django's settings, all optional): ``header`` (default
-True), ``retries`` (replays per request, default 8; 0 heals and never replays),
+Settings (``CODESUTURE`` in Django's settings, all optional): ``header`` (``"counts"``:
+``guards=N; replayed=N``; ``"full"`` adds the guard and the patched site; ``False``:
+off; default: the ``header`` setting, ``CODESUTURE_HEADER``, else counts), ``retries`` (replays per request, default 8; 0 heals and never replays),
 ``healer`` (a :class:`~codesuture.runtime.healer.Healer`; default: the process-wide one
 configured from the environment ``python -m codesuture.boot`` exports).
 """
@@ -61,7 +62,7 @@ class CodeSutureMiddleware:
 
         conf = dict(getattr(settings, "CODESUTURE", None) or {})
         self.get_response = get_response
-        self.header = bool(conf.get("header", True))
+        self.header = events.header_level(conf.get("header"))
         self.retries = int(conf.get("retries", 8))
         self.healer = conf.get("healer")
         warmup.start()
@@ -71,7 +72,7 @@ class CodeSutureMiddleware:
         token = events.enter(unit)
         try:
             response = self.get_response(request)
-            value = unit.header() if self.header and unit.degraded else None
+            value = unit.header(self.header == "full") if self.header and unit.degraded else None
             if value is not None:
                 response[HEADER] = value
             return response

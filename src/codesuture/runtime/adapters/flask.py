@@ -23,8 +23,9 @@ What it does, per request (each request is a unit of work,
 * exceptions raised outside the view (``after_request`` functions, error handlers) are
   healed for the next request in ``handle_exception``;
 * ``X-CodeSuture`` is added to a response exactly when a guard yielded a default during
-  the request or it was replayed (``header=False`` or ``CODESUTURE_HEADER = False`` in
-  ``app.config`` turns it off).
+  the request or it was replayed: ``guards=N; replayed=N``; ``header="full"`` (or
+  ``CODESUTURE_HEADER = "full"`` in ``app.config``, or the ``header`` setting) adds the
+  guard and the patched site; ``header=False`` turns it off.
 
 ``healer``: a :class:`~codesuture.runtime.healer.Healer`; default: the process-wide one
 configured from the environment ``python -m codesuture.boot`` exports (no healing when
@@ -51,7 +52,8 @@ _TRIED = "_codesuture_tried"
 class CodeSuture:
     """The Flask extension (see the module docstring)."""
 
-    def __init__(self, app: Any = None, *, healer: Any = None, retries: int = 8, header: bool = True) -> None:
+    def __init__(self, app: Any = None, *, healer: Any = None, retries: int = 8,
+                 header: bool | str | None = None) -> None:
         self.healer = healer
         self.retries = retries
         self.header = header
@@ -64,7 +66,7 @@ class CodeSuture:
             return
         app.extensions["codesuture"] = self
         retries = int(app.config.get("CODESUTURE_RETRIES", self.retries))
-        header = bool(app.config.get("CODESUTURE_HEADER", self.header))
+        header = events.header_level(app.config.get("CODESUTURE_HEADER", self.header))
         app.wsgi_app = _unit_of_work(app.wsgi_app)
         app.handle_user_exception = _user_exception(app, app.handle_user_exception, self.healer, retries)
         app.handle_exception = _server_error(app, app.handle_exception, self.healer)
@@ -72,7 +74,7 @@ class CodeSuture:
             # After process_response (every after_request function of the app), on
             # every response (500 pages included). Not an after_request function itself:
             # Flask pays ensure_sync and a loop per request for each of those.
-            app.process_response = _with_header(app.process_response)
+            app.process_response = _with_header(app.process_response, header == "full")
         warmup.start()
 
 
@@ -88,14 +90,14 @@ def _unit_of_work(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _with_header(process_response: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _with_header(process_response: Callable[[Any], Any], full: bool) -> Callable[[Any], Any]:
     """``app.process_response``, then ``X-CodeSuture`` on a degraded response."""
 
     def run(response: Any) -> Any:
         response = process_response(response)
         unit = events.current()
         if unit is not None and unit.degraded:
-            value = unit.header()
+            value = unit.header(full)
             if value is not None:
                 response.headers[HEADER] = value
         return response

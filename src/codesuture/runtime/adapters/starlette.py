@@ -19,7 +19,8 @@ outermost user middleware, so
   re-raised to ``ServerErrorMiddleware`` (the app's 500 handler) and runs patched code
   from the next request on;
 * ``X-CodeSuture`` is added to the response exactly when a guard yielded a default
-  during the request or it was replayed (``header=False`` turns it off).
+  during the request or it was replayed: ``guards=N; replayed=N`` (``header="full"``
+  adds the guard and the patched site; ``header=False`` turns it off).
 
 ``healer``: a :class:`~codesuture.runtime.healer.Healer`; default: the process-wide one
 configured from the environment ``python -m codesuture.boot`` exports. ``retries``:
@@ -36,7 +37,7 @@ from codesuture.runtime.web import HealingASGIMiddleware
 App = TypeVar("App")
 
 
-def install(app: App, *, healer: Any = None, retries: int = 8, header: bool = True) -> App:
+def install(app: App, *, healer: Any = None, retries: int = 8, header: bool | str | None = None) -> App:
     """Add the healing middleware to the Starlette (or FastAPI) *app*, outermost among its
     user middleware (once). Returns *app*. Raises RuntimeError (Starlette's) when the
     app already started serving."""
