@@ -95,7 +95,7 @@ def test_a_run_without_side_effects_is_replayed_in_a_fresh_process(tmp_path: Pat
     assert "loading UNSIGNED overlay prices." in r.stderr, r  # the replay loaded the overlay at import
     assert "1 patch applied, 1 overlay loaded" in r.stderr, r
     if launcher is RUN:  # the report names the patch the process before the replay made
-        assert len(_lines(r.stderr, "codesuture: patched prices:5 price: key_guard")) == 1, r
+        assert len(_lines(r.stderr, "patched prices:5 price: key_guard")) == 1, r
 
 
 def test_replay_always_and_never(tmp_path: Path) -> None:

@@ -246,7 +246,7 @@ def run(
     app_root: str | None = None,
     replay: str = "auto",
     ignore: tuple[str | None, ...] = (),
-    carry: Callable[[], dict[str, Any]] | None = None,
+    carry: "Callable[[], dict[str, Any]] | None" = None,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal an unhandled crash and replay the
     run while each heal makes progress, at most *retries* times (0: heal, never replay;
@@ -344,7 +344,7 @@ def run(
         return 1
 
 
-def _not_replayed(result: Any, target: Target, replay: str, retries: int, noted: list[str], over: bool) -> str | None:
+def _not_replayed(result: "Any", target: Target, replay: str, retries: int, noted: "list[str]", over: bool) -> "str | None":
     """Why a healed run is not replayed, or None (see :func:`run`)."""
     if getattr(result, "proposed", False):
         return "a replay is a fresh run, and no run loads a proposal until it is signed"
