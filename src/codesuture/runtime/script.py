@@ -245,7 +245,7 @@ def run(
     policy: "Any" = None,
     app_root: str | None = None,
     replay: str = "auto",
-    ignore: tuple[str | None, ...] = (),
+    ignore: "tuple[str | None, ...]" = (),
     carry: "Callable[[], dict[str, Any]] | None" = None,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal an unhandled crash and replay the
