@@ -405,7 +405,7 @@ class Healer:
             if fs is None:  # the process before counted it: the command's summary must not
                 carried = getattr(sys.modules.get("codesuture.runtime.rerun"), "CARRIED", None)
                 if isinstance(carried, dict):
-                    carried["guards"] = max(int(carried.get("guards", carried.get("patched", 0))) - 1, 0)
+                    carried["guards"] = max(int(carried.get("guards") or carried.get("patched") or 0) - 1, 0)
                     if not last.cascade:
                         carried["patched"] = max(int(carried.get("patched", 0)) - 1, 0)
         except (CodeSutureError, OSError) as err:
