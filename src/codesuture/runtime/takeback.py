@@ -179,7 +179,7 @@ def carried(data: Any) -> LastHeal | None:
         record = SimpleNamespace(module=str(rec["module"]), qualname=str(qualname), line=rec["line"],
                                  firstlineno=int(firstlineno), offset=int(offset), guard=GuardSpec(str(rec["guard"])),
                                  yields=str(rec["yields"]), site=(str(qualname), int(firstlineno), int(offset)),
-                                 key=str(rec["key"]))
+                                 key=str(rec["key"]), evidence={})
         snap = Snapshot.from_json(data["snapshot"]) if data.get("snapshot") is not None else None
         return LastHeal(threading.main_thread().ident or 0, None, str(data["site"]), 0, None, record, snap,
                         int(data.get("cascade", 0)), str(data.get("first", "")))
