@@ -95,7 +95,7 @@ def test_a_run_without_side_effects_is_replayed_in_a_fresh_process(tmp_path: Pat
     assert "loading UNSIGNED overlay prices." in r.stderr, r  # the replay loaded the overlay at import
     assert "1 patch applied, 1 overlay loaded" in r.stderr, r
     if launcher is RUN:  # the report names the patch the process before the replay made
-        assert len(_lines(r.stderr, "patched prices:5 price: key_guard")) == 1, r
+        assert len(_lines(r.stderr, "codesuture: WARNING patched prices:5 price: key_guard")) == 1, r
 
 
 def test_replay_always_and_never(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_replay_setting_from_the_config_file_and_a_bad_value(tmp_path: Path) -> 
     bad = run([*RUN, "--replay", "sometimes", script], tmp_path, clean_env())
     assert bad.returncode == 2 and "'sometimes' is not a replay mode" in bad.stderr, bad
     helped = run([*RUN, "--help"], tmp_path, clean_env())
-    assert helped.returncode == 0 and "--replay, CODESUTURE_REPLAY, config replay" in helped.stdout, helped
+    assert helped.returncode == 0 and "--replay auto|always|never" in helped.stdout and "env CODESUTURE_REPLAY; config replay; default: auto" in helped.stdout, helped
 
 
 EFFECTS = {

@@ -148,9 +148,11 @@ def parse_mode(name: str, value: object) -> str:
 
 
 def parse_replay(name: str, value: object) -> str:
+    """A replay mode: ``auto``, ``always`` or ``never`` (case-insensitive). Raises
+    ConfigError naming *name*."""
     text = str(value).strip().lower()
     if text not in REPLAY_MODES:
-        raise ConfigError(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
+        raise _invalid(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
     return text
 
 
@@ -202,14 +204,15 @@ def parse_signal(name: str, value: object) -> str:
 
 
 def parse_oci(name: str, value: object) -> str:
-    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
-    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
-    from codesuture.util.ociref import parse
+    """An OCI location (:func:`codesuture.util.ociref.split_oci`) in its canonical form.
+    Raises ConfigError naming *name*."""
+    from codesuture.util.ociref import split_oci
 
     try:
-        return str(parse(str(value)))
+        registry, repository, tag, digest = split_oci(str(value))
     except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
+        raise _invalid(name, str(exc)) from None
+    return f"oci://{registry}/{repository}" + (f"@{digest}" if digest else f":{tag}")
 
 
 #: What the ``X-CodeSuture`` response header may say (``header``).
@@ -282,7 +285,7 @@ FIELDS: tuple[Field, ...] = (
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
           default="16"),
     Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never",
-          default="auto"),
+          default="auto", metavar="auto|always|never"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
           default="off: the type and a redacted message"),
@@ -576,7 +579,7 @@ def load(
     else:
         s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
     if s.is_oci and (s.keys is None or not s.prod):
-        raise ConfigError(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
+        raise _invalid(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
                           "(--keys / CODESUTURE_KEYS): a registry is an untrusted transport")
     s.require_signed = explicit_signed if explicit_signed is not None else s.prod
     s.heal = values.get("heal", not s.prod)
@@ -600,7 +603,7 @@ def load(
     s.plain_http = values.get("plain_http", False)
     s.cache_dir = values.get("cache_dir") or os.path.join(s.state_dir, "oci-cache")
     if s.poll < 0.1:
-        raise ConfigError(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
+        raise _invalid(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
     s.tiers = values.get("tiers", ())
     s.allow = values.get("allow", ())
     s.deny = values.get("deny", ())

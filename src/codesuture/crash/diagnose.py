@@ -147,6 +147,12 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
 
 
+#: Guards whose default goes through :func:`codesuture.guards.base.fire` at the failing
+#: instruction itself, so they can take the raising side of the decision after it.
+_RAISE_SIDE = frozenset({"key_guard", "subscript_guard", "index_guard", "list_bound_guard", "division_guard"})
+_RAISE_SIDE_NULL = frozenset({"attr", "operator", "operand", "compare"})
+
+
 #: Stores and deletes whose target object may be None (the store is skipped).
 _STORES = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE"})
 #: TypeError messages of a call made with the wrong arguments: a bug in the call, not
@@ -199,33 +205,21 @@ def _builtin_global(bc: list[Any], idx: int) -> bool:
     return fn is not None and bc[fn].name in ("LOAD_GLOBAL", "LOAD_NAME")
 
 
-#: Instructions that decide control flow with the value they consume.
-_DECIDERS = frozenset({"TO_BOOL", "UNARY_NOT", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "POP_JUMP_IF_TRUE",
-                       "POP_JUMP_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_FALSE",
-                       "POP_JUMP_BACKWARD_IF_TRUE", "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_IF_NONE",
-                       "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE"})
-
-
-def decides_control_flow(code: Any, offset: int, opname: str, spec: GuardSpec) -> str | None:
-    """What decides control flow with the value the guard at *offset* would yield (``if``,
-    ``not``, a comparison, ``bool()``, ``assert``), or None when the value only flows on
-    as data. A guard there would let a default choose a branch (a ban check on a None
-    user, ``if count == 0`` after a division), so auto mode does not place it.
-
-    Membership is the one exception: ``x in None`` answers as ``x in ()`` (nothing is
-    a member of a missing collection, the fix maintainers write as ``x in (c or ())``),
-    and a guarded value used as the container of ``in`` yields an empty container, so
-    the test still runs on a real (empty) collection rather than on an invented
-    value."""
-    from bytecode import Bytecode
+def yielded_at(code: Any, offset: int, opname: str, spec: GuardSpec) -> tuple[int, str] | None:
+    """``(offset, kind)`` of the instruction whose result is the value the guard of
+    *spec* at *offset* yields (the failing instruction; the last link of a chain; the
+    call of a guarded method), *kind* ``"truth"`` when that value is already a truth
+    value (a guarded comparison or membership test); None when no such instruction is
+    known (a stand-in method whose call is not found)."""
+    from bytecode import Bytecode, Instr
 
     from codesuture.guards.null import attr_chain_links
     from codesuture.guards.subscript import chain_links
     from codesuture.patch import instrs as I
-    from codesuture.patch.synthesize import locate
+    from codesuture.patch.synthesize import locate, offset_of
 
-    if spec.guard == "null_guard" and spec.form in ("membership", "store"):
-        return None  # store: the guard yields no value, it skips a store that has no reader
+    if spec.guard == "null_guard" and spec.form == "store":
+        return None  # the guard yields no value: it skips a store that has no reader
     bc: list[Any] = list(Bytecode.from_code(code))
     idx = locate(bc, code, offset, opname)
     last = idx
@@ -233,32 +227,60 @@ def decides_control_flow(code: Any, offset: int, opname: str, spec: GuardSpec) -
         last = (chain_links(bc, idx)[: spec.links - 1] or [idx])[-1]
     elif spec.guard == "null_guard" and spec.form == "attr" and spec.links > 1:
         last = (attr_chain_links(bc, idx)[: spec.links - 1] or [idx])[-1]
-    if spec.guard in ("callable_guard",) or (spec.guard == "null_guard" and spec.form == "method"):
-        call = I.find_consumer(bc, last)
+    ins = bc[last]
+    if spec.guard == "callable_guard" or (spec.guard == "null_guard" and spec.form == "method") or \
+            getattr(ins, "name", "") == "LOAD_METHOD" or (
+            getattr(ins, "name", "") == "LOAD_ATTR" and isinstance(ins.arg, tuple) and ins.arg[0]):
+        call = I.find_consumer(bc, last) if spec.guard != "callable_guard" else (last, 0)
         if call is None or bc[call[0]].name not in I.CALL_NAMES:
             return None
         last = call[0]
-    elif getattr(bc[last], "name", "") in ("LOAD_METHOD",) or (
-            getattr(bc[last], "name", "") == "LOAD_ATTR" and isinstance(bc[last].arg, tuple) and bc[last].arg[0]):
-        call = I.find_consumer(bc, last)
-        if call is None or bc[call[0]].name not in I.CALL_NAMES:
-            return None
-        last = call[0]
-    found = I.find_consumer(bc, last)
-    if found is None:
-        return None
-    consumer = bc[found[0]]
-    name = getattr(consumer, "name", "")
-    if name == "CONTAINS_OP" and found[1] == 1 and spec.default == "()":
-        return None
-    if name in _DECIDERS:
-        return {"TO_BOOL": "a truth test", "UNARY_NOT": "not", "COMPARE_OP": "a comparison", "IS_OP": "an identity test",
-                "CONTAINS_OP": "a membership test"}.get(name, "a branch")
-    if name in I.CALL_NAMES:
-        callee, _ = I.callee_name(bc, found[0])
-        if callee == "bool":
-            return "bool()"
-    return None
+    k = sum(1 for x in bc[:last] if isinstance(x, Instr))
+    kind = "truth" if bc[last].name in ("COMPARE_OP", "IS_OP", "CONTAINS_OP") else "value"
+    return offset_of(code, k), kind
+
+
+def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_code: Any = None) -> Any:
+    """What the value-flow policy (:mod:`codesuture.patch.flow`, ``docs/guards.md``)
+    says about the guard *spec* at *site* (its code as compiled from source): a
+    :class:`codesuture.patch.flow.Verdict`. A returned value is followed into the
+    callers recorded in *exc*'s traceback (above the frame running *live_code*, the
+    code that crashed; default ``site.code``) and above it. Never raises."""
+    from codesuture.patch import flow
+
+    try:
+        at = yielded_at(site.code, site.offset, site.opname, spec)
+    except Exception as err:  # noqa: BLE001 - no model of the site: fail closed
+        return flow.Verdict("refuse", f"the value flow at {site.describe()} is not known ({err})")
+    if at is None:
+        return flow.Verdict("heal", "a stand-in's result that is not called")
+    offset, kind = at
+    namespace = _frame_globals(exc, live_code or site.code)
+    found = flow.analyze(site.code, offset, kind, namespace)
+    can_raise = offset == site.offset and spec.links == 1 and (
+        spec.guard in _RAISE_SIDE or (spec.guard == "null_guard" and spec.form in _RAISE_SIDE_NULL))
+    verdict = flow.verdict(found, raise_side=can_raise)
+    if verdict.action == "heal" and verdict.returned:
+        frame = _site_frame(exc, live_code or site.code)
+        callers = flow.traceback_callers(exc.__traceback__, frame) if frame is not None else []
+        why = flow.callers_verdict(callers, verdict.returned)
+        if why:
+            return flow.Verdict("refuse", why, returned=verdict.returned)
+    return verdict
+
+
+def _site_frame(exc: BaseException, code: Any) -> Any:
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            found = tb.tb_frame
+        tb = tb.tb_next
+    return found
+
+
+def _frame_globals(exc: BaseException, code: Any) -> Any:
+    frame = _site_frame(exc, code)
+    return frame.f_globals if frame is not None else None
 
 
 #: Built-in types whose empty value answers an attribute or method the consumer reads

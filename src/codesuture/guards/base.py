@@ -69,10 +69,15 @@ EVENTS_MODULE = "codesuture.runtime.events"
 
 class Firing(NamedTuple):
     """What a guard reports when it fires: its *site* (``"<guard>@<module>:<line>"``)
-    and the built-in exception class it stands in for (``"KeyError"``)."""
+    and the built-in exception class it stands in for (``"KeyError"``; with
+    ``"|value"``/``"|truth"`` appended when the value is returned, so the firing checks
+    the callers first, see :func:`codesuture.runtime.events.fire`). ``takes``: for a
+    guard that takes the raising side of the decision after it (``GuardSpec.flow``
+    ``raise:...``), the label of that side and how many stack items to pop first."""
 
     site: str
     exc: str
+    takes: tuple[Label, int] | None = None
 
 
 def events_call(loc: Any, name: str) -> list[Any]:
@@ -104,8 +109,12 @@ def fire(loc: Any, firing: Firing, rule: str, static: str, evidence: Sequence[in
     for depth in evidence:
         seq.append(I.at(loc, "COPY", depth + pushed))
         pushed += 1
-    seq += [*I.call(4 + len(evidence), loc), I.at(loc, "COPY", 1), I.jump_if_none(raise_pop, loc),
-            I.at(loc, "UNPACK_SEQUENCE", 1)]
+    seq += [*I.call(4 + len(evidence), loc), I.at(loc, "COPY", 1), I.jump_if_none(raise_pop, loc)]
+    if firing.takes is not None:  # the raising side of the decision after the guard
+        side, pops = firing.takes
+        seq += [I.at(loc, "POP_TOP") for _ in range(1 + pops)] + [I.jump_forward(side, loc)]
+        return [*seq, raise_pop, I.at(loc, "POP_TOP"), I.jump_forward(raise_label, loc)]
+    seq.append(I.at(loc, "UNPACK_SEQUENCE", 1))
     if operands:
         seq += [I.at(loc, "SWAP", operands + 1)] + [I.at(loc, "POP_TOP") for _ in range(operands)]
     return [*seq, I.jump_forward(end_label, loc), raise_pop, I.at(loc, "POP_TOP"), I.jump_forward(raise_label, loc)]

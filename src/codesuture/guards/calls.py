@@ -122,7 +122,8 @@ def _scoped_handler(
 def type_coercion_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> Rewrite:
     loc = instrs[idx].location
     return _scoped_handler(
-        instrs, idx, firing.exc or "ValueError", [I.at(loc, "LOAD_CONST", constant(spec.default))], {"int", "float"}, firing
+        instrs, idx, firing.exc.partition("|")[0] or "ValueError", [I.at(loc, "LOAD_CONST", constant(spec.default))],
+        {"int", "float"}, firing
     )
 
 

@@ -57,7 +57,7 @@ def default_value(name: str) -> object:
 # importing dataclasses (and inspect with it) would cost more than the load itself.
 
 
-class GuardSpec(namedtuple("_GuardSpec", "guard form default links")):
+class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     """What to synthesize: the guard family, its form and the value it yields.
 
     ``guard``: family name (``null_guard``, ``key_guard``, ...).
@@ -65,15 +65,22 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links")):
     ``membership``, ...); ``""`` where a family has one form.
     ``default``: a key of :data:`DEFAULTS`.
     ``links``: for ``chain_subscript_guard``, how many chained subscripts are guarded.
-    Raises ``ValueError`` for an unknown default.
+    ``flow``: what the value-flow policy (:mod:`codesuture.patch.flow`) asked of the
+    guard: ``""`` (the value flows on as data), ``"return:value"`` / ``"return:truth"``
+    (the value is returned: when the guard fires, its callers are checked first, and a
+    caller that decides with it gets the original exception), or
+    ``"raise:<offset>:<jump|next>:<pops>"`` (the first decision after the guard, the
+    conditional jump at that offset, raises on that side: the guard takes it, popping
+    that many stack items). Raises ``ValueError`` for an unknown default.
     """
 
     __slots__ = ()
 
-    def __new__(cls, guard: str, form: str = "", default: str = "None", links: int = 1) -> "GuardSpec":
+    def __new__(cls, guard: str, form: str = "", default: str = "None", links: int = 1,
+                flow: str = "") -> "GuardSpec":
         if default not in DEFAULTS:
             raise ValueError(f"unknown guard default {default!r}")
-        return super().__new__(cls, str(guard), str(form), default, int(links))
+        return super().__new__(cls, str(guard), str(form), default, int(links), str(flow))
 
 
 def describe_yield(static: str, rule: object) -> str:
@@ -127,7 +134,7 @@ class PatchRecord(namedtuple(
 
     def to_json(self) -> "dict[str, object]":
         d = self._asdict()
-        d["guard"] = self.guard._asdict()
+        d["guard"] = {k: v for k, v in self.guard._asdict().items() if k != "flow" or v}
         d["evidence"] = dict(self.evidence or {})
         return d
 

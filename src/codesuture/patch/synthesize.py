@@ -121,7 +121,6 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     records name the same instruction, a guard does not fit its site, the result does
     not assemble, or its location table or instruction map fails validation.
     """
-    from codesuture.guards.base import Firing
     from codesuture.guards.registry import registry
 
     guards = registry()
@@ -140,9 +139,13 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
         if a == b:
             raise PatchError(f"two patches for the instruction at offset {a} of {code.co_qualname}")
     tails: list[Any] = []
+    firings = {id(target): _firing(code, work, originals, rec) for _, target, rec in targets}
     for _, target, rec in targets:
         idx = next(i for i, x in enumerate(work) if x is target)
-        rw = guards[rec.guard.guard](work, idx, rec.guard, Firing(site_of(rec), exception_of(rec)))
+        firing = firings[id(target)]
+        rw = guards[rec.guard.guard](work, idx, rec.guard, firing)
+        if firing.takes is not None and not any(getattr(x, "arg", None) is firing.takes[0] for x in rw.body):
+            raise PatchError(f"{rec.guard.guard} cannot take the raising side of the decision after it")
         work[rw.start : rw.stop] = rw.body
         tails.extend(rw.tail)
     work.extend(tails)
@@ -161,6 +164,37 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     after = listing(now_real)
     added, removed = _delta(before if before is not None else listing(originals), after)
     return Synthesis(new, added, removed, before if before is not None else listing(originals), after, origin)
+
+
+def _firing(code: types.CodeType, work: list[Any], originals: list[Any], rec: PatchRecord) -> Any:
+    """What *rec*'s guard reports when it fires, with its value-flow plan
+    (``GuardSpec.flow``): returned values check their callers; a guard that takes the
+    raising side gets a label there (inserted into *work* after the jump for ``next``)."""
+    from bytecode import Label
+
+    from codesuture.guards.base import Firing
+
+    plan = rec.guard.flow
+    exc = exception_of(rec)
+    if plan.startswith("return:"):
+        return Firing(site_of(rec), f"{exc}|{plan.partition(':')[2]}")
+    if plan.startswith("raise:"):
+        try:
+            _, off, side, pops = plan.split(":")
+            k, _ = instruction_index(code, int(off))
+            jump = originals[k]
+        except (ValueError, PatchError) as err:
+            raise PatchError(f"bad value-flow plan {plan!r}: {err}") from None
+        if not jump.has_jump() or jump.is_uncond_jump() or side not in ("jump", "next"):
+            raise PatchError(f"the instruction at offset {off} of {code.co_qualname} is not a two-way branch")
+        if side == "jump":
+            label = jump.arg
+        else:
+            label = Label()
+            at = next(i for i, x in enumerate(work) if x is jump)
+            work.insert(at + 1, label)
+        return Firing(site_of(rec), exc, (label, int(pops)))
+    return Firing(site_of(rec), exc)
 
 
 def assemble(bc: Bytecode) -> types.CodeType:

@@ -23,6 +23,13 @@ the first firing from the settings by :func:`codesuture.runtime.incidents.guard_
 (incidents, Prometheus counters, OpenTelemetry span events; a no-op when none is on),
 and in shadow mode each default yielded to :func:`codesuture.runtime.shadow.note`.
 
+A guard whose value is returned (its *exc* ends in ``|value`` or ``|truth``, see
+:class:`codesuture.guards.base.Firing`) asks the value-flow model first
+(:func:`codesuture.patch.flow.callers_verdict`, on the live frames above the guarded
+one): when a caller would decide with the default (a gate such as ``if is_banned(u):
+return 403``), the guard declines: the original exception propagates, one log line per
+site and reason says why (:data:`DECLINED`), and no default ever opens that gate.
+
 The genuine exception wins when the live call stack handles it: if the guarded frame or
 a caller sits in a ``try`` whose handler names the exception (or a specific ancestor),
 the guard raises instead of yielding, so callers keep their EAFP behaviour
@@ -45,6 +52,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: site -> number of firings in this process.
 COUNTS: dict[str, int] = {}
+#: site -> why its guard last declined to yield (a caller decides with the value); read
+#: (and cleared) by the healer that sees the original exception arrive.
+DECLINED: dict[str, str] = {}
+_DECLINE_LOGGED: set[tuple[str, str]] = set()
+#: :func:`codesuture.patch.flow.live_verdict`, imported on the first firing that needs it.
+_LIVE_VERDICT: Callable[[Any, str], str | None] | None = None
 #: Per thread: ``value`` is ``(site, default)`` of the last default a guard yielded.
 _LAST = _thread._local()
 
@@ -165,20 +178,32 @@ def _load_observer(site: str, exc: str, frame: object) -> None:
     incidents, metrics; :func:`_ignore` when none) and shadow mode's hook, keep them,
     and observe this firing."""
     global _OBSERVE, _SHADOW
-    _OBSERVE = _ignore  # a firing while the observer is being made is not observed
-    try:
-        from codesuture.runtime.incidents import config, guard_observer
+    me = _thread.get_ident()
+    if _MAKING and _MAKING[0] == me:
+        return  # a firing inside the making of the observer itself (its imports) is not observed
+    with _MAKE_LOCK:  # other threads firing meanwhile wait for it: every firing is observed
+        if _OBSERVE is _load_observer:
+            _MAKING.append(me)
+            try:
+                from codesuture.runtime.incidents import config, guard_observer
 
-        _OBSERVE = guard_observer() or _ignore
-        if config().shadow:
-            from codesuture.runtime.shadow import note
+                observer = guard_observer() or _ignore
+                if config().shadow:
+                    from codesuture.runtime.shadow import note
 
-            _SHADOW = note
-    except Exception:  # noqa: BLE001 - contained (rule 7)
-        _OBSERVE = _ignore
+                    _SHADOW = note
+            except Exception:  # noqa: BLE001 - contained (rule 7)
+                observer = _ignore
+            finally:
+                _MAKING.clear()
+            _OBSERVE = observer
     _OBSERVE(site, exc, frame)
 
 
+#: The thread making the observer (a firing of its own is not observed), and the lock
+#: the others wait on meanwhile.
+_MAKING: list[int] = []
+_MAKE_LOCK = _thread.allocate_lock()
 #: Called as ``(site, exc, guarded frame)`` on every counted firing; made on the first.
 _OBSERVE: Callable[[str, str, Any], None] = _load_observer
 #: Shadow mode (:mod:`codesuture.runtime.shadow`): called as ``(site, guarded frame,
@@ -213,10 +238,41 @@ def _handled(exc: str, depth: int) -> bool:
         return False
 
 
+def _declines(site: str, returned: str, depth: int) -> bool:
+    """True when a caller of the guarded frame (*depth* frames up from this function)
+    would decide with the value the guard returns (:mod:`codesuture.patch.flow`); then
+    the decline is noted and logged once per site and reason. Never raises; a check
+    that fails declines (fail closed)."""
+    global _LIVE_VERDICT
+    try:
+        if _LIVE_VERDICT is None:
+            from codesuture.patch.flow import live_verdict
+
+            _LIVE_VERDICT = live_verdict
+        why = _LIVE_VERDICT(sys._getframe(depth).f_back, returned)
+    except Exception as err:  # noqa: BLE001 - unknown: fail closed
+        why = f"the callers could not be checked ({type(err).__name__})"
+    if not why:
+        return False
+    DECLINED[site] = why
+    if (site, why) not in _DECLINE_LOGGED:
+        _DECLINE_LOGGED.add((site, why))
+        from codesuture.logs import logger
+
+        guard, _, where = site.partition("@")
+        logger("codesuture.heal").warning(
+            "guard %s at %s declined: %s; the original exception propagates (proposed for review)", guard, where, why)
+    return True
+
+
 def fired(site: str, exc: str = "") -> bool:
     """A guard at *site* is about to replace an operation that would raise *exc*.
-    Returns True when it must raise it instead (the stack handles it). Never raises."""
+    Returns True when it must raise it instead (the stack handles it, or the value is
+    returned to a caller that decides with it). Never raises."""
+    exc, _, returned = exc.partition("|")
     if exc and _handled(exc, 2):
+        return True
+    if returned and _declines(site, returned, 2):
         return True
     _count(site, exc)
     return False
@@ -244,12 +300,15 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     try:
         import builtins
 
+        exc, _, returned = exc.partition("|")
         cls = getattr(builtins, exc, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
         if not _raised_by_the_call(error):
             return None
         if _handled(exc, 2):
+            return None
+        if returned and _declines(site, returned, 2):
             return None
         from codesuture.patch.spec import default_value
 
@@ -279,8 +338,12 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     """A guard at *site* is about to yield a default instead of raising *exc*: the
     default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
     default decided at heal time, a key of :data:`codesuture.patch.spec.DEFAULTS`) and
-    *evidence*; or None when the guard must raise *exc* (the stack handles it)."""
+    *evidence*; or None when the guard must raise *exc* (the stack handles it, or the
+    value is returned to a caller that decides with it)."""
+    exc, _, returned = exc.partition("|")
     if exc and _handled(exc, 2):
+        return None
+    if returned and _declines(site, returned, 2):
         return None
     try:
         value = typed_default(rule, static, evidence)[0]

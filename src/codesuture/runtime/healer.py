@@ -239,7 +239,7 @@ class Healer:
         return self._gate
 
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
-        from codesuture.crash.diagnose import decides_control_flow, diagnose
+        from codesuture.crash.diagnose import diagnose, value_verdict
         from codesuture.crash.handled import caught_by_program
         from codesuture.crash.site import find_crash_site, worker_site
         from codesuture.guards.registry import default_rule
@@ -274,6 +274,12 @@ class Healer:
         fingerprint = self._crashed(exc, site, fs)
         existing = next((r for r in fs.records if r.site == _site(site)), None)
         if existing is not None:
+            declined = _declined(existing) if live.code is fs.current else ""
+            if declined:
+                # The guard is there but declined to fire: its value would have been
+                # returned to a caller that decides with it (logged when it declined).
+                self._refused("control_flow", exc, declined, guard=existing.guard.guard)
+                return None
             if live.code is fs.current:
                 raise DiagnosisError(f"{site.describe()} fails again although patched ({type(exc).__name__}); "
                                      f"one site gets one patch")
@@ -292,8 +298,23 @@ class Healer:
             log.warning("adopted the patch another process made at %s (%s)", site.describe(), adopted.guard.guard)
             return self._result(adopted, fs, main_code, "adopted", t0)
         known = None if self.report_only else self._known(fingerprint, exc, site, fs)
-        spec = known.guard if known is not None else diagnose(exc, site)
-        decider = None if self._control_flow_allowed(fs.module) else decides_control_flow(site.code, site.offset, site.opname, spec)
+        spec = (known.guard if known is not None else diagnose(exc, site))._replace(flow="")
+        decider, flow_note = None, "data"
+        if not self._control_flow_allowed(fs.module):  # data flows on; decisions fail closed
+            verdict = value_verdict(exc, site, spec, live.code)
+            if verdict.action == "refuse":
+                decider = verdict.reason
+            elif verdict.action == "raise":
+                d = verdict.decision
+                spec = spec._replace(flow=f"raise:{d.offset}:{d.raising}:{-d.net}")
+                flow_note = f"takes the raising side of {d.what} at line {d.line}"
+            elif verdict.returned:
+                spec = spec._replace(flow=f"return:{verdict.returned}")
+                flow_note = "returned: the callers are checked each time it fires"
+            elif verdict.reason != "data":
+                flow_note = verdict.reason
+        else:
+            flow_note = "control flow allowed for this module (--control-flow)"
         if self.report_only:
             log.warning("crash not healed (prod mode, healing off): site=%s:%s function=%s instruction=%s@%d "
                         "exception=%s would_patch=%s%s yields=%s", site.filename, site.line, site.code.co_qualname,
@@ -308,14 +329,15 @@ class Healer:
             offset=site.offset, opname=site.opname, line=line, end_line=end_line, col=col, end_col=end_col,
             expression="", exception=describe_exception(exc, self.record_messages), guard=spec,
             created=iso_utc(now), expires=iso_utc(now + self.ttl) if self.ttl else "",
-            evidence={"default": default_rule(spec), **({"fingerprint": fingerprint} if fingerprint else {}),
+            evidence={"default": default_rule(spec), "flow": flow_note,
+                      **({"fingerprint": fingerprint} if fingerprint else {}),
                       **({"registry": _where(known)} if known is not None else {})},
         )
         if decider is not None:
             proposal = record._replace(expression=site.expression)
             where = self.propose(fs, proposal)
-            log.warning("not healed: the default %s would yield at %s decides control flow (%s), and a default must "
-                        "not choose a branch%s", spec.guard, site.describe(), decider,
+            log.warning("not healed: the default %s would yield at %s decides control flow: %s; a default must "
+                        "not choose a branch, the original exception propagates%s", spec.guard, site.describe(), decider,
                         f"; proposed for review in {where}" if where else "")
             self._refused("control_flow", exc, decider, guard=spec.guard)
             return None
@@ -677,6 +699,14 @@ def _stopped(healer: Healer) -> bool:
 
     governance.second_failure(healer)
     return False
+
+
+def _declined(record: PatchRecord) -> str:
+    """Why the guard of *record* last declined to fire in this process ("" if it did not)."""
+    from codesuture.patch.synthesize import site_of
+    from codesuture.runtime import events
+
+    return events.DECLINED.pop(site_of(record), "")
 
 
 def _site(site: Any) -> tuple[str, int, int]:

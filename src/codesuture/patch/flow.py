@@ -1,0 +1,805 @@
+"""The value-flow model: where a value a guard would yield goes, and whether it decides.
+
+Every guard yields a value in place of an operation that raised. That value either
+flows on as *data* (stored, passed to a call, returned to a caller that stores or
+passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``and``/
+``or``, ``assert``, the loop test of ``while``, a ``for`` over it), usually through a
+comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
+what branches (a truth value that is stored or passed on is data; returned, it is
+followed into the callers like any value).
+
+:func:`analyze` follows the value through one code object by abstract interpretation
+over its control-flow graph (``bytecode.ControlFlowGraph``): the stack slots and the
+local variables that hold it (or a value computed from it), along every normal edge;
+exception edges are not followed. Each decision it reaches is classified from the
+graph's post-dominators (:class:`Decision`):
+
+* ``rejoin``: the two sides meet again inside the function before any return or raise
+  (the branch's immediate post-dominator is a block of the function, not the exit), and
+  the test is not a ``while`` loop's: the decision only shapes data;
+* ``raises``: one side always ends in a ``raise`` (or a call to a function that never
+  returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
+  can return: the program's own error is one way out;
+* ``exits``: anything else (the sides leave the function separately, or a ``while``
+  test): a gate.
+
+:func:`verdict` turns a :class:`Flow` into the policy of ``docs/guards.md``
+("data flows on; decisions fail closed"), and :func:`callers_verdict` follows a
+*returned* value into the calling frames (live frames when a guard fires, traceback
+frames at heal time): in each caller the value is the result of the instruction at
+``f_lasti`` (the call that returned it). CodeSuture's own frames end the walk.
+
+Works on the bytecode of CPython 3.11, 3.12 and 3.13. Analyses are cached per code
+object and offset, so a guard that fires again pays a dictionary lookup per frame.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+#: What a decision does, see the module docstring.
+REJOIN, RAISES, EXITS = "rejoin", "raises", "exits"
+#: How many calling frames a returned value is followed into, at most.
+MAX_CALLERS = 8
+#: Work limit of one analysis (block visits); beyond it the flow is "unknown".
+MAX_STEPS = 4000
+
+_TRUTH_OPS = {"COMPARE_OP": "a comparison", "IS_OP": "an identity test", "CONTAINS_OP": "a membership test",
+              "UNARY_NOT": "not", "TO_BOOL": "a truth test"}
+_TRUTH_CALLS = {"bool": "bool()", "any": "any()", "all": "all()", "isinstance": "isinstance()",
+                "callable": "callable()", "hasattr": "hasattr()"}
+_STORES_LOCAL = frozenset({"STORE_FAST", "STORE_NAME", "STORE_DEREF"})
+_LOADS_LOCAL = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_NAME", "LOAD_DEREF",
+                          "LOAD_CLASSDEREF"})
+_RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
+_RAISES = frozenset({"RAISE_VARARGS", "RERAISE"})
+_CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
+                             "DICT_MERGE"})
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision the value reaches: the conditional jump at ``offset`` (bytes, as
+    ``tb_lasti``; line ``line``), what tests the value (``what``: "a comparison", "not",
+    "assert", "the loop test of while", "a for loop", "a truth value stored"...),
+    ``outcome`` (:data:`REJOIN`, :data:`RAISES` or :data:`EXITS`), ``raising``: the
+    side that raises (``"jump"`` or ``"next"``, for :data:`RAISES`), and ``first``:
+    True when the value reaches it in straight-line code from where it was made, with
+    no store in between (only then can a guard take its raising side)."""
+
+    offset: int
+    line: int | None
+    what: str
+    outcome: str
+    raising: str = ""
+    first: bool = False
+    #: Stack items from the value's making to the jump: the net effect (<= 0) and the
+    #: lowest point reached, relative to the stack before the instruction that made it.
+    net: int = 0
+    low: int = 0
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Where a value goes in one code object: its decisions (in the order reached),
+    ``returned``: ``""``, ``"value"`` or ``"truth"`` (returned or yielded, as data or as
+    a truth value made from it), ``escapes``: how it left as data (``"stored"``,
+    ``"passed"``), ``unknown``: why the analysis gave up ("" when it did not)."""
+
+    decisions: tuple[Decision, ...] = ()
+    returned: str = ""
+    escapes: tuple[str, ...] = ()
+    unknown: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the policy says about a flow: ``action`` ``"heal"`` (place the default),
+    ``"raise"`` (take the raising side of ``decision``) or ``"refuse"`` (the original
+    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`."""
+
+    action: str
+    reason: str = ""
+    decision: Decision | None = None
+    returned: str = ""
+
+
+# ------------------------------------------------------------------ the graph
+
+
+@dataclass
+class _Graph:
+    blocks: list[list[Any]]
+    succ: list[list[int]]            # normal successors; -1: return exit, -2: raise exit
+    jump: list[int | None]           # the conditional jump target block of a block, if any
+    nxt: list[int | None]            # its fall-through block
+    ends: dict[int, int] = field(default_factory=dict)  # block -> position of a call that never returns
+    pdom: list[int] = field(default_factory=list)   # bitsets; bit len(blocks) = exit
+    loops: list[tuple[int, int]] = field(default_factory=list)  # (header, body bitset)
+    can_return: int = 0
+    can_raise: int = 0
+    where: dict[int, tuple[int, int]] = field(default_factory=dict)  # real index -> (block, pos)
+    index: dict[tuple[int, int], int] = field(default_factory=dict)  # (block, pos) -> real index
+    offsets: list[int] = field(default_factory=list)  # real index -> offset
+
+
+def _name(ins: Any) -> str:
+    return getattr(ins, "name", "")
+
+
+def _argname(arg: Any) -> str:
+    return str(getattr(arg, "name", arg))
+
+
+def _noreturn(obj: Any) -> bool:
+    """True for a callable that never returns: annotated ``NoReturn``/``Never``, or a
+    plain function whose code has no return instruction (every path raises)."""
+    fn = getattr(obj, "__func__", obj)
+    ann = getattr(fn, "__annotations__", None)
+    if isinstance(ann, dict) and "return" in ann:
+        text = ann["return"] if isinstance(ann["return"], str) else repr(ann["return"])
+        if text.rsplit(".", 1)[-1] in ("NoReturn", "Never"):
+            return True
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, types.CodeType) and not code.co_flags & 0x3A0:  # not a generator/coroutine
+        import dis
+
+        return not any(i.opname in _RETURNS for i in dis.get_instructions(code))
+    return False
+
+
+def _resolver(namespace: dict[str, Any] | None) -> Callable[[str], bool]:
+    import builtins
+
+    def resolve(dotted: str) -> bool:
+        if namespace is None:
+            return False
+        head, *rest = dotted.split(".")
+        obj = namespace.get(head, getattr(builtins, head, None))
+        for part in rest:
+            obj = getattr(obj, part, None) if isinstance(obj, types.ModuleType) else None
+        return obj is not None and _noreturn(obj)
+
+    return resolve
+
+
+def _callee(block: list[Any], pos: int) -> str | None:
+    """The dotted global name a call at ``block[pos]`` calls (``abort``,
+    ``flask.abort``), found in the block's straight-line code; else None."""
+    from codesuture.patch import instrs as I
+
+    try:
+        fn = I.find_producer(block, pos, I.call_slots(block[pos])[0])
+    except Exception:  # noqa: BLE001 - an odd call shape: no name
+        return None
+    parts: list[str] = []
+    while fn is not None:
+        ins = block[fn]
+        if _name(ins) in ("LOAD_GLOBAL", "LOAD_NAME"):
+            parts.append(str(I.name_loaded(ins)))
+            return ".".join(reversed(parts))
+        if _name(ins) in ("LOAD_ATTR", "LOAD_METHOD"):
+            parts.append(str(I.name_loaded(ins)))
+            fn = I.find_producer(block, fn, 1)
+            continue
+        return None
+    return None
+
+
+def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
+    from bytecode import Bytecode, ControlFlowGraph, Instr
+
+    from codesuture.patch import instrs as I
+    from codesuture.patch.synthesize import real_instructions
+
+    cfg = ControlFlowGraph.from_bytecode(Bytecode.from_code(code))
+    blocks = [list(b) for b in cfg]
+    index = {id(b): i for i, b in enumerate(cfg)}
+    n = len(blocks)
+    succ: list[list[int]] = []
+    jump: list[int | None] = []
+    nxt: list[int | None] = []
+    where: dict[int, tuple[int, int]] = {}
+    ends: dict[int, int] = {}
+    k = 0
+    for bi, (b, block) in enumerate(zip(cfg, blocks)):
+        out: list[int] = []
+        j: int | None = None
+        f: int | None = index[id(b.next_block)] if b.next_block is not None else None
+        ended = False
+        for pos, ins in enumerate(block):
+            if not isinstance(ins, Instr):
+                continue
+            where[k] = (bi, pos)
+            k += 1
+            if ended:
+                continue
+            if ins.name in _RETURNS:
+                out, f, ended = [-1], None, True
+            elif ins.name in _RAISES:
+                out, f, ended = [-2], None, True
+            elif ins.name in I.CALL_NAMES and noreturn(_callee(block, pos) or ""):
+                out, f, ended = [-2], None, True
+                ends[bi] = pos
+        if not ended:
+            target = b.get_jump()
+            last = next((x for x in reversed(block) if isinstance(x, Instr)), None)
+            if target is not None:
+                j = index[id(target)]
+                out.append(j)
+            if last is None or not (last.is_uncond_jump() if hasattr(last, "is_uncond_jump") else False):
+                if f is not None:
+                    out.append(f)
+            else:
+                f = None
+        succ.append(out)
+        jump.append(j if not ended else None)
+        nxt.append(f)
+    g = _Graph(blocks, succ, jump, nxt, ends=ends, where=where, index={v: k for k, v in where.items()}, offsets=[i.offset for i in real_instructions(code)])
+    _analyse_graph(g, n)
+    return g
+
+
+def _analyse_graph(g: _Graph, n: int) -> None:
+    exit_bit = 1 << n
+    full = (1 << (n + 1)) - 1
+    # Post-dominators (bitsets; the exit is node n): pdom(b) = {b} | AND pdom(succ).
+    pdom = [full] * n
+    changed = True
+    while changed:
+        changed = False
+        for b in range(n - 1, -1, -1):
+            acc = full
+            for s in g.succ[b]:
+                acc &= exit_bit if s < 0 else pdom[s]
+            new = (acc if g.succ[b] else full) | (1 << b)
+            if new != pdom[b]:
+                pdom[b], changed = new, True
+    g.pdom = pdom
+    # Which blocks can reach a return / a raise.
+    ret = rai = 0
+    changed = True
+    while changed:
+        changed = False
+        for b in range(n):
+            r = any(s == -1 or (s >= 0 and ret >> s & 1) for s in g.succ[b])
+            e = any(s == -2 or (s >= 0 and rai >> s & 1) for s in g.succ[b])
+            if r and not ret >> b & 1:
+                ret |= 1 << b
+                changed = True
+            if e and not rai >> b & 1:
+                rai |= 1 << b
+                changed = True
+    g.can_return, g.can_raise = ret, rai
+    # Dominators from the entry, then natural loops (back edge u -> h, h dominates u).
+    dom = [full] * n
+    if n:
+        dom[0] = 1
+    preds: list[list[int]] = [[] for _ in range(n)]
+    for b in range(n):
+        for s in g.succ[b]:
+            if s >= 0:
+                preds[s].append(b)
+    changed = True
+    while changed:
+        changed = False
+        for b in range(1, n):
+            acc = full
+            for p in preds[b]:
+                acc &= dom[p]
+            new = (acc if preds[b] else 0) | (1 << b)
+            if new != dom[b]:
+                dom[b], changed = new, True
+    loops: dict[int, int] = {}
+    for u in range(n):
+        for h in g.succ[u]:
+            if h >= 0 and dom[u] >> h & 1:
+                body, stack = (1 << h) | (1 << u), [u]
+                while stack:
+                    x = stack.pop()
+                    if x == h:
+                        continue
+                    for p in preds[x]:
+                        if not body >> p & 1:
+                            body |= 1 << p
+                            stack.append(p)
+                loops[h] = loops.get(h, 0) | body
+    g.loops = sorted(loops.items())
+
+
+def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, bool]:
+    """``(outcome, raising side, is a loop test)`` of the two-way branch ending block *b*."""
+    j, f = g.jump[b], g.nxt[b]
+    if j is None or f is None:
+        return EXITS, "", False
+    ret = [bool(g.can_return >> s & 1) for s in (j, f)]
+    rai = [bool(g.can_raise >> s & 1) for s in (j, f)]
+    for side, name, other in ((0, "jump", 1), (1, "next", 0)):
+        if rai[side] and not ret[side] and ret[other]:
+            return RAISES, name, False
+    if opname != "FOR_ITER":
+        for h, body in g.loops:
+            inside = [bool(body >> s & 1) for s in (j, f)]
+            if inside[0] != inside[1]:
+                stay = j if inside[0] else f
+                if b == h or stay == h:
+                    return EXITS, "", True
+    n = len(g.blocks)
+    real = g.pdom[b] & ~(1 << b) & ((1 << n) - 1)
+    return (REJOIN if real else EXITS), "", False
+
+
+# ------------------------------------------------------------------ following a value
+
+_CACHE: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
+_GRAPHS: dict[int, tuple[types.CodeType, _Graph]] = {}
+#: (id of a caller's code, f_lasti, kind) -> (code, flow of what that instruction makes).
+_CALLERS: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
+
+
+def analyze(code: types.CodeType, offset: int, kind: str = "value",
+            namespace: dict[str, Any] | None = None) -> Flow:
+    """Where the value the instruction at *offset* (bytes) of *code* pushes goes.
+
+    *kind*: ``"value"``, or ``"truth"`` when that value is already a truth value made
+    from a default (a guarded comparison or membership test). *namespace*: the globals
+    the code runs with, to know which called functions never return (None: none is
+    known). Never raises: an analysis that fails returns a :class:`Flow` whose
+    ``unknown`` says why. Cached per code object, offset and kind."""
+    key = (id(code), offset, kind)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    try:
+        flow = _analyze(code, offset, kind, namespace)
+    except Exception as exc:  # noqa: BLE001 - an analysis never breaks a heal or a guard
+        flow = Flow(unknown=f"the value flow of {code.co_qualname} is not known ({type(exc).__name__}: {exc})")
+    if len(_CACHE) > 4096:
+        _CACHE.clear()
+    _CACHE[key] = (code, flow)
+    return flow
+
+
+def _graph_for(code: types.CodeType, namespace: dict[str, Any] | None) -> _Graph:
+    hit = _GRAPHS.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    g = _graph(code, _resolver(namespace))
+    if len(_GRAPHS) > 1024:
+        _GRAPHS.clear()
+    _GRAPHS[id(code)] = (code, g)
+    return g
+
+
+def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
+    from bytecode import Instr
+
+    from codesuture.patch.synthesize import instruction_index
+
+    g = _graph_for(code, namespace)
+    k, _ = instruction_index(code, offset)
+    b0, p0 = g.where[k]
+    start = g.blocks[b0][p0]
+    taint = "data" if kind == "value" else "a truth test"
+    decisions: dict[int, Decision] = {}
+    escapes: set[str] = set()
+    returned = ""
+
+    def add(d: Decision) -> None:
+        if d.offset not in decisions:
+            decisions[d.offset] = d
+
+    def ret(t: str) -> None:
+        nonlocal returned
+        returned = "truth" if (returned == "truth" or t != "data") else "value"
+
+    # State: (stack: tuple of taint-or-None for the top items we know, locals: frozenset
+    # of (name, taint)). A straight-line prefix from the start is tracked for "first".
+    entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
+    work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
+    # The start instruction: its outputs carry the value (a for loop's item; an
+    # await's result on SEND's jump edge).
+    if start.name == "SEND":
+        pops, pushes = _effect(start, jump=True)
+    else:
+        pops, pushes = _effect(start, jump=False)
+    if not pushes:
+        raise ValueError(f"{start.name} makes no value to follow")
+    stack0: tuple[Any, ...] = (None,) * (pushes - 1) + (taint,)
+    if start.has_jump() and not start.is_uncond_jump():
+        if start.name not in ("FOR_ITER", "SEND"):
+            raise ValueError(f"{start.name} branches")
+        edge = g.jump[b0] if start.name == "SEND" else g.nxt[b0]
+        if edge is None:
+            return Flow()
+        work.append((edge, 0, _trim(stack0), frozenset(), False, 0, 0))
+    else:
+        work.append((b0, p0 + 1, _trim(stack0), frozenset(), True, pushes - pops, min(0, -pops)))
+    steps = 0
+    while work:
+        b, pos, stack, local, first, depth, low = work.pop()
+        if pos == 0 and not first:
+            # Join with what reached this block before (taint is a union): each block
+            # is processed again only when its entry state grows, so the walk ends.
+            known = entry.get(b)
+            if known is not None:
+                stack, local = _join(known[0], stack), known[1] | local
+                if (stack, local) == known:
+                    continue
+            entry[b] = (stack, local)
+        steps += 1
+        if steps > MAX_STEPS:
+            return Flow(unknown=f"the value flow of {code.co_qualname} is too complex to follow")
+        block = g.blocks[b]
+        stop = False
+        for p in range(pos, len(block)):
+            ins = block[p]
+            if not isinstance(ins, Instr):
+                continue
+            name = ins.name
+            if not stack and not any(t for _, t in local):
+                stop = True  # the value is gone
+                break
+            if name in _RETURNS:
+                if name == "RETURN_VALUE" and stack and stack[-1]:
+                    ret(stack[-1])
+                stop = True
+                break
+            if name in _RAISES:
+                stop = True
+                break
+            if ins.has_jump() and not ins.is_uncond_jump():
+                tested = stack[-1] if stack else None
+                if tested:
+                    what = _what(g, b, name, tested)
+                    outcome, side, loop = _classify(g, b, name)
+                    line = ins.location.lineno if ins.location is not None else None
+                    add(Decision(g.offsets[g.index[(b, p)]], line, "the loop test of while" if loop else what, outcome, side,
+                                 first, depth - 1, min(low, depth - 1)))
+                for jmp, target in ((True, g.jump[b]), (False, g.nxt[b])):
+                    if target is None:
+                        continue
+                    st = _apply(ins, stack, jmp)
+                    work.append((target, 0, st, local, False, 0, 0))
+                stop = True
+                break
+            if g.ends.get(b) == p:
+                stop = True  # a call that never returns
+                break
+            stack, local, note = _step(ins, stack, local, block, p)
+            if note:
+                if note[0] == "decision":
+                    line = ins.location.lineno if ins.location is not None else None
+                    add(Decision(g.offsets[g.index[(b, p)]], line, note[1], EXITS))
+                elif note[0] == "returned":
+                    ret(note[1])
+                else:
+                    escapes.add(note[0])
+                    first = False
+            if first:
+                pp, pu = _effect(ins, jump=False)
+                depth -= pp
+                low = min(low, depth)
+                depth += pu
+                if name in _STORES_LOCAL or name in ("STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST", "DELETE_FAST"):
+                    first = False
+        if stop:
+            continue
+        if ins_is_jump(block):
+            target = g.jump[b]
+            if target is not None:
+                work.append((target, 0, stack, local, first, depth, low))
+        elif g.nxt[b] is not None:
+            work.append((g.nxt[b], 0, stack, local, first, depth, low))  # type: ignore[arg-type]
+    return Flow(tuple(decisions.values()), returned, tuple(sorted(escapes)))
+
+
+I_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
+
+
+def ins_is_jump(block: list[Any]) -> bool:
+    from bytecode import Instr
+
+    last = next((x for x in reversed(block) if isinstance(x, Instr)), None)
+    return last is not None and last.has_jump() and last.is_uncond_jump()
+
+
+#: ``(popped, pushed)`` of instructions :func:`codesuture.patch.instrs.effect` does not
+#: list and whose ``bytecode`` pre/post effect does not say what they consume.
+_EXTRA = {"BEFORE_WITH": (1, 2), "BEFORE_ASYNC_WITH": (1, 2), "GET_AWAITABLE": (1, 1), "GET_AITER": (1, 1),
+          "GET_ANEXT": (1, 2), "GET_YIELD_FROM_ITER": (1, 1), "END_FOR": (2, 0), "END_SEND": (2, 1),
+          "YIELD_VALUE": (1, 1), "RETURN_VALUE": (1, 0), "PUSH_EXC_INFO": (1, 2), "POP_EXCEPT": (1, 0),
+          "GET_LEN": (1, 2), "MATCH_MAPPING": (1, 2), "MATCH_SEQUENCE": (1, 2), "MATCH_KEYS": (2, 3),
+          "MAP_ADD": (2, 0), "TO_BOOL": (1, 1)}
+
+
+def _effect(ins: Any, jump: bool | None) -> tuple[int, int]:
+    """``(popped, pushed)`` of *ins*: the project's table for straight-line code, then
+    ``bytecode``'s pre/post stack effect (jumps: on the edge taken when *jump*)."""
+    from codesuture.patch import instrs as I
+
+    if not ins.has_jump():
+        eff = _EXTRA.get(ins.name) or I.effect(ins)
+        if eff is not None:
+            return eff
+    pre, post = ins.pre_and_post_stack_effect(jump)
+    pops = -pre if pre < 0 else 0
+    return pops, post + (pre if pre > 0 else 0)
+
+
+def _what(g: _Graph, b: int, name: str, tested: str) -> str:
+    if name == "FOR_ITER":
+        return "a for loop"
+    if "NONE" in name:
+        return "an identity test"
+    nxt = g.nxt[b]
+    if nxt is not None:
+        first = next((x for x in g.blocks[nxt] if _name(x)), None)
+        if _name(first) == "LOAD_ASSERTION_ERROR":
+            return "assert"
+    return "a branch" if tested == "data" else tested
+
+
+def _apply(ins: Any, stack: tuple[Any, ...], jump: bool) -> tuple[Any, ...]:
+    """The stack on one edge of the conditional jump *ins*."""
+    pops, pushes = _effect(ins, jump)
+    keep = stack[: max(0, len(stack) - pops)]
+    if ins.name in ("JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP") and jump:
+        return stack
+    tainted = any(stack[-pops:]) if pops else False
+    return _trim(keep + (("data" if tainted else None),) * pushes)
+
+
+def _join(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Two abstract stacks (top-aligned) joined: a slot is tainted when it is in either."""
+    n = max(len(a), len(b))
+    a, b = (None,) * (n - len(a)) + a, (None,) * (n - len(b)) + b
+    return _trim(tuple(x or y for x, y in zip(a, b)))
+
+
+def _trim(stack: tuple[Any, ...]) -> tuple[Any, ...]:
+    i = 0
+    while i < len(stack) and stack[i] is None:
+        i += 1
+    return stack[i:]
+
+
+def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], block: list[Any],
+          p: int) -> tuple[tuple[Any, ...], frozenset[tuple[str, str]], tuple[str, str] | None]:
+    """One straight-line instruction: the new stack and locals, and a note: a decision
+    (a truth value stored or passed), ``returned`` (yielded), or an escape as data."""
+    name, arg = ins.name, ins.arg
+    note: tuple[str, str] | None = None
+
+    def at(d: int) -> Any:
+        return stack[-d] if len(stack) >= d else None
+
+    if name == "COPY":
+        return _trim(stack + (at(int(arg)),)), local, None
+    if name == "SWAP":
+        n = int(arg)
+        s = list((None,) * max(0, n - len(stack)) + stack)
+        s[-1], s[-n] = s[-n], s[-1]
+        return _trim(tuple(s)), local, None
+    if name in _STORES_LOCAL or name == "STORE_FAST_STORE_FAST":
+        names = [_argname(a) for a in arg] if isinstance(arg, tuple) else [_argname(arg)]
+        vals = [at(1), at(2)] if name == "STORE_FAST_STORE_FAST" else [at(1)]
+        d = dict(local)
+        for nm, v in zip(names, vals):
+            if v:
+                d[nm] = v
+            else:
+                d.pop(nm, None)
+        return _trim(stack[: max(0, len(stack) - len(vals))]), frozenset(d.items()), None
+    if name == "STORE_FAST_LOAD_FAST":
+        st, ld = (_argname(a) for a in arg)
+        d = dict(local)
+        v = at(1)
+        if v:
+            d[st] = v
+        else:
+            d.pop(st, None)
+        return _trim(stack[:-1] + (d.get(ld),)), frozenset(d.items()), None
+    if name in _LOADS_LOCAL:
+        return _trim(stack + (dict(local).get(_argname(arg)),)), local, None
+    if name == "LOAD_FAST_LOAD_FAST":
+        d = dict(local)
+        return _trim(stack + tuple(d.get(_argname(a)) for a in arg)), local, None
+    if name in ("DELETE_FAST", "DELETE_NAME", "DELETE_DEREF"):
+        return stack, frozenset((n_, t) for n_, t in local if n_ != _argname(arg)), None
+    pops, pushes = _effect(ins, jump=False)
+    inputs = stack[-pops:] if pops and len(stack) >= pops else ((None,) * (pops - len(stack)) + stack if pops else ())
+    keep = stack[: max(0, len(stack) - pops)]
+    tainted = [t for t in inputs if t]
+    if not tainted:
+        return _trim(keep + (None,) * pushes), local, None
+    if name in ("STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL", "DELETE_SUBSCR", "DELETE_ATTR"):
+        value = {"STORE_ATTR": at(2), "STORE_SUBSCR": at(3), "STORE_GLOBAL": at(1)}.get(name)
+        return _trim(keep), local, (("stored", "") if value else None)
+    if name in _CONTAINER_ADDS:
+        # The container sits below the popped items: it now holds the value.
+        n = int(arg) if isinstance(arg, int) else 1
+        s = list((None,) * max(0, n - len(keep)) + keep)
+        s[-n] = "data"
+        return _trim(tuple(s)), local, None
+    if name in _TRUTH_OPS:
+        return _trim(keep + (_TRUTH_OPS[name],) * pushes), local, None
+    if name in I_CALLS:
+        callee = _callee(block, p) or ""
+        args_tainted = any(inputs[2:]) if len(inputs) > 2 else False
+        if callee in _TRUTH_CALLS:
+            return _trim(keep + (_TRUTH_CALLS[callee],) * pushes), local, None
+        note = ("passed", "") if args_tainted else None
+        return _trim(keep + ("data",) * pushes), local, note
+    if name == "YIELD_VALUE":
+        return _trim(keep + (None,) * pushes), local, ("returned", at(1) or "data")
+    if name == "POP_TOP":
+        return _trim(keep), local, None
+    return _trim(keep + ("data",) * pushes), local, None
+
+
+# ------------------------------------------------------------------ the policy
+
+
+def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
+    """The policy for a value a guard would yield in its own frame, whose flow is
+    *flow* (``docs/guards.md``):
+
+    * the first decision reached, in straight-line code, raises on one side: take that
+      side (``raise``) when *raise_side* (the guard can), else ``refuse``;
+    * a decision that does not rejoin (or an unknown flow): ``refuse``;
+    * otherwise ``heal``; :attr:`Verdict.returned` says whether the callers must be
+      asked too (:func:`callers_verdict`)."""
+    if flow.unknown:
+        return Verdict("refuse", flow.unknown)
+    first = flow.decisions[0] if flow.decisions else None
+    if first is not None and first.first and first.outcome == RAISES:
+        if raise_side and first.net <= 0 and first.low >= first.net:
+            return Verdict("raise", f"{first.what} at line {first.line} raises the program's own error on one side",
+                           first)
+        return Verdict("refuse", f"{first.what} at line {first.line} raises on one side, and this guard cannot take it",
+                       first)
+    for d in flow.decisions:
+        if d.outcome != REJOIN:
+            return Verdict("refuse", _reason(d), d)
+    return Verdict("heal", "data" if not flow.decisions else "decisions that rejoin only shape data",
+                   returned=flow.returned)
+
+
+def _reason(d: Decision) -> str:
+    if d.outcome == RAISES:
+        return f"{d.what} at line {d.line} decides whether the program raises"
+    if d.what == "the loop test of while":
+        return f"it decides the loop test of while at line {d.line}"
+    if d.what.startswith("a truth value"):
+        return f"{d.what} at line {d.line}"
+    return f"it decides {d.what} at line {d.line} whose sides leave the function separately"
+
+
+def own_frame(code: types.CodeType) -> bool:
+    """True for code of CodeSuture itself (it ends a walk through callers)."""
+    return code.co_filename.startswith(_PKG_DIR)
+
+
+def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] | None]], returned: str) -> str | None:
+    """Follow a value returned as *returned* (``"value"``/``"truth"``) into its callers:
+    *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
+    None when no caller decides with it (or a CodeSuture frame ends the walk), else the
+    reason it must not be healed (a caller decides with it, or a truth value made from
+    it is still returned after :data:`MAX_CALLERS` callers). Never raises."""
+    kind = returned
+    n = 0
+    for code, lasti, namespace in frames:
+        if not kind or code.co_filename.startswith(_PKG_DIR):
+            return None
+        n += 1
+        if n > MAX_CALLERS:
+            return _too_deep(kind)
+        hit = _CALLERS.get((id(code), lasti, kind))
+        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, namespace)
+        if flow.unknown:
+            return flow.unknown
+        for d in flow.decisions:
+            if d.outcome != REJOIN:
+                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+                return f"it is returned to {where}, where {_reason(d)}"
+        kind = flow.returned
+    return None  # the top of the stack: nobody decides with it
+
+
+def _too_deep(kind: str) -> str | None:
+    """Past :data:`MAX_CALLERS` callers: a value returned on unchanged through all of
+    them (a string a recursive converter builds) counts as data; a truth value made
+    from the default fails closed."""
+    return f"it is returned as a truth value through more than {MAX_CALLERS} callers" if kind == "truth" else None
+
+
+def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
+    """:func:`callers_verdict` over *frame* and the frames that called it (live frames,
+    when a guard fires: a loop over ``f_back``, each caller's analysis a cache hit)."""
+    kind = returned
+    n = 0
+    while frame is not None and kind:
+        code = frame.f_code
+        if code.co_filename.startswith(_PKG_DIR):
+            return None
+        n += 1
+        if n > MAX_CALLERS:
+            return _too_deep(kind)
+        lasti = frame.f_lasti
+        hit = _CALLERS.get((id(code), lasti, kind))
+        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, frame.f_globals)
+        if flow.unknown:
+            return flow.unknown
+        for d in flow.decisions:
+            if d.outcome != REJOIN:
+                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+                return f"it is returned to {where}, where {_reason(d)}"
+        kind = flow.returned
+        frame = frame.f_back
+    return None
+
+
+def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
+    """The flow, in a caller, of what the instruction at *lasti* (the call that is
+    returning the value) produces; a branch at *lasti* itself is the decision."""
+    key = (id(code), lasti, kind)  # lasti as the frame reports it
+    hit = _CALLERS.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    try:
+        import bisect
+
+        g = _graph_for(code, namespace)
+        # f_lasti/tb_lasti of a calling frame may point into the call's inline cache
+        # entries (3.12): the instruction is the last one that starts at or before it.
+        k = bisect.bisect_right(g.offsets, lasti) - 1
+        if k < 0:
+            raise ValueError(f"no instruction at offset {lasti}")
+        lasti = g.offsets[k]
+        b, p = g.where[k]
+        ins = g.blocks[b][p]
+        opname = ins.name
+        if ins.has_jump() and not ins.is_uncond_jump() and opname not in ("FOR_ITER", "SEND"):
+            outcome, side, loop = _classify(g, b, opname)
+            line = ins.location.lineno if ins.location is not None else None
+            flow = Flow((Decision(lasti, line, "the loop test of while" if loop else "a truth test", outcome, side),))
+        else:
+            flow = _analyze(code, lasti, kind, namespace)
+    except Exception as exc:  # noqa: BLE001 - unknown: fail closed
+        flow = Flow(unknown=f"the value flow in {code.co_qualname} is not known ({type(exc).__name__}: {exc})")
+    if len(_CALLERS) > 4096:
+        _CALLERS.clear()
+    _CALLERS[key] = (code, flow)
+    return flow
+
+
+def live_callers(frame: types.FrameType | None) -> Iterable[tuple[types.CodeType, int, dict[str, Any] | None]]:
+    """``(code, f_lasti, f_globals)`` of *frame* and the frames that called it."""
+    while frame is not None:
+        yield frame.f_code, frame.f_lasti, frame.f_globals
+        frame = frame.f_back
+
+
+def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameType) -> list[tuple[types.CodeType, int, dict[str, Any] | None]]:
+    """The callers of *site_frame* recorded in traceback *tb* (innermost first, at the
+    instruction each was executing), then the live frames above the traceback."""
+    entries = []
+    while tb is not None:
+        entries.append((tb.tb_frame, tb.tb_lasti))
+        tb = tb.tb_next
+    idx = next((i for i, (f, _) in enumerate(entries) if f is site_frame), len(entries) - 1)
+    out: list[tuple[types.CodeType, int, dict[str, Any] | None]] = [
+        (f.f_code, lasti, f.f_globals) for f, lasti in reversed(entries[:idx])]
+    top = entries[0][0].f_back if entries else None
+    out.extend(live_callers(top))
+    return out
+
+
+__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
+           "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "MAX_CALLERS"]

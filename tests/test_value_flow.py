@@ -1,0 +1,500 @@
+"""Data flows on; decisions fail closed: the value-flow model (``patch/flow.py``) and its
+policy, on real code.
+
+* The model: where the value an instruction makes goes (stored, returned, into a
+  decision), and what each decision is (its sides rejoin; one side raises; the sides
+  leave the function separately; the loop test of ``while``), on this interpreter's
+  bytecode (the suite runs on 3.11, 3.12 and 3.13).
+* The policy, healed in process: a decision that rejoins only shapes data (healed: the
+  fixed releases' ``text[-1:]`` and ``formats.get(field)`` semantics); a decision whose
+  one side raises takes that side (the program's own error); any other decision is not
+  healed and the original exception propagates; a returned value is followed into the
+  callers, at heal time and again each time the guard fires.
+* A real WSGI service on 127.0.0.1 under ``python -m codesuture.boot --overlays D`` (dev
+  mode, healing on) whose security gates call helpers that crash: every crafted
+  request is refused (403/429/423/500, never 200), after the heals and on the next
+  start from the overlay, and legitimate requests keep their answers.
+"""
+
+from __future__ import annotations
+
+import dis
+import http.client
+import importlib
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from codesuture.patch import flow
+from codesuture.runtime import events
+from codesuture.runtime.healer import Healer
+from heal_helpers import PY, clean_env
+
+_COUNTER = itertools.count()
+
+
+def _module(tmp_path: Path, source: str) -> Any:
+    name = f"vfcase_{next(_COUNTER)}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def _offset(fn: Any, opname: str, nth: int = 0) -> int:
+    return [i.offset for i in dis.get_instructions(fn) if i.opname == opname][nth]
+
+
+def data(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call *fn* and hand its result on as data (kept in a list, read back): a caller
+    that only stores the value, as the model defines it."""
+    box: list[Any] = []
+    box.append(fn(*args))
+    return box[0]
+
+
+@pytest.fixture
+def healer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Healer:
+    monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
+    return Healer(None)
+
+
+def _crash(call: Callable[[], object]) -> BaseException:
+    with pytest.raises(Exception) as crash:
+        call()
+    return crash.value
+
+
+# ------------------------------------------------------------------ the model
+
+MODEL = '''
+class Denied(Exception):
+    pass
+
+def abort(code):
+    raise Denied(code)
+
+def gate(u):
+    if u.banned:
+        return 403
+    return 200
+
+def shape(text):
+    if text[-1] != "\\n":
+        text += "\\n"
+    return text
+
+def stored_then_gate(d, k):
+    v = d[k]
+    if v:
+        return "yes"
+    return "no"
+
+def raises(x, k):
+    if x[k] > 3:
+        raise Denied(k)
+    return "ok"
+
+def aborts(u):
+    if u.banned:
+        abort(403)
+    return "ok"
+
+def asserts(d, k):
+    assert d[k] > 0
+    return "ok"
+
+def waits(locks, name):
+    n = 0
+    while locks[name]:
+        n += 1
+    return n
+
+def loops(d, k):
+    total = 0
+    for x in d[k]:
+        total += x
+    return total
+
+def searches(d, k, u):
+    for x in d[k]:
+        if x == u:
+            return "found"
+    return "missing"
+
+def predicate(u):
+    return not u.active
+
+def keeps_truth(u, out):
+    out["admin"] = u.role == "admin"
+'''
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return _module(tmp_path_factory.mktemp("model"), MODEL)
+
+
+@pytest.mark.parametrize(("name", "opname", "action", "outcome", "returned"), [
+    ("gate", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("shape", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # text is returned, not text[-1]
+    ("stored_then_gate", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
+    ("raises", "BINARY_SUBSCR", "raise", flow.RAISES, ""),
+    ("aborts", "LOAD_ATTR", "raise", flow.RAISES, ""),  # abort() never returns (its code has no return)
+    ("asserts", "BINARY_SUBSCR", "raise", flow.RAISES, ""),
+    ("waits", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the loop test of while
+    ("loops", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # a for loop that rejoins after it
+    ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
+    ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
+    ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+])
+def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
+                                                   outcome: str | None, returned: str) -> None:
+    fn = getattr(model, name)
+    found = flow.analyze(fn.__code__, _offset(fn, opname), "value", vars(model))
+    assert not found.unknown, found
+    verdict = flow.verdict(found)
+    assert verdict.action == action, (found, verdict)
+    if outcome is not None:
+        assert found.decisions and found.decisions[0].outcome == outcome, found
+    else:
+        assert not found.decisions
+    assert verdict.returned == returned or verdict.action != "heal"
+    if name == "waits":
+        assert found.decisions[0].what == "the loop test of while"
+
+
+def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -> None:
+    mod = _module(tmp_path, """
+        def flag(u):
+            return u.flag
+        def decides(u):
+            if flag(u):
+                return 403
+            return 200
+        def shows(u):
+            return "flag=%s" % flag(u)
+        def counts(u):
+            n = 0
+            if flag(u):
+                n += 1
+            return n
+    """)
+    for caller, expected in (("decides", "decides a truth test" if sys.version_info >= (3, 13) else "decides a branch"),
+                             ("shows", None), ("counts", None)):
+        fn = getattr(mod, caller)
+        frames = [(fn.__code__, _offset(fn, "CALL"), vars(mod))]
+        why = flow.callers_verdict(frames, "value")
+        if expected is None:
+            assert why is None, (caller, why)
+        else:
+            assert why is not None and expected in why and caller in why, why
+
+
+# ------------------------------------------------------------------ the policy, healed in process
+
+@pytest.mark.parametrize(("source", "args", "value"), [
+    # The fixed releases' text[-1:]: an empty text gets its newline.
+    ("def f(text):\n    if text[-1] != '\\n':\n        text += '\\n'\n    return text\n", ("",), "\n"),
+    # The fixed releases' formats.get(field): a missing format leaves the line empty.
+    ("def f(formats, field):\n    line = ''\n    if formats[field] is not None:\n        line = formats[field]\n"
+     "    return line\n", ({"a": "%s", "c": None}, "b"), ""),
+    # A counter that a missing entry does not bump.
+    ("def f(d, k):\n    n = 0\n    if d[k] > 2:\n        n += 1\n    return n\n", ({"a": 5}, "b"), 0),
+])
+def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path, source: str,
+                                                  args: tuple[object, ...], value: object) -> None:
+    mod = _module(tmp_path, source)
+    assert healer.heal(_crash(lambda: mod.f(*args))) is not None
+    assert data(mod.f, *args) == value
+    assert healer.history[-1].record.evidence["flow"] == "decisions that rejoin only shape data"
+
+
+@pytest.mark.parametrize(("source", "args", "error"), [
+    ("class Denied(Exception):\n    pass\n\ndef f(x, k):\n    if x[k] > 3:\n        raise Denied(k)\n    return 'ok'\n",
+     ({"a": 1}, "b"), "Denied"),
+    ("def f(d, k):\n    assert d[k] > 0, 'no such entry'\n    return 'ok'\n", ({"a": 1}, "b"), "AssertionError"),
+    ("class Denied(Exception):\n    pass\n\ndef f(d, k):\n    if not d[k]:\n        raise Denied(k)\n    return 'ok'\n",
+     ({"a": 1}, "b"), "Denied"),
+])
+def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path, source: str,
+                                                 args: tuple[object, ...], error: str) -> None:
+    mod = _module(tmp_path, source)
+    assert healer.heal(_crash(lambda: mod.f(*args))) is not None
+    record = healer.history[-1].record
+    assert record.guard.flow.startswith("raise:") and "takes the raising side" in record.evidence["flow"]
+    with pytest.raises(Exception) as got:
+        mod.f(*args)
+    assert type(got.value).__name__ == error
+    assert data(mod.f, {"a": 1, "b": 2}, "b") == "ok"  # the healthy path is unchanged
+
+
+@pytest.mark.parametrize(("source", "args"), [
+    ("def f(user):\n    if user.banned:\n        return 'deny'\n    return 'allow'\n", (None,)),
+    ("def f(acl, who):\n    ok = acl[who]\n    if ok:\n        return 'allow'\n    return 'deny'\n", ({}, "eve")),
+    ("def f(d, k):\n    while d[k]:\n        d.pop(k)\n    return 'done'\n", ({}, "k")),
+    ("def f(d, k, u):\n    for x in d[k]:\n        if x == u:\n            return 'banned'\n    return 'welcome'\n",
+     ({}, "k", "eve")),
+    ("def f(tag, classes):\n    if tag in classes:\n        return 'class'\n    return 'plain'\n", ("pre", None)),
+])
+def test_any_other_decision_is_not_healed(healer: Healer, tmp_path: Path, source: str, args: tuple[object, ...],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    mod = _module(tmp_path, source)
+    code = mod.f.__code__
+    crash = _crash(lambda: mod.f(*args))
+    with caplog.at_level("WARNING", logger="codesuture"):
+        assert healer.heal(crash) is None
+    assert mod.f.__code__ is code and healer.history == []
+    lines = [r.getMessage() for r in caplog.records if "not healed" in r.getMessage()]
+    assert len(lines) == 1 and "decides control flow" in lines[0], lines
+    with pytest.raises(type(crash)):
+        mod.f(*args)  # the original crash, unchanged
+
+
+HELPERS = """
+def is_banned(u):
+    return u.banned
+
+def gate(u):
+    if is_banned(u):
+        return 403
+    return 200
+
+def page(u):
+    return "banned=%s" % is_banned(u)
+"""
+
+
+def test_a_returned_default_never_opens_a_gate_in_a_caller(healer: Healer, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    mod = _module(tmp_path, HELPERS)
+    # The gate's crash: the value would be returned to `if is_banned(u)`: not healed.
+    assert healer.heal(_crash(lambda: mod.gate(None))) is None and healer.history == []
+    # A data use heals the helper...
+    assert healer.heal(_crash(lambda: mod.page(None))) is not None
+    record = healer.history[-1].record
+    assert record.guard.flow == "return:value"
+    assert data(mod.page, None) == "banned=None"
+    # ...and when the guard fires under the gate, it declines: the original exception.
+    with caplog.at_level("WARNING", logger="codesuture"):
+        with pytest.raises(AttributeError):
+            mod.gate(None)
+    declined = [r.getMessage() for r in caplog.records if "declined" in r.getMessage()]
+    assert len(declined) == 1 and "gate" in declined[0], declined
+    assert data(mod.gate, type("U", (), {"banned": True})()) == 403
+
+
+# ------------------------------------------------------------------ a real service
+
+SERVICE = r'''
+import os
+import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+ADMINS = {1}
+LIMIT = 5.0
+USERS = {"alice": type("User", (), {"banned": False, "role": "member"})(),
+         "mallory": type("User", (), {"banned": True, "role": "guest"})()}
+LOCKS = {"doc1": False, "doc2": True}
+LEVELS = {"/level/public": 0, "/level/secret": 3}
+OWNERS = {"a": "alice"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def is_banned(u):
+    return u.banned
+
+
+def request_uid(env):
+    return int(env.get("HTTP_X_UID", "-1"))
+
+
+def rate(env):
+    hits = int(env.get("HTTP_X_HITS", "0"))
+    window = int(env.get("HTTP_X_WINDOW", "1"))
+    return hits / window
+
+
+def denied_names():
+    with open(os.path.join(HERE, "denied.txt")) as fh:
+        return set(fh.read().split())
+
+
+def is_member(u):
+    return u.role == "member"
+
+
+def is_locked(name):
+    return LOCKS[name]
+
+
+def level(path):
+    return LEVELS[path]
+
+
+def owner(doc):
+    return OWNERS[doc]
+
+
+def token_ok(env):
+    return env["HTTP_X_TOKEN"] == "s3cret"
+
+
+def respond(start_response, status, body):
+    start_response(status, [("Content-Type", "text/plain")])
+    return [body.encode()]
+
+
+def app(env, start_response):
+    path = env["PATH_INFO"]
+    user = USERS.get(env.get("HTTP_X_USER", ""))
+    if path == "/profile":  # data: the flag is shown, nothing is decided with it
+        return respond(start_response, "200 OK", "banned: %s" % is_banned(user))
+    if path == "/ban":
+        if is_banned(user):
+            return respond(start_response, "403 Forbidden", "banned")
+        return respond(start_response, "200 OK", "welcome")
+    if path == "/admin":
+        if request_uid(env) in ADMINS:
+            return respond(start_response, "200 OK", "admin console")
+        return respond(start_response, "403 Forbidden", "not an admin")
+    if path == "/rate":
+        if rate(env) > LIMIT:
+            return respond(start_response, "429 Too Many Requests", "slow down")
+        return respond(start_response, "200 OK", "ok")
+    if path == "/deny":
+        name = env.get("HTTP_X_NAME", "")
+        if name in denied_names():
+            return respond(start_response, "403 Forbidden", "denied")
+        return respond(start_response, "200 OK", "hello " + name)
+    if path == "/member":
+        if not is_member(user):
+            return respond(start_response, "403 Forbidden", "members only")
+        return respond(start_response, "200 OK", "member area")
+    if path == "/lock":
+        waited = 0
+        while is_locked(env.get("HTTP_X_DOC", "")):
+            waited += 1
+            if waited > 2:
+                return respond(start_response, "423 Locked", "locked")
+            time.sleep(0.01)
+        return respond(start_response, "200 OK", "document")
+    if path.startswith("/level/"):
+        if level(path) == 0:
+            return respond(start_response, "200 OK", "public")
+        return respond(start_response, "403 Forbidden", "restricted")
+    if path == "/doc":
+        if owner(env.get("HTTP_X_DOC", "")) is None:
+            return respond(start_response, "200 OK", "public document")
+        return respond(start_response, "403 Forbidden", "private document")
+    if path == "/api":
+        assert token_ok(env), "bad token"
+        return respond(start_response, "200 OK", "api")
+    return respond(start_response, "404 Not Found", "no such page")
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    from codesuture.runtime.web import HealingWSGIMiddleware
+
+    server = make_server("127.0.0.1", 0, HealingWSGIMiddleware(app), handler_class=Quiet)
+    print("PORT", server.server_port, flush=True)
+    server.serve_forever()
+'''
+
+#: (path, headers, statuses allowed): crafted requests first, each crashes in a helper.
+CRAFTED = [
+    ("/ban", {}, {403, 500}),                       # user None: `return u.banned`
+    ("/admin", {"X-UID": "abc"}, {403, 500}),       # int('abc') in the helper
+    ("/rate", {"X-Window": "0", "X-Hits": "9"}, {429, 500}),  # hits / 0 in the helper
+    ("/deny", {"X-Name": "eve"}, {403, 500}),       # the deny-list file is missing
+    ("/member", {}, {403, 500}),                    # `not is_member(None)`
+    ("/lock", {"X-Doc": "nope"}, {423, 500}),       # `while is_locked(...)`, missing lock entry
+    ("/level/nope", {}, {403, 500}),                # `level(path) == 0`, missing entry
+    ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
+    ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
+]
+LEGIT = [
+    ("/ban", {"X-User": "alice"}, 200, "welcome"),
+    ("/ban", {"X-User": "mallory"}, 403, "banned"),
+    ("/admin", {"X-UID": "1"}, 200, "admin console"),
+    ("/admin", {"X-UID": "7"}, 403, "not an admin"),
+    ("/rate", {"X-Hits": "3"}, 200, "ok"),
+    ("/rate", {"X-Hits": "9"}, 429, "slow down"),
+    ("/member", {"X-User": "alice"}, 200, "member area"),
+    ("/lock", {"X-Doc": "doc1"}, 200, "document"),
+    ("/lock", {"X-Doc": "doc2"}, 423, "locked"),
+    ("/level/public", {}, 200, "public"),
+    ("/level/secret", {}, 403, "restricted"),
+    ("/doc", {"X-Doc": "a"}, 403, "private document"),
+    ("/api", {"X-Token": "s3cret"}, 200, "api"),
+]
+
+
+def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+class Service:
+    def __init__(self, app_dir: Path, overlays: Path) -> None:
+        self.proc = subprocess.Popen([PY, "-m", "codesuture.boot", "--overlays", str(overlays), "service.py"],
+                                     cwd=app_dir, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        self.port = int(line.split()[1])
+
+    def get(self, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        return _get(self.port, path, headers)
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+
+def test_security_gates_hold_in_a_real_wsgi_service(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "service.py").write_text(SERVICE)
+    overlays = tmp_path / "overlays"
+    seen: dict[str, list[int]] = {}
+    for run in range(2):  # the first start heals; the second loads what the first wrote
+        svc = Service(app_dir, overlays)
+        try:
+            if run == 0:  # a data use of is_banned first: it is healed (the flag is shown)
+                assert svc.get("/profile", {}) == (200, "banned: None")
+            for path, headers, allowed in CRAFTED:
+                for _ in range(2):  # the crash (heal attempt, replay), then once more
+                    status, body = svc.get(path, headers)
+                    seen.setdefault(path, []).append(status)
+                    assert status in allowed and status != 200, (run, path, status, body)
+            for path, headers, status, body in LEGIT:
+                assert svc.get(path, headers) == (status, body), (run, path)
+            assert svc.get("/profile", {}) == (200, "banned: None")  # the data use stays healed
+        finally:
+            err = svc.stop()
+        if run == 0:
+            assert "patched" in err and "declined" in err, err[-3000:]
+            assert "not healed" in err and "decides control flow" in err, err[-3000:]
+    assert any(p.suffix == ".overlay" for p in overlays.iterdir())  # the helper healed for /profile
+    assert all(200 not in statuses for statuses in seen.values()), seen
