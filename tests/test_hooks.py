@@ -123,26 +123,61 @@ def price(key):
     return PRICES[key]
 '''
 
-POOLS = '''
+#: The program handles the work item's KeyError where it takes the result (EAFP through
+#: a Future or an await): nothing is healed, the program's fallback stands.
+EAFP = '''
+import asyncio
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-import calc
+from calc import price
+
+KEYS = ["a", "b", "c"]
+how, handled = sys.argv[1], sys.argv[2] == "handled"
 
 
-def outcome(future):
-    exc = future.exception()
-    return type(exc).__name__ if exc is not None else repr(future.result())
+async def one(k):
+    if how == "to_thread":
+        return await asyncio.to_thread(price, k)
+    if how == "run_in_executor":
+        return await asyncio.get_running_loop().run_in_executor(None, price, k)
+    return (await asyncio.gather(asyncio.to_thread(price, k)))[0]
 
 
-if sys.argv[1] == "thread":
-    pool = ThreadPoolExecutor(2)
+async def each(k):
+    if not handled:
+        return await one(k)
+    try:
+        return await one(k)
+    except KeyError:
+        return "fallback"
+
+
+def pool():
+    if how == "process":
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(2)
+
+
+if how in ("thread", "process"):
+    out = []
+    with pool() as p:
+        for k in KEYS:
+            if handled:
+                try:
+                    v = p.submit(price, k).result()
+                except KeyError:
+                    v = "fallback"
+            else:
+                v = p.submit(price, k).result()
+            out.append(v)
 else:
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-with pool:
-    print("RESULT first", outcome(pool.submit(calc.price, "x")), flush=True)
-    print("RESULT second", outcome(pool.submit(calc.price, "x")), flush=True)
+    async def main():
+        return [await each(k) for k in KEYS]
+
+    out = asyncio.run(main())
+print("RESULT", out, flush=True)
 '''
 
 JOBS = '''
@@ -480,29 +515,56 @@ def test_thread_target_crash_healed_for_next_thread(tmp_path, kind, eager, heal)
 # ---------------------------------------------------------------------- concurrent.futures
 
 
-@pytest.mark.parametrize("kind,pool,heal", [("run", "thread", True), ("boot", "thread", True),
-                                            ("boot", "process", True), ("run", "thread", False),
-                                            ("boot", "process", False)],
-                         ids=["run-thread", "boot-thread", "boot-process", "run-thread-no-heal",
-                              "boot-process-no-heal"])
-def test_executor_work_item_crash_healed_for_next_submit(tmp_path, kind, pool, heal):
-    if pool == "process" and sys.platform == "win32":  # pragma: no cover
+WAYS = ["thread", "process", "to_thread", "run_in_executor", "gather"]
+
+
+@pytest.mark.parametrize("kind", ["run", "boot"])
+@pytest.mark.parametrize("how", WAYS)
+def test_exception_handled_through_a_future_or_await_is_never_healed(tmp_path, kind, how):
+    """``try: pool.submit(f, k).result() except KeyError`` (and the same around an await
+    of ``asyncio.to_thread``, ``run_in_executor``, ``gather``): the worker's exception
+    reaches the program's handler untouched, no overlay is written, no WARNING line;
+    and a second run, with whatever the first left in the store, answers the same."""
+    if how == "process" and sys.platform == "win32":  # pragma: no cover
         pytest.skip("fork start method")
     write(tmp_path / "calc.py", CALC)
-    script = write(tmp_path / "pools.py", POOLS)
+    script = write(tmp_path / "eafp.py", EAFP)
     ov = tmp_path / "ov"
-    proc = run(_command(kind, script, ov, pool, options=() if heal else ("--no-heal",)), tmp_path, clean_env())
+    ov.mkdir()
+    for _ in range(2):
+        proc = run(_command(kind, script, ov, how, "handled"), tmp_path, clean_env())
+        assert proc.returncode == 0, proc
+        assert _values(proc) == [[1.5, "fallback", "fallback"]], proc
+        assert not overlays_in(ov) and not overlays_in(Path(str(ov) + ".pending")), proc
+        assert "WARNING" not in proc.stderr, proc
+
+
+@pytest.mark.parametrize("kind", ["run", "boot"])
+@pytest.mark.parametrize("how", WAYS)
+def test_exception_unhandled_through_a_future_or_await_is_healed(tmp_path, kind, how):
+    """The same work items without a handler: the exception arrives unhandled in the
+    script (with the worker's frames in its traceback; from a process pool, with the
+    site the worker noted), the work item's function is patched there and the run is
+    replayed; the overlay is for the function, never for the line taking the result."""
+    if how == "process" and sys.platform == "win32":  # pragma: no cover
+        pytest.skip("fork start method")
+    write(tmp_path / "calc.py", CALC)
+    script = write(tmp_path / "eafp.py", EAFP)
+    ov = tmp_path / "ov"
+    proc = run(_command(kind, script, ov, how, "unhandled"), tmp_path, clean_env())
     assert proc.returncode == 0, proc
-    if heal:
-        # The first Future still has its exception; the next call runs the patched code.
-        assert proc.results()[0] == "RESULT first KeyError", proc
-        assert len(proc.results()) == 2 and proc.results()[1].startswith("RESULT second "), proc
-        assert "Error" not in proc.results()[1], proc
-        assert _overlays(ov, "calc"), proc  # written by the worker (a forked process for the process pool)
-        assert "replaying" not in proc.stderr, proc
-    else:
-        assert proc.results() == ["RESULT first KeyError", "RESULT second KeyError"], proc
-        assert not overlays_in(ov), proc
+    values = _values(proc)
+    assert len(values) == 1 and values[0][0] == 1.5 and "fallback" not in values[0], proc
+    assert _overlays(ov, "calc") and not _overlays(ov, "__main__"), proc
+    assert "patched" in proc.stderr and "calc:5 price" in proc.stderr, proc
+
+
+def test_process_pool_no_heal_changes_nothing(tmp_path):
+    write(tmp_path / "calc.py", CALC)
+    script = write(tmp_path / "eafp.py", EAFP)
+    ov = tmp_path / "ov"
+    proc = run(_command("boot", script, ov, "process", "unhandled", options=("--no-heal",)), tmp_path, clean_env())
+    assert proc.returncode == 1 and "KeyError" in proc.stderr and not overlays_in(ov), proc
 
 
 # ---------------------------------------------------------------------- asyncio

@@ -460,6 +460,95 @@ def test_a_known_fingerprint_needs_the_same_kind_of_exception(tmp_path: Path) ->
     assert registry.lookup("0" * 16, KeyError("k")) is None
 
 
+# ------------------------------------------------------------------ no flapping
+
+
+@pytest.fixture
+def _fresh_rollbacks():
+    """Rollbacks recorded in this process are this test's (another process starts empty)."""
+    from codesuture.runtime import governance
+
+    saved = dict(governance.FINGERPRINTS), set(governance.ROLLED_BACK)
+    governance.FINGERPRINTS.clear()
+    governance.ROLLED_BACK.clear()
+    yield governance
+    governance.FINGERPRINTS.clear()
+    governance.FINGERPRINTS.update(saved[0])
+    governance.ROLLED_BACK.clear()
+    governance.ROLLED_BACK.update(saved[1])
+
+
+def _store_records(directory: Path) -> list[Any]:
+    return incidents.records_in(str(directory)) if directory.exists() else []
+
+
+def test_a_patch_automatic_rollback_took_out_is_never_reapplied_from_the_registry(
+        tmp_path: Path, _fresh_rollbacks: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Automatic rollback reverts a guard; the same code met again (here, and in another
+    process under another name: the registry would know its fingerprint) is observed,
+    not patched: the rolled-back record stays a candidate for review only."""
+    governance = _fresh_rollbacks
+    from codesuture.patch.synthesize import site_of
+
+    overlays = tmp_path / "overlays"
+    first = _module(tmp_path, _ORIGINAL, "flapfirst")
+    healer = Healer(overlays)
+    made = healer.heal(_crash(lambda: first.get_name({"id": "7"})))
+    assert made is not None and first.get_name({"id": "7"}) == ""
+    assert governance.revert_site(healer, site_of(made.record), 3)
+    _crash(lambda: first.get_name({"id": "7"}))  # the original code runs again
+    marked = [r for r in _store_records(tmp_path / "overlays.pending")
+              if (r.evidence or {}).get("review") == "auto-rolled-back"]
+    assert [r.qualname for r in marked] == ["get_name"]
+    second = _module(tmp_path, _MOVED, "flapsecond")
+    for fresh in (False, True):  # this process; another process (only the pending mark tells)
+        if fresh:
+            governance.FINGERPRINTS.clear()
+            governance.ROLLED_BACK.clear()
+        h = Healer(overlays) if fresh else healer
+        with caplog.at_level("INFO", logger="codesuture"):
+            assert h.heal(_crash(lambda: second.Repository().fetch_display_name({"id": "7"}))) is None, caplog.text
+        assert "reapplying its guard" not in caplog.text and made.record.evidence["fingerprint"] in caplog.text
+        _crash(lambda: second.Repository().fetch_display_name({"id": "7"}))  # still the original code
+        caplog.clear()
+    # The registry never offers a record marked as rolled back as a known fix.
+    registry = incidents.Registry([str(tmp_path / "overlays.pending")])
+    assert registry.lookup(made.record.evidence["fingerprint"], KeyError("name")) is None
+
+
+def test_a_patch_codesuture_rollback_took_out_is_never_reapplied(tmp_path: Path, _fresh_rollbacks: Any) -> None:
+    """``codesuture rollback`` takes a patch out of the store; a later crash at that site
+    (or at a copy with its fingerprint), in a process with the same host state, is not
+    patched again: no overlay comes back."""
+    from codesuture.review.rollback import rollback
+
+    overlays, state = tmp_path / "overlays", tmp_path / "state"
+    first = _module(tmp_path, _ORIGINAL, "flaprb")
+    made = Healer(overlays).heal(_crash(lambda: first.get_name({"id": "7"})))
+    assert made is not None and _store_records(overlays)
+    results = rollback(str(overlays), function="get_name", state_dir=str(state), app_root=str(tmp_path))
+    assert results and results[0].deleted and not _store_records(overlays)
+    from codesuture.trust.state import HostState
+
+    assert made.record.evidence["fingerprint"] in HostState(str(state)).rolled_back(fresh=True)
+    healer = Healer(overlays)
+    healer.state_dir = str(state)
+    moved = _module(tmp_path, _MOVED, "flaprbmoved")
+    assert healer.heal(_crash(lambda: moved.Repository().fetch_display_name({"id": "7"}))) is None
+    assert not _store_records(overlays)
+    # Without that host state (another machine), the crash is healed as usual.
+    assert Healer(overlays).heal(_crash(lambda: moved.Repository().fetch_display_name({"id": "7"}))) is not None
+
+
+def test_a_patch_reverted_by_healer_rollback_is_not_reapplied(tmp_path: Path, _fresh_rollbacks: Any) -> None:
+    mod = _module(tmp_path, _ORIGINAL, "flaplive")
+    healer = Healer(tmp_path / "overlays")
+    assert healer.heal(_crash(lambda: mod.get_name({}))) is not None
+    assert healer.rollback() == 1
+    assert healer.heal(_crash(lambda: mod.get_name({}))) is None
+    _crash(lambda: mod.get_name({}))
+
+
 # ------------------------------------------------------------------ the CLI
 
 

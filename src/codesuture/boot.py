@@ -148,6 +148,13 @@ def parse(argv: "list[str]") -> Invocation:
     return inv
 
 
+def _python() -> str:
+    """How python names itself in its own messages: the interpreter as it was invoked
+    (``python``, ``/usr/bin/python3.12``...)."""
+    argv = getattr(sys, "orig_argv", None)
+    return argv[0] if argv else sys.executable
+
+
 def version() -> str:
     """``codesuture X.Y.Z (Python A.B.C, /path/to/python)``."""
     from codesuture import __version__
@@ -185,7 +192,7 @@ def _target(inv: Invocation) -> "Any":
             return script.code_target(inv.code, inv.args)
         return script.script_target(inv.script or "", inv.args)
     except ImportError as exc:
-        print(f"{sys.executable}: {exc}", file=sys.stderr)
+        print(f"{_python()}: {exc}", file=sys.stderr)
         return None
 
 
@@ -233,7 +240,8 @@ def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.bo
     if target is None:
         return 1
     if target.source is None and target.spec is None and not os.path.isfile(target.path):
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
+        given = os.path.join(os.getcwd(), target.argv[0]) if target.argv else target.path  # unnormalized, as python
+        print(f"{_python()}: can't open file {given!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
     return s, target
 
@@ -262,9 +270,10 @@ def main(argv: "list[str] | None" = None) -> int:
 _AUTOSTART_ENV = "CODESUTURE_AUTOSTART"
 
 
-def start(s: "Settings", target: "Any") -> "tuple[int, Any]":
+def start(s: "Settings", target: "Any", carry: "Any" = None) -> "tuple[int, Any]":
     """Set CodeSuture up for this process as *s* says (:func:`codesuture.runtime.session.activate`)
-    and run *target*. Returns ``(exit code, session)``."""
+    and run *target*. *carry(session)*: the patch lines a replay hands on (``codesuture
+    run``'s report). Returns ``(exit code, session)``."""
     from codesuture import settings
     from codesuture.runtime import script
     from codesuture.runtime.session import activate, killed
@@ -273,12 +282,20 @@ def start(s: "Settings", target: "Any") -> "tuple[int, Any]":
     usable, session = activate(s)
     if killed():  # the kill switch, with no exception: no overlay (not even __main__'s), no heal
         return script.run(target), session
+    session.verbose = s.verbose
     if not usable and s.require_overlays:
         return settings.EXIT_STORE_UNUSABLE, session
     heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
-    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root), session
+    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run.
+    replay = s.replay if not s.prod else "never"
+    ignore = (s.overlays, s.pending, s.state_dir, s.incidents if s.incidents != "-" else None)
+    from codesuture.runtime.session import carried
+
+    return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root,
+                      replay=replay, ignore=ignore,
+                      carry=lambda: carried(session, carry(session) if carry is not None else [])), session
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ EXIT_STORE_UNUSABLE = 78
 EXIT_INTERRUPTED = 130
 
 MODES = ("dev", "prod")
+#: When a run is replayed after a heal (``replay``): see :mod:`codesuture.runtime.effects`.
+REPLAY_MODES = ("auto", "always", "never")
 #: Parameter names whose values a repro capture never keeps, by default (``repro_redact``).
 REPRO_REDACT = ("*password*", "*passwd*", "*token*", "*secret*", "*key*", "*credential*", "*auth*", "*cookie*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -145,6 +147,15 @@ def parse_mode(name: str, value: object) -> str:
     return text
 
 
+def parse_replay(name: str, value: object) -> str:
+    """A replay mode: ``auto``, ``always`` or ``never`` (case-insensitive). Raises
+    ConfigError naming *name*."""
+    text = str(value).strip().lower()
+    if text not in REPLAY_MODES:
+        raise _invalid(name, f"{value!r} is not a replay mode (use {', '.join(REPLAY_MODES)})")
+    return text
+
+
 def parse_globs(name: str, value: object) -> tuple[str, ...]:
     """Module-name patterns (``fnmatch``): a TOML list of strings, or a comma-separated
     string. Raises ConfigError naming *name* for an empty pattern."""
@@ -193,14 +204,15 @@ def parse_signal(name: str, value: object) -> str:
 
 
 def parse_oci(name: str, value: object) -> str:
-    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
-    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
-    from codesuture.util.ociref import parse
+    """An OCI location (:func:`codesuture.util.ociref.split_oci`) in its canonical form.
+    Raises ConfigError naming *name*."""
+    from codesuture.util.ociref import split_oci
 
     try:
-        return str(parse(str(value)))
+        registry, repository, tag, digest = split_oci(str(value))
     except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
+        raise _invalid(name, str(exc)) from None
+    return f"oci://{registry}/{repository}" + (f"@{digest}" if digest else f":{tag}")
 
 
 #: What the ``X-CodeSuture`` response header may say (``header``).
@@ -272,6 +284,8 @@ FIELDS: tuple[Field, ...] = (
           default="<overlays>.pending"),
     Field("retries", "--retries", "int", "most replays of a run, each after a heal that made progress (0: heal, never replay)",
           default="16"),
+    Field("replay", "--replay", "replay", "when a run is replayed after a heal, in a fresh process: auto (only a run that had no side effect before its crash: no file written or appended, nothing removed, renamed or created, no socket connect/send, subprocess or sqlite3 database; otherwise the patch is kept for the next run), always, never",
+          default="auto", metavar="auto|always|never"),
     Field("ttl_days", "--ttl", "float", "lifetime of new patches in days (0: no expiry)", default="30", metavar="DAYS"),
     Field("record_messages", "--record-messages", "bool", "record raw exception messages in patch metadata",
           default="off: the type and a redacted message"),
@@ -327,7 +341,7 @@ FIELD = {f.name: f for f in FIELDS}
 
 _PARSERS: "dict[str, Callable[[str, Any], Any]]" = {
     "bool": parse_bool, "int": parse_int, "float": parse_float, "mode": parse_mode, "text": parse_text,
-    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal, "header": parse_header,
+    "globs": parse_globs, "tiers": parse_tiers, "signal": parse_signal, "header": parse_header, "replay": parse_replay,
 }
 
 
@@ -349,6 +363,7 @@ class Settings:
     heal: bool
     pending: str | None
     retries: int
+    replay: str
     ttl_days: float
     record_messages: bool
     control_flow: tuple[str, ...]
@@ -564,7 +579,7 @@ def load(
     else:
         s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
     if s.is_oci and (s.keys is None or not s.prod):
-        raise ConfigError(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
+        raise _invalid(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
                           "(--keys / CODESUTURE_KEYS): a registry is an untrusted transport")
     s.require_signed = explicit_signed if explicit_signed is not None else s.prod
     s.heal = values.get("heal", not s.prod)
@@ -575,6 +590,7 @@ def load(
                        else s.overlays.rstrip(os.sep) + ".pending" if s.overlays else None)
     s.pending = values.get("pending", default_pending)
     s.retries = values.get("retries", 16)
+    s.replay = values.get("replay", "auto")
     s.ttl_days = values.get("ttl_days", 30.0)
     s.record_messages = values.get("record_messages", False)
     s.control_flow = values.get("control_flow", ())
@@ -587,7 +603,7 @@ def load(
     s.plain_http = values.get("plain_http", False)
     s.cache_dir = values.get("cache_dir") or os.path.join(s.state_dir, "oci-cache")
     if s.poll < 0.1:
-        raise ConfigError(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
+        raise _invalid(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
     s.tiers = values.get("tiers", ())
     s.allow = values.get("allow", ())
     s.deny = values.get("deny", ())

@@ -21,9 +21,15 @@ healing structural crashes live, writing overlays (to overlays/ beside the scrip
 unless --overlays or the app's config names a store; never the current directory's
 for a script: the directory Python puts first on sys.path, the current one only for
 -m and -c, none for a zip app) and replaying the run while each heal makes progress,
-at most --retries times. A trust root, --require-signed or a bundle makes the run
-prod (load verified overlays only; --heal proposes patches for review). Takes every
-option of `python -m codesuture.boot`."""
+at most --retries times. A replay starts the run again in a fresh process, which
+loads the new overlay; output already written is not written again. --replay auto
+(the default) replays only a run that had no side effect before its crash (no file
+written, removed, renamed or created, no socket connect/send, subprocess or sqlite3
+database); otherwise the run ends as the program's crash would, with one line:
+"healed for the next run; not replayed: ...". --replay always|never overrides it. A
+trust root, --require-signed or a bundle makes the run prod (load verified overlays
+only; --heal proposes patches for review). Takes every option of `python -m
+codesuture.boot`."""
 
 WATCH_USAGE = "usage: codesuture watch [--overlays DIR] [--max-restarts N] [--] (script.py | -m module) [args...]"
 
@@ -31,8 +37,10 @@ WATCH_DOC = WATCH_USAGE + """
 
 Run the program under boot (python -m codesuture.boot --retries 0), and start it
 again from the beginning after each run that crashed and wrote a patch, so it runs
-with every overlay loaded at import. Stops at exit 0, when a run patched nothing, or
-after --max-restarts restarts. Every other setting comes from the CODESUTURE_*
+with every overlay loaded at import. Stops at exit 0, when a run patched nothing,
+after --max-restarts restarts, or when the run had side effects before its crash (a
+file written, a connection...: starting it again would repeat them; `replay = never`
+in the settings also stops it). Every other setting comes from the CODESUTURE_*
 variables and the app's [tool.codesuture] table, as boot reads them (see `codesuture
 run --help`).
 
@@ -57,18 +65,25 @@ Exit codes:
 
 
 def _patch_lines(session: Any, default_store: str | None) -> list[str]:
-    """What ``run`` says after the program ends: at -v each patch's instruction diff,
-    then the session summary. (Each patch, and each patch a dry run would have made, is
-    already one log line of the healer's.)"""
+    """What ``run`` says after the program ends: at -v each patch's instruction diff (the
+    attempts before a replay included), then the session summary. (Each patch, and each
+    patch a dry run would have made, is already one log line of the healer's.)"""
+    from codesuture.runtime.rerun import CARRIED
     from codesuture.runtime.session import summary
 
+    lines: list[str] = [*CARRIED["lines"], *_made(session)]
+    line = summary(session, default_store)
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _made(session: Any) -> list[str]:
+    """At -v, the instruction diff of each patch this process made (a replay hands them on)."""
     lines: list[str] = []
     healer = getattr(session, "healer", None)
     if getattr(session, "verbose", 0) > 0:
         lines += [result.diff for result in getattr(healer, "history", []) if result.status == "patched"]
-    line = summary(session, default_store)
-    if line:
-        lines.append(line)
     return lines
 
 
@@ -84,7 +99,7 @@ def run(argv: list[str], verbose: int = 0) -> int:
         from codesuture.runtime import script
 
         return script.run(target)
-    code, session = boot.start(s, target)
+    code, session = boot.start(s, target, carry=_made)
     session.verbose = s.verbose
     for line in _patch_lines(session, s.overlays if "overlays" not in s.sources else None) if s.verbose >= 0 else ():
         print(line, file=sys.stderr)
@@ -157,7 +172,11 @@ def watch(argv: list[str], verbose: int = 0) -> int:
         print(f"codesuture: watch: run ended with exit code {rc} after a patch: restart {n} of {max_restarts}",
               file=sys.stderr)
 
-    rc, restarts = run_watch(os.path.abspath(overlays), program, max_restarts=max_restarts, on_restart=told)
+    def stopped(why: str) -> None:
+        print(f"codesuture: watch: healed for the next run; not restarted: {why}", file=sys.stderr)
+
+    rc, restarts = run_watch(os.path.abspath(overlays), program, max_restarts=max_restarts, on_restart=told,
+                             on_stop=stopped)
     print(f"codesuture: watch: {restarts} restart(s), exit code {rc}", file=sys.stderr)
     return rc
 

@@ -143,3 +143,65 @@ def find_crash_site(exc: BaseException) -> CrashSite:
             raised_here=not deeper,
         )
     raise DiagnosisError(f"no patchable frame in the traceback of {type(exc).__name__}")
+
+
+#: Set by a worker process on a work item's exception (in its ``__dict__``, which pickling
+#: carries to the parent with the exception): ``(module, filename, qualname,
+#: firstlineno, offset, SHA-256 of co_code, raised there)`` of the innermost patchable frame, since the
+#: copy the parent receives has none of the worker's frames.
+WORKER_SITE = "__codesuture_worker_site__"
+
+
+def note_worker_site(exc: BaseException, tb: types.TracebackType | None) -> None:
+    """In a worker process (``concurrent.futures.ProcessPoolExecutor``), before the
+    exception is pickled for the parent: note the crash site of *tb* on *exc* (see
+    :data:`WORKER_SITE`). Nothing is diagnosed or patched here: whether the crash is
+    handled is known only where the Future's result is taken. Never raises."""
+    try:
+        state = getattr(exc, "__dict__", None)
+        if state is None:
+            return
+        tbs = frames(tb)
+        for t in reversed(tbs):
+            code = t.tb_frame.f_code
+            if is_patchable_file(code.co_filename):
+                import hashlib
+
+                state[WORKER_SITE] = (str(t.tb_frame.f_globals.get("__name__", "")), code.co_filename,
+                                      code.co_qualname, code.co_firstlineno, t.tb_lasti,
+                                      hashlib.sha256(code.co_code).hexdigest(), t is tbs[-1])
+                return
+    except Exception:  # noqa: BLE001 - contained (rule 7): the exception travels as it is
+        pass
+
+
+def worker_site(exc: BaseException, known: "tuple[types.CodeType, ...]" = ()) -> CrashSite | None:
+    """The crash site a worker process noted on *exc* (:func:`note_worker_site`),
+    resolved to this process's code object of the same function (same file, qualified
+    name, first line and bytecode; *known*: more code objects to match, such as the
+    original code of a function patched here since), or None when *exc* carries none.
+    Raises :class:`DiagnosisError` when the function is not loaded here."""
+    noted = getattr(exc, "__dict__", {}).get(WORKER_SITE)
+    if not (isinstance(noted, tuple) and len(noted) == 7):
+        return None
+    module_name, filename, qualname, firstlineno, offset, digest, raised_here = noted
+    name = "__main__" if module_name == "__mp_main__" else module_name  # a spawned worker's script
+    module = sys.modules.get(name)
+    if module is None:
+        raise DiagnosisError(f"{qualname} crashed in a worker process, and {name} is not loaded here")
+    import hashlib
+
+    from codesuture.patch.swap import functions_by_name
+    from codesuture.patch.synthesize import walk_code
+
+    real = os.path.realpath(filename)
+    candidates = [c for fn in functions_by_name(module) for c in walk_code(fn.__code__)]
+    for code in [*candidates, *known]:
+        if (code.co_qualname, code.co_firstlineno) == (qualname, firstlineno) \
+                and os.path.realpath(code.co_filename) == real \
+                and hashlib.sha256(code.co_code).hexdigest() == digest:
+            return CrashSite(code=code, offset=offset,
+                             opname=next((i.opname for i in dis.get_instructions(code) if i.offset == offset), "?"),
+                             positions=positions_at(code, offset), filename=code.co_filename, module=name,
+                             raised_here=bool(raised_here))
+    raise DiagnosisError(f"{qualname} crashed in a worker process running code this process does not have")

@@ -71,6 +71,9 @@ def rollback(
     results: list[RollbackResult] = []
     # First every rewrite is built (nothing written), then the folder changes.
     plans: list[tuple[Any, Any, RollbackResult, list[Any], bytes | None]] = []
+    # The site fingerprints of what is taken out: a healer never patches such a crash
+    # again on its own (no flapping; the fix goes back through review).
+    fingerprints: dict[str, str] = {}
     for entry in entries_of(target):
         meta, _ = signed_meta(entry, None)
         if module is not None and module not in (entry.key, meta.module):
@@ -78,6 +81,8 @@ def rollback(
         chosen = [p for p in meta.patches if function is None or matches_function(p.qualname, function)]
         if not chosen:
             continue
+        fingerprints.update({str(p.evidence["fingerprint"]): f"{p.module}:{p.line} {p.qualname}"
+                             for p in chosen if (p.evidence or {}).get("fingerprint")})
         data = entry.read(OVERLAY_SUFFIX)
         digest = hashlib.sha256(data or b"").hexdigest()
         kept = [p for p in meta.patches if p not in chosen]
@@ -110,7 +115,7 @@ def rollback(
             from codesuture.trust.state import HostState
 
             try:
-                HostState(state_dir).withdraw(withdrawn, now)
+                HostState(state_dir).withdraw(withdrawn, now, fingerprints)
             except OSError as exc:
                 raise OverlayError(os.path.join(state_dir, "state.json"),
                                    f"cannot record the withdrawal: {exc.strerror or exc}") from None
@@ -135,15 +140,14 @@ def _rebuilt(entry: Any, meta: Any, kept: list[Any], app_root: str | None, pytho
 def _rewrite(entry: Any, meta: Any, kept: list[Any], data: bytes, now: float) -> None:
     """Replace *entry*'s overlay with *data* (its records: *kept*), unsigned."""
     from codesuture.overlay.model import interpreter_info
-    from codesuture.overlay.names import ENVELOPE_SUFFIX, META_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX
+    from codesuture.overlay.names import ENVELOPE_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX
     from codesuture.util.clock import iso_utc
 
     python = interpreter_info() if entry.cache_tag == sys.implementation.cache_tag else meta.python
     new = meta._replace(overlay_sha256=hashlib.sha256(data).hexdigest(), python=python, created=iso_utc(now),
                         expires=overlay_expiry(kept), patches=kept)
     with entry.store.locked(meta.key):
-        entry.store.write_member(entry.name, OVERLAY_SUFFIX, data)
-        entry.store.write_member(entry.name, META_SUFFIX, new.dumps())
+        entry.store.write_pair(entry.name, data, new.dumps(), new.overlay_sha256)
         entry.store.remove_member(entry.name, ENVELOPE_SUFFIX)
         entry.store.remove_member(entry.name, SIGSTORE_SUFFIX)
 

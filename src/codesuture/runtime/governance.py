@@ -55,6 +55,10 @@ log = logger("codesuture.heal")
 #: ``(store key, qualname, firstlineno, offset)`` of sites whose patch was rolled back
 #: automatically in this process: observed from then on.
 ROLLED_BACK: set[tuple[str, str, int, int]] = set()
+#: Site fingerprint -> how automatic rollback took its patch out in this process: never
+#: re-applied without review (a healer's own :meth:`~codesuture.runtime.healer.Healer.rollback`
+#: keeps its own, ``Healer.rolled_back``).
+FINGERPRINTS: dict[str, str] = {}
 #: guard site (``"<guard>@<module>:<line>"``) -> units of work that failed after it fired.
 FAILURES: dict[str, int] = {}
 _LOCK = threading.Lock()
@@ -110,20 +114,60 @@ def module_tier(policy: Policy, module: str) -> tuple[str, str]:
     return "auto", ""
 
 
-def decide(healer: Any, fs: Any, site: Any) -> tuple[str, str]:
-    """``(tier, why)`` for a new patch at *site* (in the function of *fs*)."""
+def decide(healer: Any, fs: Any, site: Any, fingerprint: str = "") -> tuple[str, str]:
+    """``(tier, why)`` for a new patch at *site* (in the function of *fs*), whose site
+    fingerprint is *fingerprint* ("" when unknown)."""
     ident = (fs.key, site.code.co_qualname, site.code.co_firstlineno, site.offset)
     if ident in ROLLED_BACK:
         return "observe", "its patch was rolled back automatically in this process (rollback_after)"
     marked = _marked(healer, fs, ident[1:])
     if marked:
         return "observe", f"its patch was rolled back automatically and awaits review in {marked}"
+    taken_out = rolled_back_fingerprint(healer, fingerprint)
+    if taken_out:
+        return "observe", taken_out
     policy = policy_of(healer)
     tier, why = module_tier(policy, fs.module)
     if tier != "auto":
         return tier, why
     cap = over_cap(healer, policy, fs)
     return ("observe", cap) if cap else ("auto", "")
+
+
+def rolled_back_fingerprint(healer: Any, fingerprint: str) -> str | None:
+    """Why a crash with site *fingerprint* must not be patched again without a new
+    review, or None: a patch with that fingerprint was taken out by automatic rollback
+    (in this process, or marked for review in the pending directory by any process)
+    or by ``codesuture rollback`` (the host state's rolled-back fingerprints), or
+    :meth:`~codesuture.runtime.healer.Healer.rollback` reverted it in this process.
+    Without this, the fingerprint registry (or a new diagnosis) would put the same
+    guard back at the next crash: the patch would flap."""
+    if not fingerprint:
+        return None
+    where = FINGERPRINTS.get(fingerprint) or getattr(healer, "rolled_back", {}).get(fingerprint)
+    if where:
+        return f"a patch with its fingerprint {fingerprint} was {where}; it is not re-applied without a new review"
+    pending = getattr(healer, "pending", None)
+    if pending and os.path.isdir(pending):
+        from codesuture.runtime.incidents import records_in
+
+        for r in records_in(pending):
+            evidence = r.evidence or {}
+            if evidence.get("review") == "auto-rolled-back" and evidence.get("fingerprint") == fingerprint:
+                return (f"a patch with its fingerprint {fingerprint} ({r.module}:{r.line} {r.qualname}) was rolled back "
+                        f"automatically and awaits review in {pending}")
+    state_dir = getattr(healer, "state_dir", None)
+    if state_dir:
+        from codesuture.trust.state import HostState
+
+        try:
+            taken = HostState(state_dir).rolled_back(fresh=True).get(fingerprint)
+        except Exception:  # noqa: BLE001 - contained (rule 7): an unreadable state is an empty one
+            taken = None
+        if isinstance(taken, dict):
+            return (f"a patch with its fingerprint {fingerprint} ({taken.get('what', '?')}) was taken out by "
+                    f"`codesuture rollback` at {taken.get('at', '?')}; it is not re-applied without a new review")
+    return None
 
 
 def _marked(healer: Any, fs: Any, site: tuple[str, int, int]) -> str | None:
@@ -268,6 +312,10 @@ def revert_site(healer: Any, site: str, failures: int) -> bool:
             return False
         functions = healer.ledger.revert(fs, record)
         ROLLED_BACK.add((fs.key, record.qualname, record.firstlineno, record.offset))
+        fp = (record.evidence or {}).get("fingerprint")
+        if fp:
+            FINGERPRINTS[str(fp)] = f"rolled back automatically in this process ({record.module}:{record.line} " \
+                                    f"{record.qualname})"
         where = _mark_for_review(healer, fs, record, failures)
     from codesuture.runtime import incidents
 
@@ -460,4 +508,5 @@ def _revert_module(module: Any) -> int:
 
 
 __all__ = ["revert_all", "Policy", "DEFAULT", "policy_of", "module_tier", "decide", "over_cap", "recent_records", "observe",
-           "propose", "second_failure", "revert_site", "ROLLED_BACK", "FAILURES"]
+           "propose", "second_failure", "revert_site", "ROLLED_BACK", "FAILURES", "FINGERPRINTS",
+           "rolled_back_fingerprint"]

@@ -100,6 +100,9 @@ class Healer:
     governance: Any = None
     #: The kill file every heal looks for first (set by :meth:`from_settings`; None: none).
     kill_file: str | None = None
+    #: The host state folder (:mod:`codesuture.trust.state`: fingerprints ``codesuture
+    #: rollback`` took out); None: not consulted.
+    state_dir: str | None = None
 
     def __init__(
         self,
@@ -140,6 +143,8 @@ class Healer:
         self._last: Any = None
         #: Sites whose heal was taken back in this process: never healed again here.
         self._taken_back: set[tuple[str, str, int, int]] = set()
+        #: Site fingerprint -> how :meth:`rollback` took its patch out: never re-applied.
+        self.rolled_back: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Healer":
@@ -153,6 +158,7 @@ class Healer:
         )
         healer.governance = Policy.from_settings(settings)
         healer.kill_file = getattr(settings, "kill_file", None)
+        healer.state_dir = getattr(settings, "state_dir", None)
         return healer
 
     # ------------------------------------------------------------------ public
@@ -185,6 +191,10 @@ class Healer:
         Returns the number of functions restored (the overlays on disk are
         :func:`codesuture.review.rollback.rollback`'s business)."""
         with self.ledger.lock:
+            for r in self.ledger.records():  # never re-applied from the fingerprint registry without review
+                fp = (r.evidence or {}).get("fingerprint")
+                if fp:
+                    self.rolled_back[str(fp)] = f"rolled back in this process ({r.module}:{r.line} {r.qualname})"
             n = self.ledger.revert_all()
             self.history.clear()
             from codesuture.runtime import incidents
@@ -222,7 +232,7 @@ class Healer:
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
         from codesuture.crash.diagnose import diagnose, value_verdict
         from codesuture.crash.handled import caught_by_program
-        from codesuture.crash.site import find_crash_site
+        from codesuture.crash.site import find_crash_site, worker_site
         from codesuture.guards.registry import default_rule
         from codesuture.patch import diffgate
 
@@ -241,7 +251,8 @@ class Healer:
                 return None
         else:
             last = None  # not a cascade of the newest patch
-        live = find_crash_site(exc)
+        # A work item's exception from a process pool carries its worker's crash site.
+        live = worker_site(exc, tuple(f.original for f in self.ledger.functions())) or find_crash_site(exc)
         fs = self.state_for(live, main_code, main_path)
         site = self.ledger.original_site(live, fs)
         if (fs.key, *_site(site)) in self._taken_back:
@@ -263,7 +274,7 @@ class Healer:
             return self._result(existing, fs, main_code, "already", t0)
         from codesuture.runtime import governance
 
-        tier, why = governance.decide(self, fs, site)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
+        tier, why = governance.decide(self, fs, site, fingerprint)  # tiers, allow/deny, caps, rolled back (docs/governance.md)
         if tier == "observe":
             governance.observe(self, fs, site, exc, why)
             return None

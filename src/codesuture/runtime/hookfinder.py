@@ -5,12 +5,13 @@ importing them: a start that never imports a module they patch never pays for th
 or in prod mode) puts one ``sys.meta_path`` finder in front that answers for nothing:
 for any name outside :data:`HOOKED` it is one set lookup. The first import of a hooked
 module (``threading``, ``socketserver``, ``http.server``, ``concurrent.futures`` /
-``asyncio``'s) takes this finder off ``sys.meta_path``, imports the hooks, installs
-them for the session (:func:`codesuture.runtime.hooks.install`, whose own finder
-then patches that module right after it executes, and the others later) and hands
-the look-up to them. When a hooked module is already imported at :func:`install`,
-the hooks are installed at once. Only ``sys`` is imported here; no
-``from __future__`` import (it is a module of its own to load).
+``asyncio``'s, the web frameworks' error handlers) takes this finder off
+``sys.meta_path``, imports the hooks, installs them for the session
+(:func:`codesuture.runtime.hooks.install`, whose own finder then patches that module
+right after it executes, and the others later) and hands the look-up to them. When
+a hooked module is already imported at :func:`install`, the hooks are installed at
+once. Only ``sys`` is imported here; no ``from __future__`` import (it is a module of
+its own to load).
 """
 
 import sys
@@ -22,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The modules the crash hooks patch (the keys of ``hooks._PATCHERS``; a test checks
 #: they agree).
 HOOKED = frozenset({
-    "threading", "socketserver", "http.server", "concurrent.futures.thread", "concurrent.futures.process",
-    "asyncio.base_events",
+    "threading", "socketserver", "http.server", "concurrent.futures.process", "asyncio.base_events",
+    "flask.app", "django.core.handlers.exception", "starlette.middleware.errors",
 })
 #: The session the hooks are for, once :func:`install` armed them (None: not armed).
 _SESSION: "list[Any]" = []

@@ -15,9 +15,16 @@ the program:
   replayed: the protocol is unknown).
 * ``threading``: ``threading.excepthook`` is chained (the previous hook still prints
   the traceback), then the crash is healed for the next call; never replayed.
-* ``concurrent.futures``: a crash inside a ``ThreadPoolExecutor`` or
-  ``ProcessPoolExecutor`` work item is healed in the worker, where the function runs,
-  before its Future gets the exception (never replayed, never swallowed).
+* ``concurrent.futures`` and ``asyncio`` awaits: nothing is healed in a worker before
+  its Future resolves, since only the code that takes the result knows whether it
+  handles the exception (``try: pool.submit(f).result() except KeyError: ...``,
+  ``await asyncio.to_thread(f)``, ``run_in_executor``, ``gather``). The exception
+  travels as it does without CodeSuture: through ``Future.result()`` or the ``await``
+  into the caller's frames, with the worker's frames still in its traceback, and is
+  healed only where it arrives unhandled (the script, a request, a thread: rule 12).
+  A ``ProcessPoolExecutor`` worker notes its crash site on the exception before it is
+  pickled (:func:`codesuture.crash.site.note_worker_site`), so that the parent can
+  heal the site its copy of the exception has no frames for.
 * ``asyncio``: ``BaseEventLoop.call_exception_handler`` (exceptions in callbacks, tasks
   and futures whose exception is never retrieved, logged when they are collected) runs
   the loop's handler as before (the usual log line), then heals. Exceptions that reach
@@ -343,21 +350,6 @@ def _threading(module: Any) -> None:
 # ---------------------------------------------------------------------- concurrent.futures
 
 
-def _futures_thread(module: Any) -> None:
-    future = sys.modules["concurrent.futures._base"].Future
-    set_exception = _hooked(future, "set_exception")
-    if set_exception is None:
-        return
-    run = module._WorkItem.run.__code__
-
-    def hook(self: Any, exception: Any) -> None:
-        if sys._getframe(1).f_code is run:  # a ThreadPoolExecutor work item, in its worker
-            heal(exception)
-        set_exception(self, exception)
-
-    future.set_exception = _wraps(hook, set_exception)
-
-
 def _futures_process(module: Any) -> None:
     cls = module._ExceptionWithTraceback
     init = _hooked(cls, "__init__")
@@ -367,7 +359,9 @@ def _futures_process(module: Any) -> None:
 
     def hook(self: Any, exc: Any, tb: Any) -> None:
         if sys._getframe(1).f_code is worker:  # the work item's crash, in the worker process
-            heal(exc)
+            from codesuture.crash.site import note_worker_site
+
+            note_worker_site(exc, tb)  # the parent heals it, if its Future's result goes unhandled
         init(self, exc, tb)
 
     cls.__init__ = _wraps(hook, init)
@@ -491,7 +485,6 @@ _PATCHERS.update({
     "threading": _threading,
     "socketserver": _socketserver,
     "http.server": _http_server,
-    "concurrent.futures.thread": _futures_thread,
     "concurrent.futures.process": _futures_process,
     "asyncio.base_events": _asyncio,
 })

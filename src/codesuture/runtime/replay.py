@@ -30,6 +30,16 @@ class Replays:
         self.done = 0
         self._stalled = 0
 
+    def state(self) -> dict[str, int]:
+        """What a replay in a fresh process continues from (:meth:`restore`)."""
+        return {"done": self.done, "stalled": self._stalled}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.done, self._stalled = int(state.get("done", 0)), int(state.get("stalled", 0))
+        except (TypeError, ValueError):
+            pass
+
     def allow(self, result: Any) -> bool:
         if result is None or self.done >= self.limit:
             return False

@@ -3,9 +3,10 @@
 
 As with ``python script.py``: the script's directory is ``sys.path[0]``, the
 arguments reach ``sys.argv``, the exit code is the script's (an unhandled exception
-prints its traceback through ``sys.excepthook`` and exits 1). A replay re-runs the
-whole script in a fresh ``__main__`` namespace with the patched code; modules already
-imported stay imported (their functions were patched in place).
+prints its traceback through ``sys.excepthook`` and exits 1). A replay runs the whole
+command again in a fresh process (:mod:`codesuture.runtime.rerun`), which loads the
+patch from the overlay store; it happens only for a run without side effects before
+its crash (:mod:`codesuture.runtime.effects`), unless ``--replay`` says otherwise.
 """
 
 import builtins
@@ -160,15 +161,24 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
 
 
 def _cached_code(path: str) -> "types.CodeType":
-    """The module code of the source file *path*, through its bytecode cache (PEP 3147:
-    ``__pycache__``, or ``sys.pycache_prefix``; written unless ``sys.dont_write_bytecode``),
-    as every imported module's: the builtin :func:`compile` would build the ``ast``
-    module's 100-odd node classes on every start (``PyAST_Check``), the largest part of
-    a start-up's cost. ``importlib.machinery`` is loaded already (``runpy`` imports it).
-    Raises OSError when the file cannot be read, SyntaxError as Python would."""
+    """The module code of the source file *path*, through the bytecode cache as the
+    interpreter is configured (PEP 3147, validated like every imported module's): a
+    current ``__pycache__`` entry beside it is used (``python -m compileall``, or the
+    script also imported as a module), and one is written only into the
+    ``sys.pycache_prefix`` tree (``PYTHONPYCACHEPREFIX``), never beside the script, as
+    ``python script.py`` writes nothing there. The builtin :func:`compile` builds the
+    ``ast`` module's 100-odd node classes on its first call (``PyAST_Check``), the
+    largest part of a start-up's cost; a cached script skips it. ``importlib.machinery``
+    is loaded already (``runpy`` imports it). Raises OSError when the file cannot be
+    read, SyntaxError as Python would."""
     from importlib.machinery import SourceFileLoader
 
-    code = SourceFileLoader("__main__", path).get_code("__main__")
+    class _Loader(SourceFileLoader):
+        def set_data(self, path: str, data: "Any", *, _mode: int = 0o666) -> None:
+            if sys.pycache_prefix is not None:  # a tree of its own: nothing beside the script
+                super().set_data(path, data, _mode=_mode)
+
+    code = _Loader("__main__", path).get_code("__main__")
     if code is None:  # pragma: no cover - a source loader always has code
         raise OSError(f"no code for {path}")
     return code
@@ -243,65 +253,130 @@ def run(
     index: "dict[str, list[Any]] | None" = None,
     policy: "Any" = None,
     app_root: str | None = None,
+    replay: str = "auto",
+    ignore: "tuple[str | None, ...]" = (),
+    carry: "Callable[[], dict[str, Any]] | None" = None,
 ) -> int:
-    """Run *target* as ``__main__``; with *heal*, heal every crash and replay the run
-    while each heal makes progress, at most *retries* times (0: heal, never replay; see
-    :mod:`codesuture.runtime.replay`). Returns the exit code: the program's, 1 after an
-    unhandled exception, 130 after Ctrl-C."""
+    """Run *target* as ``__main__``; with *heal*, heal an unhandled crash and replay the
+    run while each heal makes progress, at most *retries* times (0: heal, never replay;
+    see :mod:`codesuture.runtime.replay`). A replay is this command started again in
+    this process (:mod:`codesuture.runtime.rerun`): the script's module code never runs
+    twice in one process. *replay*: ``auto`` replays only a run that had no side effect
+    before its crash (:mod:`codesuture.runtime.effects`; *ignore*: CodeSuture's own
+    paths), ``always``, ``never``; a run healed but not replayed reports the crash as
+    Python would, says why in one line, and exits with 1 like the program. *carry*:
+    what the command reports at its end so far (``{"patched", "proposed", "lines"}``),
+    handed to the replay. Returns the exit code: the program's, 1 after an unhandled
+    exception, 130 after Ctrl-C."""
+    from codesuture.settings import EXIT_INTERRUPTED
+
+    start_cwd = os.getcwd()
     sys.argv[:] = target.argv
-    script_dir = os.path.dirname(os.path.abspath(target.path))
     if target.path0 is not None:
         if sys.path and sys.path[0] in ("", os.getcwd()):
             sys.path[0] = target.path0
         else:
             sys.path.insert(0, target.path0)
     try:
-        code = main_code_for(target, index, policy, app_root or script_dir)
+        code = main_code_for(target, index, policy, app_root or os.path.dirname(os.path.abspath(target.path)))
     except SyntaxError as exc:  # the program's error, reported as python reports it: no CodeSuture frame
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     except OSError as exc:
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable  # as python names itself
+        print(f"{python}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
         return 2
-    replays: "Any" = None  # made on the first crash (runtime/replay.py)
-    while True:
-        module = types.ModuleType("__main__")
-        module.__dict__.update(
-            __builtins__=builtins,
-            __spec__=target.spec,
-            __loader__=getattr(target.spec, "loader", None),
-            __package__=target.spec.parent if target.spec is not None else None,
-            __cached__=None,
-        )
-        if target.source is None:  # `python -c` code has no __file__
-            module.__dict__["__file__"] = target.path
-        sys.modules["__main__"] = module
-        try:
-            exec(code, module.__dict__)
-            return 0
-        except SystemExit as exc:
-            return _exit_code(exc)
-        except KeyboardInterrupt as exc:
-            from codesuture.settings import EXIT_INTERRUPTED
+    from codesuture.runtime import effects, rerun
+    from codesuture.runtime.replay import Replays
 
+    replays = Replays(retries)
+    if heal is not None:
+        state = rerun.resume()
+        if state is not None:
+            replays.restore(state)
+    may_replay = heal is not None and replay != "never" and retries > 0 and replays.done < retries
+    # `codesuture watch` starts the program again itself: it asks what this run did.
+    told = os.environ.pop(effects.REPORT_ENV, None) if heal is not None else None
+    if may_replay:
+        rerun.record_output()
+    if (may_replay or told) and replay == "auto":
+        effects.install(ignore)
+    module = types.ModuleType("__main__")
+    module.__dict__.update(
+        __builtins__=builtins,
+        __spec__=target.spec,
+        __loader__=getattr(target.spec, "loader", None),
+        __package__=target.spec.parent if target.spec is not None else None,
+        __cached__=None,
+    )
+    if target.source is None:  # `python -c` code has no __file__
+        module.__dict__["__file__"] = target.path
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+        return 0
+    except SystemExit as exc:
+        return _exit_code(exc)
+    except KeyboardInterrupt as exc:
+        report(exc)
+        return EXIT_INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
+        noted = effects.stop()
+        output, over = rerun.recorded()
+        result = heal(exc, code, target.path) if heal is not None else None
+        if told:
+            effects.tell(told, "--replay is never" if replay == "never" else effects.describe(noted))
+        if result is None:
             report(exc)
-            return EXIT_INTERRUPTED
-        except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
-            result = heal(exc, code, target.path) if heal is not None else None
-            if result is not None and replays is None:
-                from codesuture.runtime.replay import Replays
-
-                replays = Replays(retries)
-            if result is None or not replays.allow(result):
-                report(exc)
-                return 1
-            if result.main_code is not None:
-                code = result.main_code
+            return 1
+        why = _not_replayed(result, target, replay, retries, noted, over) if may_replay or retries else None
+        if why is None and may_replay and replays.allow(result):
             from codesuture.logs import logger
 
             logger("codesuture.run").warning("replaying %s (replay %d, at most %d)", os.path.basename(target.path),
                                              replays.done, retries)
-            del exc
+            carried = carry() if carry is not None else {}
+            try:
+                rerun.replay({**replays.state(), "output": output, **carried}, start_cwd)
+            except OSError as err:
+                why = f"the replay could not start ({err})"
+        report(exc)
+        if why:
+            from codesuture.logs import logger
+
+            if getattr(result, "proposed", False):
+                done = "proposed for review"
+            elif result.status == "patched" and not result.overlay:
+                done = "patched in this process only"
+            else:
+                done = "healed for the next run"
+            logger("codesuture.run").warning("%s; not replayed: %s", done, why)
+        return 1
+
+
+def _not_replayed(result: "Any", target: Target, replay: str, retries: int, noted: "list[str]", over: bool) -> "str | None":
+    """Why a healed run is not replayed, or None (see :func:`run`)."""
+    if getattr(result, "proposed", False):
+        return "a replay is a fresh run, and no run loads a proposal until it is signed"
+    if result.status == "patched" and not result.overlay:
+        return "a replay is a fresh run, and no overlay was written for it to load"
+    if replay == "never":
+        return "--replay is never"
+    if retries == 0:
+        return None  # heal only (codesuture watch starts the program again itself)
+    if result.record.module == "__main__" and not target.on_disk:
+        return "code that is not a file of its own (-c, a zip app) loads no overlay"
+    if replay == "auto" and noted:
+        from codesuture.runtime.effects import describe
+
+        return describe(noted)
+    if over:
+        return "the run wrote more than 1 MiB of output before its crash, which a replay would write again"
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return "threads the run started are still running"
+    return None
 
 
 __all__ = ["Target", "script_target", "module_target", "code_target", "run", "report", "main_code_for"]

@@ -145,15 +145,29 @@ def killed() -> bool:
     return switch is not None and switch.KILLED is not None
 
 
+def carried(session: Session, lines: "list[str]") -> "dict[str, Any]":
+    """What a replay hands on to the next process (:mod:`codesuture.runtime.rerun`): the
+    patches made so far, counted, and the command's *lines* about them."""
+    from codesuture.runtime.rerun import CARRIED
+
+    history = getattr(session.healer, "history", [])
+    return {"patched": CARRIED["patched"] + sum(1 for r in history if r.status == "patched"),
+            "proposed": CARRIED["proposed"] + sum(1 for r in history if r.status == "patched" and r.proposed),
+            "lines": [*CARRIED["lines"], *lines]}
+
+
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":
-    """The one-line session summary, or None when nothing was patched or loaded."""
+    """The one-line session summary, or None when nothing was patched or loaded. After a
+    replay, the patches of the attempts before it count too."""
     resolve = sys.modules.get("codesuture.loader.resolve")  # never imported just for this line
     LOADED = getattr(resolve, "LOADED", {})
+    rerun = sys.modules.get("codesuture.runtime.rerun")
+    before = getattr(rerun, "CARRIED", {})
     healer = session.healer
     history = getattr(healer, "history", [])
-    patched = sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
-    guards = sum(1 for r in history if r.status == "patched")
-    proposed = sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
+    patched = before.get("patched", 0) + sum(1 for r in history if r.status == "patched" and not r.cascade)  # a cascade is one heal
+    guards = before.get("guards", before.get("patched", 0)) + sum(1 for r in history if r.status == "patched")
+    proposed = before.get("proposed", 0) + sum(1 for r in history if r.status == "patched" and r.proposed and not r.cascade)
     replays = sum(1 for r in history if r.status != "patched")
     if not (patched or LOADED or replays):
         return None
@@ -217,25 +231,26 @@ def open_store(s: "Settings", session: Session) -> bool:
         return not s.require_overlays
     from codesuture.errors import CodeSutureError
     from codesuture.loader.finder import build_index, install
-    from codesuture.trust.policy import LoadPolicy
 
-    policy = LoadPolicy.from_settings(s)
+    strict = s.require_overlays and (store.kind == "bundle" or s.keys is not None)
     try:
         index = build_index(store)
-        if s.require_overlays and (store.kind == "bundle" or s.keys is not None):
-            from codesuture.trust.policy import store_set
+        if index or strict:  # an empty store never loads the policy (hashlib, json, the trust modules)
+            from codesuture.trust.policy import LoadPolicy, store_set
 
-            store_set(store, policy)
+            policy = LoadPolicy.from_settings(s)
+            if strict:
+                store_set(store, policy)
     except CodeSutureError as exc:
         log.warning("overlays not loaded from %s: %s", s.overlays, getattr(exc, "reason", exc))
         if s.require_overlays:
             log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
             return False
         return True
-    session.finder = install(store, policy, index)
+    session.finder = install(store, policy, index) if index else None
     if not s.prod and s.heal and store.kind == "directory" and store.stale_temps:
         store.clean_stale_temps()
     return True
 
 
-__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "killed", "kill_file_present"]
+__all__ = ["Session", "activate", "arm_kill_switch", "open_store", "summary", "carried", "killed", "kill_file_present"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codesuture.logs import logger
+from codesuture.store.app_root import APP_ROOT_FILE
 
 log = logger("codesuture.heal")
 
@@ -35,7 +36,7 @@ log = logger("codesuture.heal")
 @dataclass
 class Snapshot:
     """The files of one overlay stem in a store directory (its overlay, sidecar,
-    repro captures, and the key's lock file) before a write: ``files`` maps each path to
+    repro captures, the key's lock file, and the store's app-root file) before a write: ``files`` maps each path to
     its bytes; ``existed``: whether the directory did."""
 
     directory: str
@@ -64,7 +65,7 @@ class Snapshot:
             return out
         for name in names:
             path = os.path.join(self.directory, name)
-            if name == f".{self.key}.lock" and os.path.isfile(path):
+            if name in (f".{self.key}.lock", APP_ROOT_FILE) and os.path.isfile(path):
                 out.append(path)
             elif name.startswith(self.stem + "."):
                 if os.path.isdir(path) and not os.path.islink(path):

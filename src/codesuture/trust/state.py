@@ -7,7 +7,8 @@ machine's state) cannot change it::
 
     {"format": 1,
      "sets": {"<signer key id>/<set name>": <highest version seen>, ...},
-     "withdrawn": {"<sha256 of an overlay>": {"at": "<RFC 3339>", "what": "<stem>"}, ...}}
+     "withdrawn": {"<sha256 of an overlay>": {"at": "<RFC 3339>", "what": "<stem>"}, ...},
+     "rolled_back": {"<site fingerprint>": {"at": "<RFC 3339>", "what": "<module:line qualname>"}, ...}}
 
 * **High-water marks** (TUF's rule for snapshot metadata): the loader refuses a signed
   overlay set whose version is lower than the highest version this host has seen for
@@ -17,6 +18,10 @@ machine's state) cannot change it::
 * **Withdrawn overlays**: ``codesuture rollback`` records the SHA-256 of every overlay
   it takes out, and the loader refuses those bytes from then on, in any store, even
   if the old files (and an old signed set listing them) are put back.
+* **Rolled-back fingerprints**: the site fingerprints of the patches ``codesuture
+  rollback`` took out (:func:`codesuture.runtime.incidents.fingerprint`). A healer in
+  dev mode never patches a crash with one of them again on its own (no flapping): the
+  fix goes back through review.
 
 This is the only file prod mode writes, and only when a newer set version is seen.
 A missing file is an empty state; an unreadable or corrupt one is logged and read as
@@ -42,7 +47,7 @@ _CACHE: dict[str, dict[str, Any]] = {}
 
 
 def _empty() -> dict[str, Any]:
-    return {"format": 1, "sets": {}, "withdrawn": {}}
+    return {"format": 1, "sets": {}, "withdrawn": {}, "rolled_back": {}}
 
 
 def _parse(raw: bytes, path: str) -> dict[str, Any]:
@@ -55,7 +60,10 @@ def _parse(raw: bytes, path: str) -> dict[str, Any]:
             raise ValueError("'sets' must map names to versions")
         if not isinstance(withdrawn, dict):
             raise ValueError("'withdrawn' must be an object")
-        return {"format": 1, "sets": dict(sets), "withdrawn": dict(withdrawn)}
+        rolled_back = data.get("rolled_back", {})
+        if not isinstance(rolled_back, dict):
+            raise ValueError("'rolled_back' must be an object")
+        return {"format": 1, "sets": dict(sets), "withdrawn": dict(withdrawn), "rolled_back": dict(rolled_back)}
     except ValueError as exc:
         log.warning("host state %s ignored: %s", path, exc)
         return _empty()
@@ -96,6 +104,13 @@ class HostState:
         """Overlay SHA-256 -> ``{"at", "what"}`` of every withdrawn overlay."""
         return self.load()["withdrawn"]
 
+    def rolled_back(self, fresh: bool = False) -> dict[str, Any]:
+        """Site fingerprint -> ``{"at", "what"}`` of every patch ``codesuture rollback``
+        took out. *fresh*: read the file again (a rollback by another process since)."""
+        if fresh:
+            _CACHE[self.path] = self._read()
+        return dict(self.load()["rolled_back"])
+
     def record_version(self, keyid: str, name: str, version: int) -> None:
         """Remember *version* when it is higher than what was seen. Never raises: a
         state that cannot be written is logged (the load goes on)."""
@@ -104,15 +119,18 @@ class HostState:
         except OSError as exc:
             log.info("host state %s not updated: %s", self.path, exc.strerror or exc)
 
-    def withdraw(self, digests: dict[str, str], now: float) -> None:
-        """Record overlay SHA-256 digests (-> what they were) as withdrawn. Raises
-        ``OSError`` when the state cannot be written (the caller reports it)."""
+    def withdraw(self, digests: dict[str, str], now: float, fingerprints: dict[str, str] | None = None) -> None:
+        """Record overlay SHA-256 digests (-> what they were) as withdrawn, and the site
+        *fingerprints* (-> ``module:line qualname``) of the patches taken out as rolled
+        back. Raises ``OSError`` when the state cannot be written (the caller reports it)."""
         at = iso_utc(now)
 
         def add(data: dict[str, Any]) -> bool:
             for digest, what in digests.items():
                 data["withdrawn"][digest] = {"at": at, "what": what}
-            return bool(digests)
+            for fp, what in (fingerprints or {}).items():
+                data["rolled_back"][fp] = {"at": at, "what": what}
+            return bool(digests or fingerprints)
 
         self._update(add)
 
