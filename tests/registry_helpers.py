@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,18 +36,26 @@ class Registry:
     """One registry process; :meth:`start` / :meth:`stop` may be called again (the
     same port and storage: a registry that went down and came back)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, users: dict[str, str] | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.storage = root / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
         self.log = root / "access.log"
         self.config = root / "config.yml"
+        auth = ""
+        if users:  # HTTP basic authentication from an htpasswd file (bcrypt, as the registry requires)
+            import bcrypt
+
+            htpasswd = root / "htpasswd"
+            htpasswd.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                                        for u, p in users.items()))
+            auth = f"auth:\n  htpasswd:\n    realm: codesuture-tests\n    path: {htpasswd}\n"
         self.config.write_text(
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: codesuture-tests\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: codesuture-tests\n" + auth
         )
         self.proc: subprocess.Popen | None = None
 
@@ -66,6 +75,8 @@ class Registry:
             try:
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
                     return
+            except urllib.error.HTTPError:  # 401: up, and asking for credentials
+                return
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"registry exited: {(self.root / 'registry.err').read_text()[-2000:]}")
@@ -100,6 +111,22 @@ def registry(tmp_path_factory):
         pytest.skip("the CNCF Distribution registry is not installed (apt-get install -y docker-registry)")
     pytest.importorskip("oras", reason="oras (codesuture[oci]) is not installed")
     reg = Registry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def auth_registry(tmp_path_factory):
+    """A running Distribution registry that wants HTTP basic credentials (user ``ci``,
+    password ``s3cret``)."""
+    if binary() is None:
+        pytest.skip("the CNCF Distribution registry is not installed (apt-get install -y docker-registry)")
+    pytest.importorskip("oras", reason="oras (codesuture[oci]) is not installed")
+    pytest.importorskip("bcrypt", reason="bcrypt (for the registry's htpasswd file) is not installed")
+    reg = Registry(tmp_path_factory.mktemp("registry"), users={"ci": "s3cret"})
     reg.start()
     try:
         yield reg

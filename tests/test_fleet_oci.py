@@ -204,11 +204,13 @@ def test_fleet_end_to_end(tmp_path, registry):  # noqa: F811
         for bundle, why in ((fleet.attacker, "untrusted"), (fleet.v1, "older than version")):
             digest = fleet.push(bundle, location)
             end = time.time() + 20
-            while time.time() < end and not all(digest[:19] in w.log.read_text() for w in workers):
+            def refusal(w: Worker) -> str:
+                return next((x for x in w.log.read_text().splitlines() if digest[:19] in x and "refused" in x), "")
+
+            while time.time() < end and not all(refusal(w) for w in workers):
                 time.sleep(0.1)
             for w in workers:
-                text = w.log.read_text()
-                line = next((x for x in text.splitlines() if digest[:19] in x), "")
+                text, line = w.log.read_text(), refusal(w)
                 assert "refused" in line and why in line, (why, text[-3000:])
             time.sleep(1.5)
             for w in workers:
@@ -281,3 +283,18 @@ def test_boot_help_lists_registry_settings(flag):
                        text=True, timeout=60)
     for name in (flag, "--poll", "--pull-timeout", "CODESUTURE_CACHE_DIR", "CODESUTURE_PLAIN_HTTP", "oci://"):
         assert name in p.stdout, name
+
+
+def test_local_store_boot_imports_no_registry_client(tmp_path):
+    """The plain import path is unchanged: a local signed store imports neither oras
+    nor requests (nor the registry modules of CodeSuture)."""
+    repo = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "codesuture.boot", "--overlays", str(repo / "overlays"),
+                        "--keys", str(repo / "keys"), str(repo / "examples" / "inventory" / "app.py")],
+                       env=clean_env(CODESUTURE_STATE_DIR=str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "codesuture.loader.finder" in imported  # the store was used
+    heavy = {m for m in imported if m.split(".")[0] in ("oras", "requests", "urllib3", "jsonschema")
+             or m.startswith(("codesuture.ship", "codesuture.util.ociref", "codesuture.runtime.fleet_registry"))}
+    assert not heavy, heavy

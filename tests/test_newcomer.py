@@ -146,7 +146,7 @@ PROGRAM_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("name", [*PROGRAM_ERRORS, "missing.py", "folder"])
+@pytest.mark.parametrize("name", [*PROGRAM_ERRORS, "missing.py", "./missing.py", "nodir/", "folder"])
 @pytest.mark.parametrize("how", ["run", "boot"])
 def test_program_errors_are_pythons(name: str, how: str, tmp_path: Path) -> None:
     if name in PROGRAM_ERRORS:
@@ -306,3 +306,89 @@ def test_header_full_only_when_set(tmp_path: Path) -> None:
     assert line == "GOT /item/nut 200 None", q.stdout
     bad = run([PY, "-m", "codesuture.boot", "shop.py"], tmp_path, clean_env(CODESUTURE_HEADER="loud"), timeout=60)
     assert bad.returncode == 2 and "CODESUTURE_HEADER" in bad.stderr and "off, counts or full" in bad.stderr, str(bad)
+
+
+DJANGO_APP = """
+import http.client, sys, threading
+from wsgiref.simple_server import make_server, WSGIRequestHandler
+import django
+from django.conf import settings
+from django.http import JsonResponse
+from django.urls import path
+
+STOCK = {"bolt": 3}
+
+def item(request, name):
+    return JsonResponse({"qty": STOCK[name]})
+
+urlpatterns = [path("item/<str:name>", item)]
+settings.configure(DEBUG=False, ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="x" * 50,
+                   MIDDLEWARE=[], LOGGING_CONFIG=None)
+django.setup()
+from django.core.wsgi import get_wsgi_application
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = make_server("127.0.0.1", 0, get_wsgi_application(), handler_class=Quiet)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for p in ("/item/bolt", "/item/nut", "/item/washer"):
+    con = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+    con.request("GET", p)
+    r = con.getresponse()
+    r.read()
+    print("GOT", p, r.status, flush=True)
+server.shutdown()
+"""
+
+
+def test_django_without_adapter_under_boot_warns_once(tmp_path: Path) -> None:
+    pytest.importorskip("django", reason="django is a test dependency (pip install -e '.[test]')")
+    write(tmp_path / "site.py", DJANGO_APP)
+    p = run([PY, "-m", "codesuture.boot", "--overlays", "ov", "site.py"], tmp_path, clean_env(), timeout=120)
+    assert p.returncode == 0, str(p)
+    assert [ln.split()[2] for ln in p.stdout.splitlines() if ln.startswith("GOT")] == ["200", "500", "500"], str(p)
+    warnings = [ln for ln in p.stderr.splitlines() if "without CodeSuture's adapter" in ln]
+    assert len(warnings) == 1 and "Django turned KeyError at " in warnings[0], p.stderr
+    assert 'MIDDLEWARE = ["codesuture.runtime.adapters.django.CodeSutureMiddleware", *MIDDLEWARE]' in warnings[0]
+
+
+STARLETTE_APP = """
+import http.client, socket, threading, time
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+STOCK = {"bolt": 3}
+
+async def item(request):
+    return JSONResponse({"qty": STOCK[request.path_params["name"]]})
+
+app = Starlette(routes=[Route("/item/{name}", item)])
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
+threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+while not server.started:
+    time.sleep(0.01)
+for p in ("/item/bolt", "/item/nut", "/item/washer"):
+    con = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=30)
+    con.request("GET", p)
+    r = con.getresponse()
+    r.read()
+    print("GOT", p, r.status, flush=True)
+server.should_exit = True
+"""
+
+
+def test_starlette_without_adapter_under_boot_warns_once(tmp_path: Path) -> None:
+    pytest.importorskip("starlette", reason="starlette (with fastapi) is a test dependency")
+    pytest.importorskip("uvicorn", reason="uvicorn is a test dependency")
+    write(tmp_path / "asgi.py", STARLETTE_APP)
+    p = run([PY, "-m", "codesuture.boot", "--overlays", "ov", "asgi.py"], tmp_path, clean_env(), timeout=120)
+    assert [ln.split()[2] for ln in p.stdout.splitlines() if ln.startswith("GOT")] == ["200", "500", "500"], str(p)
+    warnings = [ln for ln in p.stderr.splitlines() if "without CodeSuture's adapter" in ln]
+    assert len(warnings) == 1 and "Starlette turned KeyError at " in warnings[0], p.stderr
+    assert "from codesuture.runtime.adapters.starlette import install; install(app)" in warnings[0]

@@ -10,7 +10,7 @@ import urllib.request
 import zipfile
 
 from heal_helpers import cli
-from registry_helpers import registry  # noqa: F401  (fixture)
+from registry_helpers import auth_registry, registry  # noqa: F401  (fixtures)
 from trust_helpers import make_overlay, make_signed_set
 
 from codesuture.overlay.names import SET_NAME
@@ -86,3 +86,61 @@ def test_push_to_unreachable_registry_fails_cleanly(tmp_path):
     p = cli("bundle", "push", bundle, f"oci://127.0.0.1:{free_port()}/app/overlays:prod", cwd=tmp_path, timeout=60)
     assert p.returncode == 1
     assert "push failed" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_review_commands_read_the_registry(tmp_path, registry):  # noqa: F811
+    s = make_signed_set(tmp_path, ("demo.mod",))
+    bundle = tmp_path / "deploy.cso"
+    create_bundle(s.directory, bundle)
+    location = registry.location()
+    assert cli("bundle", "push", bundle, location, cwd=tmp_path).returncode == 0
+    for args in (("verify", "--keys", s.keys_dir, location), ("bundle", "verify", "--keys", s.keys_dir, location)):
+        p = cli(*args, cwd=tmp_path)
+        assert p.returncode == 0 and "OK " in p.stdout and "pulled " + location in p.stderr, p
+    other = tmp_path / "other-keys"
+    from trust_helpers import add_key
+
+    add_key(other)
+    p = cli("verify", "--keys", other, location, cwd=tmp_path)
+    assert p.returncode == 1 and "FAIL" in p.stdout, p
+    p = cli("explain", "--json", location, cwd=tmp_path)
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["module"] == "demo.mod", p
+    p = cli("audit", "--keys", s.keys_dir, location, cwd=tmp_path)
+    assert "demo.mod" in p.stdout or "demo" in p.stdout, p
+    p = cli("sbom", "-o", tmp_path / "sbom.json", "--keys", s.keys_dir, location, cwd=tmp_path)
+    assert p.returncode == 0 and json.loads((tmp_path / "sbom.json").read_text())["bomFormat"] == "CycloneDX", p
+    # the temporary folders are gone; a tag that does not exist is a clear error
+    assert not list(tmp_path.glob("codesuture-pull-*"))
+    p = cli("verify", "--keys", s.keys_dir, registry.location(tag="nope"), cwd=tmp_path)
+    assert p.returncode == 1 and "no such tag" in p.stderr and "Traceback" not in p.stderr, p
+
+
+def test_credentials_from_env_and_docker_config(tmp_path, auth_registry):  # noqa: F811
+    """An htpasswd registry: push with --username and the password from an environment
+    variable; read with the credentials of ~/.docker/config.json; without any, a clear
+    error."""
+    import base64
+    import os
+
+    from heal_helpers import clean_env
+
+    s = make_signed_set(tmp_path, ("demo.mod",))
+    bundle = tmp_path / "deploy.cso"
+    create_bundle(s.directory, bundle)
+    location = auth_registry.location()
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    env = clean_env(HOME=str(home), REG_PW="s3cret")
+    p = cli("bundle", "push", bundle, location, "--username", "ci", "--password-env", "REG_PW", cwd=tmp_path, env=env)
+    assert p.returncode == 0, p
+    assert "s3cret" not in p.stdout + p.stderr
+    p = cli("verify", "--keys", s.keys_dir, location, cwd=tmp_path, env=env)
+    assert p.returncode == 1 and "wants credentials" in p.stderr and "Traceback" not in p.stderr, p
+    token = base64.b64encode(b"ci:s3cret").decode()
+    (home / ".docker" / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    p = cli("verify", "--keys", s.keys_dir, location, cwd=tmp_path, env=env)
+    assert p.returncode == 0 and "OK " in p.stdout, p
+    env["REG_PW"] = "wrong"
+    os.unlink(home / ".docker" / "config.json")
+    p = cli("bundle", "push", bundle, location, "--username", "ci", "--password-env", "REG_PW", cwd=tmp_path, env=env)
+    assert p.returncode == 1 and "push failed" in p.stderr, p

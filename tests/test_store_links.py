@@ -44,7 +44,7 @@ def test_a_planted_lock_symlink_is_never_followed(app: dict[str, Path], dangling
         victim.write_bytes(b"precious")
     os.symlink(victim, store / ".lib.lock")
     r = heal(app["main"], store)
-    assert r.returncode == 0 and r.results() == ["RESULT 0"], str(r)  # healed live all the same
+    assert "patched lib:2 lookup" in r.stderr, str(r)  # healed live all the same (in memory only)
     assert victim.exists() is (not dangling), "the lock file's symlink was followed"
     if not dangling:
         assert victim.read_bytes() == b"precious"

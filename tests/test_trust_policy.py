@@ -35,6 +35,7 @@ def warmed_up(tmp_path_factory):
     marshal.loads, which is fine; after this only admit() itself could call it."""
     s = make_signed(tmp_path_factory.mktemp("warm"), ttl_seconds=86400, now=NOW)
     admit(s.entry, s.policy, NOW)
+    from codesuture import settings  # noqa: F401  (LoadPolicy.from_env imports it lazily)
     from codesuture.trust import sigstore_support  # noqa: F401
 
 

@@ -148,6 +148,13 @@ def parse(argv: "list[str]") -> Invocation:
     return inv
 
 
+def _python() -> str:
+    """How python names itself in its own messages: the interpreter as it was invoked
+    (``python``, ``/usr/bin/python3.12``...)."""
+    argv = getattr(sys, "orig_argv", None)
+    return argv[0] if argv else sys.executable
+
+
 def version() -> str:
     """``codesuture X.Y.Z (Python A.B.C, /path/to/python)``."""
     from codesuture import __version__
@@ -185,7 +192,7 @@ def _target(inv: Invocation) -> "Any":
             return script.code_target(inv.code, inv.args)
         return script.script_target(inv.script or "", inv.args)
     except ImportError as exc:
-        print(f"{sys.executable}: {exc}", file=sys.stderr)
+        print(f"{_python()}: {exc}", file=sys.stderr)
         return None
 
 
@@ -233,7 +240,8 @@ def prepare(argv: "list[str]", command: str = "boot", prog: str = "codesuture.bo
     if target is None:
         return 1
     if target.source is None and target.spec is None and not os.path.isfile(target.path):
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno 2] No such file or directory", file=sys.stderr)
+        given = os.path.join(os.getcwd(), target.argv[0]) if target.argv else target.path  # unnormalized, as python
+        print(f"{_python()}: can't open file {given!r}: [Errno 2] No such file or directory", file=sys.stderr)
         return 2
     return s, target
 

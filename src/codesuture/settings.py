@@ -204,14 +204,15 @@ def parse_signal(name: str, value: object) -> str:
 
 
 def parse_oci(name: str, value: object) -> str:
-    """An OCI location, ``oci://HOST[:PORT]/REPOSITORY:TAG`` (or ``@sha256:HEX``), in its
-    canonical form (:mod:`codesuture.util.ociref`). Raises ConfigError naming *name*."""
-    from codesuture.util.ociref import parse
+    """An OCI location (:func:`codesuture.util.ociref.split_oci`) in its canonical form.
+    Raises ConfigError naming *name*."""
+    from codesuture.util.ociref import split_oci
 
     try:
-        return str(parse(str(value)))
+        registry, repository, tag, digest = split_oci(str(value))
     except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
+        raise _invalid(name, str(exc)) from None
+    return f"oci://{registry}/{repository}" + (f"@{digest}" if digest else f":{tag}")
 
 
 #: What the ``X-CodeSuture`` response header may say (``header``).
@@ -578,7 +579,7 @@ def load(
     else:
         s.mode = "prod" if (s.keys is not None or explicit_signed or s.is_bundle) else "dev"
     if s.is_oci and (s.keys is None or not s.prod):
-        raise ConfigError(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
+        raise _invalid(s.source("overlays"), "an oci:// store is loaded in prod mode only, and needs a trust root "
                           "(--keys / CODESUTURE_KEYS): a registry is an untrusted transport")
     s.require_signed = explicit_signed if explicit_signed is not None else s.prod
     s.heal = values.get("heal", not s.prod)
@@ -602,7 +603,7 @@ def load(
     s.plain_http = values.get("plain_http", False)
     s.cache_dir = values.get("cache_dir") or os.path.join(s.state_dir, "oci-cache")
     if s.poll < 0.1:
-        raise ConfigError(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
+        raise _invalid(s.source("poll"), f"{s.poll} is below the minimum 0.1 seconds")
     s.tiers = values.get("tiers", ())
     s.allow = values.get("allow", ())
     s.deny = values.get("deny", ())

@@ -62,14 +62,16 @@ def create(directory: str, output: str, key_path: str | None, passphrase_env: st
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.argument("file", type=click.Path(dir_okay=False))
 def verify(keys_dir: str | None, as_json: bool, file: str) -> None:
-    """Verify a bundle: structure, signed overlay set, every member and overlay."""
-    from codesuture.cli.common import print_results
+    """Verify a bundle (a file, or an oci://HOST/REPOSITORY:TAG location, pulled into a
+    temporary folder): structure, signed overlay set, every member and overlay."""
+    from codesuture.cli.common import local_targets, print_results
     from codesuture.ship.verify import VerifyResult, verify_paths
 
     keys_dir = resolve_keys(keys_dir, required=True)
     assert keys_dir is not None
-    results = verify_paths([file], keys_dir) if os.path.isfile(file) else [VerifyResult(file, False, "no such file")]
-    print_results(results, as_json)
+    with local_targets([file]) as (local,):
+        results = verify_paths([local], keys_dir) if os.path.isfile(local) else [VerifyResult(file, False, "no such file")]
+        print_results(results, as_json)
 
 
 @bundle.command("push")

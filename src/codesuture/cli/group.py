@@ -10,7 +10,7 @@ import click
 
 from codesuture import __version__
 from codesuture.cli import bundle, launch, review, trust
-from codesuture.cli.common import json_error, keys_option, resolve_keys
+from codesuture.cli.common import STORE_TARGET, json_error, keys_option, local_targets, resolve_keys
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,9 +94,10 @@ def suggest(app_root: str | None, output: str | None, target: str) -> None:
 @cli.command("sbom")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CycloneDX JSON file to write.")
 @keys_option("Verify the signed set and each signed Statement against this trust root")
-@click.argument("target", type=click.Path(exists=True))
+@click.argument("target", type=STORE_TARGET)
 def sbom(output: str, keys_dir: str | None, target: str) -> None:
-    """Write the CycloneDX SBOM of TARGET (a folder of overlays or a bundle): one
+    """Write the CycloneDX SBOM of TARGET (a folder of overlays, a bundle or an oci://
+    location, pulled into a temporary folder): one
     component per installed package its overlays modify (name, version, purl), every
     overlay as a modification of its package (pedigree: each patch, type unofficial,
     with what it does and where; the overlay and source SHA-256), app-module overlays
@@ -106,7 +107,8 @@ def sbom(output: str, keys_dir: str | None, target: str) -> None:
     from codesuture.ship.sbom import write_sbom
 
     try:
-        info = write_sbom(target, output, keys_dir=resolve_keys(keys_dir))
+        with local_targets([target]) as (local,):
+            info = write_sbom(local, output, keys_dir=resolve_keys(keys_dir))
     except CodeSutureError as exc:
         click.echo(f"codesuture: {exc}", err=True)
         sys.exit(1)

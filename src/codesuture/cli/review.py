@@ -9,7 +9,9 @@ import sys
 
 import click
 
-from codesuture.cli.common import json_error, keys_option, resolve_keys, state_dir, state_dir_option, state_file
+from codesuture.cli.common import (
+    STORE_TARGET, json_error, keys_option, local_targets, resolve_keys, state_dir, state_dir_option, state_file,
+)
 from codesuture.errors import CodeSutureError
 from codesuture.patch.spec import describe_yield
 
@@ -23,9 +25,10 @@ def _fail(exc: CodeSutureError) -> None:
 @keys_option("Verify signed Statements against this trust root")
 @click.option("--function", metavar="NAME", help="Only patches of this function (qualified or plain name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
-@click.argument("targets", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("targets", nargs=-1, required=True, type=STORE_TARGET)
 def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: tuple[str, ...]) -> None:
-    """Describe what each overlay in TARGETS (.overlay files, folders, bundles) does:
+    """Describe what each overlay in TARGETS (.overlay files, folders, bundles, oci://
+    locations) does:
     module, source digest, interpreter, and every patch, read from its signed Statement
     (from its sidecar only when it is unsigned, and said so). Exit 1 when there is
     nothing to explain."""
@@ -33,7 +36,8 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
 
     keys_dir = resolve_keys(keys_dir)
     try:
-        docs = [d for t in targets for d in describe(t, keys_dir, function)]
+        with local_targets(targets) as local:
+            docs = [d for t in local for d in describe(t, keys_dir, function)]
     except CodeSutureError as exc:
         if as_json:
             json_error(str(exc))
@@ -68,9 +72,9 @@ def explain(keys_dir: str | None, function: str | None, as_json: bool, targets: 
 @click.option("--app-root", type=click.Path(exists=True, file_okay=False), help="Where app: origins are (default: the app root the heal recorded in the store, else the current directory's).")
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
-@click.argument("target", type=click.Path(exists=True))
+@click.argument("target", type=STORE_TARGET)
 def audit(keys_dir: str | None, app_root: str | None, state_dir_given: str | None, as_json: bool, target: str) -> None:
-    """Check every overlay of TARGET (a folder or a bundle) as the loader of this host
+    """Check every overlay of TARGET (a folder, a bundle or an oci:// location) as the loader of this host
     would (signed set, signature, digest, expiry, revocation, withdrawals) and against
     its source found here. Exit 1 when any is refused, stale or its source is not
     found here, or TARGET holds no
@@ -80,7 +84,9 @@ def audit(keys_dir: str | None, app_root: str | None, state_dir_given: str | Non
 
     keys_dir = resolve_keys(keys_dir)
     try:
-        report = run_audit(target, keys_dir, app_root_for(target, app_root, os.getcwd()), state_dir=state_dir(state_dir_given))
+        with local_targets([target]) as (local,):
+            report = run_audit(local, keys_dir, app_root_for(local, app_root, os.getcwd()),
+                               state_dir=state_dir(state_dir_given))
     except CodeSutureError as exc:
         if as_json:
             json_error(str(exc))

@@ -123,16 +123,22 @@ def verify(
     keys_dir: str | None, as_json: bool, use_sigstore: bool, cert_identity: str | None,
     cert_oidc_issuer: str | None, staging: bool, paths: tuple[str, ...],
 ) -> None:
-    """Verify overlays, signed folders and bundles as the strictest load policy would
-    admit them. Exit 0 when all verify; 1 when any fails or there is nothing to verify."""
+    """Verify overlays, signed folders and bundles (files, or oci://HOST/REPOSITORY:TAG
+    locations, pulled into a temporary folder) as the strictest load policy would admit
+    them. Exit 0 when all verify; 1 when any fails or there is nothing to verify."""
+    from codesuture.cli.common import local_targets
     from codesuture.ship import verify as verifying
 
     if use_sigstore:
         if not cert_identity or not cert_oidc_issuer:
             raise click.UsageError("--sigstore needs --cert-identity and --cert-oidc-issuer")
-        results = verifying.verify_paths_sigstore(paths, identity=cert_identity, issuer=cert_oidc_issuer, staging=staging)
     else:
         keys_dir = resolve_keys(keys_dir, required=True)
         assert keys_dir is not None
-        results = verifying.verify_paths(paths, keys_dir)
-    print_results(results, as_json)
+    with local_targets(paths) as local:
+        if use_sigstore:
+            results = verifying.verify_paths_sigstore(local, identity=cert_identity or "", issuer=cert_oidc_issuer or "",
+                                                      staging=staging)
+        else:
+            results = verifying.verify_paths(local, keys_dir or "")
+        print_results(results, as_json)

@@ -11,10 +11,13 @@ otherwise. Everything else (``__file__``, ``get_source`` for ``inspect``,
 Re-entrancy: while the finder works for a thread (admission reads files, imports
 ``cryptography`` the first time, logs a refusal through ``logging``), every import that
 thread makes bypasses the finder. The index never holds a standard-library module or
-one of CodeSuture's own (:func:`build_index` drops them with one log line, before the
-finder is installed), and the modules admission needs are imported by :func:`install`
-before the finder goes on ``sys.meta_path``, so a hostile store can never make the
-finder import through itself.
+one of CodeSuture's own, nor one of the libraries that verify signatures
+(``cryptography``, ``sigstore``: :func:`build_index` drops them with one log line,
+before the finder is installed), and CodeSuture's modules admission needs are imported
+by :func:`install` before the finder goes on ``sys.meta_path``, so a hostile store can
+never make the finder import through itself. ``cryptography`` itself is imported by
+the first signature check (a store whose overlays are never imported, or whose
+envelopes are malformed, never pays for it).
 """
 
 from __future__ import annotations
@@ -117,11 +120,19 @@ class OverlayFinder:
         pass
 
 
+#: Top-level modules the first signature check imports (``cryptography``'s Ed25519, with
+#: its bindings), and Sigstore's verifier: never indexed, so no import they make can
+#: reach an overlay's admission.
+_VERIFIERS = frozenset({"cryptography", "_cffi_backend", "_openssl", "sigstore"})
+
+
 def _never_overlaid(key: str) -> str | None:
     """Why the store key *key* is never loaded from a store, or None when it may be."""
     top = key.partition(".")[0]
     if top == "codesuture":
         return "CodeSuture never loads overlays of itself"
+    if top in _VERIFIERS:
+        return "CodeSuture never loads overlays of the libraries that verify signatures"
     if top in sys.stdlib_module_names and top != "__main__":
         return "CodeSuture never patches the standard library"
     return None
@@ -151,9 +162,11 @@ def _preimport(policy: Any) -> None:
 
     if getattr(policy, "keys_dir", None) is not None:
         import codesuture.trust.dsse  # noqa: F401
-        import codesuture.trust.keys  # noqa: F401  (cryptography's Ed25519)
         import codesuture.trust.overlay_set  # noqa: F401
         import codesuture.trust.statement  # noqa: F401
+    # Not cryptography (codesuture.trust.keys): it is imported by the first signature
+    # check (trust_root), with this thread's imports bypassing the finder, and the
+    # index never holds its modules (_never_overlaid).
 
 
 def install(store: Any, policy: Any, index: dict[str, list[Any]] | None = None) -> OverlayFinder | None:

@@ -39,6 +39,9 @@ class Loaded(namedtuple("_Loaded", "entry admitted policy")):
 
 #: store key -> the overlay this process loaded for it (for the healer and review).
 LOADED: dict[str, Loaded] = {}
+#: store key -> overlays loaded for it before the one in :data:`LOADED`, newest first
+#: (at most 4): a frame that started before the fleet watcher's swap still runs their code.
+EARLIER: dict[str, list[Loaded]] = {}
 
 
 class Resolved(namedtuple("_Resolved", "code meta entry_name signer")):
@@ -93,6 +96,10 @@ def resolve(key: str, entries: Sequence[Any], source: bytes, source_path: str, p
             from codesuture.overlay.package import check_installed
 
             check_installed(key, meta.package, source_path, log)
+        earlier = LOADED.get(key)
+        if earlier is not None:  # the fleet watcher applied a newer overlay live: code of this one may still run
+            EARLIER.setdefault(key, []).insert(0, earlier)
+            del EARLIER[key][4:]
         LOADED[key] = Loaded(entry, admitted, policy)
         log.info("loaded overlay %s for %s (%s)", entry.name, key, admitted.via)
         return Resolved(code, meta, entry.name, admitted.signer)
@@ -113,6 +120,24 @@ def loaded_patches(key: str) -> list[Any]:
     except CodeSutureError as exc:
         log.warning("patches of the overlay loaded for %s unknown: %s", key, getattr(exc, "reason", exc))
         return []
+
+
+def loaded_patch_sets(key: str) -> list[list[Any]]:
+    """The patch lists of the overlays this process loaded for *key*: the current one
+    (:data:`LOADED`) first, then the earlier ones (:data:`EARLIER`); lists that cannot
+    be read again are left out (logged)."""
+    from codesuture.errors import CodeSutureError
+    from codesuture.trust.policy import full_meta
+
+    out = []
+    for found in [LOADED.get(key), *EARLIER.get(key, [])]:
+        if found is None:
+            continue
+        try:
+            out.append(list(full_meta(found.entry, found.admitted, found.policy).patches))
+        except CodeSutureError as exc:
+            log.warning("patches of an overlay loaded for %s unknown: %s", key, getattr(exc, "reason", exc))
+    return out
 
 
 def _without_expired(code: types.CodeType, entry: Any, admitted: Any, policy: Any, source: bytes,

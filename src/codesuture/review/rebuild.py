@@ -36,7 +36,7 @@ def rebuild_for(store: str, python: str, app_root: str | None, output: str | Non
     """Rebuild every module of folder *store* for interpreter *python*. Raises
     :class:`~codesuture.errors.CodeSutureError` when *python* cannot be run."""
     from codesuture.overlay.model import OverlayMeta, overlay_expiry
-    from codesuture.overlay.names import META_SUFFIX, OVERLAY_SUFFIX, stem_for
+    from codesuture.overlay.names import OVERLAY_SUFFIX, stem_for
     from codesuture.patch.spec import PatchRecord
     from codesuture.ship.metadata import entries_of, signed_meta
     from codesuture.ship.rebuild import interpreter_tag, run_worker
@@ -82,8 +82,7 @@ def rebuild_for(store: str, python: str, app_root: str | None, output: str | Non
             package=meta.package,
         )
         with out.locked(key):
-            result.written = out.write_member(stem, OVERLAY_SUFFIX, data)
-            out.write_member(stem, META_SUFFIX, new_meta.dumps())
+            result.written = out.write_pair(stem, data, new_meta.dumps(), new_meta.overlay_sha256)
         result.patches = len(records)
     return results
 

@@ -140,15 +140,14 @@ def _rebuilt(entry: Any, meta: Any, kept: list[Any], app_root: str | None, pytho
 def _rewrite(entry: Any, meta: Any, kept: list[Any], data: bytes, now: float) -> None:
     """Replace *entry*'s overlay with *data* (its records: *kept*), unsigned."""
     from codesuture.overlay.model import interpreter_info
-    from codesuture.overlay.names import ENVELOPE_SUFFIX, META_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX
+    from codesuture.overlay.names import ENVELOPE_SUFFIX, OVERLAY_SUFFIX, SIGSTORE_SUFFIX
     from codesuture.util.clock import iso_utc
 
     python = interpreter_info() if entry.cache_tag == sys.implementation.cache_tag else meta.python
     new = meta._replace(overlay_sha256=hashlib.sha256(data).hexdigest(), python=python, created=iso_utc(now),
                         expires=overlay_expiry(kept), patches=kept)
     with entry.store.locked(meta.key):
-        entry.store.write_member(entry.name, OVERLAY_SUFFIX, data)
-        entry.store.write_member(entry.name, META_SUFFIX, new.dumps())
+        entry.store.write_pair(entry.name, data, new.dumps(), new.overlay_sha256)
         entry.store.remove_member(entry.name, ENVELOPE_SUFFIX)
         entry.store.remove_member(entry.name, SIGSTORE_SUFFIX)
 

@@ -178,20 +178,32 @@ def _load_observer(site: str, exc: str, frame: object) -> None:
     incidents, metrics; :func:`_ignore` when none) and shadow mode's hook, keep them,
     and observe this firing."""
     global _OBSERVE, _SHADOW
-    _OBSERVE = _ignore  # a firing while the observer is being made is not observed
-    try:
-        from codesuture.runtime.incidents import config, guard_observer
+    me = _thread.get_ident()
+    if _MAKING and _MAKING[0] == me:
+        return  # a firing inside the making of the observer itself (its imports) is not observed
+    with _MAKE_LOCK:  # other threads firing meanwhile wait for it: every firing is observed
+        if _OBSERVE is _load_observer:
+            _MAKING.append(me)
+            try:
+                from codesuture.runtime.incidents import config, guard_observer
 
-        _OBSERVE = guard_observer() or _ignore
-        if config().shadow:
-            from codesuture.runtime.shadow import note
+                observer = guard_observer() or _ignore
+                if config().shadow:
+                    from codesuture.runtime.shadow import note
 
-            _SHADOW = note
-    except Exception:  # noqa: BLE001 - contained (rule 7)
-        _OBSERVE = _ignore
+                    _SHADOW = note
+            except Exception:  # noqa: BLE001 - contained (rule 7)
+                observer = _ignore
+            finally:
+                _MAKING.clear()
+            _OBSERVE = observer
     _OBSERVE(site, exc, frame)
 
 
+#: The thread making the observer (a firing of its own is not observed), and the lock
+#: the others wait on meanwhile.
+_MAKING: list[int] = []
+_MAKE_LOCK = _thread.allocate_lock()
 #: Called as ``(site, exc, guarded frame)`` on every counted firing; made on the first.
 _OBSERVE: Callable[[str, str, Any], None] = _load_observer
 #: Shadow mode (:mod:`codesuture.runtime.shadow`): called as ``(site, guarded frame,

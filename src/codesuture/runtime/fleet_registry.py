@@ -48,6 +48,8 @@ def _short(digest: str) -> str:
 NETWORK_SECONDS = 30.0
 #: location -> the manifest digest of the bundle this process loaded at start-up.
 STARTED: dict[str, str] = {}
+#: location -> why the registry was not reached at start-up (the watcher says when it is again).
+UNREACHED: dict[str, str] = {}
 
 
 def bundle_at_start(s: Any) -> str | None:
@@ -91,6 +93,7 @@ def bundle_at_start(s: Any) -> str | None:
         why = (f"no answer within {s.pull_timeout:g} s (--pull-timeout)" if outcome is None
                else "another process of this host is still pulling" if outcome.status == "busy"
                else outcome.reason)
+        UNREACHED[s.overlays] = why
         if current is not None and current.path:
             log.warning("registry of %s not reached (%s): loading the last verified bundle %s (set v%d) from the "
                         "host cache", s.overlays, why, _short(current.digest), current.version)
@@ -122,7 +125,7 @@ class RegistryWatcher(Watcher):
         self.digest = STARTED.get(s.overlays)
         current = self.cache.current()
         self._told: set[str] = set(current.refused) if current is not None else set()
-        self._down: str | None = None
+        self._down: str | None = UNREACHED.get(s.overlays)
 
     def _loop(self) -> None:
         stopped = self._stopped

@@ -5,12 +5,13 @@ importing them: a start that never imports a module they patch never pays for th
 or in prod mode) puts one ``sys.meta_path`` finder in front that answers for nothing:
 for any name outside :data:`HOOKED` it is one set lookup. The first import of a hooked
 module (``threading``, ``socketserver``, ``http.server``, ``concurrent.futures`` /
-``asyncio``'s) takes this finder off ``sys.meta_path``, imports the hooks, installs
-them for the session (:func:`codesuture.runtime.hooks.install`, whose own finder
-then patches that module right after it executes, and the others later) and hands
-the look-up to them. When a hooked module is already imported at :func:`install`,
-the hooks are installed at once. Only ``sys`` is imported here; no
-``from __future__`` import (it is a module of its own to load).
+``asyncio``'s, the web frameworks' error handlers) takes this finder off
+``sys.meta_path``, imports the hooks, installs them for the session
+(:func:`codesuture.runtime.hooks.install`, whose own finder then patches that module
+right after it executes, and the others later) and hands the look-up to them. When
+a hooked module is already imported at :func:`install`, the hooks are installed at
+once. Only ``sys`` is imported here; no ``from __future__`` import (it is a module of
+its own to load).
 """
 
 import sys

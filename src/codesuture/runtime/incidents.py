@@ -4,8 +4,9 @@ of crash sites; and the registry that reapplies a known fingerprint's guard.
 **Incidents.** Every crash that reaches the healer, every heal, every refusal (the
 program handles the exception itself, the default would decide control flow, no
 diagnosis, prod report-only, dry run, an error), every guard firing (rate-limited per
-site: the first, then at most one per :data:`GUARD_INTERVAL` seconds, carrying how many
-firings it stands for) and every live rollback is one JSON object on one line::
+site: the first, then at most one line per :data:`GUARD_INTERVAL` seconds, carrying how
+many firings it stands for; those held back are flushed at exit, so the ``firings`` of
+a site add up exactly) and every live rollback is one JSON object on one line::
 
     {"time": "2025-01-02T03:04:05Z", "kind": "guard_fired", "fingerprint": "3f9c...",
      "site": "app.users:12 get_name", "guard": "key_guard", "exception": "KeyError",
@@ -348,20 +349,87 @@ def site_fingerprint(site: str) -> str:
     return fp or ""
 
 
+#: site -> (exception, qualified name) of its firings held back since its last line.
+_HELD: dict[str, tuple[str, str]] = {}
+_GUARD_LOCK = threading.Lock()
+_FLUSH_HOOKED = [False]
+
+
 def _guard_incident(site: str, exc: str, frame: Any) -> None:
     """Write a ``guard_fired`` incident for the first firing of *site* and then at most
-    one per :data:`GUARD_INTERVAL` seconds, each with the firings it stands for."""
-    since = _SINCE.get(site, 0) + 1
+    one per :data:`GUARD_INTERVAL` seconds, each with the firings it stands for. The
+    rate limit applies to lines, never to the count: firings held back are written by
+    the next line of the site or, at the latest, when the process exits
+    (:func:`flush`), so the ``firings`` of a site's lines add up to its firings exactly,
+    across threads too."""
     now = time.monotonic()
-    last = _LAST.get(site)
+    with _GUARD_LOCK:
+        since = _SINCE.get(site, 0) + 1
+        last = _LAST.get(site)
+        if last is not None and now - last < GUARD_INTERVAL:
+            _SINCE[site] = since
+            _HELD[site] = (exc, frame.f_code.co_qualname)
+            hook = not _FLUSH_HOOKED[0]
+            _FLUSH_HOOKED[0] = True
+        else:
+            _LAST[site], _SINCE[site] = now, 0
+            _HELD.pop(site, None)
+            hook = False
+    if hook:
+        _hook_flush()
     if last is not None and now - last < GUARD_INTERVAL:
-        _SINCE[site] = since
         return
-    _LAST[site], _SINCE[site] = now, 0
+    _emit_fired(site, exc, frame.f_code.co_qualname, since)
+
+
+def _emit_fired(site: str, exc: str, qualname: str, firings: int) -> None:
     guard, _, where = site.partition("@")
     counts = getattr(sys.modules.get("codesuture.runtime.events"), "COUNTS", {})
-    emit(new("guard_fired", site=f"{where} {frame.f_code.co_qualname}", guard=guard, exception=exc,
-             fingerprint=site_fingerprint(site), firings=since, total=counts.get(site, since)))
+    emit(new("guard_fired", site=f"{where} {qualname}", guard=guard, exception=exc,
+             fingerprint=site_fingerprint(site), firings=firings, total=counts.get(site, firings)))
+
+
+def flush() -> int:
+    """Write one ``guard_fired`` line per site for the firings held back by the rate
+    limit since its last line. Runs at exit (registered on the first held-back firing:
+    with :mod:`atexit`, and at threading shutdown, which also runs in ``multiprocessing``
+    children that end with ``os._exit``); safe to call any time. Returns the lines
+    written. Never raises."""
+    try:
+        with _GUARD_LOCK:
+            held = [(site, n, *_HELD.get(site, ("", "?"))) for site, n in _SINCE.items() if n > 0]
+            for site, *_ in held:
+                _SINCE[site] = 0
+                _LAST[site] = time.monotonic()
+        for site, n, exc, qualname in held:
+            _emit_fired(site, exc, qualname, n)
+        return len(held)
+    except Exception:  # noqa: BLE001 - contained (rule 7), even at shutdown
+        return 0
+
+
+def _hook_flush() -> None:
+    try:
+        import atexit
+
+        atexit.register(flush)
+        register = getattr(threading, "_register_atexit", None)  # before non-daemon threads are joined
+        if register is not None:
+            try:
+                register(flush)
+            except RuntimeError:  # already shutting down: atexit still runs
+                pass
+        os.register_at_fork(after_in_child=_forget_held)
+    except Exception as exc:  # noqa: BLE001 - contained (rule 7)
+        log.debug("guard firings held back will not be flushed at exit: %r", exc)
+
+
+def _forget_held() -> None:
+    """A forked child: the firings held back are its parent's (the parent writes them)."""
+    global _GUARD_LOCK
+    _GUARD_LOCK = threading.Lock()
+    _SINCE.clear()
+    _HELD.clear()
 
 
 def _metrics() -> Any:
@@ -655,4 +723,5 @@ def records_in(location: str) -> list[Any]:
 __all__ = [
     "KINDS", "REASONS", "Config", "configure", "config", "record", "emit", "new", "line", "site_text",
     "exception_site", "note_record", "site_fingerprint", "guard_observer", "fingerprint", "normalized", "exception_kind", "Registry", "records_in",
+    "flush",
 ]

@@ -118,8 +118,35 @@ class Ledger:
                 fs.lineage.append(live.code)
             self._functions[ident] = fs
             self._codes[id(original)] = fs
+        elif live.code is not fs.original and id(live.code) not in fs.maps:
+            self._known_live(fs, live)
         self._codes[id(live.code)] = fs
         return fs
+
+    def _known_live(self, fs: FunctionState, live: Any) -> None:
+        """*live* runs code of an overlay the fleet watcher swapped in after this ledger
+        first patched the function (a race with another process's write): when the
+        records of an overlay loaded for it rebuild that code, learn its origin map and
+        take its records in, so the crash there is healed (and the merge stays total)."""
+        from codesuture.errors import CodeSutureError
+        from codesuture.loader.resolve import loaded_patch_sets
+        from codesuture.patch.synthesize import synthesize_all
+
+        ident = (live.code.co_qualname, live.code.co_firstlineno)
+        for recs in loaded_patch_sets(fs.key):
+            mine = [r for r in recs if (r.qualname, r.firstlineno) == ident]
+            if not mine:
+                continue
+            try:
+                synth = synthesize_all(fs.original, mine)
+            except CodeSutureError:
+                continue
+            if synth.code == live.code:
+                fs.maps[id(live.code)] = synth.origin
+                fs.lineage.append(live.code)
+                self._codes[id(live.code)] = fs
+                self.apply(fs, merge(fs.records, mine))  # every live copy runs all the patches again
+                return
 
     def original_site(self, live: Any, fs: FunctionState) -> Any:
         """The crash site *live* translated to the function's original code. Raises
@@ -203,11 +230,12 @@ def _original_code(key: str, live: Any) -> tuple[types.CodeType, tuple[tuple[int
     """``(original code, (origin map of the live code or None, records in it))``: the
     live code itself when it is unpatched; else, for a function loaded from an overlay,
     the function recompiled from source (checked to give the live code)."""
-    from codesuture.loader.resolve import loaded_patches
+    from codesuture.loader.resolve import loaded_patch_sets
 
     code = live.code
-    recs = [r for r in loaded_patches(key) if (r.qualname, r.firstlineno) == (code.co_qualname, code.co_firstlineno)]
-    if not recs:
+    ident = (code.co_qualname, code.co_firstlineno)
+    sets = [s for s in ([r for r in recs if (r.qualname, r.firstlineno) == ident] for recs in loaded_patch_sets(key)) if s]
+    if not sets:
         return code, (None, [])
     from codesuture.overlay.build import compile_module
     from codesuture.patch.synthesize import find_code, synthesize_all
@@ -217,10 +245,16 @@ def _original_code(key: str, live: Any) -> tuple[types.CodeType, tuple[tuple[int
     original = find_code(module_code, code.co_qualname, code.co_firstlineno)
     if original is None:
         raise PatchError(f"{code.co_qualname} not found in {live.filename}")
-    synth = synthesize_all(original, recs)
-    if synth.code != code:
-        raise PatchError(f"{code.co_qualname} runs code that its overlay's records do not rebuild; refusing to patch it")
-    return original, (synth.origin, recs)
+    # The crashed frame may run code older than the overlay loaded last: the fleet
+    # watcher admits another process's overlay (LOADED) and then swaps it in, while a
+    # frame already running the source's code, or an earlier overlay's, crashes.
+    for recs in sets:
+        synth = synthesize_all(original, recs)
+        if synth.code == code:
+            return original, (synth.origin, recs)
+    if code == original:  # the source's own code: unpatched (the watcher merges the overlay in after)
+        return code, (None, [])
+    raise PatchError(f"{code.co_qualname} runs code that its overlay's records do not rebuild; refusing to patch it")
 
 
 __all__ = ["Ledger", "FunctionState", "merge"]

@@ -161,15 +161,24 @@ def main_code_for(target: Target, index: "dict[str, list[Any]] | None", policy: 
 
 
 def _cached_code(path: str) -> "types.CodeType":
-    """The module code of the source file *path*, through its bytecode cache (PEP 3147:
-    ``__pycache__``, or ``sys.pycache_prefix``; written unless ``sys.dont_write_bytecode``),
-    as every imported module's: the builtin :func:`compile` would build the ``ast``
-    module's 100-odd node classes on every start (``PyAST_Check``), the largest part of
-    a start-up's cost. ``importlib.machinery`` is loaded already (``runpy`` imports it).
-    Raises OSError when the file cannot be read, SyntaxError as Python would."""
+    """The module code of the source file *path*, through the bytecode cache as the
+    interpreter is configured (PEP 3147, validated like every imported module's): a
+    current ``__pycache__`` entry beside it is used (``python -m compileall``, or the
+    script also imported as a module), and one is written only into the
+    ``sys.pycache_prefix`` tree (``PYTHONPYCACHEPREFIX``), never beside the script, as
+    ``python script.py`` writes nothing there. The builtin :func:`compile` builds the
+    ``ast`` module's 100-odd node classes on its first call (``PyAST_Check``), the
+    largest part of a start-up's cost; a cached script skips it. ``importlib.machinery``
+    is loaded already (``runpy`` imports it). Raises OSError when the file cannot be
+    read, SyntaxError as Python would."""
     from importlib.machinery import SourceFileLoader
 
-    code = SourceFileLoader("__main__", path).get_code("__main__")
+    class _Loader(SourceFileLoader):
+        def set_data(self, path: str, data: "Any", *, _mode: int = 0o666) -> None:
+            if sys.pycache_prefix is not None:  # a tree of its own: nothing beside the script
+                super().set_data(path, data, _mode=_mode)
+
+    code = _Loader("__main__", path).get_code("__main__")
     if code is None:  # pragma: no cover - a source loader always has code
         raise OSError(f"no code for {path}")
     return code
@@ -274,7 +283,8 @@ def run(
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     except OSError as exc:
-        print(f"{sys.executable}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable  # as python names itself
+        print(f"{python}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
         return 2
     from codesuture.runtime import effects, rerun
     from codesuture.runtime.replay import Replays

@@ -231,22 +231,23 @@ def open_store(s: "Settings", session: Session) -> bool:
         return not s.require_overlays
     from codesuture.errors import CodeSutureError
     from codesuture.loader.finder import build_index, install
-    from codesuture.trust.policy import LoadPolicy
 
-    policy = LoadPolicy.from_settings(s)
+    strict = s.require_overlays and (store.kind == "bundle" or s.keys is not None)
     try:
         index = build_index(store)
-        if s.require_overlays and (store.kind == "bundle" or s.keys is not None):
-            from codesuture.trust.policy import store_set
+        if index or strict:  # an empty store never loads the policy (hashlib, json, the trust modules)
+            from codesuture.trust.policy import LoadPolicy, store_set
 
-            store_set(store, policy)
+            policy = LoadPolicy.from_settings(s)
+            if strict:
+                store_set(store, policy)
     except CodeSutureError as exc:
         log.warning("overlays not loaded from %s: %s", s.overlays, getattr(exc, "reason", exc))
         if s.require_overlays:
             log.error("--require-overlays: the overlay store %s cannot be used", s.overlays)
             return False
         return True
-    session.finder = install(store, policy, index)
+    session.finder = install(store, policy, index) if index else None
     if not s.prod and s.heal and store.kind == "directory" and store.stale_temps:
         store.clean_stale_temps()
     return True

@@ -124,7 +124,7 @@ def _sbom_of(bundle: bytes, output: str | os.PathLike[str]) -> bytes:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(bundle)
-        store = BundleStore(tmp)
+        store = BundleStore(tmp, budget=None)
         try:
             text, _ = render(store)
         finally:

@@ -24,7 +24,8 @@ Plain HTTP is used for a registry on a loopback address, or with ``plain_http``;
 anything else is HTTPS with certificate verification. Credentials: ``~/.docker/config.json``
 (``auths``, ``credsStore``, ``credHelpers``: ORAS reads them as docker does), or a
 username and password given to :class:`Client` (the CLI reads the password from an
-environment variable, never from its command line).
+environment variable, never from its command line); sent as the registry's challenge
+asks: the distribution token flow, or HTTP basic for an htpasswd registry.
 
 ``oras`` and ``requests`` are imported when a :class:`Client` is made: only by a
 command or a process that uses an ``oci://`` location (``pip install codesuture[oci]``).
@@ -161,9 +162,10 @@ class Client:
             if r.status_code in (401, 403):
                 challenge = r.headers.get("Www-Authenticate", "")
                 basic = getattr(self.auth, "_basic_auth", None)  # what ORAS read from docker's config, or ours
-                if challenge.lower().startswith("basic") and basic:
-                    headers["Authorization"] = f"Basic {basic}"
-                    changed = True
+                if challenge.lower().startswith("basic"):  # an htpasswd registry: no token flow
+                    if basic:
+                        headers["Authorization"] = f"Basic {basic}"
+                    changed = bool(basic)
                 else:
                     headers, changed = self.auth.authenticate_request(r, headers)
                 if changed:
@@ -189,6 +191,9 @@ class Client:
         r = self._request("HEAD", self._url("manifests", self.ref.reference), headers={"Accept": MEDIA_MANIFEST})
         if r.status_code == 404:
             raise RegistryError(self.ref, "no such tag in the registry")
+        if r.status_code in (401, 403):
+            raise RegistryError(self.ref, f"HTTP {r.status_code}: the registry wants credentials (~/.docker/config.json, "
+                                          "or --username with --password-env)")
         if r.status_code != 200:
             raise RegistryError(self.ref, f"manifest lookup answered HTTP {r.status_code}")
         digest = r.headers.get("Docker-Content-Digest", "")
@@ -268,6 +273,17 @@ class Client:
 
     # ------------------------------------------------------------------ writing
 
+    def _basic_challenge(self) -> bool:
+        """Whether the registry asks for HTTP basic authentication (an htpasswd
+        registry) rather than the distribution token flow (one ``GET /v2/``)."""
+        try:
+            self.requests += 1
+            r = self.session.request("GET", f"{self.prefix}://{self.ref.registry}/v2/", timeout=self._timeout())
+        except Exception as exc:  # requests' ConnectionError, Timeout, ...
+            raise RegistryError(self.ref, f"push failed: {_short(exc)}") from None
+        r.close()
+        return r.status_code == 401 and r.headers.get("Www-Authenticate", "").lower().startswith("basic")
+
     def push(self, bundle: str, set_bytes: bytes, config: dict[str, Any], annotations: dict[str, str]) -> str:
         """Push bundle file *bundle* and its signed set as the artifact above, tagged
         with the location's tag. Returns the manifest digest. Raises RegistryError."""
@@ -283,7 +299,8 @@ class Client:
                                (config_path, json.dumps(config, sort_keys=True).encode())):
                 with open(path, "wb") as out:
                     out.write(data)
-            registry = _registry_class()(hostname=self.ref.registry, insecure=self.insecure)
+            registry = _registry_class()(hostname=self.ref.registry, insecure=self.insecure,
+                                         auth_backend="basic" if self._basic_challenge() else "token")
             registry.session.headers["User-Agent"] = self.agent
             if self.ref.loopback:
                 registry.session.trust_env = False
@@ -317,3 +334,27 @@ def _short(exc: BaseException) -> str:
 
 __all__ = ["Client", "Artifact", "MEDIA_BUNDLE", "MEDIA_SET", "MEDIA_CONFIG", "MAX_PULL_BYTES", "MAX_MANIFEST_BYTES",
            "ANNOTATION_SET_NAME", "ANNOTATION_SET_VERSION", "ANNOTATION_SIGNER"]
+
+
+def pull_to(location: str, directory: str, *, plain_http: bool = False) -> tuple[str, str]:
+    """Pull the bundle at *location* (``oci://...:TAG`` or ``@sha256:...``) into folder
+    *directory*, for review: ``(bundle path, manifest digest)``. The registry's bytes
+    are checked against their digests and caps only; what the bundle holds is for the
+    review command to verify. Raises RegistryError or BundleError."""
+    from codesuture.util.ociref import parse
+
+    try:
+        ref = parse(location)
+    except ValueError as exc:
+        raise RegistryError(location, str(exc)) from None
+    client = Client(ref, plain_http=plain_http)
+    digest = client.resolve()
+    _, set_raw, bundle_raw = client.pull(digest)
+    name = f"{ref.repository.replace('/', '_')}@{digest[7:19]}.cso"
+    path = os.path.join(directory, name)
+    with open(path, "xb") as fh:
+        fh.write(bundle_raw)
+    return path, digest
+
+
+__all__ += ["pull_to"]

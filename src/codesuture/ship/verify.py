@@ -118,7 +118,7 @@ def verify_paths(paths: Iterable[str | os.PathLike[str]], keys_dir: str | os.Pat
         if os.path.isdir(p):
             results += verify_store(DirectoryStore(p, budget=None), root, kd, now)
         elif os.path.isfile(p) and not p.endswith(OVERLAY_SUFFIX):
-            results += verify_store(BundleStore(p), root, kd, now)
+            results += verify_store(BundleStore(p, budget=None), root, kd, now)
         elif os.path.isfile(p):
             from codesuture.trust.policy import LoadPolicy, admit
 

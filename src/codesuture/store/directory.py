@@ -9,7 +9,9 @@ per process. So a hostile folder costs at most one listing of 4096 names plus 64
 read and hashed, whatever it holds.
 
 Writes (dev mode only) are atomic and serialized per store key with ``flock`` on
-``.<key>.lock``; temporary files a killed writer left are removed under that lock.
+``.<key>.lock``; temporary files a killed writer left are removed under that lock. An
+overlay and its sidecar are written as a durable pair (:meth:`DirectoryStore.write_pair`):
+a kill at any point leaves the previous pair or the new one readable, never neither.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import os
 
 from codesuture.errors import FileError, OverlayError
-from codesuture.overlay.names import OVERLAY_SUFFIX, SET_NAME, parse_stem, split_member
+from codesuture.overlay.names import META_SUFFIX, OVERLAY_SUFFIX, SET_NAME, parse_stem, split_member
 from codesuture.store import Entry
 from codesuture.util import files
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot pa
 MAX_ENTRIES = 4096
 #: At most this many bytes are read from one store per process (then reads are refused).
 READ_BUDGET = 64 * 1024 * 1024
+#: Suffix of the content-addressed copy of an overlay being written (:meth:`DirectoryStore.write_pair`).
+NEXT_SUFFIX = ".next"
 
 
 class DirectoryStore:
@@ -97,8 +101,8 @@ class DirectoryStore:
                 for n, de in enumerate(it):
                     if n >= MAX_ENTRIES:
                         raise OverlayError(self.directory, f"holds more than {MAX_ENTRIES} entries: refusing to index it")
-                    if de.name.endswith(files.TEMP_SUFFIX) and de.name.startswith("."):
-                        self.stale_temps.append(de.name)
+                    if de.name.startswith(".") and de.name.endswith((files.TEMP_SUFFIX, NEXT_SUFFIX)):
+                        self.stale_temps.append(de.name)  # a killed writer's temp file or unfinished pair
                     elif de.name.endswith(OVERLAY_SUFFIX):
                         names.append(de.name)
         except FileNotFoundError:
@@ -177,6 +181,16 @@ class DirectoryStore:
         locked by a live writer. Returns how many keys were cleaned."""
         done = 0
         for n in sorted(set(self.stale_temps)):
+            if n.endswith(NEXT_SUFFIX):  # an unfinished pair: .<stem>.<digest16>.next
+                stem = n[1:-len(NEXT_SUFFIX)].rsplit(".", 1)[0]
+                parsed = parse_stem(stem)
+                if parsed is not None:
+                    with contextlib.suppress(Exception), \
+                            files.locked(self.lock_path(parsed[0]), blocking=False) as got:  # contained (rule 7)
+                        if got:
+                            self._finish_pair(stem)
+                            done += 1
+                continue
             split = split_member(n[1:].rsplit(".", 3)[0])
             parsed = parse_stem(split[0]) if split else None
             if parsed is None:
@@ -187,13 +201,71 @@ class DirectoryStore:
                     done += 1
         return done
 
+    def _finish_pair(self, stem: str) -> None:
+        """Step 3 of :meth:`write_pair` for a writer killed after its commit point: the
+        ``.next`` copy the sidecar names becomes ``<stem>.overlay``; copies the sidecar
+        does not name are dropped. Under the key's lock. Raises OSError, FileError."""
+        import hashlib
+        import json
+
+        from codesuture.overlay.names import MAX_META_BYTES, MAX_OVERLAY_BYTES
+
+        raw = files.read_regular(os.path.join(self.directory, stem + META_SUFFIX), MAX_META_BYTES, root=self.root)
+        digest = json.loads(raw).get("overlay_sha256", "") if raw else ""
+        if isinstance(digest, str) and len(digest) == 64:
+            data = self.pending_overlay(stem, digest, MAX_OVERLAY_BYTES)
+            if data is not None and hashlib.sha256(data).hexdigest() == digest:
+                self.write_member(stem, OVERLAY_SUFFIX, data)
+        self._remove_next(stem)
+
     def write_member(self, stem: str, suffix: str, data: bytes) -> str:
         """Atomically write ``<stem><suffix>``; returns its path. Raises ``OSError``."""
         return files.atomic_write(os.path.join(self.directory, stem + suffix), data)
+
+    def write_pair(self, stem: str, overlay: bytes, sidecar: bytes, digest: str) -> str:
+        """Write overlay *stem*'s bytes and its metadata sidecar (whose
+        ``overlay_sha256`` is *digest*) so that a reader always finds a valid pair, even
+        after a kill at any point: the previous pair stays valid until the new one is
+        complete. Call it under :meth:`locked` for the stem's key.
+
+        1. the new overlay bytes, content-addressed, in ``.<stem>.<digest[:16]>.next``;
+        2. the sidecar (the commit point: it names the new digest);
+        3. ``<stem>.overlay``;
+        4. the ``.next`` copies of *stem* removed.
+
+        A reader that finds the sidecar's digest differing from ``<stem>.overlay``
+        (killed between 2 and 3) reads the ``.next`` copy the sidecar names instead
+        (:meth:`pending_overlay`). Each file is written atomically (:func:`files.atomic_write`).
+        Returns the overlay path. Raises ``OSError``."""
+        self.write_member(f".{stem}", f".{digest[:16]}{NEXT_SUFFIX}", overlay)
+        self.write_member(stem, META_SUFFIX, sidecar)
+        path = self.write_member(stem, OVERLAY_SUFFIX, overlay)
+        self._remove_next(stem)
+        return path
+
+    def pending_overlay(self, stem: str, digest: str, limit: int) -> bytes | None:
+        """The overlay bytes a :meth:`write_pair` killed after its commit point left in
+        ``.<stem>.<digest[:16]>.next``, or None. Raises :class:`OverlayError` as
+        :meth:`read` does."""
+        if len(digest) < 16 or any(c not in "0123456789abcdef" for c in digest[:16]):
+            return None
+        return self.read(f".{stem}.{digest[:16]}{NEXT_SUFFIX}", limit)
+
+    def _remove_next(self, stem: str) -> None:
+        """Remove *stem*'s ``.next`` copies and the temporary files of killed writers of
+        them (the caller holds the key's lock, so none is a live writer's)."""
+        prefix = f".{stem}."
+        with contextlib.suppress(OSError):
+            for n in os.listdir(self.directory):
+                copy = n.startswith(prefix) and n.endswith(NEXT_SUFFIX) and len(n) == len(prefix) + 16 + len(NEXT_SUFFIX)
+                temp = n.startswith("." + prefix) and n.endswith(files.TEMP_SUFFIX) and NEXT_SUFFIX + "." in n
+                if copy or temp:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, n))
 
     def remove_member(self, stem: str, suffix: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.directory, stem + suffix))
 
 
-__all__ = ["DirectoryStore", "MAX_ENTRIES", "READ_BUDGET"]
+__all__ = ["DirectoryStore", "MAX_ENTRIES", "READ_BUDGET", "NEXT_SUFFIX"]

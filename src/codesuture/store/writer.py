@@ -96,8 +96,7 @@ def write_overlay(
             expires=overlay_expiry(patches), tier=tier, patches=patches,
             package=package,
         )
-        path = store.write_member(stem, OVERLAY_SUFFIX, data)
-        store.write_member(stem, META_SUFFIX, meta.dumps())
+        path = store.write_pair(stem, data, meta.dumps(), meta.overlay_sha256)  # durable: never a mismatched pair
         # A signature over earlier bytes no longer applies (the healer never writes
         # where a signed overlay lives; this covers a hand-made store).
         store.remove_member(stem, ENVELOPE_SUFFIX)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds at start-up
+    from typing import Any
 
 from codesuture.errors import TrustError
 from codesuture.overlay.model import package_field

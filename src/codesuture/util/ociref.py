@@ -1,24 +1,10 @@
-"""OCI locations: ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``.
-
-Standard library only (settings parse a location on the boot path). The grammar is
-the OCI distribution spec's: a repository is one or more ``/``-separated components of
-``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``; a tag matches ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``;
-a digest is ``sha256:`` and 64 lower-case hex digits. A location without a tag or
-digest is refused (a fleet follows one named tag, never an implied ``latest``).
-"""
+"""OCI locations: ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``, parsed into a
+:class:`Reference` (settings check a location with :func:`split_oci` when they load).
+Standard library only; ``re`` and ``ipaddress`` are imported when a location is used."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
 SCHEME = "oci://"
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
 
 
 def is_oci(location: object) -> bool:
@@ -67,6 +53,8 @@ class Reference:
     def loopback(self) -> bool:
         """Whether the registry is on this machine (``localhost`` or a loopback address):
         the only place plain HTTP is allowed without ``--plain-http``."""
+        import ipaddress
+
         host = self.host.lower()
         if host == "localhost":
             return True
@@ -79,34 +67,47 @@ class Reference:
         return Reference(self.registry, self.repository, None, digest)
 
 
-def parse(location: str) -> Reference:
-    """Parse ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)``. Raises ValueError with a
-    sentence saying what is wrong."""
+def split_oci(location: str) -> tuple[str, str, str | None, str | None]:
+    """``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)`` -> ``(registry, repository,
+    tag, digest)``, one of the last two None. The grammar is the OCI distribution
+    spec's: a repository is ``/``-separated components of
+    ``[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*``; a tag matches
+    ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``; a digest is ``sha256:`` and 64 lower-case hex
+    digits. A location without a tag or digest is refused (a fleet follows one named
+    tag, never an implied ``latest``). Raises ValueError saying what is wrong."""
+    import re
+
+    component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     text = location.strip()
-    if not text.startswith(SCHEME):
+    if not text.startswith("oci://"):
         raise ValueError(f"{location!r} is not an OCI location (oci://HOST[:PORT]/REPOSITORY:TAG)")
-    rest = text[len(SCHEME):]
-    registry, slash, path = rest.partition("/")
+    registry, slash, path = text[len("oci://"):].partition("/")
     if not slash or not registry or not path:
         raise ValueError(f"{location!r}: give a registry and a repository (oci://HOST[:PORT]/REPOSITORY:TAG)")
-    if not _HOST.match(registry) or (":" in registry and not registry.startswith("[")
-                                      and not 0 < int(registry.rpartition(":")[2]) < 65536):
+    host_ok = re.match(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::([0-9]{1,5}))?$", registry)
+    if not host_ok or (host_ok.group(1) is not None and not 0 < int(host_ok.group(1)) < 65536):
         raise ValueError(f"{location!r}: {registry!r} is not a registry host[:port]")
     tag = digest = None
     if "@" in path:
         path, _, digest = path.partition("@")
-        if not _DIGEST.match(digest):
+        if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
             raise ValueError(f"{location!r}: {digest!r} is not a sha256 digest (sha256:<64 hex digits>)")
     else:
-        head, colon, tail = path.rpartition(":")
-        if not colon:
+        head, colon, tag = path.rpartition(":")
+        if not colon or "/" in tag:
             raise ValueError(f"{location!r}: name a tag (REPOSITORY:TAG) or a digest (REPOSITORY@sha256:...)")
-        path, tag = head, tail
-        if not _TAG.match(tag):
+        path = head
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", tag):
             raise ValueError(f"{location!r}: {tag!r} is not a valid tag")
-    if not _REPOSITORY.match(path):
+    if not re.match(rf"^{component}(?:/{component})*$", path):
         raise ValueError(f"{location!r}: {path!r} is not a valid repository name (lower-case components separated by /)")
-    return Reference(registry, path, tag, digest)
+    return registry, path, tag, digest
 
 
-__all__ = ["SCHEME", "Reference", "is_oci", "parse"]
+def parse(location: str) -> Reference:
+    """Parse ``oci://HOST[:PORT]/REPOSITORY(:TAG|@sha256:HEX)`` (:func:`split_oci`).
+    Raises ValueError with a sentence saying what is wrong."""
+    return Reference(*split_oci(location))
+
+
+__all__ = ["SCHEME", "Reference", "is_oci", "parse", "split_oci"]
