@@ -9,6 +9,7 @@ used right after (its consumer): ``()`` when it is sized or iterated (``len()``,
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -263,10 +264,34 @@ def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_cod
     if verdict.action == "heal" and verdict.returned:
         frame = _site_frame(exc, live_code or site.code)
         callers = flow.traceback_callers(exc.__traceback__, frame) if frame is not None else []
-        why = flow.callers_verdict(callers, verdict.returned)
+        why = flow.callers_verdict(_receivers(live_code or site.code, callers), verdict.returned)
         if why:
             return flow.Verdict("refuse", why, returned=verdict.returned)
     return verdict
+
+
+#: Code flags of a generator, coroutine or async generator: its ``return`` value ends
+#: in ``StopIteration.value`` (or a Task's result), not in the result of a call.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _receivers(code: Any, callers: list[Any]) -> list[Any]:
+    """The prefix of *callers* (``(code, lasti, globals)``, innermost first) that
+    receive the value *code* returns, each from the one below it. A coroutine or
+    generator returns to the coroutine awaiting it (``await`` / ``yield from``, a
+    SEND in that frame); the plain frame above the outermost one (an event loop's
+    ``Handle._run``, a ``for`` loop, a caller of ``send()``) gets ``StopIteration`` or
+    the value lands in a Task's result: it is no receiver, and the walk stops there.
+    That frame may also have finished already (a Task reported at garbage collection):
+    its instruction offset then is no call at all."""
+    out: list[Any] = []
+    inner = code
+    for entry in callers:
+        if getattr(inner, "co_flags", 0) & _RESUMABLE and not entry[0].co_flags & _RESUMABLE:
+            break
+        out.append(entry)
+        inner = entry[0]
+    return out
 
 
 def _site_frame(exc: BaseException, code: Any) -> Any:
