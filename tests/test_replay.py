@@ -183,3 +183,30 @@ def test_watch_does_not_start_a_run_with_side_effects_again(tmp_path: Path) -> N
     shutil.rmtree(tmp_path / "overlays")
     restarted = run([PY, "-m", "codesuture", "watch", pure], tmp_path, clean_env())
     assert restarted.returncode == 0 and "1 restart(s), exit code 0" in restarted.stderr, restarted
+
+
+THREE_SITES = '''
+def work(i):
+    d = {}
+    if i == 0:
+        return d["k0"]
+    if i == 1:
+        return d["k1"]
+    return d["k2"]
+'''
+
+
+def test_each_fresh_run_heals_one_more_site_of_a_function_loaded_from_its_overlay(tmp_path: Path) -> None:
+    """A replay is a fresh run that loads the function from its overlay; healing another
+    site there rebuilds the function from the overlay's records, which must give the code
+    that was loaded (records read back from JSON and records made in the process build
+    the same constant table)."""
+    write(tmp_path / "shared.py", THREE_SITES)
+    main = write(tmp_path / "main.py", "import sys\nimport shared\nprint('RESULT', [shared.work(int(a)) for a in sys.argv[1:]])\n")
+    for sites in (["1"], ["0"], ["2"]):
+        r = run([*RUN, "--retries", "0", main, *sites], tmp_path, clean_env())
+        assert len(_lines(r.stderr, "WARNING patched shared:")) == 1 and "not healed" not in r.stderr, r
+    r = run([*RUN, main, "0", "1", "2"], tmp_path, clean_env())
+    assert r.returncode == 0 and r.results() == ["RESULT [None, None, None]"] and "patched" not in r.stderr, r
+    audit = run([PY, "-m", "codesuture", "audit", tmp_path / "overlays"], tmp_path, clean_env())
+    assert audit.returncode == 0 and audit.stdout.startswith("ok") and "(3 patch(es)" in audit.stdout, audit

@@ -149,6 +149,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
         work[rw.start : rw.stop] = rw.body
         tails.extend(rw.tail)
     work.extend(tails)
+    _intern_constants(work)
     bc.clear()
     bc.extend(work)
     names = ", ".join(sorted({r.guard.guard for r in records}))
@@ -164,6 +165,33 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     after = listing(now_real)
     added, removed = _delta(before if before is not None else listing(originals), after)
     return Synthesis(new, added, removed, before if before is not None else listing(originals), after, origin)
+
+
+def _intern_constants(work: list[Any]) -> None:
+    """Intern the identifier-like ``str`` constants loaded by *work* (also inside
+    tuples), as the code object constructor will anyway. ``bytecode`` merges equal
+    constants by their marshalled bytes, which differ between an interned string and an
+    equal one that is not yet (``'None'`` written in CodeSuture's code, or read from a
+    record's JSON): without this, one function healed at two sites got a different
+    constant table depending on where each record came from, so a process that had
+    loaded the overlay could not rebuild its code from the records (and refused to heal
+    a third site), and ``sign`` could not rebuild the overlay."""
+    for ins in work:
+        if isinstance(ins, Instr) and ins.name == "LOAD_CONST" and type(ins.arg) in (str, tuple):
+            ins.arg = _interned(ins.arg)
+
+
+def _interned(value: Any) -> Any:
+    """*value* with its identifier-like ``str`` (also inside tuples) interned; other
+    values as they are."""
+    import sys
+
+    if type(value) is str:
+        return sys.intern(value) if value.isascii() and value.replace("_", "a").isalnum() else value
+    if type(value) is tuple:
+        items = tuple(_interned(v) for v in value)
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
 
 
 def _firing(code: types.CodeType, work: list[Any], originals: list[Any], rec: PatchRecord) -> Any:
