@@ -92,6 +92,9 @@ CASES = [
          ("value = open(p).read()",), "open(p).read()", "''"),
     Case("callable_guard", "callable_guard", "TypeError", (("f", "None"),),
          ("value = f(1)",), "f(1)", "None"),
+    # A structural exception raised by a call into C: a handler scoped to that call.
+    Case("call_guard", "call_guard", "TypeError", (("x", "None"),),
+         ("value = len(x)",), "len(x)", "0"),
 ]
 
 CONTEXTS = ["function", "method", "classmethod", "staticmethod", "closure", "lambda", "listcomp",
@@ -246,6 +249,19 @@ CONSUMER_CASES = [
          ("value = a % b",), "", "0"),
     Case("division-itruediv", "division_guard", "ZeroDivisionError", (("a", "5"), ("b", "0")),
          ("a /= b", "value = a"), "", "0.0"),
+    # consumer first: the method read next decides (not the other values' int)
+    Case("key-upper", "key_guard", "KeyError", (("user", "{'id': 2}"),),
+         ("value = user['name'].upper()",), "", "''"),
+    Case("key-format-spec", "key_guard", "KeyError", (("d", "{'a': 'x'}"),),
+         ("value = f\"{d['b']:.1f}\"",), "", "'0.0'"),
+    Case("call-sorted", "call_guard", "TypeError", (("xs", "[2, None]"),), ("value = sorted(xs)",), "", "[]"),
+    Case("call-userdict", "call_guard", "KeyError", (("m", "__import__('collections').UserDict()"),),
+         ("value = m['k']",), "", "None"),
+    # inside the program's own try (for another exception): the scoped range nests in it
+    Case("call-in-try", "call_guard", "TypeError", (("x", "''"),),
+         ("try:", "    value = ord(x)", "except ValueError:", "    value = -1"), "", "0"),
+    Case("store-attr", "null_guard", "AttributeError", (("o", "None"),), ("o.seen = True", "value = o"), "", "None"),
+    Case("store-item", "null_guard", "TypeError", (("o", "None"),), ("o['k'] = 1", "value = o"), "", "None"),
 ]
 
 

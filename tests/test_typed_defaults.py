@@ -281,7 +281,6 @@ def gen(d, keys):
 
 @pytest.mark.parametrize(("source", "args", "decider"), [
     ("def f(user):\n    if user.banned:\n        return 'deny'\n    return 'allow'\n", (None,), "a branch"),
-    ("def f(user):\n    return 'deny' if not user.active else 'allow'\n", (None,), "a branch"),
     ("def f(a, b):\n    if a / b == 0:\n        return 'none'\n    return 'some'\n", (1, 0), "a comparison"),
     ("def f(acl, who):\n    if acl[who]:\n        return 'allow'\n    return 'deny'\n", ({}, "eve"), "a branch"),
     ("def f(u):\n    if u.role.admin:\n        return 'allow'\n    return 'deny'\n", (None,), "a branch"),

@@ -401,6 +401,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     # State: (stack: tuple of taint-or-None for the top items we know, locals: frozenset
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
+    ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
     # await's result on SEND's jump edge).
@@ -442,7 +443,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             if not isinstance(ins, Instr):
                 continue
             name = ins.name
-            if not stack and not any(t for _, t in local):
+            if not stack and not local and b not in ctrl:
                 stop = True  # the value is gone
                 break
             if name in _RETURNS:
@@ -458,6 +459,8 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 if tested:
                     what = _what(g, b, name, tested)
                     outcome, side, loop = _classify(g, b, name)
+                    if outcome == REJOIN:
+                        ctrl |= _region(g, b)
                     line = ins.location.lineno if ins.location is not None else None
                     add(Decision(g.offsets[g.index[(b, p)]], line, "the loop test of while" if loop else what, outcome, side,
                                  first, depth - 1, min(low, depth - 1)))
@@ -472,6 +475,13 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 stop = True  # a call that never returns
                 break
             stack, local, note = _step(ins, stack, local, block, p)
+            if b in ctrl:  # inside the sides of a decision on the value: what is made here depends on it
+                if name in _STORES_LOCAL:
+                    local = local | {(_argname(ins.arg), "data")}
+                else:
+                    made = _effect(ins, jump=False)[1]
+                    if made:
+                        stack = _trim((None,) * max(0, made - len(stack)) + stack[:-made] + ("data",) * made)
             if note:
                 if note[0] == "decision":
                     line = ins.location.lineno if ins.location is not None else None
@@ -553,6 +563,24 @@ def _apply(ins: Any, stack: tuple[Any, ...], jump: bool) -> tuple[Any, ...]:
         return stack
     tainted = any(stack[-pops:]) if pops else False
     return _trim(keep + (("data" if tainted else None),) * pushes)
+
+
+def _region(g: _Graph, b: int) -> set[int]:
+    """The blocks of the two sides of the branch ending block *b*, up to (not including)
+    its immediate post-dominator: what runs there depends on the decision."""
+    n = len(g.blocks)
+    after = [c for c in range(n) if c != b and g.pdom[b] >> c & 1]
+    # The immediate post-dominator: the candidate every other candidate post-dominates.
+    ipdom = next((c for c in after if all(g.pdom[c] >> o & 1 for o in after)), None)
+    region: set[int] = set()
+    todo = [s for s in g.succ[b] if s >= 0]
+    while todo:
+        x = todo.pop()
+        if x == ipdom or x in region or x == b:
+            continue
+        region.add(x)
+        todo.extend(s for s in g.succ[x] if s >= 0)
+    return region
 
 
 def _join(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -28,6 +28,7 @@ program's original behaviour (re-raising its exception).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import types
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ class Healer:
         self._last: Any = None
         #: Sites whose heal was taken back in this process: never healed again here.
         self._taken_back: set[tuple[str, str, int, int]] = set()
+        #: Whether the heal a replay in a fresh process was handed has been looked at.
+        self._resumed = False
         #: Site fingerprint -> how :meth:`rollback` took its patch out: never re-applied.
         self.rolled_back: dict[str, str] = {}
 
@@ -202,6 +205,12 @@ class Healer:
             incidents.record("rollback", functions=n, scope="process")
             return n
 
+    def last_heal(self) -> dict[str, Any] | None:
+        """The newest heal, for a replay in a fresh process to continue (a cascade) or
+        take back (:func:`codesuture.runtime.takeback.carried`); None when there is none."""
+        last = self._last
+        return last.to_json() if last is not None else None
+
     @property
     def patches(self) -> int:
         """New heals made in this process (a cascade of guards in one unit of work is
@@ -245,6 +254,10 @@ class Healer:
         from codesuture.runtime import takeback
 
         last, self._last = self._last, None
+        if last is None and not self._resumed:
+            self._resumed = True  # a replay in a fresh process: the heal before it (runtime/rerun.py)
+            rerun = sys.modules.get("codesuture.runtime.rerun")
+            last = takeback.carried(getattr(rerun, "CARRIED", {}).get("last_heal"))
         if last is not None and takeback.in_replay(last):
             if takeback.failed_on_default(last, exc) is not None:
                 self._take_back(last, exc)
@@ -401,13 +414,25 @@ class Healer:
         replay failed at once on the default it placed. The function gets its code from
         before the patch, the store its files from before the write."""
         fs, record = last.fs, last.record
+        key = fs.key if fs is not None else getattr(record, "key", record.module)
         try:
-            self.ledger.revert(fs, record)
+            if fs is not None:
+                self.ledger.revert(fs, record)
+            else:  # handed on by the replay before: this process loaded it from the store
+                tracked = self.ledger.tracked(key, record.qualname, record.firstlineno)
+                if tracked is not None and any(r.site == record.site for r in tracked.records):
+                    self.ledger.revert(tracked, next(r for r in tracked.records if r.site == record.site))
             if last.snapshot is not None:
                 last.snapshot.restore()
+            if fs is None:  # the process before counted it: the command's summary must not
+                carried = getattr(sys.modules.get("codesuture.runtime.rerun"), "CARRIED", None)
+                if isinstance(carried, dict):
+                    carried["guards"] = max(int(carried.get("guards") or carried.get("patched") or 0) - 1, 0)
+                    if not last.cascade:
+                        carried["patched"] = max(int(carried.get("patched", 0)) - 1, 0)
         except (CodeSutureError, OSError) as err:
             log.warning("could not take back the patch at %s:%s: %s", record.module, record.line, err)
-        self._taken_back.add((fs.key, *record.site))
+        self._taken_back.add((key, *record.site))
         self.history = [r for r in self.history if r.record is not record]
         if self._registry is not None:
             self._registry.discard(record)

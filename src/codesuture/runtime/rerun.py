@@ -16,7 +16,10 @@ attempt before it travels in a small JSON file named by ``CODESUTURE_REPLAY_STAT
   the replay does not write again: while its output repeats that text, it is dropped;
   from the first difference on, everything is written;
 * the lines the command prints at its end about the patches made (``codesuture
-  run``), and their counts, so the last process reports them all.
+  run``), and their counts, so the last process reports them all;
+* the newest heal (``last_heal``), so the replay can count a further guard as part of
+  it (a cascade) or take it back when the replay fails at once on its default
+  (:mod:`codesuture.runtime.takeback`).
 
 Output written around ``sys.stdout``/``sys.stderr`` (to their ``buffer`` or file
 descriptor, by a subprocess) is not recorded, and can appear twice.
@@ -146,6 +149,10 @@ def resume() -> dict[str, Any] | None:
             setattr(sys, name, _Skipper(stream, expected))
     CARRIED.update(patched=int(state.get("patched", 0)), proposed=int(state.get("proposed", 0)),
                    lines=[str(x) for x in state.get("lines", [])])
+    if "guards" in state:
+        CARRIED["guards"] = int(state["guards"])
+    if isinstance(state.get("last_heal"), dict):
+        CARRIED["last_heal"] = state["last_heal"]  # the healer continues or takes it back
     return state
 
 

@@ -150,10 +150,15 @@ def carried(session: Session, lines: "list[str]") -> "dict[str, Any]":
     patches made so far, counted, and the command's *lines* about them."""
     from codesuture.runtime.rerun import CARRIED
 
-    history = getattr(session.healer, "history", [])
-    return {"patched": CARRIED["patched"] + sum(1 for r in history if r.status == "patched"),
-            "proposed": CARRIED["proposed"] + sum(1 for r in history if r.status == "patched" and r.proposed),
-            "lines": [*CARRIED["lines"], *lines]}
+    healer = session.healer
+    history = getattr(healer, "history", [])
+    last = healer.last_heal() if healer is not None and hasattr(healer, "last_heal") else None
+    # A cascade (the guards one unit of work needs) is one heal: counted once, guards beside.
+    return {"patched": CARRIED["patched"] + sum(1 for r in history if r.status == "patched" and not r.cascade),
+            "guards": CARRIED.get("guards", CARRIED["patched"]) + sum(1 for r in history if r.status == "patched"),
+            "proposed": CARRIED["proposed"] + sum(1 for r in history if r.status == "patched" and r.proposed
+                                                  and not r.cascade),
+            "lines": [*CARRIED["lines"], *lines], **({"last_heal": last} if last is not None else {})}
 
 
 def summary(session: Session, default_store: "str | None" = None) -> "str | None":

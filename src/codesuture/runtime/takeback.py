@@ -32,6 +32,9 @@ from codesuture.store.app_root import APP_ROOT_FILE
 
 log = logger("codesuture.heal")
 
+#: Most bytes of store files a snapshot hands on to a replay in a fresh process.
+MAX_CARRIED = 4 << 20
+
 
 @dataclass
 class Snapshot:
@@ -44,6 +47,25 @@ class Snapshot:
     key: str
     existed: bool
     files: dict[str, bytes] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any] | None:
+        """The snapshot for a replay in a fresh process (file bytes in base64); None
+        when its files are over :data:`MAX_CARRIED` bytes (then a take-back there
+        cannot restore the store, and is not attempted)."""
+        import base64
+
+        if sum(len(b) for b in self.files.values()) > MAX_CARRIED:
+            return None
+        return {"directory": self.directory, "stem": self.stem, "key": self.key, "existed": self.existed,
+                "files": {p: base64.b64encode(b).decode("ascii") for p, b in self.files.items()}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Snapshot":
+        """Inverse of :meth:`to_json`. Raises ValueError/TypeError/KeyError on bad data."""
+        import base64
+
+        files = {str(p): base64.b64decode(str(b), validate=True) for p, b in dict(data["files"]).items()}
+        return cls(str(data["directory"]), str(data["stem"]), str(data["key"]), bool(data["existed"]), files)
 
     @classmethod
     def take(cls, directory: str, stem: str, key: str) -> "Snapshot":
@@ -127,6 +149,43 @@ class LastHeal:
     cascade: int = 0
     first: str = ""
 
+    def to_json(self) -> dict[str, Any] | None:
+        """What a replay in a fresh process needs to continue this heal (a cascade) or
+        take it back (:func:`carried`); None when it cannot be carried."""
+        snap = self.snapshot.to_json() if self.snapshot is not None else None
+        if self.snapshot is not None and snap is None:
+            return None
+        r = self.record
+        return {"site": self.site, "cascade": self.cascade, "first": self.first, "snapshot": snap,
+                "record": {"module": r.module, "qualname": r.qualname, "line": r.line, "guard": r.guard.guard,
+                           "yields": r.yields, "key": getattr(self.fs, "key", r.module),
+                           "where": [r.qualname, r.firstlineno, r.offset]}}
+
+
+def carried(data: Any) -> LastHeal | None:
+    """The :class:`LastHeal` a replay in a fresh process was handed (``to_json``): its
+    guard was loaded from the store here, so it counts as live since this process began
+    (main thread, no unit of work, no firing yet). ``fs`` is None: the function is
+    tracked only if it crashes here. None for missing or malformed data."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        from types import SimpleNamespace
+
+        from codesuture.patch.spec import GuardSpec
+
+        rec = dict(data["record"])
+        qualname, firstlineno, offset = rec["where"]
+        record = SimpleNamespace(module=str(rec["module"]), qualname=str(qualname), line=rec["line"],
+                                 firstlineno=int(firstlineno), offset=int(offset), guard=GuardSpec(str(rec["guard"])),
+                                 yields=str(rec["yields"]), site=(str(qualname), int(firstlineno), int(offset)),
+                                 key=str(rec["key"]), evidence={})
+        snap = Snapshot.from_json(data["snapshot"]) if data.get("snapshot") is not None else None
+        return LastHeal(threading.main_thread().ident or 0, None, str(data["site"]), 0, None, record, snap,
+                        int(data.get("cascade", 0)), str(data.get("first", "")))
+    except (KeyError, TypeError, ValueError):
+        return None
+
 
 def begin(site: str, fs: Any, record: Any, snapshot: Snapshot | None, before: LastHeal | None) -> LastHeal:
     """The :class:`LastHeal` of a patch that just went live (*before*: the heal it
@@ -187,4 +246,4 @@ def _raised_in(exc: BaseException, frame_id: int, code: Any) -> bool:
     return bool(inner) and id(inner[-1].tb_frame) == frame_id and inner[-1].tb_frame.f_code is code
 
 
-__all__ = ["Snapshot", "LastHeal", "begin", "in_replay", "failed_on_default"]
+__all__ = ["Snapshot", "LastHeal", "MAX_CARRIED", "begin", "carried", "in_replay", "failed_on_default"]
