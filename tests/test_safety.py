@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from heal_helpers import (
-    PY, TAG, boot, clean_env, heal, other_pythons, overlays_in, plain, run, script_key, snapshot, write,
+    PY, TAG, as_data, boot, clean_env, heal, other_pythons, overlays_in, plain, run, script_key, snapshot, write,
 )
 
 # A script that crashes (KeyError in f) only when its first argument is "crash", so the
@@ -542,7 +542,7 @@ def test_propagation_bound_method(mod: types.ModuleType) -> None:
     old = mod.Box.get.__code__
     _heal(_crash(bound, "k"))
     assert mod.Box.get.__code__ is not old
-    assert bound("k") is None and partial() is None and mod.Box().get("zz") is None
+    assert as_data(bound, "k") is None and as_data(partial) is None and as_data(mod.Box().get, "zz") is None
     box.d["k"] = 1
     assert bound("k") == 1  # healthy path unchanged
 
@@ -550,7 +550,7 @@ def test_propagation_bound_method(mod: types.ModuleType) -> None:
 def test_propagation_partial(mod: types.ModuleType) -> None:
     p = functools.partial(mod.lookup, {})
     _heal(_crash(p, "k"))
-    assert p("k") is None and p.func is mod.lookup and mod.lookup({"k": 2}, "k") == 2
+    assert as_data(p, "k") is None and p.func is mod.lookup and mod.lookup({"k": 2}, "k") == 2
 
 
 def test_propagation_wrapped(mod: types.ModuleType) -> None:
@@ -558,7 +558,7 @@ def test_propagation_wrapped(mod: types.ModuleType) -> None:
     old = inner.__code__
     _heal(_crash(mod.fetch, {}, "k"))
     assert inner.__code__ is not old
-    assert mod.fetch({}, "k") is None and mod.fetch.__wrapped__({}, "k") is None
+    assert as_data(mod.fetch, {}, "k") is None and as_data(mod.fetch.__wrapped__, {}, "k") is None
     assert mod.fetch({"k": 3}, "k") == 3
 
 
@@ -567,9 +567,9 @@ def test_propagation_closures_created_later(mod: types.ModuleType) -> None:
     alias = types.FunctionType(mod.make.__code__, mod.__dict__, "alias")  # another function on the parent code
     old = before.__code__
     _heal(_crash(before, "k"))
-    assert before.__code__ is not old and before("k") is None  # the existing closure, in place
+    assert before.__code__ is not old and as_data(before, "k") is None  # the existing closure, in place
     after = mod.make()  # a closure created after the patch: from the parent's new co_consts
-    assert after("k") is None and alias()("k") is None
+    assert as_data(after, "k") is None and as_data(alias(), "k") is None
     assert after.__code__ is before.__code__
     nested = [c for c in mod.make.__code__.co_consts if isinstance(c, types.CodeType)]
     assert nested == [before.__code__]
@@ -578,7 +578,7 @@ def test_propagation_closures_created_later(mod: types.ModuleType) -> None:
 def test_propagation_lambda_in_container(mod: types.ModuleType) -> None:
     fn = mod.table["pick"]
     _heal(_crash(fn, "ab"))
-    assert mod.table["pick"]("ab") == "" and fn("abcd") == "d"  # a str yields its empty value
+    assert as_data(mod.table["pick"], "ab") == "" and fn("abcd") == "d"  # a str yields its empty value
 
 
 def test_free_variables_differ_is_refused() -> None:
