@@ -141,7 +141,9 @@ def test_real_crash(case: CrashCase, crash_venv_dir: Path, tmp_path: Path) -> No
     origin = json.loads((overlays / names[0]).with_suffix(".json").read_text())["origin"] if names else None
     into_error = into_library_error(case, crashed, healed)
 
-    outcome = {"heals": (healed.returncode == 0 or into_error) and bool(patched) and bool(names)
+    # --replay auto: a run with a side effect before its crash is healed for the next run
+    not_replayed = healed.returncode != 0 and "; not replayed: " in healed.stderr
+    outcome = {"heals": (healed.returncode == 0 or into_error or not_replayed) and bool(patched) and bool(names)
                and origin == "site-packages:" + case.data["innermost_frame"]["file"],
                "reloads": False, "same_as_fixed": bool(row["same as fixed"])}
     booted = None
@@ -149,9 +151,13 @@ def test_real_crash(case: CrashCase, crash_venv_dir: Path, tmp_path: Path) -> No
         before = snapshot(overlays)
         booted = boot(trigger, overlays, python=vpy, cwd=work)
         row["boot rc"] = booted.returncode
-        outcome["reloads"] = (booted.returncode == healed.returncode and "patched" not in booted.stderr
-                              and booted.stdout == healed.stdout and snapshot(overlays) == before
-                              and (not healed.returncode or _last_exception(booted.stderr) == final))
+        if not_replayed:  # the next run, from the overlay alone, completes
+            outcome["reloads"] = (booted.returncode == 0 and "patched" not in booted.stderr
+                                  and snapshot(overlays) == before)
+        else:
+            outcome["reloads"] = (booted.returncode == healed.returncode and "patched" not in booted.stderr
+                                  and booted.stdout == healed.stdout and snapshot(overlays) == before
+                                  and (not healed.returncode or _last_exception(booted.stderr) == final))
     row["healed"] = outcome["heals"]
     row["reloaded"] = outcome["reloads"] if outcome["heals"] else None
     row["outcome"] = outcome
@@ -178,16 +184,25 @@ def test_real_crash(case: CrashCase, crash_venv_dir: Path, tmp_path: Path) -> No
 
 def _check_shared(case: CrashCase, vpy: str, work: Path, trigger: Path, overlays: Path, healed: Proc,
                   patched: list[str], names: list[str], origin: str | None, booted: Proc | None) -> None:
-    """The shared cases must heal with exit 0 and reload (their result is recorded,
-    not asserted)."""
-    assert healed.returncode == 0, str(healed)
+    """The shared cases must heal and reload (their result is recorded, not asserted):
+    replayed to exit 0 in the same run, or, when the run had a side effect before its
+    crash (``--replay auto``), healed for the next run, which must then exit 0 from
+    the overlay alone. A site the value-flow model refuses (a default would decide a
+    branch whose sides leave the function separately: fail closed, issue 12) is an
+    expected failure that names its reason."""
+    if not patched and "decides control flow" in healed.stderr:
+        reason = next(ln for ln in healed.stderr.splitlines() if "decides control flow" in ln)
+        pytest.xfail(f"refused by the value-flow rule (fail closed): {reason[-300:]}")
+    not_replayed = healed.returncode != 0 and "; not replayed: " in healed.stderr
+    assert healed.returncode == 0 or not_replayed, str(healed)
     assert patched, str(healed)
     assert names, (overlays_in(overlays), str(healed))
     assert origin == "site-packages:" + case.data["innermost_frame"]["file"], origin
     assert booted is not None
     assert booted.returncode == 0, str(booted)
     assert "patched" not in booted.stderr, str(booted)
-    assert booted.stdout == healed.stdout, str(booted)
+    if not not_replayed:
+        assert booted.stdout == healed.stdout, str(booted)
 
 
 # --- the project's own corpus: its shape, its expectations, its fixed releases ---------
