@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import pytest
 
-from heal_helpers import PY, boot, clean_env, cli, heal, overlays_in, run, write
+from heal_helpers import PY, as_data, boot, clean_env, cli, heal, overlays_in, run, write
 
 THREADS = 16
 TRIALS = 20
@@ -165,7 +165,7 @@ def test_16_threads_on_one_site_make_one_patch_in_20_of_20_trials(tmp_path: Path
         try:
             _, meta = _only_overlay(store)
             assert [p["qualname"] for p in meta["patches"]] == ["work"], meta["patches"]
-            assert _load_in_process(store, name, app / f"{name}.py")["work"]({}, lambda: None) is None
+            assert as_data(_load_in_process(store, name, app / f"{name}.py")["work"], {}, lambda: None) is None
         except AssertionError as exc:
             problems.append(f"overlay: {exc}")
         assert not _temps(store)
@@ -198,12 +198,12 @@ def test_16_threads_on_16_sites_of_one_function_keep_16_patches(trial: int, tmp_
     assert healer.patches == THREADS, [(r.status, r.record.line) for r in healer.history]
     assert all(r.status == "patched" for r in healer.history)
     # Every patch is live in this process, and every one is in the written overlay.
-    assert [mod.work(i, lambda: None) for i in range(THREADS)] == [None] * THREADS
+    assert [as_data(mod.work, i, lambda: None) for i in range(THREADS)] == [None] * THREADS
     _, meta = _only_overlay(store)
     lines = _site_lines(source)
     assert sorted(lines[p["line"]] for p in meta["patches"]) == list(range(THREADS)), meta["patches"]
     ns = _load_in_process(store, name, app / f"{name}.py")
-    assert [ns["work"](i, lambda: None) for i in range(THREADS)] == [None] * THREADS
+    assert [as_data(ns["work"], i, lambda: None) for i in range(THREADS)] == [None] * THREADS
     assert not _temps(store)
     # A fresh process, through the importer, healing off: all 16 inputs survive.
     check = write(app / "check_sites.py",
@@ -244,7 +244,8 @@ def test_8_processes_on_8_sites_of_one_function_keep_all_8(trial: int, tmp_path:
     check = write(app / "check.py", CHECK)
     store, sync = app / "overlays", tmp_path / "sync"
     sync.mkdir()
-    procs = [subprocess.Popen([PY, "-m", "codesuture", "run", "--overlays", str(store), str(worker), str(i), str(PROCS),
+    # --replay always: the sync file the barrier writes is the harness's, not a side effect of the work
+    procs = [subprocess.Popen([PY, "-m", "codesuture", "run", "--replay", "always", "--overlays", str(store), str(worker), str(i), str(PROCS),
                                str(sync)], cwd=app, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(PROCS)]
     outs = [p.communicate(timeout=120) for p in procs]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from heal_helpers import as_data
+
 SHAPES = """
 import functools
 
@@ -424,10 +426,11 @@ def test_heals_find_functions_and_methods_by_name(load, heap: list[int]) -> None
     assert healer.heal(_crash(repo.get, {}, "k")) is not None
     assert healer.heal(_crash(m.lookup, {}, "k")) is not None
     assert heap == [], heap
-    assert repo.get({}, "k") is None and m.lookup({}, "k") is None and m.lookup({"k": 1}, "k") == 1
+    # results handed on as data (an assert on a returned default is a decision the guard refuses)
+    assert as_data(repo.get, {}, "k") is None and as_data(m.lookup, {}, "k") is None and m.lookup({"k": 1}, "k") == 1
     assert healer.heal(_crash(m.keep, {}, "k")) is not None
     assert len(heap) == 1
-    assert m.keep({}, "k") is None and m.make()({}, "k") is None
+    assert as_data(m.keep, {}, "k") is None and as_data(m.make(), {}, "k") is None
     assert healer.rollback() == 3
     assert len(heap) == 2  # the closure's rollback: one call again
     with pytest.raises(KeyError):
