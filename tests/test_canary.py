@@ -289,10 +289,14 @@ from wsgiref.util import setup_testing_defaults
 import shop
 from codesuture.runtime.web import HealingWSGIMiddleware
 
+def positive(v):
+    if v <= 0:
+        raise ValueError("price must be positive")
+    return v
+
 def app(environ, start_response):
     p = shop.price({"qty": 2})
-    if p <= 0:
-        raise ValueError("price must be positive")
+    positive(p)  # the price handed on as data; the check that fails is another function's
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"%d" % p]
 
