@@ -76,7 +76,11 @@ def test_heal_sign_verify_boot(crash_case, signing_key):
     assert plain.returncode != 0 and exc_type in plain.stderr, f"the trigger should crash first:\n{_show(plain)}"
 
     healed = _run([vpy, "-m", "codesuture", "run", "--overlays", store, "trigger.py"], work)
-    assert healed.returncode == 0, f"codesuture run did not heal {case.id}:\n{_show(healed)}"
+    if healed.returncode != 0 and "decides control flow" in healed.stderr:  # refused by design (issue 12)
+        pytest.xfail(f"{case.id}: refused by the value-flow rule (fail closed): a default would decide a branch")
+    # A run with a side effect before its crash is healed for the next run, not replayed.
+    not_replayed = healed.returncode != 0 and "; not replayed: " in healed.stderr
+    assert healed.returncode == 0 or not_replayed, f"codesuture run did not heal {case.id}:\n{_show(healed)}"
     overlays = sorted(store.glob("*.overlay"))
     assert overlays, _show(healed)
     keyed = [o.name.split(f".{sys.implementation.cache_tag}.")[0] for o in overlays]
