@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from heal_helpers import PY, clean_env, cli, heal, overlays_in, write
+from heal_helpers import PY, as_data, clean_env, cli, heal, overlays_in, write
 
 from codesuture import autostart
 
@@ -567,7 +567,7 @@ def test_watcher_applies_another_processes_overlay_to_an_imported_module(inproc:
     inproc.heal_elsewhere("f({})")
     assert watcher.check() is True
     assert [(k, n) for k, _, n, _ in watcher.applied] == [(inproc.name, 1)]
-    assert mod.f({"b": 2}) == (0, 2)  # typed default: the dict's other values are ints
+    assert as_data(mod.f, {"b": 2}) == (0, 2)  # typed default: the dict's other values are ints
     assert session.finder is not None and inproc.name in session.finder.index  # later imports see it too
     assert watcher.check() is False  # nothing new: nothing done
 
@@ -582,14 +582,14 @@ def test_watcher_skips_what_its_own_healer_wrote_and_extends_what_it_patched(inp
     watcher.check()
     session.healer = Healer(inproc.store, app_root=str(inproc.root))
     assert session.healer.heal(_crash(mod.f, {"b": 1})) is not None
-    assert mod.f({"b": 1}) == (0, 1) and _raises(mod.f, {"a": 1})
+    assert as_data(mod.f, {"b": 1}) == (0, 1) and _raises(mod.f, {"a": 1})
     code = mod.f.__code__
     assert watcher.check() is True and watcher.applied == []  # its own overlay: not admitted again
     assert mod.f.__code__ is code
 
     inproc.heal_elsewhere("f({'a': 1})")  # another process adds the second site to the same overlay
     assert watcher.check() is True
-    assert mod.f({"a": 1}) == (1, 0) and mod.f({}) == (None, None)
+    assert as_data(mod.f, {"a": 1}) == (1, 0) and as_data(mod.f, {}) == (None, None)
     fs = session.healer.ledger.functions()[0]
     assert len(fs.records) == 2 and fs.current is mod.f.__code__  # the healer knows the merged patch
 
@@ -603,10 +603,10 @@ def test_watcher_replaces_an_earlier_overlay_a_module_was_loaded_from(inproc: In
     watcher = Watcher(session)
     watcher.check()
     mod = inproc.module()
-    assert inproc.name in LOADED and mod.f({"b": 1}) == (0, 1) and _raises(mod.f, {"a": 1})
+    assert inproc.name in LOADED and as_data(mod.f, {"b": 1}) == (0, 1) and _raises(mod.f, {"a": 1})
     inproc.heal_elsewhere("f({'a': 1})")
     assert watcher.check() is True
-    assert mod.f({"a": 1}) == (1, 0)
+    assert as_data(mod.f, {"a": 1}) == (1, 0)
     assert [(k, n) for k, _, n, _ in watcher.applied] == [(inproc.name, 1)]
 
 
@@ -721,8 +721,8 @@ def test_watcher_finds_live_functions_by_name_without_scanning_the_heap(inproc: 
     assert watcher.check() is True
     # The functions of CALLS, outer (its nested code changed) and the hidden closure.
     assert [(k, n) for k, _, n, _ in watcher.applied] == [(inproc.name, len(CALLS) + 2)], watcher.applied
-    assert [eval(c, vars(mod)) for c in CALLS] == [None, None, None, None, None, None, 0, None, [None]]
-    assert mod.outer()({}) is None and mod.hidden[0]({}) is None  # made from now on; made before, unnamed
+    assert [as_data(eval, c, vars(mod)) for c in CALLS] == [None, None, None, None, None, None, 0, None, [None]]
+    assert as_data(mod.outer(), {}) is None and as_data(mod.hidden[0], {}) is None  # made from now on; made before, unnamed
     assert len(heap_probe) == 1, heap_probe  # one call, for the closures of the one nested function
 
     # A module with no nested function: no gc.get_referrers at all.
@@ -733,7 +733,7 @@ def test_watcher_finds_live_functions_by_name_without_scanning_the_heap(inproc: 
     try:
         other.heal_elsewhere("f({})")
         del heap_probe[:]
-        assert w2.check() is True and m2.f({"b": 1}) == (0, 1)
+        assert w2.check() is True and as_data(m2.f, {"b": 1}) == (0, 1)
         assert [(k, n) for k, _, n, _ in w2.applied] == [(other.name, 1)] and heap_probe == [], heap_probe
     finally:
         other.cleanup()
@@ -816,7 +816,7 @@ def test_the_watcher_runs_no_code_of_the_program_while_it_looks_for_functions(in
     inproc.heal_elsewhere("f({})")  # another process, without the lazy object
     assert watcher.check() is True
     assert [(k, n) for k, _, n, _ in watcher.applied] == [(inproc.name, 1)], watcher.applied
-    assert mod.f({}) is None
+    assert as_data(mod.f, {}) is None
 
 
 FORK_DURING_WARMUP = """
