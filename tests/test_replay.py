@@ -96,6 +96,9 @@ def test_a_run_without_side_effects_is_replayed_in_a_fresh_process(tmp_path: Pat
     assert "1 patch applied, 1 overlay loaded" in r.stderr, r
     if launcher is RUN:  # the report names the patch the process before the replay made
         assert len(_lines(r.stderr, "codesuture: WARNING patched prices:5 price: key_guard")) == 1, r
+        # The replay starts in the user's environment, not the CODESUTURE_* the run exported:
+        # the store it chose by default is still reported as the default.
+        assert f"(store {tmp_path / 'overlays'}, the default; --overlays to change)" in r.stderr, r
 
 
 def test_replay_always_and_never(tmp_path: Path) -> None:

@@ -425,6 +425,8 @@ class Settings:
         for f in FIELDS:
             if f.env is None or f.name in ("disable", "config"):
                 continue
+            if env is os.environ:
+                EXPORTED_OVER.setdefault(f.env, env.get(f.env))
             value = getattr(self, f.name)
             if value is None:
                 env.pop(f.env, None)
@@ -439,6 +441,13 @@ class Settings:
                     env.pop(f.env, None)
             else:
                 env[f.env] = str(value)
+
+
+#: What :meth:`Settings.export` replaced in ``os.environ``: each variable's value before
+#: the first export (None: it was unset). A replay (:func:`codesuture.runtime.rerun.replay`)
+#: restores them, so the command line starts again as the user started it (a store it
+#: chose by default is still the default there, not a ``CODESUTURE_OVERLAYS`` it set).
+EXPORTED_OVER: dict[str, "str | None"] = {}
 
 
 def default_state_dir(environ: "Mapping[str, str]") -> str:

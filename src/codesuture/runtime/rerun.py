@@ -174,7 +174,14 @@ def replay(state: dict[str, Any], cwd: str) -> NoReturn:
             except (OSError, ValueError):
                 pass
         os.chdir(cwd)
+        from codesuture.settings import EXPORTED_OVER
+
         env = dict(os.environ)
+        for name, before in EXPORTED_OVER.items():  # the environment the user started it in
+            if before is None:
+                env.pop(name, None)
+            else:
+                env[name] = before
         env[STATE_ENV] = path
         os.execve(sys.executable, list(sys.orig_argv), env)
     except BaseException:
