@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from heal_helpers import PY, boot, clean_env, cli, heal, overlays_in, run, snapshot, write
+from heal_helpers import PY, as_data, boot, clean_env, cli, heal, overlays_in, run, snapshot, write
 
 HELPER = """
 def a(d):
@@ -249,7 +249,7 @@ def test_heal_gate_turns_healing_off_but_not_loading(tmp_path: Path, monkeypatch
     assert installed is not None
     try:
         mod = importlib.import_module(name)
-        assert type(mod.__loader__).__name__ == "OverlayLoader" and mod.get({}) is None
+        assert type(mod.__loader__).__name__ == "OverlayLoader" and as_data(mod.get, {}) is None
     finally:
         finder.uninstall()
         sys.modules.pop(name, None)
