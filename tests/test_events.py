@@ -2,9 +2,9 @@
 
 Each case of the guard matrix is healed live; then, inside a unit of work, the patched
 function is called with the failing input: the guard reports its site exactly once,
-and the unit's ``X-CodeSuture`` header names it. When ``fired`` answers True the guard
-lets the original operation raise its genuine exception. A healthy call reports
-nothing.
+and the unit's ``X-CodeSuture`` header names it. When ``fired`` answers True (and
+``fire`` and ``caught``, the call-site guards' entry, answer None) the guard lets the
+original operation raise its genuine exception. A healthy call reports nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def test_every_guard_reports_when_it_fires(case, tmp_path, monkeypatch):
     # Told to, the guard lets the operation raise its genuine exception.
     monkeypatch.setattr(events, "fired", lambda *a: True)
     monkeypatch.setattr(events, "fire", lambda *a: None)
+    monkeypatch.setattr(events, "caught", lambda *a: None)  # the call-site guards' entry
     with pytest.raises(Exception) as again:
         mod.target(*args)
     assert type(again.value) is type(first.value) and str(again.value) == str(first.value)

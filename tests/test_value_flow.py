@@ -499,3 +499,26 @@ def test_security_gates_hold_in_a_real_wsgi_service(tmp_path: Path) -> None:
             assert "not healed" in err and "decides control flow" in err, err[-3000:]
     assert any(p.suffix == ".overlay" for p in overlays.iterdir())  # the helper healed for /profile
     assert all(200 not in statuses for statuses in seen.values()), seen
+
+
+def test_an_awaited_value_is_judged_in_its_awaiting_callers(model: Any, tmp_path: Path) -> None:
+    # A coroutine's return value reaches its caller as the result of ``await`` (SEND's
+    # taken edge): followed there on every version, never "not known".
+    mod = _module(tmp_path, """
+        async def flag(u):
+            return u.flag
+        async def decides(u):
+            if await flag(u):
+                return 403
+            return 200
+        async def shows(u):
+            return "flag=%s" % await flag(u)
+    """)
+    for caller, expected in (("decides", "decides"), ("shows", None)):
+        fn = getattr(mod, caller)
+        frames = [(fn.__code__, _offset(fn, "SEND"), vars(mod))]
+        why = flow.callers_verdict(frames, "value")
+        if expected is None:
+            assert why is None, (caller, why)
+        else:
+            assert why is not None and expected in why and caller in why and "not known" not in why, why

@@ -533,6 +533,14 @@ def _effect(ins: Any, jump: bool | None) -> tuple[int, int]:
     ``bytecode``'s pre/post stack effect (jumps: on the edge taken when *jump*)."""
     from codesuture.patch import instrs as I
 
+    if ins.name == "SEND":
+        # ``bytecode`` gives SEND's net effect only. Not taken: the value sent is
+        # replaced by the one yielded. Taken (the awaitable returned): 3.11 replaces
+        # receiver and value with the result; 3.12+ leaves the receiver under the
+        # result for END_SEND.
+        if not jump:
+            return 1, 1
+        return (2, 1) if sys.version_info < (3, 12) else (1, 1)
     if not ins.has_jump():
         eff = _EXTRA.get(ins.name) or I.effect(ins)
         if eff is not None:
