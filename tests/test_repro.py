@@ -39,11 +39,11 @@ class Item:
         self.name, self.price = name, price
 
 
-def total(items, discount=None, bonus=0):
+def total(items, discount=None, bonus=()):
     s = 0
     for it in items:
         s += it.price
-    return s - discount.amount + bonus
+    return s - discount.amount + len(bonus)
 """
 
 MAIN = """
@@ -54,7 +54,7 @@ print("RESULT", total([Item("a", 2), Item("b", 3)], None, None))
 
 def make_shop(root: Path) -> Path:
     """An app (pyproject.toml, package shop, main.py) whose run crashes twice in
-    shop.prices.total: ``discount.amount`` on None, then ``+ bonus`` with bonus None
+    shop.prices.total: ``discount.amount`` on None, then ``len(bonus)`` with bonus None
     (the first guard yields 0, typed by its use in ``s - ...``, so the second crash is a
     separate site reached only once the first is patched)."""
     write(root / "pyproject.toml", "[project]\nname = 'shop'\n")
@@ -504,7 +504,10 @@ def test_repro_proof_on_shared_crash(case, crash_venv_dir, keypair, tmp_path):
     store = work / "overlays"
     row = {"case": case.id, "python": "%d.%d" % sys.version_info[:2]}
     healed = _vrun(vpy, ["run", "--overlays", store, "trigger.py"], work, env=clean_env(**CAPTURE, **FAST))
-    assert healed.returncode == 0, _show(healed)
+    if healed.returncode != 0 and "decides control flow" in healed.stderr:  # refused by design (issue 12)
+        pytest.xfail(f"{case.id}: refused by the value-flow rule (fail closed): a default would decide a branch")
+    # A run with a side effect before its crash is healed for the next run, not replayed.
+    assert healed.returncode == 0 or "; not replayed: " in healed.stderr, _show(healed)
     names = [n for n in overlays_in(store) if n.startswith(f"{case.module}.{TAG}.")]
     assert names, _show(healed)
     stem = names[0][: -len(".overlay")]
