@@ -58,7 +58,8 @@ def test_round_trip(tmp_path):
     assert again.withdrawn() == {"cd" * 32: {"at": iso_utc(NOW), "what": "demo.mod.cpython-312.0123456789abcdef"}}
     on_disk = json.loads((d / STATE_FILE).read_text())
     assert on_disk == {"format": 1, "sets": {f"{KID}/app": 3, f"{KID}/other": 9},
-                       "withdrawn": {"cd" * 32: {"at": iso_utc(NOW), "what": "demo.mod.cpython-312.0123456789abcdef"}}}
+                       "withdrawn": {"cd" * 32: {"at": iso_utc(NOW), "what": "demo.mod.cpython-312.0123456789abcdef"}},
+                       "rolled_back": {}}  # fingerprints codesuture rollback took out (none here)
     assert stat.S_IMODE((d / STATE_FILE).stat().st_mode) == 0o600
     assert not [n for n in os.listdir(d) if n.endswith(".tmp")]
 
