@@ -183,7 +183,8 @@ def test_explain_function_reads_the_signed_statement_not_an_edited_sidecar(kind:
         assert doc["module"] == module and [p["qualname"] for p in doc["patches"]] == [function], doc
     assert d.main_key == json.loads(d.cli("explain", "--json", "--function", "first", target).stdout)[0]["key"]
     none = d.cli("explain", "--function", "nothing_here", target)
-    assert none.returncode == 0 and none.stdout.strip() == "no overlays with patches of nothing_here", str(none)
+    # nothing to explain is a loud failure (exit 1, one line on stderr)
+    assert none.returncode == 1 and f"no overlays with patches of nothing_here in {target}" in none.stderr, str(none)
 
 
 def test_explain_an_unsigned_overlay_says_it_is_described_from_its_sidecar(d: Deployed) -> None:
@@ -308,7 +309,7 @@ def test_rollback_all_on_a_signed_folder(d: Deployed) -> None:
     util_only = d.boot(old, "ratio")
     assert util_only.returncode == 1 and "ZeroDivisionError" in util_only.stderr, str(util_only)
     again = d.cli("rollback", "--all", d.store)
-    assert again.returncode == 0 and again.stdout.strip() == "nothing to roll back", str(again)
+    assert again.returncode == 1 and f"nothing to roll back: no patches in {d.store}" in again.stderr, str(again)
 
 
 def test_rollback_on_a_bundle_withdraws_on_this_host(d: Deployed) -> None:
@@ -347,11 +348,11 @@ def test_rollback_on_a_bundle_withdraws_on_this_host(d: Deployed) -> None:
     (["rollback", "{store}"], 2, "Error: say what to roll back: --module NAME, --function NAME or --all"),
     (["rollback", "--module", "shop", "--bogus", "{store}"], 2, "Error: No such option '--bogus'."),
     (["rollback", "--all", "{root}/no-such.cso"], 2, "Error: Invalid value for 'TARGET': Path '{root}/no-such.cso' does not exist."),
-    (["explain", "--keys", "{root}/no-keys", "{bundle}"], 2, "Error: Invalid value for '--keys': Directory '{root}/no-keys' does not exist."),
+    (["explain", "--keys", "{root}/no-keys", "{bundle}"], 2, "Error: Invalid value for '--keys': Path '{root}/no-keys' does not exist."),
     (["audit", "--app-root", "{app}/main.py", "{store}"], 2, "Error: Invalid value for '--app-root': Directory '{app}/main.py' is a file."),
-    (["audit", "--keys", "{keys}", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: File is not a zip file"),
-    (["rollback", "--all", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: File is not a zip file"),
-    (["explain", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: File is not a zip file"),
+    (["audit", "--keys", "{keys}", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: no end-of-central-directory record"),
+    (["rollback", "--all", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: no end-of-central-directory record"),
+    (["explain", "{app}/main.py"], 1, "codesuture: {app}/main.py: not a zip bundle: no end-of-central-directory record"),
 ])
 def test_a_malformed_argument_gives_one_clear_message(args: list[str], rc: int, message: str, d: Deployed) -> None:
     fill = {"store": d.store, "bundle": d.bundle, "root": d.root, "app": d.app, "keys": d.keys}
