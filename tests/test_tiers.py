@@ -212,7 +212,7 @@ def test_max_patches_per_process(app: App) -> None:
     r = app.run("plain_c", "plain_d", env={"CODESUTURE_MAX_PATCHES_PER_PROCESS": "1"})
     assert r.returncode == 1 and "CALL plain_c None" in r.stdout, str(r)
     [line] = _observed(r.stderr)
-    assert "plain_d.py" in line and "max_patches_per_process 1 reached (1 patch(es) in this process)" in line, line
+    assert "plain_d.py" in line and "max_patches_per_process 1 reached (1 patch(es) in this process and its replays)" in line, line
     r = app.run("plain_c", "plain_d", env={"CODESUTURE_MAX_PATCHES_PER_PROCESS": "2"})
     assert r.returncode == 0 and "RESULT done" in r.stdout, str(r)
 

@@ -195,9 +195,16 @@ def _marked(healer: Any, fs: Any, site: tuple[str, int, int]) -> str | None:
 
 
 def over_cap(healer: Any, policy: Policy, fs: Any) -> str | None:
-    """Which blast-radius cap one more live patch would exceed, or None."""
-    if policy.per_process and healer.patches >= policy.per_process:
-        return f"max_patches_per_process {policy.per_process} reached ({healer.patches} patch(es) in this process)"
+    """Which blast-radius cap one more live patch would exceed, or None. A replay is the
+    same run started again in a fresh process (:mod:`codesuture.runtime.rerun`): the
+    patches of the attempts before it count toward ``max_patches_per_process`` too."""
+    if policy.per_process:
+        import sys
+
+        rerun = sys.modules.get("codesuture.runtime.rerun")  # loaded only when a run replays
+        made = healer.patches + int(getattr(rerun, "CARRIED", {}).get("patched", 0) or 0)
+        if made >= policy.per_process:
+            return f"max_patches_per_process {policy.per_process} reached ({made} patch(es) in this process and its replays)"
     if policy.per_module:
         from codesuture.loader.resolve import loaded_patches
 
