@@ -39,7 +39,7 @@ from codesuture.guards.registry import registry
 from codesuture.review.suggest import rewrite_source, suggest, unified_diff
 from codesuture.runtime.healer import Healer
 from crash_venvs import SKIP_MSG, VenvError, case_venv, load_cases
-from heal_helpers import PY, boot, clean_env, cli, heal, other_pythons, plain, run, write
+from heal_helpers import PY, as_data, boot, clean_env, cli, heal, other_pythons, plain, run, write
 
 _COUNTER = itertools.count()
 MISSING = "/nonexistent-codesuture-dir/missing.txt"
@@ -84,7 +84,7 @@ def heal_live(tmp_path: Path, source: str, call: Callable[[Any], Any], heals: in
     records = []
     for _ in range(heals + 1):
         try:
-            value = call(mod)
+            value = as_data(call, mod)  # handed on as data: the tests decide with it later
             break
         except Exception as exc:  # noqa: BLE001 - the crash being healed
             result = healer.heal(exc)
