@@ -31,6 +31,7 @@ import pytest
 
 from codesuture.runtime.healer import Healer
 from heal_helpers import TAG, boot, heal, overlays_in, snapshot, write
+from heal_helpers import as_data as _data
 
 _COUNTER = iter(range(10**6))
 
@@ -49,15 +50,6 @@ def _module(tmp_path: Path, source: str) -> Any:
 def healer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Healer:
     monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
     return Healer(None)
-
-
-def _data(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call *fn* and hand its result on as data (kept in a list, read back): the
-    value-flow model follows a returned default into its caller, and an ``assert`` on
-    it there would be a decision (the guard would decline)."""
-    box: list[Any] = []
-    box.append(fn(*args))
-    return box[0]
 
 
 def _heal(healer: Healer, call: Callable[[], object]) -> Any:

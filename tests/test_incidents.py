@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import pytest
 
+from heal_helpers import as_data as _data
+
 from codesuture.runtime import events, incidents, shadow
 from codesuture.runtime.healer import Healer
 from codesuture.util.clock import is_iso_utc, iso_utc
@@ -39,14 +41,6 @@ from codesuture.util.clock import is_iso_utc, iso_utc
 import heal_helpers
 
 COMMON = {"time", "kind", "fingerprint", "site", "guard", "exception", "pid"}
-
-
-def _data(fn: Any, *args: Any) -> Any:
-    """Call *fn* and hand its result on as data (kept in a list): an ``assert`` on a
-    returned default is a decision the guard declines (tests/test_value_flow.py)."""
-    box: list[Any] = []
-    box.append(fn(*args))
-    return box[0]
 
 
 @pytest.fixture(autouse=True)

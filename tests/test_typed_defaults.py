@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import pytest
 
+from heal_helpers import as_data as _data
+
 from codesuture.guards.registry import default_rule
 from codesuture.patch.spec import GuardSpec
 from codesuture.runtime import events
@@ -120,16 +122,6 @@ def _module(tmp_path: Path, source: str) -> Any:
 def healer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Healer:
     monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
     return Healer(None)
-
-
-def _data(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call *fn* and hand its result on as data (kept in a list, read back), so the
-    value-flow model sees a caller that stores it, not one that decides with it (an
-    ``assert`` on the returned default would make the guard decline:
-    ``tests/test_value_flow.py``)."""
-    box: list[Any] = []
-    box.append(fn(*args))
-    return box[0]
 
 
 def _heal(healer: Healer, call: Callable[[], object]) -> Any:
