@@ -182,6 +182,15 @@ def test_real_crash(case: CrashCase, crash_venv_dir: Path, tmp_path: Path) -> No
         f"overlays: {overlays_in(overlays)} origin: {origin}\n{healed}" + (f"\n{booted}" if booted else ""))
 
 
+def xfail_if_refused(healed: Proc) -> None:
+    """An expected failure when the value-flow model refused the site (a default would
+    decide a branch whose sides leave the function separately: fail closed, issue 12),
+    naming its reason."""
+    if "decides control flow" in healed.stderr:
+        reason = next(ln for ln in healed.stderr.splitlines() if "decides control flow" in ln)
+        pytest.xfail(f"refused by the value-flow rule (fail closed): {reason[-300:]}")
+
+
 def _check_shared(case: CrashCase, vpy: str, work: Path, trigger: Path, overlays: Path, healed: Proc,
                   patched: list[str], names: list[str], origin: str | None, booted: Proc | None) -> None:
     """The shared cases must heal and reload (their result is recorded, not asserted):
@@ -190,9 +199,8 @@ def _check_shared(case: CrashCase, vpy: str, work: Path, trigger: Path, overlays
     the overlay alone. A site the value-flow model refuses (a default would decide a
     branch whose sides leave the function separately: fail closed, issue 12) is an
     expected failure that names its reason."""
-    if not patched and "decides control flow" in healed.stderr:
-        reason = next(ln for ln in healed.stderr.splitlines() if "decides control flow" in ln)
-        pytest.xfail(f"refused by the value-flow rule (fail closed): {reason[-300:]}")
+    if not patched:
+        xfail_if_refused(healed)
     not_replayed = healed.returncode != 0 and "; not replayed: " in healed.stderr
     assert healed.returncode == 0 or not_replayed, str(healed)
     assert patched, str(healed)

@@ -70,6 +70,9 @@ def test_nothing_to_do_exits_non_zero(tmp_path: Path, keypair: tuple[Path, Path]
         assert "Traceback" not in r.stderr, str(r)
         assert snapshot(tmp_path / "empty") == before  # nothing written (no signed set of 0 overlays)
     assert not (tmp_path / "x.cso").exists()
+    # Asked for in so many words, an empty folder gets a signed set of none (a withdrawal).
+    r = cli("sign", "--key", priv, "--allow-empty", empty, cwd=tmp_path, env=clean_env())
+    assert r.returncode == 0 and (empty / "overlays.manifest.dsse.json").is_file(), str(r)
 
 
 def test_json_errors_are_json(tmp_path: Path) -> None:

@@ -164,6 +164,22 @@ def test_reading_files_and_importing_are_not_side_effects(tmp_path: Path) -> Non
     assert r.returncode == 0 and r.results() == ["RESULT 0"] and "replaying" in r.stderr, r
 
 
+def test_a_scratch_file_created_and_removed_again_is_no_side_effect(tmp_path: Path) -> None:
+    """``tempfile.gettempdir()`` probes the temp folder by writing and removing a file; a
+    program's own scratch file, written then deleted, leaves nothing either: replayed.
+    A file it created and kept still stops the replay."""
+    scratch = ("import os, tempfile\ntempfile.gettempdir()\n"
+               "with open('scratch.tmp', 'w') as fh:\n    fh.write('x')\nos.remove('scratch.tmp')\n")
+    script = _app(tmp_path, scratch + "import prices\nprint('RESULT', prices.price('nut'))\n")
+    r = run(RUN + [script], tmp_path, clean_env())
+    assert r.returncode == 0 and r.results() == ["RESULT 0"] and "replaying" in r.stderr, r
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    script = _app(kept, "with open('made.txt', 'w') as fh:\n    fh.write('x')\nimport prices\nprint('RESULT', prices.price('nut'))\n")
+    r = run(RUN + [script], kept, clean_env())
+    assert r.returncode == 1 and "not replayed: the run had already written made.txt" in r.stderr, r
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX exec")
 def test_the_replay_starts_in_the_folder_the_run_started_in(tmp_path: Path) -> None:
     write(tmp_path / "sub" / ".keep", "")

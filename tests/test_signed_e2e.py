@@ -741,7 +741,7 @@ def a_bundle_overlay_not_pinned(c: Case) -> str:
     (individually validly signed) overlay slipped in: the set does not pin it."""
     empty = c.root / "empty"
     empty.mkdir()
-    p = cli("sign", "--key", c.base.signer_key_path, "--app-root", c.app, "--set-name", SET, empty, cwd=c.root)
+    p = cli("sign", "--key", c.base.signer_key_path, "--app-root", c.app, "--set-name", SET, "--allow-empty", empty, cwd=c.root)
     assert p.returncode == 0, p
     legit = c.root / "legit.cso"
     assert cli("bundle", "create", empty, "-o", legit, cwd=c.root).returncode == 0

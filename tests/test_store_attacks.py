@@ -496,7 +496,7 @@ def test_set_or_sidecar_edited_or_deleted(case, edit, kind):
     elif edit == "set-of-another-folder":
         empty = case.root / "empty"
         empty.mkdir()
-        p = cli("sign", "--key", case.base.key, "--app-root", case.app, "--set-name", SET, empty, cwd=case.root)
+        p = cli("sign", "--key", case.base.key, "--app-root", case.app, "--set-name", SET, "--allow-empty", empty, cwd=case.root)
         assert p.returncode == 0, p
         shutil.copy2(empty / SET_NAME, store / SET_NAME)
         reason = (rf"not in the signed overlay set '{SET}' v1 \(withdrawn, or planted\)" if kind == "folder"

@@ -31,13 +31,16 @@ def bundle() -> None:
 def create(directory: str, output: str, key_path: str | None, passphrase_env: str | None, set_name: str | None,
            app_root: str | None, pythons: tuple[str, ...], sbom: bool, state_dir_given: str | None) -> None:
     """Bundle the signed folder DIRECTORY (what its signed overlay set pins) into one
-    file. Exit 1 when DIRECTORY holds no overlays (nothing is written)."""
+    file. Exit 1 when DIRECTORY holds no overlays and no signed set (nothing is
+    written); a signed set of none (sign --allow-empty) bundles as a withdrawal."""
     from codesuture.cli.common import passphrase as _passphrase
     from codesuture.cli.common import state_dir as _state_dir
     from codesuture.ship.bundle import create_bundle
     from codesuture.ship.sign import SignOptions
 
-    if not overlay_count(directory):
+    from codesuture.overlay.names import SET_NAME
+
+    if not overlay_count(directory) and not os.path.isfile(os.path.join(directory, SET_NAME)):
         click.echo(f"codesuture: no overlays in {directory}: nothing to bundle (nothing was written)", err=True)
         sys.exit(1)
 

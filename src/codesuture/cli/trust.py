@@ -50,13 +50,15 @@ def keygen(private_key: str, public_key: str, passphrase_env: str | None) -> Non
               help="Canary: the overlays load only where NAME=VALUE is set (repeatable: all must hold).")
 @click.option("--require-evidence", is_flag=True,
               help="Refuse an overlay with a patch that lacks a passing repro proof (codesuture repro --prove).")
+@click.option("--allow-empty", is_flag=True,
+              help="Sign a folder with no overlays: a signed set of none, which withdraws everything older versions of the set listed.")
 @state_dir_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 def sign(
     key_path: str | None, ttl_days: float | None, passphrase_env: str | None, set_name: str | None,
     set_version: int | None, app_root: str | None, pythons: tuple[str, ...], use_sigstore: bool, identity_token: str | None, staging: bool,
-    canary_percent: float | None, canary_env: tuple[str, ...], require_evidence: bool, state_dir_given: str | None,
-    paths: tuple[str, ...],
+    canary_percent: float | None, canary_env: tuple[str, ...], require_evidence: bool, allow_empty: bool,
+    state_dir_given: str | None, paths: tuple[str, ...],
 ) -> None:
     """Sign overlays (files or folders) after rebuilding each from its source and
     recorded patches (any byte difference refuses it). A folder also gets its signed
@@ -64,7 +66,7 @@ def sign(
     this host's state file, which it names). Signing a proposal (tier propose) approves
     it; --canary-* record activation conditions in each Statement and set entry
     (docs/governance.md). Exit 1 when anything is refused, or there is nothing to sign
-    (a folder with no overlays and no signed set to supersede)."""
+    (a folder with no overlays and no signed set to supersede, unless --allow-empty)."""
     import os
 
     from codesuture.overlay.names import SET_NAME
@@ -72,8 +74,9 @@ def sign(
     from codesuture.ship import sign as signing
 
     empty = [p for p in paths if os.path.isdir(p) and not overlay_count(p) and not os.path.exists(os.path.join(p, SET_NAME))]
-    if empty:
-        click.echo(f"codesuture: no overlays in {', '.join(empty)}: nothing to sign (nothing was written)", err=True)
+    if empty and not allow_empty:
+        click.echo(f"codesuture: no overlays in {', '.join(empty)}: nothing to sign (nothing was written;"
+                   " --allow-empty signs a set of none)", err=True)
         sys.exit(1)
 
     try:

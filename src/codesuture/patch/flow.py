@@ -331,7 +331,53 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, bool]:
                     return EXITS, "", True
     n = len(g.blocks)
     real = g.pdom[b] & ~(1 << b) & ((1 << n) - 1)
+    if not real and _same_tail(g, j, f):
+        return REJOIN, "", False
     return (REJOIN if real else EXITS), "", False
+
+
+def _tail(g: _Graph, b: int) -> list[Any] | None:
+    """The instructions from block *b* to the return it runs into in straight line (each
+    block with one successor), or None when it branches, loops or raises first."""
+    from bytecode import Instr
+
+    out: list[Any] = []
+    seen: set[int] = set()
+    while b not in seen:
+        seen.add(b)
+        out.extend(x for x in g.blocks[b] if isinstance(x, Instr))
+        succ = g.succ[b]
+        if succ == [-1]:
+            return out
+        if len(succ) != 1 or succ[0] < 0:
+            return None
+        b = succ[0]
+    return None
+
+
+def _same_tail(g: _Graph, j: int, f: int) -> bool:
+    """Whether the two sides of a branch end in the same source code duplicated by the
+    compiler (CPython 3.12+ copies a small exit block into each predecessor, so
+    ``print("a" if v else "b")`` at the end of a function has two returns on 3.13 and one
+    join on 3.11): both run straight into a return and their last instructions agree in
+    opcode, argument and source position (line and column span). Two distinct source
+    statements never share a position, so sides that merely look alike stay apart."""
+    a, b = _tail(g, j), _tail(g, f)
+    if not a or not b:
+        return False
+
+    def key(ins: Any) -> tuple[Any, ...]:
+        loc = ins.location
+        where = (loc.lineno, loc.end_lineno, loc.col_offset, loc.end_col_offset) if loc is not None else None
+        return ins.name, repr(ins.arg), where
+
+    common = 0
+    for x, y in zip(reversed(a), reversed(b)):
+        if key(x) != key(y):
+            break
+        common += 1
+    # The shared part must be more than the bare return: a real statement duplicated.
+    return common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b))
 
 
 # ------------------------------------------------------------------ following a value

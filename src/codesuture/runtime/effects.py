@@ -14,7 +14,10 @@ goes on, the events that change something outside the process:
 * ``subprocess.Popen``, ``os.system``, ``os.posix_spawn``;
 * ``sqlite3.connect`` (an in-memory database excepted).
 
-Not noted: the interpreter's own bytecode cache (anything under ``__pycache__``),
+A file the run created (it did not exist when opened) and removed again before the
+crash cancels out: both events are dropped (``tempfile.gettempdir()`` probes the temp
+folder that way, and a scratch file written and deleted changes nothing a replay would
+repeat). Not noted: the interpreter's own bytecode cache (anything under ``__pycache__``),
 ``os.devnull``, and CodeSuture's own folders and files (*ignore*: the overlay store,
 the pending directory, the host state, the incidents file). Output to standard output
 and error is not an audit event: :mod:`codesuture.runtime.rerun` keeps it apart.
@@ -50,15 +53,15 @@ _KEEP = 8
 #: boundary writes why a new start must not follow (its side effects), or nothing.
 REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
 
-#: Set by ``codesuture watch`` for the program it runs: a file where the run's script
-#: boundary writes why a new start must not follow (its side effects), or nothing.
-REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
-
 _ON = False
 _INSTALLED = False
 _IGNORED: tuple[str, ...] = ()
 NOTED: list[str] = []
 COUNT = 0
+#: Every effect noted, in order: (the real path it touched, or "", its description).
+_ALL: list[tuple[str, str]] = []
+#: Real paths of the files this run created (they did not exist when opened).
+_CREATED: set[str] = set()
 
 
 def install(ignore: Iterable[str | None] = ()) -> None:
@@ -67,6 +70,8 @@ def install(ignore: Iterable[str | None] = ()) -> None:
     global _ON, _INSTALLED, _IGNORED, COUNT
     _IGNORED = tuple(os.path.realpath(p) for p in ignore if p)
     NOTED.clear()
+    _ALL.clear()
+    _CREATED.clear()
     COUNT = 0
     _ON = True
     if not _INSTALLED:
@@ -108,13 +113,32 @@ def _hook(event: str, args: tuple[object, ...]) -> None:
         return
     try:
         what = _describe(event, args)
+        if not what:
+            return
+        where = _real(args[0]) if event == "open" or event in _PATH_EVENTS else ""
+        if event == "open" and where and not os.path.lexists(where):
+            _CREATED.add(where)
+        elif event == "os.remove" and where in _CREATED:
+            _CREATED.discard(where)  # created and removed again by the run: no trace left
+            _ALL[:] = [e for e in _ALL if e[0] != where]
+            _publish()
+            return
+        _ALL.append((where, what))
+        _publish()
     except Exception:  # noqa: BLE001 - an audit hook must never fail the program's operation
         return
-    if what:
-        global COUNT
-        COUNT += 1
-        if len(NOTED) < _KEEP:
-            NOTED.append(what)
+
+
+def _real(path: object) -> str:
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.path.realpath(os.fsdecode(path))
+    return ""
+
+
+def _publish() -> None:
+    global COUNT
+    COUNT = len(_ALL)
+    NOTED[:] = [what for _, what in _ALL[:_KEEP]]
 
 
 def _describe(event: str, args: tuple[object, ...]) -> str | None:
