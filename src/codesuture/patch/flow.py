@@ -837,28 +837,8 @@ def _too_deep(kind: str) -> str | None:
 
 def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
     """:func:`callers_verdict` over *frame* and the frames that called it (live frames,
-    when a guard fires: a loop over ``f_back``, each caller's analysis a cache hit)."""
-    kind = returned
-    n = 0
-    while frame is not None and kind:
-        code = frame.f_code
-        if code.co_filename.startswith(_PKG_DIR):
-            return None
-        n += 1
-        if n > MAX_CALLERS:
-            return _too_deep(kind)
-        lasti = frame.f_lasti
-        hit = _CALLERS.get((id(code), lasti, kind))
-        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, frame.f_globals)
-        if flow.unknown:
-            return flow.unknown
-        for d in flow.decisions:
-            if d.outcome != REJOIN:
-                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-                return f"it is returned to {where}, where {_reason(d)}"
-        kind = flow.returned
-        frame = frame.f_back
-    return None
+    when a guard fires: a walk up ``f_back``, each caller's analysis a cache hit)."""
+    return callers_verdict(live_callers(frame), returned)
 
 
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
