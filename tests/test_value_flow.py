@@ -136,6 +136,23 @@ def predicate(u):
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
 
+GRANTED = []
+
+def grants(u):
+    if not u.banned:
+        GRANTED.append(u)
+    return "ok"
+
+def marks(u, seen):
+    if u.flag:
+        seen.flagged = True
+    return seen
+
+def sends(d, k, out):
+    for x in d[k]:
+        out.append(x)
+    return out
+
 def drains(d, k, todo, out):
     while todo:
         if out:
@@ -163,6 +180,12 @@ def returns_early(opts, obj):
     if not opts["allowed"]:
         return
     obj.strict = True
+
+def tidies(opts, items):
+    for x in items:
+        yield x
+    if not opts["allowed"]:
+        yield "strict"
 '''
 
 
@@ -183,13 +206,17 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
     ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+    ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
+    ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to an attribute
+    ("sends", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a for loop's body over an empty default: no time
     # Only the test at the bottom of the loop sees the value (3.12+ jumps back from a
     # block of its own; a default 0 would loop for ever): the loop test on every version.
     ("drains", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
     ("breaks", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # `if not v: break` decides the loop too
     # The sides end only at the end of the body (the implicit `return None` the compiler
     # copies into each): they rejoin there; an explicit early `return` stays a gate.
-    ("configures", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),
+    ("configures", "BINARY_SUBSCR", "refuse", flow.ACTS, ""),  # ... unless a side acts (stores to obj)
+    ("tidies", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # what it yields is the callers' data
     ("returns_early", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
@@ -260,14 +287,13 @@ def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path
 
 def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: Path) -> None:
     """The last statement of a body: each side runs into the implicit ``return None``
-    (one copy per side in the bytecode); the decision only shapes data (markdown2's
-    ``if not options['allowed']:`` in a constructor)."""
-    mod = _module(tmp_path, "class Obj:\n    strict = False\n\n"
-                            "def f(opts, obj):\n    if not opts['allowed']:\n        obj.strict = True\n")
-    obj = mod.Obj()
-    assert healer.heal(_crash(lambda: mod.f({}, obj))) is not None
-    assert mod.f({}, obj) is None and obj.strict is True  # the default None: `not None` takes the branch
-    assert healer.history[-1].record.guard.flow == ""  # nothing returned: no caller to check
+    (one copy per side in the bytecode), so the sides meet at the end of the function;
+    when neither acts, the decision only shapes data (here: what a generator yields)."""
+    mod = _module(tmp_path, "def f(opts, items):\n    for x in items:\n        yield x\n"
+                            "    if not opts['allowed']:\n        yield 'strict'\n")
+    assert healer.heal(_crash(lambda: list(mod.f({}, ["a"])))) is not None
+    assert data(lambda: list(mod.f({}, ["a"]))) == ["a", "strict"]  # the default None: `not None` takes the branch
+    assert data(lambda: list(mod.f({"allowed": True}, ["a"]))) == ["a"]
 
 
 @pytest.mark.parametrize(("source", "args", "error"), [
@@ -356,8 +382,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
 LIMIT = 5.0
-USERS = {"alice": type("User", (), {"banned": False, "role": "member"})(),
-         "mallory": type("User", (), {"banned": True, "role": "guest"})()}
+USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
+         "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
+GRANTS = []
 LOCKS = {"doc1": False, "doc2": True}
 LEVELS = {"/level/public": 0, "/level/secret": 3}
 OWNERS = {"a": "alice"}
@@ -385,6 +412,10 @@ def denied_names():
 
 def is_member(u):
     return u.role == "member"
+
+
+def is_suspended(u):
+    return u.suspended
 
 
 def is_locked(name):
@@ -450,6 +481,12 @@ def app(env, start_response):
         if owner(env.get("HTTP_X_DOC", "")) is None:
             return respond(start_response, "200 OK", "public document")
         return respond(start_response, "403 Forbidden", "private document")
+    if path == "/grant":  # the sides rejoin, but one acts (a grant recorded)
+        status = "403 Forbidden"
+        if not is_suspended(user):
+            GRANTS.append(user)
+            status = "200 OK"
+        return respond(start_response, status, "granted" if status == "200 OK" else "suspended")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -480,6 +517,7 @@ CRAFTED = [
     ("/level/nope", {}, {403, 500}),                # `level(path) == 0`, missing entry
     ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
+    ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -495,6 +533,8 @@ LEGIT = [
     ("/level/secret", {}, 403, "restricted"),
     ("/doc", {"X-Doc": "a"}, 403, "private document"),
     ("/api", {"X-Token": "s3cret"}, 200, "api"),
+    ("/grant", {"X-User": "alice"}, 200, "granted"),
+    ("/grant", {"X-User": "mallory"}, 403, "suspended"),
 ]
 
 
