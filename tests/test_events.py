@@ -79,6 +79,13 @@ def test_every_guard_reports_when_it_fires(case, tmp_path, monkeypatch):
     with pytest.raises(Exception) as again:
         mod.target(*args)
     assert type(again.value) is type(first.value) and str(again.value) == str(first.value)
+    # The genuine exception left the guard's handler as CPython's own ``except`` would:
+    # nothing is still "being handled", so nothing chains onto the next exception.
+    assert sys.exc_info() == (None, None, None)
+    try:
+        raise LookupError("next")
+    except LookupError as nxt:
+        assert nxt.__context__ is None, repr(nxt.__context__)
     sys.modules.pop(mod.__name__, None)
 
 

@@ -137,6 +137,7 @@ def _push_raw(reg, set_bytes: bytes, bundle_bytes: bytes) -> str:
 
 
 def test_unreachable_registry_is_not_a_refusal(tmp_path):
+    pytest.importorskip("oras", reason="oras (codesuture[oci]) is not installed")
     from registry_helpers import free_port
 
     keys = tmp_path / "keys"

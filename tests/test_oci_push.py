@@ -9,6 +9,8 @@ import json
 import urllib.request
 import zipfile
 
+import pytest
+
 from heal_helpers import cli
 from registry_helpers import auth_registry, registry  # noqa: F401  (fixtures)
 from trust_helpers import make_overlay, make_signed_set
@@ -78,6 +80,7 @@ def test_push_refuses_bad_bundle_and_location(tmp_path, registry):  # noqa: F811
 
 
 def test_push_to_unreachable_registry_fails_cleanly(tmp_path):
+    pytest.importorskip("oras", reason="oras (codesuture[oci]) is not installed")
     from registry_helpers import free_port
 
     s = make_signed_set(tmp_path, ("demo.mod",))

@@ -61,6 +61,64 @@ def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing)
     return Rewrite(start, idx + 1, body)
 
 
+def _scope(instrs: list[Any], start: int, idx: int, mine: TryBegin, after: Label) -> tuple[TryBegin | None, list[Any]]:
+    """``instrs[start:idx + 1]`` inside the guard's own range *mine*, then *after*
+    (where the handler jumps back to). An enclosing range (the program's own ``try``)
+    is closed before and re-opened after it; its original end then closes the
+    re-opened copy. Returns (the enclosing range or None, the new instructions)."""
+    outer = I.active_try(instrs, start)
+    body: list[Any] = []
+    if outer is not None:
+        body.append(TryEnd(outer))
+    body += [mine, *instrs[start : idx + 1], TryEnd(mine)]
+    if outer is not None:
+        reopen = TryBegin(outer.target, outer.push_lasti)
+        body.append(reopen)
+        for later in instrs[idx + 1 :]:
+            if isinstance(later, TryEnd) and later.entry is outer:
+                later.entry = reopen
+                break
+    body.append(after)
+    return outer, body
+
+
+def _handler_tail(loc: Any, handler: Label, cleanup: Label, reraise: Label, outer: TryBegin | None,
+                  test: list[Any], unwind: list[Any], done: list[Any], scoped: bool = False) -> list[Any]:
+    """The handler of a scoped guard, laid out as CPython's compiler lays out ``except``:
+    one cleanup range (push_lasti) from PUSH_EXC_INFO over *test* (which jumps to
+    *reraise* when the exception is not the guard's to take) and the re-raise, so that
+    an exception leaving the handler restores the previously handled exception
+    (``COPY 3; POP_EXCEPT; RERAISE 1``) at the depth just below the pushed one. A
+    second range starting deeper would restore the guard's own exception as "being
+    handled" and leak it into ``sys.exc_info()`` and the next exception's context.
+    *unwind* runs at *reraise* before ``RERAISE 0``; *done* after the range (the
+    exception is taken: pop it and go on). *scoped*: the guard's own range is a
+    :class:`ScopedTry`, whose handler ``bytecode`` models one item deeper than it runs,
+    so the cleanup range is lowered by one as well."""
+    ok = Label()
+    inner = ScopedTry(cleanup, True) if scoped else TryBegin(cleanup, True)
+    tail: list[Any] = [
+        handler,                                              # [base, exc]
+        inner,
+        I.at(loc, "PUSH_EXC_INFO"),                           # [base, prev, exc]
+        *test,
+        I.jump_forward(ok, loc),
+        reraise,
+        *unwind,
+        I.at(loc, "RERAISE", 0),
+        ok,
+        TryEnd(inner),
+        *done,
+        cleanup,
+    ]
+    if outer is not None:
+        again = TryBegin(outer.target, outer.push_lasti)
+        tail += [again, I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1), TryEnd(again)]
+    else:
+        tail += [I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1)]
+    return tail
+
+
 def _scoped_handler(
     instrs: list[Any], idx: int, exc_name: str, produce: list[Any], allowed: set[str], firing: Firing
 ) -> Rewrite:
@@ -74,48 +132,19 @@ def _scoped_handler(
     span = instrs[start : idx + 1]
     if any(isinstance(x, (TryBegin, TryEnd, Label)) for x in span):
         raise PatchError("the failing call expression has its own control flow; refusing to scope a handler")
-    outer = I.active_try(instrs, start)
     handler, cleanup, reraise, after = Label(), Label(), Label(), Label()
-    mine = TryBegin(handler, False)
-    body: list[Any] = []
-    if outer is not None:
-        body.append(TryEnd(outer))
-    body += [mine, *span, TryEnd(mine)]
-    if outer is not None:
-        reopen = TryBegin(outer.target, outer.push_lasti)
-        body.append(reopen)
-        # The range's original end now closes the re-opened copy.
-        for later in instrs[idx + 1 :]:
-            if isinstance(later, TryEnd) and later.entry is outer:
-                later.entry = reopen
-                break
-    body.append(after)
-    inner = TryBegin(cleanup, True)
-    inner2 = TryBegin(cleanup, True)
-    tail: list[Any] = [
-        handler,
-        inner,
-        I.at(loc, "PUSH_EXC_INFO"),
+    outer, body = _scope(instrs, start, idx, TryBegin(handler, False), after)
+    matched = [
+        *hook(loc, firing, reraise),
+        I.at(loc, "POP_TOP"),
+    ]
+    done = [I.at(loc, "POP_EXCEPT"), *produce, I.jump_backward(after, loc)]
+    tail = _handler_tail(loc, handler, cleanup, reraise, outer, [
         I.at(loc, "LOAD_GLOBAL", (False, exc_name)),
         I.at(loc, "CHECK_EXC_MATCH"),
         I.jump_if_false(reraise, loc),
-        *hook(loc, firing, reraise),
-        I.at(loc, "POP_TOP"),
-        TryEnd(inner),
-        I.at(loc, "POP_EXCEPT"),
-        *produce,
-        I.jump_backward(after, loc),
-        reraise,
-        inner2,
-        I.at(loc, "RERAISE", 0),
-        TryEnd(inner2),
-        cleanup,
-    ]
-    if outer is not None:
-        again = TryBegin(outer.target, outer.push_lasti)
-        tail += [again, I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1), TryEnd(again)]
-    else:
-        tail += [I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1)]
+        *matched,
+    ], [], done)
     return Rewrite(start, idx + 1, body, tail)
 
 
@@ -152,26 +181,9 @@ def call_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
     group = instrs[start : idx + 1]
     if any(not isinstance(x, Instr) for x in group):
         raise PatchError("the failing call has its own control flow; refusing to scope a handler")
-    outer = I.active_try(instrs, start)
     handler, cleanup, reraise, after = Label(), Label(), Label(), Label()
-    mine = ScopedTry(handler, False)
-    body: list[Any] = []
-    if outer is not None:
-        body.append(TryEnd(outer))
-    body += [mine, *group, TryEnd(mine)]
-    if outer is not None:
-        reopen = TryBegin(outer.target, outer.push_lasti)
-        body.append(reopen)
-        for later in instrs[idx + 1 :]:
-            if isinstance(later, TryEnd) and later.entry is outer:
-                later.entry = reopen
-                break
-    body.append(after)
-    inner, inner2 = TryBegin(cleanup, True), TryBegin(cleanup, True)
-    tail: list[Any] = [
-        handler,                                              # [base, exc]
-        inner,
-        I.at(loc, "PUSH_EXC_INFO"),                           # [base, prev, exc]
+    outer, body = _scope(instrs, start, idx, ScopedTry(handler, False), after)
+    tail = _handler_tail(loc, handler, cleanup, reraise, outer, [            # [base, prev, exc]
         *events_call(loc, "caught"),
         I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc), I.at(loc, "LOAD_CONST", spec.default),
         I.at(loc, "COPY", 6),                                 # the exception
@@ -179,19 +191,7 @@ def call_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
         I.at(loc, "COPY", 1), I.jump_if_none(reraise, loc),
         I.at(loc, "UNPACK_SEQUENCE", 1),                      # [base, prev, exc, value]
         I.at(loc, "SWAP", 2), I.at(loc, "POP_TOP"),           # [base, prev, value]
-        TryEnd(inner),
-        I.at(loc, "SWAP", 2), I.at(loc, "POP_EXCEPT"),        # [base, value]
-        I.jump_backward(after, loc),
-        reraise,                                              # [base, prev, exc, None]
-        I.at(loc, "POP_TOP"),
-        inner2,
-        I.at(loc, "RERAISE", 0),
-        TryEnd(inner2),
-        cleanup,
-    ]
-    if outer is not None:
-        again = TryBegin(outer.target, outer.push_lasti)
-        tail += [again, I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1), TryEnd(again)]
-    else:
-        tail += [I.at(loc, "COPY", 3), I.at(loc, "POP_EXCEPT"), I.at(loc, "RERAISE", 1)]
+    ], [I.at(loc, "POP_TOP")],                                # at reraise: [base, prev, exc, None]
+        [I.at(loc, "SWAP", 2), I.at(loc, "POP_EXCEPT"), I.jump_backward(after, loc)],   # [base, value]
+        scoped=True)
     return Rewrite(start, idx + 1, body, tail)
