@@ -143,10 +143,18 @@ def grants(u):
         GRANTED.append(u)
     return "ok"
 
+FLAGGED = False
+
 def marks(u, seen):
+    global FLAGGED
     if u.flag:
-        seen.flagged = True
+        FLAGGED = True
     return seen
+
+def collects(d, k, out):
+    if d[k]:
+        out.append(k)
+    return out
 
 def sends(d, k, out):
     for x in d[k]:
@@ -207,7 +215,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
     ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
-    ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to an attribute
+    ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global
+    ("collects", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a call on the frame's own object shapes data
     ("sends", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a for loop's body over an empty default: no time
     # Only the test at the bottom of the loop sees the value (3.12+ jumps back from a
     # block of its own; a default 0 would loop for ever): the loop test on every version.
@@ -215,7 +224,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("breaks", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # `if not v: break` decides the loop too
     # The sides end only at the end of the body (the implicit `return None` the compiler
     # copies into each): they rejoin there; an explicit early `return` stays a gate.
-    ("configures", "BINARY_SUBSCR", "refuse", flow.ACTS, ""),  # ... unless a side acts (stores to obj)
+    ("configures", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # stores to the objects the frame holds shape data
     ("tidies", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # what it yields is the callers' data
     ("returns_early", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
 ])

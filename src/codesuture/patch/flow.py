@@ -23,11 +23,11 @@ graph's post-dominators (:class:`Decision`):
 * ``raises``: one side always ends in a ``raise`` (or a call to a function that never
   returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
   can return: the program's own error is one way out;
-* ``acts``: the sides rejoin, but one of them acts on state outside the frame (a call
-  whose result is dropped, i.e. made for its effect, or a store to an attribute, an
-  item, a global or a closure cell): ``if not is_banned(u): grant(u)`` is a gate even
+* ``acts``: the sides rejoin, but one of them acts through a name of the module (a
+  call made for its effect whose callee is a global or an attribute of one, or a store
+  to a global or a closure cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
-  body runs no time);
+  body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
 * ``exits``: anything else (the sides leave the function separately; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
   break``, found alike on every version's loop layout): a gate.
@@ -53,8 +53,9 @@ from typing import Any, Callable, Iterable
 #: What a decision does, see the module docstring.
 REJOIN, RAISES, EXITS, ACTS = "rejoin", "raises", "exits", "acts"
 #: Instructions that change state outside the frame: a side that runs one *acts*.
-_ACTIONS = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE", "STORE_GLOBAL",
-                      "DELETE_GLOBAL", "STORE_DEREF", "DELETE_DEREF"})
+_ACTIONS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF", "DELETE_DEREF"})
+#: Calls that only report (a side that logs does not act).
+_LOG_CALLS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 _CALL_OPS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
 #: How many calling frames a returned value is followed into, at most.
 MAX_CALLERS = 8
@@ -369,9 +370,15 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
 
 
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
-    """Whether *instrs* (one side of a branch) change state outside the frame: a store
-    listed in :data:`_ACTIONS`, or a call whose result is popped at once (a call made for
-    its effect: ``grant(u)``, ``log.append(x)``)."""
+    """Whether *instrs* (one side of a branch, straight-line runs of a block or a tail)
+    act on state that outlives the call through a name of the module: a store to a
+    global or a closure cell, or a call made for its effect (its result popped at once)
+    whose callee is a global name or an attribute of one (``grant(u)``,
+    ``GRANTS.append(u)``, ``audit.record(u)``). Logging calls (``log.debug(...)``,
+    ``warnings.warn``) are not actions. Calls and stores on the objects the frame
+    holds (``out.append(x)``, ``self.o("**")``, ``tokens.pop(0)``) shape the data the
+    function works on and are not counted: that is how data-shaping code builds its
+    result."""
     from bytecode import Instr
 
     real = [x for x in instrs if isinstance(x, Instr)]
@@ -379,7 +386,9 @@ def _acts(g: _Graph, instrs: list[Any]) -> bool:
         if ins.name in _ACTIONS:
             return True
         if ins.name in _CALL_OPS and i + 1 < len(real) and real[i + 1].name == "POP_TOP":
-            return True
+            callee = _callee(real, i)
+            if callee is not None and callee.rpartition(".")[2] not in _LOG_CALLS:
+                return True
     return False
 
 
@@ -969,9 +978,13 @@ def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[st
         k = bisect.bisect_right(g.offsets, lasti) - 1
         if k < 0:
             raise ValueError(f"no instruction at offset {lasti}")
-        lasti = g.offsets[k]
         b, p = g.where[k]
         ins = g.blocks[b][p]
+        if ins.name == "PRECALL" and k + 1 in g.where:  # 3.11: a caller can stand at the PRECALL of its CALL
+            k += 1
+            b, p = g.where[k]
+            ins = g.blocks[b][p]
+        lasti = g.offsets[k]
         opname = ins.name
         if ins.has_jump() and not ins.is_uncond_jump() and opname not in ("FOR_ITER", "SEND"):
             outcome, side, loop = _classify(g, b, opname)
