@@ -26,6 +26,12 @@ def _host_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 @pytest.fixture(scope="session")
 def crash_venv_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Where the crash cases' venvs are made: one folder for the whole run, shared by
+    pytest-xdist workers (their base temp folders sit side by side under one root)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / "crash-venvs"
     return tmp_path_factory.mktemp("crash-venvs")
 
 

@@ -186,21 +186,36 @@ _MADE: dict[tuple[tuple[str, ...], str], Path | VenvError] = {}
 
 
 def case_venv(case: CrashCase, base_dir: Path, python: str = PY) -> Path:
-    """The venv python for *case* on *python* (made once per process and set of
-    requirements, under *base_dir*). Raises :class:`VenvError` (remembered) when pip
-    fails."""
+    """The venv python for *case* on *python* (made once per set of requirements under
+    *base_dir*, which pytest-xdist workers share: a lock file serialises the making, a
+    ``.ready`` file marks a finished venv, ``.failed`` holds pip's error). Raises
+    :class:`VenvError` (remembered) when pip fails."""
+    import fcntl
+
     key = (case.requirements(), python)
     made = _MADE.get(key)
     if made is None:
         where = base_dir / f"{case.id}-{HERE_VERSION}"
-        try:
-            vpy = make_venv(where, python)
-            p = pip_install(vpy, *case.requirements())
-            if p.returncode != 0:
-                raise VenvError(f"pip install {' '.join(case.requirements())} failed:\n{p}")
-            made = vpy
-        except (subprocess.SubprocessError, OSError) as exc:
-            made = VenvError(f"venv for {case.id}: {exc}")
+        base_dir.mkdir(parents=True, exist_ok=True)
+        with open(base_dir / f".{case.id}-{HERE_VERSION}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            ready, failed = where / ".ready", where / ".failed"
+            if ready.is_file():
+                made = Path(ready.read_text())
+            elif failed.is_file():
+                made = VenvError(failed.read_text())
+            else:
+                try:
+                    vpy = make_venv(where, python)
+                    p = pip_install(vpy, *case.requirements())
+                    if p.returncode != 0:
+                        raise VenvError(f"pip install {' '.join(case.requirements())} failed:\n{p}")
+                    made = vpy
+                    ready.write_text(str(vpy))
+                except (subprocess.SubprocessError, OSError, VenvError) as exc:
+                    made = exc if isinstance(exc, VenvError) else VenvError(f"venv for {case.id}: {exc}")
+                    where.mkdir(parents=True, exist_ok=True)
+                    failed.write_text(str(made))
         _MADE[key] = made
     if isinstance(made, VenvError):
         raise made

@@ -135,6 +135,23 @@ def predicate(u):
 
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
+
+GRANTED = []
+
+def grants(u):
+    if not u.banned:
+        GRANTED.append(u)
+    return "ok"
+
+def marks(u, seen):
+    if u.flag:
+        seen.flagged = True
+    return seen
+
+def sends(d, k, out):
+    for x in d[k]:
+        out.append(x)
+    return out
 '''
 
 
@@ -155,6 +172,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
     ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+    ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
+    ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to an attribute
+    ("sends", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a for loop's body over an empty default: no time
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
                                                    outcome: str | None, returned: str) -> None:
@@ -302,8 +322,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
 LIMIT = 5.0
-USERS = {"alice": type("User", (), {"banned": False, "role": "member"})(),
-         "mallory": type("User", (), {"banned": True, "role": "guest"})()}
+USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
+         "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
+GRANTS = []
 LOCKS = {"doc1": False, "doc2": True}
 LEVELS = {"/level/public": 0, "/level/secret": 3}
 OWNERS = {"a": "alice"}
@@ -331,6 +352,10 @@ def denied_names():
 
 def is_member(u):
     return u.role == "member"
+
+
+def is_suspended(u):
+    return u.suspended
 
 
 def is_locked(name):
@@ -396,6 +421,12 @@ def app(env, start_response):
         if owner(env.get("HTTP_X_DOC", "")) is None:
             return respond(start_response, "200 OK", "public document")
         return respond(start_response, "403 Forbidden", "private document")
+    if path == "/grant":  # the sides rejoin, but one acts (a grant recorded)
+        status = "403 Forbidden"
+        if not is_suspended(user):
+            GRANTS.append(user)
+            status = "200 OK"
+        return respond(start_response, status, "granted" if status == "200 OK" else "suspended")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -426,6 +457,7 @@ CRAFTED = [
     ("/level/nope", {}, {403, 500}),                # `level(path) == 0`, missing entry
     ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
+    ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -441,6 +473,8 @@ LEGIT = [
     ("/level/secret", {}, 403, "restricted"),
     ("/doc", {"X-Doc": "a"}, 403, "private document"),
     ("/api", {"X-Token": "s3cret"}, 200, "api"),
+    ("/grant", {"X-User": "alice"}, 200, "granted"),
+    ("/grant", {"X-User": "mallory"}, 403, "suspended"),
 ]
 
 

@@ -20,6 +20,11 @@ graph's post-dominators (:class:`Decision`):
 * ``raises``: one side always ends in a ``raise`` (or a call to a function that never
   returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
   can return: the program's own error is one way out;
+* ``acts``: the sides rejoin, but one of them acts on state outside the frame (a call
+  whose result is dropped, i.e. made for its effect, or a store to an attribute, an
+  item, a global or a closure cell): ``if not is_banned(u): grant(u)`` is a gate even
+  though its sides meet again (not a ``for`` loop's test: over an empty default its
+  body runs no time);
 * ``exits``: anything else (the sides leave the function separately, or a ``while``
   test): a gate.
 
@@ -42,7 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 #: What a decision does, see the module docstring.
-REJOIN, RAISES, EXITS = "rejoin", "raises", "exits"
+REJOIN, RAISES, EXITS, ACTS = "rejoin", "raises", "exits", "acts"
+#: Instructions that change state outside the frame: a side that runs one *acts*.
+_ACTIONS = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE", "STORE_GLOBAL",
+                      "DELETE_GLOBAL", "STORE_DEREF", "DELETE_DEREF"})
+_CALL_OPS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
 #: How many calling frames a returned value is followed into, at most.
 MAX_CALLERS = 8
 #: Work limit of one analysis (block visits); beyond it the flow is "unknown".
@@ -331,9 +340,30 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, bool]:
                     return EXITS, "", True
     n = len(g.blocks)
     real = g.pdom[b] & ~(1 << b) & ((1 << n) - 1)
-    if not real and _same_tail(g, j, f):
-        return REJOIN, "", False
-    return (REJOIN if real else EXITS), "", False
+    if real:
+        if opname == "FOR_ITER":  # a for loop over an empty default runs its body no time: nothing acts
+            return REJOIN, "", False
+        return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", False
+    common = _same_tail(g, j, f)
+    if common:
+        sides = [(_tail(g, s) or [])[:-common] for s in (j, f)]
+        return (ACTS if _acts(g, sides[0]) or _acts(g, sides[1]) else REJOIN), "", False
+    return EXITS, "", False
+
+
+def _acts(g: _Graph, instrs: list[Any]) -> bool:
+    """Whether *instrs* (one side of a branch) change state outside the frame: a store
+    listed in :data:`_ACTIONS`, or a call whose result is popped at once (a call made for
+    its effect: ``grant(u)``, ``log.append(x)``)."""
+    from bytecode import Instr
+
+    real = [x for x in instrs if isinstance(x, Instr)]
+    for i, ins in enumerate(real):
+        if ins.name in _ACTIONS:
+            return True
+        if ins.name in _CALL_OPS and i + 1 < len(real) and real[i + 1].name == "POP_TOP":
+            return True
+    return False
 
 
 def _tail(g: _Graph, b: int) -> list[Any] | None:
@@ -355,16 +385,17 @@ def _tail(g: _Graph, b: int) -> list[Any] | None:
     return None
 
 
-def _same_tail(g: _Graph, j: int, f: int) -> bool:
-    """Whether the two sides of a branch end in the same source code duplicated by the
-    compiler (CPython 3.12+ copies a small exit block into each predecessor, so
+def _same_tail(g: _Graph, j: int, f: int) -> int:
+    """How many instructions long the source code is that both sides of a branch end in,
+    duplicated by the compiler (CPython 3.12+ copies a small exit block into each predecessor, so
     ``print("a" if v else "b")`` at the end of a function has two returns on 3.13 and one
     join on 3.11): both run straight into a return and their last instructions agree in
     opcode, argument and source position (line and column span). Two distinct source
-    statements never share a position, so sides that merely look alike stay apart."""
+    statements never share a position, so sides that merely look alike stay apart. 0
+    when they do not end alike."""
     a, b = _tail(g, j), _tail(g, f)
     if not a or not b:
-        return False
+        return 0
 
     def key(ins: Any) -> tuple[Any, ...]:
         loc = ins.location
@@ -377,7 +408,7 @@ def _same_tail(g: _Graph, j: int, f: int) -> bool:
             break
         common += 1
     # The shared part must be more than the bare return: a real statement duplicated.
-    return common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b))
+    return common if common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b)) else 0
 
 
 # ------------------------------------------------------------------ following a value
@@ -760,6 +791,9 @@ def _reason(d: Decision) -> str:
         return f"it decides the loop test of while at line {d.line}"
     if d.what.startswith("a truth value"):
         return f"{d.what} at line {d.line}"
+    if d.outcome == ACTS:
+        return (f"it decides {d.what} at line {d.line} where one side acts (a call made for its effect, or a store "
+                "outside the function)")
     return f"it decides {d.what} at line {d.line} whose sides leave the function separately"
 
 
@@ -803,28 +837,8 @@ def _too_deep(kind: str) -> str | None:
 
 def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
     """:func:`callers_verdict` over *frame* and the frames that called it (live frames,
-    when a guard fires: a loop over ``f_back``, each caller's analysis a cache hit)."""
-    kind = returned
-    n = 0
-    while frame is not None and kind:
-        code = frame.f_code
-        if code.co_filename.startswith(_PKG_DIR):
-            return None
-        n += 1
-        if n > MAX_CALLERS:
-            return _too_deep(kind)
-        lasti = frame.f_lasti
-        hit = _CALLERS.get((id(code), lasti, kind))
-        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, frame.f_globals)
-        if flow.unknown:
-            return flow.unknown
-        for d in flow.decisions:
-            if d.outcome != REJOIN:
-                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-                return f"it is returned to {where}, where {_reason(d)}"
-        kind = flow.returned
-        frame = frame.f_back
-    return None
+    when a guard fires: a walk up ``f_back``, each caller's analysis a cache hit)."""
+    return callers_verdict(live_callers(frame), returned)
 
 
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
@@ -884,4 +898,4 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
 
 
 __all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
-           "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "MAX_CALLERS"]
+           "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS"]
