@@ -21,7 +21,9 @@ from the overlay alone.
 from __future__ import annotations
 
 import collections
+import datetime
 import importlib
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -80,6 +82,11 @@ CALLS = [
     ("def f(d):\n    return d['k']\n", (collections.UserDict(),), (collections.UserDict(k=1),),
      "call_guard/subscript", None, 1),
     ("def f(x):\n    return f'{len(x):>3}'\n", (None,), ("ab",), "call_guard/call", "  0", "  2"),
+    # int()/float() of a string that is no number, called through a table of parsers (m3u8's
+    # `atribute_parser[name](value)`): the conversion's zero, whatever names the callable.
+    ("def f(parsers, k, s):\n    v = parsers[k](s)\n    return [k, v]\n", ({"n": int}, "n", "6.5"),
+     ({"n": int}, "n", "42"), "call_guard/call", ["n", 0], ["n", 42]),
+    ("def f(cast, s):\n    return cast(s)\n", (float, "abc"), (float, "2.5"), "call_guard/call", 0.0, 2.5),
 ]
 
 
@@ -150,6 +157,32 @@ def test_a_call_with_the_wrong_arguments_is_not_guarded(healer: Healer, tmp_path
     with pytest.raises(TypeError) as crash:
         mod.f("1")
     assert healer.heal(crash.value) is None and healer.history == []
+
+
+@pytest.mark.parametrize(("source", "bad"), [
+    # A ValueError that is no conversion's (the program's date format, not a number)...
+    ("import datetime\n\ndef f(parsers, s):\n    return parsers['d'](s)\n",
+     ({"d": datetime.date.fromisoformat}, "tomorrow")),
+    # ...or a subclass the standard library defines: its own error, never guarded.
+    ("import json\n\ndef f(parsers, s):\n    return parsers['j'](s)\n", ({"j": json.loads}, "{")),
+])
+def test_other_value_errors_of_a_call_are_not_guarded(healer: Healer, tmp_path: Path, source: str,
+                                                       bad: tuple[Any, ...]) -> None:
+    mod = _module(tmp_path, source)
+    with pytest.raises(ValueError) as crash:
+        mod.f(*bad)
+    assert healer.heal(crash.value) is None and healer.history == []
+
+
+def test_a_conversion_guard_lets_other_value_errors_of_the_same_call_through(healer: Healer, tmp_path: Path) -> None:
+    """The guard placed for int()'s ValueError yields only for a conversion's: another
+    callable at the same site raising another ValueError still raises it."""
+    mod = _module(tmp_path, "def f(parsers, k, s):\n    return parsers[k](s)\n")
+    parsers = {"n": int, "d": datetime.date.fromisoformat}
+    _heal(healer, lambda: mod.f(parsers, "n", "x1"))
+    assert _data(mod.f, parsers, "n", "x1") == 0
+    with pytest.raises(ValueError, match="isoformat"):
+        mod.f(parsers, "d", "tomorrow")
 
 
 class Box(dict):

@@ -152,6 +152,40 @@ def sends(d, k, out):
     for x in d[k]:
         out.append(x)
     return out
+
+def drains(d, k, todo, out):
+    while todo:
+        if out:
+            out.pop()
+        todo -= d[k]
+    return todo
+
+def breaks(d, k, items):
+    n = 0
+    while True:
+        for x in items:
+            n += x
+        if not d[k]:
+            break
+        n += 2
+    return n
+
+def configures(opts, obj):
+    obj.loose = True
+    if not opts["allowed"]:
+        obj.loose = False
+        obj.strict = True
+
+def returns_early(opts, obj):
+    if not opts["allowed"]:
+        return
+    obj.strict = True
+
+def tidies(opts, items):
+    for x in items:
+        yield x
+    if not opts["allowed"]:
+        yield "strict"
 '''
 
 
@@ -175,6 +209,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to an attribute
     ("sends", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a for loop's body over an empty default: no time
+    # Only the test at the bottom of the loop sees the value (3.12+ jumps back from a
+    # block of its own; a default 0 would loop for ever): the loop test on every version.
+    ("drains", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
+    ("breaks", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # `if not v: break` decides the loop too
+    # The sides end only at the end of the body (the implicit `return None` the compiler
+    # copies into each): they rejoin there; an explicit early `return` stays a gate.
+    ("configures", "BINARY_SUBSCR", "refuse", flow.ACTS, ""),  # ... unless a side acts (stores to obj)
+    ("tidies", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # what it yields is the callers' data
+    ("returns_early", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
                                                    outcome: str | None, returned: str) -> None:
@@ -188,8 +231,11 @@ def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname
     else:
         assert not found.decisions
     assert verdict.returned == returned or verdict.action != "heal"
-    if name == "waits":
-        assert found.decisions[0].what == "the loop test of while"
+    if name in ("waits", "drains"):
+        assert found.decisions[0].what == flow.LOOP_TEST == "the loop test of while"
+    if name == "breaks":
+        assert found.decisions[0].what == flow.LOOP_EXIT
+        assert "whether the while loop runs again" in verdict.reason
 
 
 def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -> None:
@@ -239,6 +285,17 @@ def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path
     assert healer.history[-1].record.guard.flow == "return:value"
 
 
+def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: Path) -> None:
+    """The last statement of a body: each side runs into the implicit ``return None``
+    (one copy per side in the bytecode), so the sides meet at the end of the function;
+    when neither acts, the decision only shapes data (here: what a generator yields)."""
+    mod = _module(tmp_path, "def f(opts, items):\n    for x in items:\n        yield x\n"
+                            "    if not opts['allowed']:\n        yield 'strict'\n")
+    assert healer.heal(_crash(lambda: list(mod.f({}, ["a"])))) is not None
+    assert data(lambda: list(mod.f({}, ["a"]))) == ["a", "strict"]  # the default None: `not None` takes the branch
+    assert data(lambda: list(mod.f({"allowed": True}, ["a"]))) == ["a"]
+
+
 @pytest.mark.parametrize(("source", "args", "error"), [
     ("class Denied(Exception):\n    pass\n\ndef f(x, k):\n    if x[k] > 3:\n        raise Denied(k)\n    return 'ok'\n",
      ({"a": 1}, "b"), "Denied"),
@@ -262,6 +319,9 @@ def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path,
     ("def f(user):\n    if user.banned:\n        return 'deny'\n    return 'allow'\n", (None,)),
     ("def f(acl, who):\n    ok = acl[who]\n    if ok:\n        return 'allow'\n    return 'deny'\n", ({}, "eve")),
     ("def f(d, k):\n    while d[k]:\n        d.pop(k)\n    return 'done'\n", ({}, "k")),
+    ("def f(d, k):\n    n = 0\n    while True:\n        n += 1\n        if not d[k]:\n            break\n"
+     "        n += 2\n    return n\n", ({}, "k")),
+    ("def f(opts, obj):\n    if not opts['allowed']:\n        return\n    obj.append(1)\n", ({}, [])),
     ("def f(d, k, u):\n    for x in d[k]:\n        if x == u:\n            return 'banned'\n    return 'welcome'\n",
      ({}, "k", "eve")),
     ("def f(tag, classes):\n    if tag in classes:\n        return 'class'\n    return 'plain'\n", ("pre", None)),

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from codesuture.crash.site import CrashSite
+from codesuture.crash.structural import conversion_zero, structural_call_error
 from codesuture.errors import DiagnosisError
 from codesuture.guards.calls import CALL_GUARD_OPS
 from codesuture.patch.spec import GuardSpec
@@ -48,7 +49,7 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
         # Raised below this frame, in code that cannot be patched (the standard
         # library, a dunder called from C): only a handler scoped to the call fits.
         if op in CALL_GUARD_OPS and structural_call_error(exc):
-            return _call_guard(bc, idx)
+            return _call_guard(bc, idx, exc)
         raise DiagnosisError(f"{type(exc).__name__} was raised inside a library call, not at {site.describe()}")
 
     if op in _STORES and _store_on_none(exc, op):
@@ -143,7 +144,7 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
             return GuardSpec("file_guard", "", "io.BytesIO()" if _binary_mode(bc, idx) else "io.StringIO()")
 
     if op in CALL_GUARD_OPS and op != "BINARY_SUBSCR" and structural_call_error(exc):
-        return _call_guard(bc, idx)
+        return _call_guard(bc, idx, exc)
 
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
 
@@ -156,38 +157,14 @@ _RAISE_SIDE_NULL = frozenset({"attr", "operator", "operand", "compare"})
 
 #: Stores and deletes whose target object may be None (the store is skipped).
 _STORES = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE"})
-#: TypeError messages of a call made with the wrong arguments: a bug in the call, not
-#: in the data it was given; no call-site guard hides it.
-_SIGNATURE_ERRORS = re.compile(
-    r"positional argument|keyword argument|required argument|takes (?:no|exactly|at most|at least) |"
-    r"expected (?:at most |at least )?\d+ arguments?|arguments? \(\d+ given\)"
-)
-#: Built-in exceptions a call may raise on bad data (structural crashes).
-_CALL_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError)
-
-
-def structural_call_error(exc: BaseException) -> bool:
-    """True for a structural exception raised by a call: a built-in TypeError (not a
-    wrong signature), AttributeError, KeyError, IndexError or ZeroDivisionError, an
-    OverflowError converting to float, or a ValueError over the interpreter's limit
-    for int/str conversion. Program-defined exceptions (subclasses) are the
-    program's own errors and never count."""
-    if type(exc).__module__ != "builtins":
-        return False
-    msg = str(exc)
-    if isinstance(exc, TypeError):
-        return not _SIGNATURE_ERRORS.search(msg)
-    if isinstance(exc, _CALL_ERRORS):
-        return True
-    if isinstance(exc, OverflowError):
-        return "to float" in msg
-    return isinstance(exc, ValueError) and "for integer string conversion" in msg
-
-
-def _call_guard(bc: list[Any], idx: int) -> GuardSpec:
+def _call_guard(bc: list[Any], idx: int, exc: BaseException | None = None) -> GuardSpec:
     if bc[idx].name == "BINARY_SUBSCR":
         return GuardSpec("call_guard", "subscript", _consumer_default(bc, idx))
-    return GuardSpec("call_guard", "call", call_result_default(bc, idx))
+    default = call_result_default(bc, idx)
+    zero = conversion_zero(exc) if exc is not None else None
+    if default == "None" and zero is not None:
+        default = zero  # the int()/float() the message names, reached through any expression
+    return GuardSpec("call_guard", "call", default)
 
 
 def _store_on_none(exc: BaseException, op: str) -> bool:

@@ -15,8 +15,11 @@ exception edges are not followed. Each decision it reaches is classified from th
 graph's post-dominators (:class:`Decision`):
 
 * ``rejoin``: the two sides meet again inside the function before any return or raise
-  (the branch's immediate post-dominator is a block of the function, not the exit), and
-  the test is not a ``while`` loop's: the decision only shapes data;
+  (the branch's immediate post-dominator is a block of the function, not the exit; or
+  both sides end only at the end of the function's body, in the implicit ``return
+  None`` the compiler copies into each, or in one exit tail it duplicated), and the
+  branch does not decide whether a ``while`` loop runs again: the decision only shapes
+  data;
 * ``raises``: one side always ends in a ``raise`` (or a call to a function that never
   returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
   can return: the program's own error is one way out;
@@ -25,8 +28,9 @@ graph's post-dominators (:class:`Decision`):
   item, a global or a closure cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
   body runs no time);
-* ``exits``: anything else (the sides leave the function separately, or a ``while``
-  test): a gate.
+* ``exits``: anything else (the sides leave the function separately; a ``while``
+  loop's test, or a branch in its body with one side out of the loop, ``if done:
+  break``, found alike on every version's loop layout): a gate.
 
 :func:`verdict` turns a :class:`Flow` into the policy of ``docs/guards.md``
 ("data flows on; decisions fail closed"), and :func:`callers_verdict` follows a
@@ -135,6 +139,7 @@ class _Graph:
     where: dict[int, tuple[int, int]] = field(default_factory=dict)  # real index -> (block, pos)
     index: dict[tuple[int, int], int] = field(default_factory=dict)  # (block, pos) -> real index
     offsets: list[int] = field(default_factory=list)  # real index -> offset
+    positions: set[Any] | None = None  # see _other_positions
 
 
 def _name(ins: Any) -> str:
@@ -321,34 +326,46 @@ def _analyse_graph(g: _Graph, n: int) -> None:
     g.loops = sorted(loops.items())
 
 
-def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, bool]:
-    """``(outcome, raising side, is a loop test)`` of the two-way branch ending block *b*."""
+#: What decides whether a ``while`` loop runs again: its test, or a branch in its body
+#: with one side out of the loop (``if done: break``).
+LOOP_TEST, LOOP_EXIT = "the loop test of while", "a branch out of a while loop"
+
+
+def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
+    """``(outcome, raising side, loop)`` of the two-way branch ending block *b*; *loop*
+    is :data:`LOOP_TEST` or :data:`LOOP_EXIT` when the branch decides whether a
+    ``while`` loop runs again, else ``""``."""
     j, f = g.jump[b], g.nxt[b]
     if j is None or f is None:
-        return EXITS, "", False
+        return EXITS, "", ""
     ret = [bool(g.can_return >> s & 1) for s in (j, f)]
     rai = [bool(g.can_raise >> s & 1) for s in (j, f)]
     for side, name, other in ((0, "jump", 1), (1, "next", 0)):
         if rai[side] and not ret[side] and ret[other]:
-            return RAISES, name, False
+            return RAISES, name, ""
     if opname != "FOR_ITER":
         for h, body in g.loops:
             inside = [bool(body >> s & 1) for s in (j, f)]
             if inside[0] != inside[1]:
                 stay = j if inside[0] else f
-                if b == h or stay == h:
-                    return EXITS, "", True
+                if b == h or _through_jumps(g, stay) == h:
+                    return EXITS, "", LOOP_TEST
+                if _while_loop(g, h):
+                    return EXITS, "", LOOP_EXIT
     n = len(g.blocks)
     real = g.pdom[b] & ~(1 << b) & ((1 << n) - 1)
     if real:
         if opname == "FOR_ITER":  # a for loop over an empty default runs its body no time: nothing acts
-            return REJOIN, "", False
-        return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", False
+            return REJOIN, "", ""
+        return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", ""
     common = _same_tail(g, j, f)
     if common:
         sides = [(_tail(g, s) or [])[:-common] for s in (j, f)]
-        return (ACTS if _acts(g, sides[0]) or _acts(g, sides[1]) else REJOIN), "", False
-    return EXITS, "", False
+        return (ACTS if _acts(g, sides[0]) or _acts(g, sides[1]) else REJOIN), "", ""
+    ended = _ends_implicitly(g, (j, f))
+    if ended is not None:
+        return (ACTS if _acts(g, [ins for x in sorted(ended) for ins in g.blocks[x]]) else REJOIN), "", ""
+    return EXITS, "", ""
 
 
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
@@ -364,6 +381,90 @@ def _acts(g: _Graph, instrs: list[Any]) -> bool:
         if ins.name in _CALL_OPS and i + 1 < len(real) and real[i + 1].name == "POP_TOP":
             return True
     return False
+
+
+def _through_jumps(g: _Graph, b: int) -> int:
+    """The block that block *b* leads to when it holds nothing but an unconditional jump
+    (or NOPs): CPython 3.12+ ends a ``while`` body with its test and a separate
+    ``JUMP_BACKWARD`` block to the loop's top, where 3.11 jumps back from the test itself.
+    The loop test is the same decision on every version."""
+    seen: set[int] = set()
+    while b >= 0 and b not in seen and len(g.succ[b]) == 1 and g.succ[b][0] >= 0 and all(
+            _name(x) in ("NOP", "JUMP", "JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT",
+                         "JUMP_NO_INTERRUPT") or not _name(x) for x in g.blocks[b]):
+        seen.add(b)
+        b = g.succ[b][0]
+    return b
+
+
+def _while_loop(g: _Graph, h: int) -> bool:
+    """Whether the natural loop headed by block *h* is a ``while`` loop (not a ``for``
+    over an iterator, nor the ``SEND`` loop of an ``await``): a branch with one side
+    in its body and the other out of it decides whether it runs again, wherever it
+    stands in the body (``while True: ... if done: break``), as its test does."""
+    return not any(_name(x) in ("FOR_ITER", "SEND", "GET_ANEXT") for x in g.blocks[h])
+
+
+def _implicit_none_return(g: _Graph, b: int) -> bool:
+    """Whether block *b* leaves the function by the ``return None`` the compiler adds at
+    the end of a body (no ``return`` in the source): a ``RETURN_CONST None`` (or
+    ``LOAD_CONST None; RETURN_VALUE``) whose source position is that of an instruction
+    of another statement (the compiler copies the position of the code before it into
+    each copy it makes), never that of a ``return`` statement of its own."""
+    from bytecode import Instr
+
+    real = [x for x in g.blocks[b] if isinstance(x, Instr)]
+    if not real:
+        return False
+    last = real[-1]
+    if last.name == "RETURN_CONST":
+        if last.arg is not None:
+            return False
+    elif last.name == "RETURN_VALUE":
+        if len(real) < 2 or real[-2].name != "LOAD_CONST" or real[-2].arg is not None \
+                or real[-2].location != last.location:
+            return False
+    else:
+        return False
+    loc = last.location
+    if loc is None or loc.lineno is None:
+        return False
+    return loc in _other_positions(g)
+
+
+def _other_positions(g: _Graph) -> set[Any]:
+    """Source positions of the instructions of *g* that are neither returns nor the
+    constants they return (computed once per graph)."""
+    from bytecode import Instr
+
+    if g.positions is None:
+        g.positions = {x.location for block in g.blocks for x in block if isinstance(x, Instr)
+                       and x.location is not None and x.name not in ("RETURN_CONST", "RETURN_VALUE", "LOAD_CONST")}
+    return g.positions
+
+
+def _ends_implicitly(g: _Graph, sides: tuple[int, int]) -> set[int] | None:
+    """The blocks the two *sides* of a branch run, when every way out of the function
+    from them is the implicit ``return None`` at the end of its body (no ``return``
+    statement, no raise, no call that never returns): the sides meet at the end of the
+    function's source, a join the compiler duplicated into one copy per side (``if not
+    opts[k]: x = y`` as a function's last statement), and the function returns None
+    either way. Else None."""
+    seen: set[int] = set()
+    todo = list(sides)
+    while todo:
+        x = todo.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if x in g.ends:
+            return None
+        for s in g.succ[x]:
+            if s == -2 or (s == -1 and not _implicit_none_return(g, x)):
+                return None
+            if s >= 0:
+                todo.append(s)
+    return seen
 
 
 def _tail(g: _Graph, b: int) -> list[Any] | None:
@@ -524,7 +625,9 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 stop = True  # the value is gone
                 break
             if name in _RETURNS:
-                if name == "RETURN_VALUE" and stack and stack[-1]:
+                # A constant returned is the same on every side of a decision on the
+                # value (it is tainted only inside that decision's sides): not the value.
+                if name == "RETURN_VALUE" and stack and stack[-1] and _name(_previous(block, p)) != "LOAD_CONST":
                     ret(stack[-1])
                 stop = True
                 break
@@ -539,7 +642,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                     if outcome == REJOIN:
                         ctrl |= _region(g, b)
                     line = ins.location.lineno if ins.location is not None else None
-                    add(Decision(g.offsets[g.index[(b, p)]], line, "the loop test of while" if loop else what, outcome, side,
+                    add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
                                  first, depth - 1, min(low, depth - 1)))
                 for jmp, target in ((True, g.jump[b]), (False, g.nxt[b])):
                     if target is None:
@@ -587,6 +690,13 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
 
 
 I_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
+
+
+def _previous(block: list[Any], p: int) -> Any:
+    """The real instruction before ``block[p]`` in its block, or None."""
+    from bytecode import Instr
+
+    return next((x for x in reversed(block[:p]) if isinstance(x, Instr)), None)
 
 
 def ins_is_jump(block: list[Any]) -> bool:
@@ -787,8 +897,10 @@ def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
 def _reason(d: Decision) -> str:
     if d.outcome == RAISES:
         return f"{d.what} at line {d.line} decides whether the program raises"
-    if d.what == "the loop test of while":
+    if d.what == LOOP_TEST:
         return f"it decides the loop test of while at line {d.line}"
+    if d.what == LOOP_EXIT:
+        return f"it decides whether the while loop runs again (a branch out of it at line {d.line})"
     if d.what.startswith("a truth value"):
         return f"{d.what} at line {d.line}"
     if d.outcome == ACTS:
@@ -864,7 +976,7 @@ def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[st
         if ins.has_jump() and not ins.is_uncond_jump() and opname not in ("FOR_ITER", "SEND"):
             outcome, side, loop = _classify(g, b, opname)
             line = ins.location.lineno if ins.location is not None else None
-            flow = Flow((Decision(lasti, line, "the loop test of while" if loop else "a truth test", outcome, side),))
+            flow = Flow((Decision(lasti, line, loop or "a truth test", outcome, side),))
         else:
             flow = _analyze(code, lasti, kind, namespace)
     except Exception as exc:  # noqa: BLE001 - unknown: fail closed
@@ -898,4 +1010,5 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
 
 
 __all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
-           "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS"]
+           "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
+           "LOOP_EXIT"]

@@ -295,8 +295,11 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     """A call-site guard at *site* caught *error* from its call: the default to yield
     instead, ``(value,)`` (*static*, a key of :data:`codesuture.patch.spec.DEFAULTS`,
     made anew when mutable), or None when *error* must propagate: it is not the
-    built-in class *exc*, it was raised in patchable code below the call (that site
-    is healed, or not, on its own), or a live caller handles it. Never raises."""
+    built-in class *exc* or not structural (the test diagnosis uses:
+    :func:`codesuture.crash.structural.structural_call_error`, so a wrong signature or
+    a ValueError other than a conversion's passes), it was raised in patchable code
+    below the call (that site is healed, or not, on its own), or a live caller handles
+    it. Never raises."""
     try:
         import builtins
 
@@ -304,6 +307,10 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
         cls = getattr(builtins, exc, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
+        from codesuture.crash.structural import structural_call_error
+
+        if not structural_call_error(error):
+            return None  # a wrong signature, a subclass of the program's, another ValueError
         if not _raised_by_the_call(error):
             return None
         if _handled(exc, 2):

@@ -7,9 +7,9 @@ the program:
 * ``http.server``: every request to a ``BaseHTTPRequestHandler`` subclass is a unit of
   work that heals and replays safe methods, exactly as with
   :func:`codesuture.runtime.web.healing_handler` (its ``wrap_handler_method`` and
-  header code): after a successful ``parse_request`` the handler instance gets a
-  healing wrapper of its ``do_<COMMAND>`` (an instance attribute shadowing the class's
-  method, removed when it returns) and an ``end_headers`` that adds ``X-CodeSuture``.
+  header code): after the first successful ``parse_request`` of a command, the handler
+  class gets a healing wrapper of its ``do_<COMMAND>`` and an ``end_headers`` that adds
+  ``X-CodeSuture`` (set on that class, as the decorator would).
 * ``socketserver``: a crash in any request handler reaches ``BaseServer.handle_error``;
   the server reports it as before, then it is healed for the next request (never
   replayed: the protocol is unknown).
@@ -44,8 +44,8 @@ install a hook. Modules already imported are patched at once; the others when th
 program imports them, through a ``sys.meta_path`` finder that answers only for those
 few names (one set lookup for every other import) and wraps the real loader's
 ``exec_module``. On the healthy path, an ``http.server``
-request pays one extra call (the ``parse_request`` wrapper binds the two instance
-attributes, about 1 µs) besides the unit of work of ``wrap_handler_method``; threads,
+request pays one extra call (the ``parse_request`` wrapper: one dictionary lookup)
+besides the unit of work of ``wrap_handler_method``; threads,
 executors and event loops pay nothing (their hooks sit on error paths only). Nothing
 per line, no tracing.
 """
@@ -241,36 +241,40 @@ def _http_server(module: Any) -> None:
     def parse_request(self: Any) -> bool:
         ok = parse(self)
         if ok and _SESSION is not None:
-            try:
-                _arm(self, web)
-            except Exception as exc:  # contained (rule 7): the request runs unwrapped
-                _log().warning("request not healed: internal error %r", exc)
+            handler = type(self)
+            name = "do_" + self.command
+            armed = _ARMED.get((handler, name))
+            if armed is None or handler.__dict__.get(name) is not armed:
+                try:
+                    _arm(handler, name, web)
+                except Exception as exc:  # contained (rule 7): the request runs unwrapped
+                    _log().warning("request not healed: internal error %r", exc)
         return ok
 
     cls.parse_request = _wraps(parse_request, parse)
 
 
-#: (handler class, "do_X") -> (the class attribute seen, its healing wrapper or None,
-#: the wrapper of the class's ``end_headers`` or None).
-_WRAPPED: dict[tuple[type, str], tuple[Any, Any, Any]] = {}
+#: (handler class, "do_X") -> the healing wrapper set on that class (None: not wrappable).
+_ARMED: dict[tuple[type, str], Any] = {}
 
 
-def _arm(handler: Any, web: Any) -> None:
-    """Shadow the handler's ``do_<COMMAND>`` (and ``end_headers``) for this request."""
-    cls = type(handler)
-    name = "do_" + handler.command
-    seen = getattr(cls, name, None)
-    entry = _WRAPPED.get((cls, name))
-    if entry is None or entry[0] is not seen:
-        if seen is None:  # no such method (a 501): nothing to cache for an arbitrary name
-            return
-        entry = _WRAPPED[(cls, name)] = (seen, *_make_wrappers(cls, name, web))
-    if entry[1] is None:
+def _arm(cls: type, name: str, web: Any) -> None:
+    """Put a healing wrapper of ``cls.do_<COMMAND>`` (and an ``end_headers`` that adds
+    ``X-CodeSuture``) on the handler class itself, the first time it serves that
+    command: later requests pay one dictionary lookup, and the handler instance is left
+    alone (a per-instance attribute would cost every attribute access of the request
+    the interpreter's inline-values fast path)."""
+    raw = _raw(cls, name)
+    if raw is None:  # no such method (a 501), or not a plain function, or wrapped already
+        _ARMED[(cls, name)] = cls.__dict__.get(name)
         return
-    state = handler.__dict__
-    state[name] = entry[1].__get__(handler, cls)
-    if entry[2] is not None:
-        state["end_headers"] = entry[2].__get__(handler, cls)
+    wrapper = _wraps(web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES), raw)
+    end_headers = _raw(cls, "end_headers")
+    level = web.events.header_level()  # the header setting (CODESUTURE_HEADER), as every boundary
+    if end_headers is not None and level:
+        cls.end_headers = web._with_header(end_headers, level == "full")  # type: ignore[attr-defined]
+    setattr(cls, name, wrapper)
+    _ARMED[(cls, name)] = wrapper
 
 
 def _raw(cls: type, name: str) -> Any:
@@ -280,30 +284,6 @@ def _raw(cls: type, name: str) -> Any:
 
     raw = next((c.__dict__[name] for c in cls.__mro__ if name in c.__dict__), None)
     return raw if type(raw) is FunctionType and not getattr(raw, "__codesuture__", False) else None
-
-
-def _make_wrappers(cls: type, name: str, web: Any) -> tuple[Any, Any]:
-    """``(healing wrapper of cls.name, header-adding wrapper of cls.end_headers)``; None
-    for what is not a plain function (a static or class method, a callable object) or
-    is wrapped already (:func:`~codesuture.runtime.web.healing_handler`)."""
-    raw = _raw(cls, name)
-    if raw is None:
-        return None, None
-    inner = web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES)
-    end_headers = _raw(cls, "end_headers")
-    level = web.events.header_level()  # the header setting (CODESUTURE_HEADER), as every boundary
-    with_header = web._with_header(end_headers, level == "full") if end_headers is not None and level else None
-
-    def run(self: Any) -> Any:
-        try:
-            return inner(self)
-        finally:  # the bound wrappers must not keep the handler in a reference cycle
-            state = self.__dict__
-            state.pop(name, None)
-            if with_header is not None:
-                state.pop("end_headers", None)
-
-    return _wraps(run, raw), with_header
 
 
 # ---------------------------------------------------------------------- socketserver
