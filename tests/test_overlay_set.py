@@ -261,6 +261,29 @@ def test_sidecar_problem_refuses_before_the_overlay_is_read(s, monkeypatch):
     assert stem(s) + ".overlay" not in reads and SET_NAME in reads
 
 
+def test_side_files_are_read_for_the_overlay_admitted_only(s, monkeypatch):
+    """A start pays for the overlays it imports: admitting one reads and hashes its own
+    pinned side files (once per set), never those of the other overlays the set lists;
+    a tampered side file of another overlay refuses that overlay alone, when it comes."""
+    from codesuture.store.directory import DirectoryStore
+
+    _flip_last(s.file("pkg.other", ".dsse.json"))
+    reads = []
+    real = DirectoryStore.read
+    monkeypatch.setattr(DirectoryStore, "read", lambda self, name, limit=None: reads.append(name) or real(self, name, limit))
+    clear_trust_root_cache()
+    for _ in range(2):
+        assert admit(s.entry(), s.policy(), NOW).via == "set"
+    mine, other = stem(s), stem(s, "pkg.other")
+    assert sorted(n for n in reads if n.startswith(mine)) == sorted([mine + ".dsse.json", mine + ".json",
+                                                                     mine + ".overlay", mine + ".overlay"])
+    assert not [n for n in reads if n.startswith(other)], reads
+    with pytest.raises(OverlayRefused) as ei:
+        admit(s.entry("pkg.other"), s.policy(), NOW)
+    assert ei.value.reason.startswith(f"{other}.dsse.json does not match the signed overlay set 'demo' v1"), ei.value
+    assert other + ".overlay" not in reads  # refused from its side file: the overlay is never read
+
+
 def _envelope_json(path):
     return json.loads(path.read_bytes())
 

@@ -164,6 +164,48 @@ def test_reading_files_and_importing_are_not_side_effects(tmp_path: Path) -> Non
     assert r.returncode == 0 and r.results() == ["RESULT 0"] and "replaying" in r.stderr, r
 
 
+def test_a_bytecode_cache_moved_by_pycacheprefix_is_no_side_effect(tmp_path: Path) -> None:
+    """With ``PYTHONPYCACHEPREFIX`` (images and benchmarks set it) the interpreter
+    writes the imported modules' ``.pyc`` into that tree, not ``__pycache__``: its own
+    cache, not the program's side effect, so the run is still replayed."""
+    write(tmp_path / "helper_mod.py", "X = 1\n")
+    script = _app(tmp_path, "import helper_mod\nimport prices\nprint('RESULT', prices.price('nut'))\n")
+    env = clean_env(PYTHONPYCACHEPREFIX=str(tmp_path / "pyc"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    r = run(RUN + [script], tmp_path, env)
+    assert r.returncode == 0 and r.results() == ["RESULT 0"] and "replaying" in r.stderr, r
+    assert list((tmp_path / "pyc").rglob("helper_mod.*.pyc")), r  # the cache really was written there
+
+
+#: Prints the CodeSuture modules (and ``__future__``) a start imported before the script ran.
+IMPORTED = ("import sys\nprint('RESULT', sorted(m for m in sys.modules if m.startswith('codesuture') "
+            "or m == '__future__'))\n")
+
+
+def test_a_start_that_cannot_replay_imports_no_replay_machinery(tmp_path: Path) -> None:
+    """Without a store a replay could load nothing (a fresh process finds no patch), so
+    boot prepares none: no output recorder, no audit hook, and neither the replay
+    modules nor ``__future__`` are imported (start-up cost, benchmarks/callgrind_startup.py).
+    With a store (dev) they are, and a side effect still stops the replay."""
+    script = write(tmp_path / "main.py", IMPORTED)
+    bare = run([PY, "-m", "codesuture.boot", script], tmp_path, clean_env())
+    assert bare.returncode == 0, bare
+    assert bare.results() == ["RESULT ['codesuture', 'codesuture.logs', 'codesuture.runtime', "
+                              "'codesuture.runtime.hookfinder', 'codesuture.runtime.script', "
+                              "'codesuture.runtime.session', 'codesuture.settings']"], bare
+    stored = run([*BOOT, script], tmp_path, clean_env())
+    assert stored.returncode == 0, stored
+    [line] = stored.results()
+    assert "'codesuture.runtime.effects'" in line and "'codesuture.runtime.rerun'" in line, stored
+
+
+def test_the_script_boundary_names_the_replay_variables_as_their_modules_do() -> None:
+    from codesuture.runtime import effects, rerun, script
+
+    assert script._REPLAY_STATE_ENV == rerun.STATE_ENV
+    assert script._EFFECTS_REPORT_ENV == effects.REPORT_ENV
+
+
 def test_a_scratch_file_created_and_removed_again_is_no_side_effect(tmp_path: Path) -> None:
     """``tempfile.gettempdir()`` probes the temp folder by writing and removing a file; a
     program's own scratch file, written then deleted, leaves nothing either: replayed.

@@ -288,13 +288,14 @@ def start(s: "Settings", target: "Any", carry: "Any" = None) -> "tuple[int, Any]
     heal = session.heal if (s.heal or s.prod) else None
     index = session.finder.index if session.finder is not None else None
     policy = getattr(session.finder, "_policy", None)
-    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run.
+    # Replays (a fresh process) only in dev: prod loads reviewed overlays, it does not re-run;
+    # and only with a store, where the fresh process finds the patch (replayable).
     replay = s.replay if not s.prod else "never"
     ignore = (s.overlays, s.pending, s.state_dir, s.incidents if s.incidents != "-" else None)
     from codesuture.runtime.session import carried
 
     return script.run(target, heal=heal, retries=s.retries, index=index, policy=policy, app_root=s.app_root,
-                      replay=replay, ignore=ignore,
+                      replay=replay, ignore=ignore, replayable=s.overlays is not None,
                       carry=lambda: carried(session, carry(session) if carry is not None else [])), session
 
 

@@ -354,53 +354,54 @@ class Settings:
     __slots__ = tuple(f.name for f in FIELDS) + ("dry_run", "verbose", "app_root", "config_file", "is_bundle", "is_oci",
                                                  "sources")
 
-    mode: str
-    overlays: str | None
-    keys: str | None
-    require_signed: bool
-    require_overlays: bool
-    min_set_version: int
-    heal: bool
-    pending: str | None
-    retries: int
-    replay: str
-    ttl_days: float
-    record_messages: bool
-    control_flow: tuple[str, ...]
-    incidents: str | None
-    incidents_max_bytes: int
-    shadow: bool
-    metrics: bool
-    poll: float
-    pull_timeout: float
-    plain_http: bool
-    cache_dir: str
-    state_dir: str
-    tiers: tuple[str, ...]
-    allow: tuple[str, ...]
-    deny: tuple[str, ...]
-    max_patches_per_process: int
-    max_patches_per_module: int
-    max_patches_per_hour: int
-    rollback_after: int
-    kill_signal: str
-    kill_file: str | None
-    repro: bool
-    repro_max_bytes: int
-    repro_redact: tuple[str, ...]
-    sigstore_identity: str | None
-    sigstore_issuer: str | None
-    sigstore_staging: bool
-    header: str
-    disable: bool
-    config: str | None
-    dry_run: bool
-    verbose: int
-    app_root: str
-    config_file: str | None
-    is_bundle: bool
-    is_oci: bool
-    sources: dict[str, str]
+    if TYPE_CHECKING:  # for mypy only: evaluated, 48 annotations cost every start
+        mode: str
+        overlays: str | None
+        keys: str | None
+        require_signed: bool
+        require_overlays: bool
+        min_set_version: int
+        heal: bool
+        pending: str | None
+        retries: int
+        replay: str
+        ttl_days: float
+        record_messages: bool
+        control_flow: tuple[str, ...]
+        incidents: str | None
+        incidents_max_bytes: int
+        shadow: bool
+        metrics: bool
+        poll: float
+        pull_timeout: float
+        plain_http: bool
+        cache_dir: str
+        state_dir: str
+        tiers: tuple[str, ...]
+        allow: tuple[str, ...]
+        deny: tuple[str, ...]
+        max_patches_per_process: int
+        max_patches_per_module: int
+        max_patches_per_hour: int
+        rollback_after: int
+        kill_signal: str
+        kill_file: str | None
+        repro: bool
+        repro_max_bytes: int
+        repro_redact: tuple[str, ...]
+        sigstore_identity: str | None
+        sigstore_issuer: str | None
+        sigstore_staging: bool
+        header: str
+        disable: bool
+        config: str | None
+        dry_run: bool
+        verbose: int
+        app_root: str
+        config_file: str | None
+        is_bundle: bool
+        is_oci: bool
+        sources: dict[str, str]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in ("mode", "overlays", "keys", "require_signed", "heal", "pending"))
@@ -422,25 +423,27 @@ class Settings:
         """Publish the resolved settings as ``CODESUTURE_*`` variables, so subprocesses
         and workers started with ``python -m codesuture.boot`` agree with this process."""
         env = os.environ if environ is None else environ
+        before = own_variables(env)  # one pass: a missing os.environ key costs a KeyError inside
         for f in FIELDS:
             if f.env is None or f.name in ("disable", "config"):
                 continue
             if env is os.environ:
-                EXPORTED_OVER.setdefault(f.env, env.get(f.env))
+                EXPORTED_OVER.setdefault(f.env, before.get(f.env))
             value = getattr(self, f.name)
-            if value is None:
-                env.pop(f.env, None)
-            elif isinstance(value, bool):
-                env[f.env] = "1" if value else "0"
+            if value is None or (isinstance(value, tuple) and not value):
+                if f.env in before:
+                    del env[f.env]
+                continue
+            if isinstance(value, bool):
+                text = "1" if value else "0"
             elif isinstance(value, float):
-                env[f.env] = repr(value)
+                text = repr(value)
             elif isinstance(value, tuple):
-                if value:
-                    env[f.env] = ",".join(value)
-                else:
-                    env.pop(f.env, None)
+                text = ",".join(value)
             else:
-                env[f.env] = str(value)
+                text = str(value)
+            if before.get(f.env) != text:
+                env[f.env] = text
 
 
 #: What :meth:`Settings.export` replaced in ``os.environ``: each variable's value before
@@ -448,6 +451,13 @@ class Settings:
 #: restores them, so the command line starts again as the user started it (a store it
 #: chose by default is still the default there, not a ``CODESUTURE_OVERLAYS`` it set).
 EXPORTED_OVER: dict[str, "str | None"] = {}
+
+
+def own_variables(environ: "Mapping[str, str]") -> "dict[str, str]":
+    """The ``CODESUTURE_*`` variables of *environ*, read in one pass (looking up each
+    setting's variable in ``os.environ`` instead costs a raised KeyError per missing one,
+    on every start)."""
+    return {k: environ[k] for k in environ if k.startswith("CODESUTURE_")}
 
 
 def default_state_dir(environ: "Mapping[str, str]") -> str:
@@ -525,6 +535,7 @@ def load(
     """
     flags = dict(flags or {})
     env = os.environ if environ is None else environ
+    mine = own_variables(env)
     s = Settings()
     s.sources = {}
     s.dry_run = bool(flags.pop("dry_run", False))
@@ -534,8 +545,8 @@ def load(
     config_path, config_explicit = None, False
     if flags.get("config") is not None:
         config_path, config_explicit = parse_path("--config", flags["config"]), True
-    elif env.get("CODESUTURE_CONFIG") is not None:
-        config_path, config_explicit = parse_path("CODESUTURE_CONFIG", env["CODESUTURE_CONFIG"]), True
+    elif mine.get("CODESUTURE_CONFIG") is not None:
+        config_path, config_explicit = parse_path("CODESUTURE_CONFIG", mine["CODESUTURE_CONFIG"]), True
     else:
         for name in ("codesuture.toml", "pyproject.toml"):
             candidate = os.path.join(s.app_root, name)
@@ -559,8 +570,8 @@ def load(
         where = base = None
         if f.name in flags and flags[f.name] is not None:
             raw, where = flags[f.name], f.flag or f.name
-        elif f.env and f.env in env:
-            raw, where = env[f.env], f.env
+        elif f.env and f.env in mine:
+            raw, where = mine[f.env], f.env
         elif f.key and f.key in config:
             raw, where, base = config[f.key], f"{config_path} {f.key}", config_base
         if where is None:

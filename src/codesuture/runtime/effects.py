@@ -17,8 +17,8 @@ goes on, the events that change something outside the process:
 A file the run created (it did not exist when opened) and removed again before the
 crash cancels out: both events are dropped (``tempfile.gettempdir()`` probes the temp
 folder that way, and a scratch file written and deleted changes nothing a replay would
-repeat). Not noted: the interpreter's own bytecode cache (anything under ``__pycache__``),
-``os.devnull``, and CodeSuture's own folders and files (*ignore*: the overlay store,
+repeat). Not noted: the interpreter's own bytecode cache (anything under ``__pycache__``, or
+under ``sys.pycache_prefix`` when ``PYTHONPYCACHEPREFIX`` moves it there), ``os.devnull``, and CodeSuture's own folders and files (*ignore*: the overlay store,
 the pending directory, the host state, the incidents file). Output to standard output
 and error is not an audit event: :mod:`codesuture.runtime.rerun` keeps it apart.
 
@@ -28,9 +28,10 @@ one call to it; the hook returns after one set lookup for events it does not not
 :func:`stop` ends the noting when the crash reaches the boundary, so what the heal
 itself writes is never counted. The hook never raises (an exception from an audit
 hook would fail the program's own operation).
-"""
 
-from __future__ import annotations
+No ``from __future__`` import: it is a module of its own to load, and this module is on
+the start-up path of a dev run that may replay.
+"""
 
 import os
 import sys
@@ -55,20 +56,21 @@ REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
 
 _ON = False
 _INSTALLED = False
-_IGNORED: tuple[str, ...] = ()
-NOTED: list[str] = []
+_IGNORED: "tuple[str, ...]" = ()
+NOTED: "list[str]" = []
 COUNT = 0
 #: Every effect noted, in order: (the real path it touched, or "", its description).
-_ALL: list[tuple[str, str]] = []
+_ALL: "list[tuple[str, str]]" = []
 #: Real paths of the files this run created (they did not exist when opened).
-_CREATED: set[str] = set()
+_CREATED: "set[str]" = set()
 
 
-def install(ignore: Iterable[str | None] = ()) -> None:
+def install(ignore: "Iterable[str | None]" = ()) -> None:
     """Start noting side effects (the audit hook is added once per process); paths
-    under *ignore* (CodeSuture's own folders and files) are not side effects."""
+    under *ignore* (CodeSuture's own folders and files) and under ``sys.pycache_prefix``
+    (the bytecode cache's own tree) are not side effects."""
     global _ON, _INSTALLED, _IGNORED, COUNT
-    _IGNORED = tuple(os.path.realpath(p) for p in ignore if p)
+    _IGNORED = tuple(os.path.realpath(p) for p in (*ignore, sys.pycache_prefix) if p)
     NOTED.clear()
     _ALL.clear()
     _CREATED.clear()
@@ -79,7 +81,7 @@ def install(ignore: Iterable[str | None] = ()) -> None:
         sys.addaudithook(_hook)
 
 
-def stop() -> list[str]:
+def stop() -> "list[str]":
     """Stop noting (the crash reached the boundary); returns what was noted, in order
     (at most 8 descriptions such as ``written ledger.txt``)."""
     global _ON
@@ -91,7 +93,7 @@ def active() -> bool:
     return _ON
 
 
-def describe(noted: list[str]) -> str:
+def describe(noted: "list[str]") -> str:
     """``the run had already written ledger.txt`` (and how many more)."""
     if not noted:
         return ""
@@ -108,7 +110,7 @@ def tell(path: str, why: str) -> None:
         pass
 
 
-def _hook(event: str, args: tuple[object, ...]) -> None:
+def _hook(event: str, args: "tuple[object, ...]") -> None:
     if not _ON or event not in _EVENTS:
         return
     try:
@@ -141,7 +143,7 @@ def _publish() -> None:
     NOTED[:] = [what for _, what in _ALL[:_KEEP]]
 
 
-def _describe(event: str, args: tuple[object, ...]) -> str | None:
+def _describe(event: str, args: "tuple[object, ...]") -> "str | None":
     if event == "open":
         path, mode, flags = args[0], args[1], args[2] if len(args) > 2 else 0
         if isinstance(flags, int) and flags:

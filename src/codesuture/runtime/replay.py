@@ -6,9 +6,9 @@ already patched in this process: a thread still ran the old code) earns one repl
 two such in a row end the replays. And never more than *limit* replays in one unit of
 work (a script run, a request, a call), however many distinct sites it heals: one
 expression may fail at several sites in turn (``a.x + b.y``), each healed on its replay.
-"""
 
-from __future__ import annotations
+No ``from __future__`` import: it is a module of its own to load.
+"""
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,17 +30,17 @@ class Replays:
         self.done = 0
         self._stalled = 0
 
-    def state(self) -> dict[str, int]:
+    def state(self) -> "dict[str, int]":
         """What a replay in a fresh process continues from (:meth:`restore`)."""
         return {"done": self.done, "stalled": self._stalled}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: "dict[str, Any]") -> None:
         try:
             self.done, self._stalled = int(state.get("done", 0)), int(state.get("stalled", 0))
         except (TypeError, ValueError):
             pass
 
-    def allow(self, result: Any) -> bool:
+    def allow(self, result: "Any") -> bool:
         if result is None or self.done >= self.limit:
             return False
         if getattr(result, "status", "patched") in ("patched", "adopted"):

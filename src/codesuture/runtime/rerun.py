@@ -23,9 +23,10 @@ attempt before it travels in a small JSON file named by ``CODESUTURE_REPLAY_STAT
 
 Output written around ``sys.stdout``/``sys.stderr`` (to their ``buffer`` or file
 descriptor, by a subprocess) is not recorded, and can appear twice.
-"""
 
-from __future__ import annotations
+No ``from __future__`` import: it is a module of its own to load, and this module is on
+the start-up path of a dev run that may replay.
+"""
 
 import os
 import sys
@@ -39,14 +40,14 @@ STATE_ENV = "CODESUTURE_REPLAY_STATE"
 MAX_OUTPUT = 1 << 20
 
 #: From the attempts before this process: ``{"patched": n, "proposed": n, "lines": [...]}``.
-CARRIED: dict[str, Any] = {"patched": 0, "proposed": 0, "lines": []}
+CARRIED: "dict[str, Any]" = {"patched": 0, "proposed": 0, "lines": []}
 
 
 class _Recorder:
     """A text stream that keeps what is written through it (up to :data:`MAX_OUTPUT`
     characters) until :func:`recorded`; everything else is the real stream's."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: "Any") -> None:
         self.__dict__.update(_stream=stream, _kept=[], _size=0, _on=True, _over=False)
 
     def write(self, text: str) -> int:
@@ -59,14 +60,14 @@ class _Recorder:
                 self.__dict__["_size"] = self._size + len(text)
         return n
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: "Any") -> None:
         for line in lines:
             self.write(line)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self.__dict__["_stream"], name)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: "Any") -> None:
         setattr(self.__dict__["_stream"], name, value)
 
 
@@ -74,7 +75,7 @@ class _Skipper:
     """A text stream that drops what repeats *expected* from its start; after the first
     difference (or the end of *expected*) it writes everything."""
 
-    def __init__(self, stream: Any, expected: str) -> None:
+    def __init__(self, stream: "Any", expected: str) -> None:
         self.__dict__.update(_stream=stream, _expected=expected, _at=0)
 
     def write(self, text: str) -> int:
@@ -92,14 +93,14 @@ class _Skipper:
         written: int = self._stream.write(text)
         return written
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: "Any") -> None:
         for line in lines:
             self.write(line)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self.__dict__["_stream"], name)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: "Any") -> None:
         setattr(self.__dict__["_stream"], name, value)
 
 
@@ -111,10 +112,10 @@ def record_output() -> None:
             setattr(sys, name, _Recorder(stream))
 
 
-def recorded() -> tuple[dict[str, str], bool]:
+def recorded() -> "tuple[dict[str, str], bool]":
     """Stop keeping output; ``({"stdout": text, "stderr": text}, whether a stream
     wrote more than MAX_OUTPUT)``. The recorders keep passing output on."""
-    out: dict[str, str] = {}
+    out: "dict[str, str]" = {}
     over = False
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
@@ -125,7 +126,7 @@ def recorded() -> tuple[dict[str, str], bool]:
     return out, over
 
 
-def resume() -> dict[str, Any] | None:
+def resume() -> "dict[str, Any] | None":
     """In a replay: the state the attempt before left (the file is removed, the variable
     unset, so the program's own subprocesses never see it), with output skipping on
     for ``sys.stdout``/``sys.stderr``; None in a first run. Never raises."""
@@ -156,7 +157,7 @@ def resume() -> dict[str, Any] | None:
     return state
 
 
-def replay(state: dict[str, Any], cwd: str) -> NoReturn:
+def replay(state: "dict[str, Any]", cwd: str) -> "NoReturn":
     """Start this command line again in this process (:func:`os.execv`) from *cwd*,
     handing *state* on. Raises OSError when the state cannot be written or the
     interpreter cannot be started (the caller reports the crash instead)."""

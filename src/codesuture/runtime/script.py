@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot pa
     from typing import Any, Callable
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: :data:`codesuture.runtime.rerun.STATE_ENV` and :data:`codesuture.runtime.effects.REPORT_ENV`
+#: (neither module is imported on a start that cannot replay; a test checks they agree).
+_REPLAY_STATE_ENV = "CODESUTURE_REPLAY_STATE"
+_EFFECTS_REPORT_ENV = "CODESUTURE_EFFECTS_REPORT"
 
 
 class Target:
@@ -256,6 +260,7 @@ def run(
     replay: str = "auto",
     ignore: "tuple[str | None, ...]" = (),
     carry: "Callable[[], dict[str, Any]] | None" = None,
+    replayable: bool = True,
 ) -> int:
     """Run *target* as ``__main__``; with *heal*, heal an unhandled crash and replay the
     run while each heal makes progress, at most *retries* times (0: heal, never replay;
@@ -266,8 +271,12 @@ def run(
     paths), ``always``, ``never``; a run healed but not replayed reports the crash as
     Python would, says why in one line, and exits with 1 like the program. *carry*:
     what the command reports at its end so far (``{"patched", "proposed", "lines"}``),
-    handed to the replay. Returns the exit code: the program's, 1 after an unhandled
-    exception, 130 after Ctrl-C."""
+    handed to the replay. *replayable*: False when a replay could load nothing this
+    run's heals make (no overlay store: boot without one), so none is prepared: no
+    output recording, no audit hook, and :mod:`~codesuture.runtime.effects`,
+    :mod:`~codesuture.runtime.rerun` and :mod:`~codesuture.runtime.replay` stay
+    unimported until a crash. Returns the exit code: the program's, 1 after an
+    unhandled exception, 130 after Ctrl-C."""
     from codesuture.settings import EXIT_INTERRUPTED
 
     start_cwd = os.getcwd()
@@ -286,21 +295,26 @@ def run(
         python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable  # as python names itself
         print(f"{python}: can't open file {target.path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr)
         return 2
-    from codesuture.runtime import effects, rerun
-    from codesuture.runtime.replay import Replays
+    replays = None
+    may_replay = heal is not None and replayable and replay != "never" and retries > 0
+    told = None
+    # Only a run that may replay, a replay itself or a run `codesuture watch` asks about
+    # pays for the replay machinery before its crash.
+    if heal is not None and (may_replay or _REPLAY_STATE_ENV in os.environ or _EFFECTS_REPORT_ENV in os.environ):
+        from codesuture.runtime import effects, rerun
+        from codesuture.runtime.replay import Replays
 
-    replays = Replays(retries)
-    if heal is not None:
+        replays = Replays(retries)
         state = rerun.resume()
         if state is not None:
             replays.restore(state)
-    may_replay = heal is not None and replay != "never" and retries > 0 and replays.done < retries
-    # `codesuture watch` starts the program again itself: it asks what this run did.
-    told = os.environ.pop(effects.REPORT_ENV, None) if heal is not None else None
-    if may_replay:
-        rerun.record_output()
-    if (may_replay or told) and replay == "auto":
-        effects.install(ignore)
+        may_replay = may_replay and replays.done < retries
+        # `codesuture watch` starts the program again itself: it asks what this run did.
+        told = os.environ.pop(effects.REPORT_ENV, None)
+        if may_replay:
+            rerun.record_output()
+        if (may_replay or told) and replay == "auto":
+            effects.install(ignore)
     module = types.ModuleType("__main__")
     module.__dict__.update(
         __builtins__=builtins,
@@ -321,6 +335,8 @@ def run(
         report(exc)
         return EXIT_INTERRUPTED
     except BaseException as exc:  # noqa: BLE001 - the boundary: every crash reaches it
+        from codesuture.runtime import effects, rerun
+
         noted = effects.stop()
         output, over = rerun.recorded()
         result = heal(exc, code, target.path) if heal is not None else None
@@ -330,7 +346,9 @@ def run(
             report(exc)
             return 1
         why = _not_replayed(result, target, replay, retries, noted, over) if may_replay or retries else None
-        if why is None and may_replay and replays.allow(result):
+        if why is None and not replayable:
+            why = "a replay is a fresh run, and no overlay store is configured for it to load a patch from"
+        if why is None and may_replay and replays is not None and replays.allow(result):
             from codesuture.logs import logger
 
             logger("codesuture.run").warning("replaying %s (replay %d, at most %d)", os.path.basename(target.path),

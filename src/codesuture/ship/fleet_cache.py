@@ -159,7 +159,7 @@ def verify_bundle(path: str, s: Any, now: float | None = None) -> Any:
     host state is read, never written."""
     from codesuture.store.bundle import BundleStore
     from codesuture.trust import state
-    from codesuture.trust.policy import LoadPolicy, admit, store_set
+    from codesuture.trust.policy import LoadPolicy, admit, pinned_problem, store_set
     from codesuture.util.clock import parse_iso_utc
 
     now = time.time() if now is None else now
@@ -172,9 +172,10 @@ def verify_bundle(path: str, s: Any, now: float | None = None) -> Any:
             raise BundleError("bundle has no signed overlay set", path)
         if vset.expires and parse_iso_utc(vset.expires) <= now:
             raise TrustError(f"signed overlay set {vset.name!r} v{vset.version} expired at {vset.expires}", path)
-        if vset.problems:
-            stem, problem = sorted(vset.problems.items())[0]
-            raise BundleError(f"{stem}: {problem}", path)
+        for stem in sorted(vset.overlays):  # every overlay's side files, not only those a start imports
+            problem = pinned_problem(store, vset, stem)
+            if problem:
+                raise BundleError(f"{stem}: {problem}", path)
         state.clear_cache()  # another process of this host may have raised the mark
         seen = state.HostState(s.state_dir).seen_version(vset.keyid, vset.name) if s.state_dir else 0
         if vset.version < seen:

@@ -58,7 +58,8 @@ class VerifiedSet:
                  files: dict[str, str], overlays: dict[str, dict[str, Any]]) -> None:
         self.name, self.version, self.created, self.expires, self.keyid = name, version, created, expires, keyid
         self.files, self.overlays = files, overlays
-        #: stem -> why one of its pinned files is not the signed one (filled by the load policy)
+        #: stem -> why one of its pinned files is not the signed one, "" when intact (filled
+        #: per overlay as it is admitted: :func:`codesuture.trust.policy.pinned_problem`)
         self.problems: dict[str, str] = {}
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ step  check                                                       refusal (one l
                                                                   not pinned / none where one must be
 2     with a set: the set is unexpired and lists this overlay,     set expired / not in the signed set / a
       and the side files it pins for it are intact (checked       side file does not match the set
-      once per store, with the set)
+      once per overlay and set, when it is first admitted)
 3     without a set, what vouches for the overlay: its DSSE        unsigned overlay refused (trust root or
       envelope (Ed25519, trust root); else its Sigstore bundle     require_signed in force) / bad
       (identity); else the unsigned sidecar, only when no trust    signature / untrusted key / signed into
@@ -213,10 +213,6 @@ def _load_set(store: Any, policy: LoadPolicy, root: Any) -> Any:
             raise TrustError(f"bundle member {extra[0]!r} is not pinned by the signed overlay set", store.location)
         if missing:
             raise TrustError(f"bundle lacks {missing[0]!r}, which the signed overlay set pins", store.location)
-    for stem, info in vset.overlays.items():  # the side files (never loaded), once per store
-        problem = _side_file_problem(store, stem, info["files"], vset)
-        if problem:
-            vset.problems[stem] = problem
     if vset.version < policy.min_set_version:
         raise TrustError(f"signed overlay set {vset.name!r} version {vset.version} is below min_set_version "
                          f"{policy.min_set_version}", where)
@@ -232,9 +228,21 @@ def _load_set(store: Any, policy: LoadPolicy, root: Any) -> Any:
     return vset
 
 
+def pinned_problem(store: Any, vset: Any, stem: str) -> str | None:
+    """Why a file the verified set *vset* pins for overlay *stem* of *store*, other than
+    the overlay itself (its sidecar, its envelope), is not the signed one (missing,
+    unreadable, other bytes), or None. Checked once per overlay and set, when the
+    overlay is first admitted (kept in ``vset.problems``, ``""`` for intact): a start
+    reads and hashes the side files of the overlays it imports, not of every overlay
+    the set lists. Never raises for a bad file."""
+    found = vset.problems.get(stem)
+    if found is None:
+        found = _side_file_problem(store, stem, vset.overlays[stem]["files"], vset) or ""
+        vset.problems[stem] = found
+    return found or None
+
+
 def _side_file_problem(store: Any, stem: str, names: list[str], vset: Any) -> str | None:
-    """Why a file the set pins for *stem*, other than the overlay itself, is not the
-    signed one (missing, unreadable, other bytes), or None."""
     for fname in names:
         if fname == stem + OVERLAY_SUFFIX:
             continue
@@ -413,7 +421,7 @@ def _admit_from_set(entry: Any, vset: Any, now: float) -> tuple[OverlayMeta, str
     info = vset.overlays.get(entry.name)
     if info is None:
         raise _refuse(entry, f"not in the signed overlay set {vset.name!r} v{vset.version} (withdrawn, or planted)")
-    problem = vset.problems.get(entry.name)
+    problem = pinned_problem(entry.store, vset, entry.name)
     if problem:
         raise _refuse(entry, problem)
     meta = OverlayMeta(
@@ -518,4 +526,5 @@ def full_meta(entry: Any, admitted: Admitted, policy: LoadPolicy, root: Any = No
     return meta
 
 
-__all__ = ["LoadPolicy", "Admitted", "NotSelected", "LOADABLE_TIERS", "admit", "store_set", "trust_root", "clear_trust_root_cache", "full_meta"]
+__all__ = ["LoadPolicy", "Admitted", "NotSelected", "LOADABLE_TIERS", "admit", "store_set", "trust_root", "clear_trust_root_cache", "full_meta",
+           "pinned_problem"]
