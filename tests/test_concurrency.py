@@ -265,7 +265,8 @@ def test_8_processes_on_8_sites_of_one_function_keep_all_8(trial: int, tmp_path:
 
 # --- kill -9 while writing ---------------------------------------------------------------------
 
-KILLS = 50
+#: Kills per run (CODESUTURE_TEST_KILLS: more, for a longer soak).
+KILLS = int(os.environ.get("CODESUTURE_TEST_KILLS", "16"))
 KILL_SITES = 4
 
 CRASH = f"""
@@ -312,7 +313,7 @@ def _killed_heal(app: Path, store: Path, after: int, delay: float) -> int:
 
 
 def test_kill_9_during_overlay_writes_never_loads_a_partial_overlay(tmp_path: Path) -> None:
-    """50 healers killed at random moments around their overlay writes. After each,
+    """KILLS healers (16; CODESUTURE_TEST_KILLS) killed at random moments around their overlay writes. After each,
     a boot loads a complete overlay (what its sidecar describes and nothing else) or
     refuses it with one line and runs the original code; the next dev boot, or the
     next write, leaves no temporary file behind."""
