@@ -151,6 +151,27 @@ def marks(u, seen):
         FLAGGED = True
     return seen
 
+def keeps_cell(d, k):
+    multi = False
+    if d[k]:
+        multi = True
+    CALLBACKS.append(lambda: multi)
+    return 0
+
+CALLBACKS = []
+
+def _make_sets_outer():
+    hit = False
+
+    def sets_outer(d, k):
+        nonlocal hit
+        if d[k]:
+            hit = True
+        return 1
+    return sets_outer
+
+sets_outer = _make_sets_outer()
+
 def collects(d, k, out):
     if d[k]:
         out.append(k)
@@ -217,6 +238,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global
     ("collects", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a call on the frame's own object shapes data
+    ("keeps_cell", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a cell of its own (a closure reads it)
+    ("sets_outer", "BINARY_SUBSCR", "refuse", flow.ACTS, ""),  # an enclosing function's cell (nonlocal)
     ("sends", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a for loop's body over an empty default: no time
     # Only the test at the bottom of the loop sees the value (3.12+ jumps back from a
     # block of its own; a default 0 would loop for ever): the loop test on every version.

@@ -53,7 +53,10 @@ from typing import Any, Callable, Iterable
 #: What a decision does, see the module docstring.
 REJOIN, RAISES, EXITS, ACTS = "rejoin", "raises", "exits", "acts"
 #: Instructions that change state outside the frame: a side that runs one *acts*.
-_ACTIONS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF", "DELETE_DEREF"})
+_ACTIONS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
+#: Stores to a cell: an action when the cell is an enclosing function's (a free
+#: variable, ``nonlocal``), not when it is this frame's own (a cell variable).
+_CELL_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 #: Calls that only report (a side that logs does not act).
 _LOG_CALLS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 _CALL_OPS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
@@ -372,7 +375,7 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
     """Whether *instrs* (one side of a branch, straight-line runs of a block or a tail)
     act on state that outlives the call through a name of the module: a store to a
-    global or a closure cell, or a call made for its effect (its result popped at once)
+    global or to an enclosing function's cell (``nonlocal``), or a call made for its effect (its result popped at once)
     whose callee is a global name or an attribute of one (``grant(u)``,
     ``GRANTS.append(u)``, ``audit.record(u)``). Logging calls (``log.debug(...)``,
     ``warnings.warn``) are not actions. Calls and stores on the objects the frame
@@ -384,6 +387,8 @@ def _acts(g: _Graph, instrs: list[Any]) -> bool:
     real = [x for x in instrs if isinstance(x, Instr)]
     for i, ins in enumerate(real):
         if ins.name in _ACTIONS:
+            return True
+        if ins.name in _CELL_STORES and type(ins.arg).__name__ == "FreeVar":
             return True
         if ins.name in _CALL_OPS and i + 1 < len(real) and real[i + 1].name == "POP_TOP":
             callee = _callee(real, i)
