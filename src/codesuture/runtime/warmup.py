@@ -18,6 +18,7 @@ DELAY = 0.2
 #: What a heal imports, in the order it needs it.
 MODULES = (
     "logging", "bytecode", "codesuture.crash.handled", "codesuture.crash.site", "codesuture.crash.diagnose",
+    "codesuture.patch.flow",  # a returning guard checks its live callers each time it fires
     "codesuture.guards.registry", "codesuture.patch.synthesize", "codesuture.patch.swap", "codesuture.patch.diffgate",
     "codesuture.runtime.healer", "codesuture.store.writer", "codesuture.overlay.build", "codesuture.loader.resolve",
     "codesuture.runtime.incidents", "codesuture.runtime.governance", "codesuture.settings", "difflib",
