@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -360,6 +361,11 @@ def test_capture_not_capturable(tmp_path, monkeypatch):
 def test_crash_off_the_main_thread_is_not_rerun_as_a_program(tmp_path, monkeypatch):
     """Without the arguments, a crash in a request or worker thread gets no program
     repro: running the program again would start the server."""
+    # The program is a script (whatever started this test process: pytest's own
+    # ``python -m pytest``, or an xdist worker started with ``python -c``).
+    main = types.ModuleType("__main__")
+    main.__file__ = str(tmp_path / "server.py")
+    monkeypatch.setitem(sys.modules, "__main__", main)
     got: dict = {}
     worker = threading.Thread(target=lambda: got.update(d=_capture(tmp_path, monkeypatch, needs, [threading.Lock()],
                                                                    limit=1)))
