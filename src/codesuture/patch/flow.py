@@ -25,7 +25,7 @@ graph's post-dominators (:class:`Decision`):
   can return: the program's own error is one way out;
 * ``acts``: the sides rejoin, but one of them acts through a name of the module (a
   call made for its effect whose callee is a global or an attribute of one, or a store
-  to a global or a closure cell): ``if not is_banned(u): grant(u)`` is a gate even
+  to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
 * ``exits``: anything else (the sides leave the function separately; a ``while``
@@ -375,8 +375,9 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
     """Whether *instrs* (one side of a branch, straight-line runs of a block or a tail)
     act on state that outlives the call through a name of the module: a store to a
-    global or to an enclosing function's cell (``nonlocal``), or a call made for its effect (its result popped at once)
-    whose callee is a global name or an attribute of one (``grant(u)``,
+    global or to an enclosing function's cell (``nonlocal``), or a call made for its
+    effect (its result popped at once) whose callee is a global name or an attribute of
+    one (``grant(u)``,
     ``GRANTS.append(u)``, ``audit.record(u)``). Logging calls (``log.debug(...)``,
     ``warnings.warn``) are not actions. Calls and stores on the objects the frame
     holds (``out.append(x)``, ``self.o("**")``, ``tokens.pop(0)``) shape the data the
