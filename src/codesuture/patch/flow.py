@@ -377,8 +377,7 @@ def _acts(g: _Graph, instrs: list[Any]) -> bool:
     act on state that outlives the call through a name of the module: a store to a
     global or to an enclosing function's cell (``nonlocal``), or a call made for its
     effect (its result popped at once) whose callee is a global name or an attribute of
-    one (``grant(u)``,
-    ``GRANTS.append(u)``, ``audit.record(u)``). Logging calls (``log.debug(...)``,
+    one (``grant(u)``, ``GRANTS.append(u)``, ``audit.record(u)``). Logging calls (``log.debug(...)``,
     ``warnings.warn``) are not actions. Calls and stores on the objects the frame
     holds (``out.append(x)``, ``self.o("**")``, ``tokens.pop(0)``) shape the data the
     function works on and are not counted: that is how data-shaping code builds its
