@@ -136,6 +136,12 @@ def predicate(u):
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
 
+def flags_truth(u):
+    return {"admin": u.role == "admin", "id": 1}
+
+def keeps_attr(u, req):
+    req.admin = u.role == "admin"
+
 GRANTED = []
 
 def grants(u):
@@ -234,7 +240,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("loops", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # a for loop that rejoins after it
     ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
-    ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+    # A truth value stored outside the frame's locals (or put into a container) would
+    # decide where the model cannot follow: `self.admin = ...`, tested in another method.
+    ("keeps_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("flags_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global
     ("collects", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a call on the frame's own object shapes data
@@ -413,6 +423,7 @@ import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
+STAFF = {0, 7}
 LIMIT = 5.0
 USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
          "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
@@ -464,6 +475,11 @@ def owner(doc):
 
 def token_ok(env):
     return env["HTTP_X_TOKEN"] == "s3cret"
+
+
+class Request:
+    def __init__(self, env):
+        self.staff = int(env.get("HTTP_X_STAFF_ID", "-1")) in STAFF  # decided later, in app()
 
 
 def respond(start_response, status, body):
@@ -519,6 +535,10 @@ def app(env, start_response):
             GRANTS.append(user)
             status = "200 OK"
         return respond(start_response, status, "granted" if status == "200 OK" else "suspended")
+    if path == "/staff":  # a truth value stored on an object, tested here
+        if Request(env).staff:
+            return respond(start_response, "200 OK", "staff room")
+        return respond(start_response, "403 Forbidden", "staff only")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -550,6 +570,7 @@ CRAFTED = [
     ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
     ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
+    ("/staff", {"X-Staff-Id": "abc"}, {403, 500}),  # int('abc') -> 0 would be in STAFF, stored as a flag
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -567,6 +588,8 @@ LEGIT = [
     ("/api", {"X-Token": "s3cret"}, 200, "api"),
     ("/grant", {"X-User": "alice"}, 200, "granted"),
     ("/grant", {"X-User": "mallory"}, 403, "suspended"),
+    ("/staff", {"X-Staff-Id": "7"}, 200, "staff room"),
+    ("/staff", {"X-Staff-Id": "3"}, 403, "staff only"),
 ]
 
 
