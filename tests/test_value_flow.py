@@ -415,6 +415,39 @@ def test_a_returned_default_never_opens_a_gate_in_a_caller(healer: Healer, tmp_p
     assert data(mod.gate, type("U", (), {"banned": True})()) == 403
 
 
+def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The empty value of a container of flags is ``False``, a truth value: stored on an
+    object and tested in another function, it would open the gate (``u.banned``
+    False). The guard learns its default's type only when it fires: then it declines."""
+    mod = _module(tmp_path, """
+        BANS = {"alice": False, "mallory": True}
+        NAMES = {"alice": "Alice", "mallory": "Mallory"}
+        class User:
+            def __init__(self, key):
+                self.banned = BANS[key]
+        class Card:
+            def __init__(self, key):
+                self.title = NAMES[key]
+        def gate(key):
+            if User(key).banned:
+                return 403
+            return 200
+        def card(key):
+            return Card(key).title
+    """)
+    assert healer.heal(_crash(lambda: mod.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow.endswith(";notruth")
+    with caplog.at_level("WARNING", logger="codesuture"):
+        with pytest.raises(KeyError):
+            mod.gate("eve")
+    assert any("declined" in r.getMessage() and "truth value" in r.getMessage() for r in caplog.records)
+    assert mod.gate("mallory") == 403 and mod.gate("alice") == 200
+    # The same shape over a container of strings is data: the default '' is placed.
+    assert healer.heal(_crash(lambda: mod.card("eve"))) is not None
+    assert data(mod.card, "eve") == ""
+
+
 # ------------------------------------------------------------------ a real service
 
 SERVICE = r'''

@@ -238,6 +238,13 @@ def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_cod
     can_raise = offset == site.offset and spec.links == 1 and (
         spec.guard in _RAISE_SIDE or (spec.guard == "null_guard" and spec.form in _RAISE_SIDE_NULL))
     verdict = flow.verdict(found, raise_side=can_raise)
+    if verdict.action == "heal" and kind == "value":
+        # A default that is itself a bool (a container of flags) is a truth value: a
+        # store of it outside the frame is a decision made elsewhere (fail closed).
+        as_truth = flow.verdict(flow.analyze(site.code, offset, "truth", namespace), raise_side=False)
+        if as_truth.action != "heal":
+            verdict = flow.Verdict(verdict.action, verdict.reason, verdict.decision, verdict.returned,
+                                   truth_gate=as_truth.reason)
     if verdict.action == "heal" and verdict.returned:
         frame = _site_frame(exc, live_code or site.code)
         callers = flow.traceback_callers(exc.__traceback__, frame) if frame is not None else []

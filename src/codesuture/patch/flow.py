@@ -126,12 +126,16 @@ class Flow:
 class Verdict:
     """What the policy says about a flow: ``action`` ``"heal"`` (place the default),
     ``"raise"`` (take the raising side of ``decision``) or ``"refuse"`` (the original
-    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`."""
+    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`;
+    ``truth_gate``: for ``"heal"``, why a default that is itself a truth value (a
+    ``bool``, known only when the guard fires: a container of flags) must not be
+    yielded ("" when it may), see :func:`codesuture.crash.diagnose.value_verdict`."""
 
     action: str
     reason: str = ""
     decision: Decision | None = None
     returned: str = ""
+    truth_gate: str = ""
 
 
 # ------------------------------------------------------------------ the graph
