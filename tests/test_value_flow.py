@@ -443,6 +443,21 @@ def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path
             mod.gate("eve")
     assert any("declined" in r.getMessage() and "truth value" in r.getMessage() for r in caplog.records)
     assert mod.gate("mallory") == 403 and mod.gate("alice") == 200
+    # Returned to a caller that stores it for later: the same.
+    mod2 = _module(tmp_path, """
+        BANS = {"alice": False}
+        def banned(key):
+            return BANS[key]
+        class User:
+            def __init__(self, key):
+                self.banned = banned(key)
+        def gate(key):
+            return 403 if User(key).banned else 200
+    """)
+    assert healer.heal(_crash(lambda: mod2.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow == "return:value;notruth"
+    with pytest.raises(KeyError):
+        mod2.gate("eve")
     # The same shape over a container of strings is data: the default '' is placed.
     assert healer.heal(_crash(lambda: mod.card("eve"))) is not None
     assert data(mod.card, "eve") == ""
