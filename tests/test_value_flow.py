@@ -323,8 +323,10 @@ def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path
     mod = _module(tmp_path, source)
     assert healer.heal(_crash(lambda: mod.f(*args))) is not None
     assert data(mod.f, *args) == value
-    # What the decision shaped is returned: its callers are checked each time it fires.
-    assert healer.history[-1].record.guard.flow == "return:value"
+    # What the decision shaped is returned: its callers are checked each time it fires
+    # (and a default that turned out to be a bool, which the decision would decide
+    # with, would decline: ';notruth').
+    assert healer.history[-1].record.guard.flow == "return:value;notruth"
 
 
 def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: Path) -> None:
@@ -458,6 +460,25 @@ def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path
     assert healer.history[-1].record.guard.flow == "return:value;notruth"
     with pytest.raises(KeyError):
         mod2.gate("eve")
+    # A flag is what it decides: even a decision whose sides rejoin (a status chosen
+    # by a conditional expression, here or in the caller it is returned to).
+    mod3 = _module(tmp_path, """
+        BLOCKED = {"1.2.3.4": True}
+        def blocked(ip):
+            return BLOCKED[ip]
+        def status(ip):
+            code = 403 if blocked(ip) else 200
+            return code
+        def status_here(ip):
+            code = 403 if BLOCKED[ip] else 200
+            return code
+    """)
+    for gate in (mod3.status, mod3.status_here):
+        assert healer.heal(_crash(lambda: gate("9.9.9.9"))) is not None
+        assert healer.history[-1].record.guard.flow.endswith(";notruth")
+        with pytest.raises(KeyError):
+            gate("9.9.9.9")
+        assert gate("1.2.3.4") == 403
     # The same shape over a container of strings is data: the default '' is placed.
     assert healer.heal(_crash(lambda: mod.card("eve"))) is not None
     assert data(mod.card, "eve") == ""

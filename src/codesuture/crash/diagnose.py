@@ -250,10 +250,10 @@ def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_cod
         # A default that is itself a bool (a container of flags) is a truth value: a
         # store of it outside the frame, here or in a caller it is returned to, is a
         # decision made elsewhere (fail closed when the guard fires).
-        as_truth = flow.verdict(flow.analyze(site.code, offset, "truth", namespace), raise_side=False)
-        gate = as_truth.reason if as_truth.action != "heal" else ""
+        as_truth = flow.analyze(site.code, offset, "truth", namespace)
+        gate = flow.flag_verdict(as_truth)
         if not gate and as_truth.returned and receivers is not None:
-            gate = flow.callers_verdict(receivers, "truth") or ""
+            gate = flow.callers_verdict(receivers, "flag") or ""
         if gate:
             verdict = flow.Verdict(verdict.action, verdict.reason, verdict.decision, verdict.returned,
                                    truth_gate=gate)

@@ -946,6 +946,24 @@ def _reason(d: Decision) -> str:
     return f"it decides {d.what} at line {d.line} whose sides leave the function separately"
 
 
+def _flag_reason(d: Decision) -> str:
+    """Why a ``bool`` default must not reach decision *d* (any decision: a flag is what
+    it decides)."""
+    return f"a default bool would decide {d.what} at line {d.line}"
+
+
+def flag_verdict(flow: Flow) -> str:
+    """Why a default that is itself a ``bool`` must not take *flow* (the flow of a
+    truth value made from the value): any decision, even one whose sides rejoin, or a
+    store for later; "" when it only flows on as data or is returned (the callers are
+    asked with ``"flag"``, :func:`callers_verdict`)."""
+    if flow.unknown:
+        return flow.unknown
+    for d in flow.decisions:
+        return _reason(d) if d.outcome != REJOIN else _flag_reason(d)
+    return ""
+
+
 def own_frame(code: types.CodeType) -> bool:
     """True for code of CodeSuture itself (it ends a walk through callers)."""
     return code.co_filename.startswith(_PKG_DIR)
@@ -956,8 +974,11 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
     *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
     None when no caller decides with it (or a CodeSuture frame ends the walk), else the
     reason it must not be healed (a caller decides with it, or a truth value made from
-    it is still returned after :data:`MAX_CALLERS` callers). Never raises."""
-    kind = returned
+    it is still returned after :data:`MAX_CALLERS` callers). *returned* ``"flag"``: the
+    default is itself a ``bool``, which any decision decides with, even one whose sides
+    rejoin (``status = 403 if blocked else 200``). Never raises."""
+    strict = returned == "flag"
+    kind = "truth" if strict else returned
     n = 0
     for code, lasti, namespace in frames:
         if not kind or code.co_filename.startswith(_PKG_DIR):
@@ -970,9 +991,9 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
         if flow.unknown:
             return flow.unknown
         for d in flow.decisions:
-            if d.outcome != REJOIN:
+            if d.outcome != REJOIN or strict:
                 where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-                return f"it is returned to {where}, where {_reason(d)}"
+                return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}"
         kind = flow.returned
     return None  # the top of the stack: nobody decides with it
 

@@ -373,12 +373,9 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
         from codesuture.patch.spec import default_value
 
         value = default_value(static)
-    if flags and isinstance(value, bool):  # a truth value: where it is stored, it decides later
-        if not returned:
-            _decline(site, f"its default would be {value!r}, a truth value stored where it decides later")
-            return None
-        if _declines(site, "truth", 2):
-            return None
+    if flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
+        _decline(site, f"its default would be {value!r}, a truth value that would decide")
+        return None
     _count(site, exc)
     _yielded(site, value, sys._getframe(1))
     shadow = _SHADOW
