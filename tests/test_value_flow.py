@@ -215,6 +215,68 @@ def tidies(opts, items):
         yield x
     if not opts["allowed"]:
         yield "strict"
+
+LOW = {7: 0}
+AUDIT = []
+
+def later_raise(d, k):
+    t = d[k]
+    try:
+        t = int(t)
+    except (TypeError, ValueError):
+        pass
+    if t in LOW:
+        t = LOW[t]
+    if t != "*" and (int(t) < 0 or int(t) > 59):
+        raise Denied(k)
+    return t
+
+def later_single(d, k):
+    t = d[k]
+    if t in LOW:
+        t = LOW[t]
+    if t > 59:
+        raise Denied(k)
+    return t
+
+def later_acts(d, k):
+    t = d[k]
+    AUDIT.append(t)
+    if t != "*" and t < 0:
+        raise Denied(k)
+    return t
+
+def later_reads(d, k):
+    t = d[k]
+    n = t
+    if n != "*" and n < 0:
+        raise Denied(n)
+    return n
+
+def later_both(d, k):
+    t = d[k]
+    if t in LOW:
+        t = LOW[t]
+    if t != "*" and t < 0:
+        raise Denied(k)
+    raise KeyError(k)
+
+def later_after_exit(d, k):
+    t = d[k]
+    if t is None:
+        return "none"
+    if t < 0:
+        raise Denied(k)
+    return t
+
+def later_in_try(d, k):
+    t = d[k]
+    if t != "*" and t < 0:
+        try:
+            raise Denied(k)
+        except Denied:
+            return t
+    return t
 '''
 
 
@@ -268,6 +330,36 @@ def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname
     if name == "breaks":
         assert found.decisions[0].what == flow.LOOP_EXIT
         assert "whether the while loop runs again" in verdict.reason
+
+
+@pytest.mark.parametrize(("name", "takes"), [
+    ("later_raise", True),  # a try/except and a rejoining branch, then a compound test with a raising side
+    ("later_single", True),  # a rejoining branch, then a plain `if ...: raise`
+    ("later_acts", False),  # the skipped code acts (a call made for its effect on a module name)
+    ("later_reads", False),  # the raise block reads a local the skipped code writes
+    ("later_both", False),  # the other side raises too: no continuation
+    ("later_after_exit", False),  # a decision before it leaves the function (`return "none"`)
+    ("later_in_try", False),  # the raise is in a try block: its handler (here it returns) reads what was skipped
+])
+def test_a_raising_side_reached_later_is_taken_only_over_code_without_effect(model: Any, name: str,
+                                                                             takes: bool) -> None:
+    fn = getattr(model, name)
+    found = flow.analyze(fn.__code__, _offset(fn, "BINARY_SUBSCR"), "value", vars(model))
+    assert not found.unknown, found
+    assert not (found.decisions and found.decisions[0].first and found.decisions[0].outcome == flow.RAISES)
+    verdict = flow.verdict(found)
+    assert verdict.action == ("raise" if takes else "refuse"), (found, verdict)
+    assert (found.later is not None) == takes, found
+    if takes:
+        assert verdict.decision is found.later and found.later.outcome == flow.RAISES
+        first_line = fn.__code__.co_firstlineno
+        assert found.later.skips.startswith(f"{first_line + 1}-"), found.later
+        assert "only shapes data" in verdict.reason
+        # The raising side is a side of a real conditional jump of the function.
+        jump = next(i for i in dis.get_instructions(fn) if i.offset == found.later.offset)
+        assert "JUMP" in jump.opname and found.later.raising in ("jump", "next")
+        assert found.later.net <= 0 and found.later.low >= found.later.net
+    assert flow.verdict(found, raise_side=False).action == "refuse"
 
 
 def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -> None:
@@ -334,6 +426,12 @@ def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: 
     ("def f(d, k):\n    assert d[k] > 0, 'no such entry'\n    return 'ok'\n", ({"a": 1}, "b"), "AssertionError"),
     ("class Denied(Exception):\n    pass\n\ndef f(d, k):\n    if not d[k]:\n        raise Denied(k)\n    return 'ok'\n",
      ({"a": 1}, "b"), "Denied"),
+    # A raising side reached later: a try/except and a rejoining branch before a compound test
+    # (croniter 0.3.12's field check; its fix raises CroniterBadCronError).
+    ("class Denied(Exception):\n    pass\n\nLOW = {7: 0}\n\ndef f(d, k):\n    t = d[k]\n    try:\n"
+     "        t = int(t)\n    except (TypeError, ValueError):\n        pass\n    if t in LOW:\n        t = LOW[t]\n"
+     "    if t != '*' and (int(t) < 0 or int(t) > 59):\n        raise Denied(k)\n    return 'ok'\n",
+     ({"a": 1}, "b"), "Denied"),
 ])
 def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path, source: str,
                                                  args: tuple[object, ...], error: str) -> None:
@@ -341,6 +439,7 @@ def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path,
     assert healer.heal(_crash(lambda: mod.f(*args))) is not None
     record = healer.history[-1].record
     assert record.guard.flow.startswith("raise:") and "takes the raising side" in record.evidence["flow"]
+    assert ("skipping lines" in record.evidence["flow"]) == ("LOW" in source), record.evidence
     with pytest.raises(Exception) as got:
         mod.f(*args)
     assert type(got.value).__name__ == error
@@ -357,6 +456,11 @@ def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path,
     ("def f(d, k, u):\n    for x in d[k]:\n        if x == u:\n            return 'banned'\n    return 'welcome'\n",
      ({}, "k", "eve")),
     ("def f(tag, classes):\n    if tag in classes:\n        return 'class'\n    return 'plain'\n", ("pre", None)),
+    # A raising side reached later, but the code before it acts, or the raise reads what it skips.
+    ("LOG = []\n\ndef f(d, k):\n    t = d[k]\n    LOG.append(t)\n    if t != '*' and t < 0:\n        raise ValueError(k)\n"
+     "    return t\n", ({}, "k")),
+    ("def f(d, k):\n    t = d[k]\n    n = t\n    if n != '*' and n < 0:\n        raise ValueError(n)\n    return n\n",
+     ({}, "k")),
 ])
 def test_any_other_decision_is_not_healed(healer: Healer, tmp_path: Path, source: str, args: tuple[object, ...],
                                           caplog: pytest.LogCaptureFixture) -> None:

@@ -22,7 +22,11 @@ graph's post-dominators (:class:`Decision`):
   data;
 * ``raises``: one side always ends in a ``raise`` (or a call to a function that never
   returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
-  can return: the program's own error is one way out;
+  can return: the program's own error is one way out. A guard takes that side when the
+  value reaches it straight from the guard, or later (:attr:`Flow.later`), when every
+  decision before it rejoins and the code in between has no effect: it then jumps
+  over that code (see :func:`_later_raise`; a compound ``and``/``or`` test whose jumps
+  end in one raise block or one continuation counts as one decision);
 * ``acts``: the sides rejoin, but one of them acts through a name of the module (a
   call made for its effect whose callee is a global or an attribute of one, or a store
   to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
@@ -99,6 +103,9 @@ class Decision:
     #: lowest point reached, relative to the stack before the instruction that made it.
     net: int = 0
     low: int = 0
+    #: For a decision reached later (:attr:`Flow.later`): the source lines of the code a
+    #: guard skips to take its raising side (``"114-125"``); "" otherwise.
+    skips: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,9 @@ class Flow:
     returned: str = ""
     escapes: tuple[str, ...] = ()
     unknown: str = ""
+    #: A decision reached later (not straight from the value) whose raising side a guard
+    #: can take, when everything before it only shapes data (see :func:`_later_raise`).
+    later: Decision | None = None
 
 
 @dataclass(frozen=True)
@@ -700,10 +710,315 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 work.append((target, 0, stack, local, first, depth, low))
         elif g.nxt[b] is not None:
             work.append((g.nxt[b], 0, stack, local, first, depth, low))  # type: ignore[arg-type]
-    return Flow(tuple(decisions.values()), returned, tuple(sorted(escapes)))
+    found = tuple(decisions.values())
+    later = None
+    if found and not (found[0].first and found[0].outcome == RAISES) and any(d.outcome != REJOIN for d in found):
+        later = _later_raise(g, code, b0, p0, found)
+    return Flow(found, returned, tuple(sorted(escapes)), later=later)
 
 
 I_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
+
+
+# ------------------------------------------------------------------ a raise reached later
+
+#: Instructions a guard never skips on its way to a raising side: they hand something
+#: out of the frame (a yield, an await) or leave it.
+_NO_SKIP = frozenset({"YIELD_VALUE", "SEND", "GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_WITH",
+                      "BEFORE_ASYNC_WITH", "RETURN_VALUE", "RETURN_CONST", "RETURN_GENERATOR", "IMPORT_NAME",
+                      "IMPORT_FROM", "IMPORT_STAR", "SETUP_ANNOTATIONS", "STORE_DEREF", "DELETE_DEREF",
+                      "MAKE_CELL"})
+_WRITES_LOCAL = frozenset({"STORE_FAST", "STORE_NAME", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
+                           "DELETE_FAST", "DELETE_NAME"})
+_READS_LOCAL = _LOADS_LOCAL | {"LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "LOAD_FROM_DICT_OR_DEREF"}
+
+
+def _later_raise(g: _Graph, code: types.CodeType, b0: int, p0: int,
+                 decisions: tuple[Decision, ...]) -> Decision | None:
+    """A decision *D* on the value, reached later than straight from it, whose raising
+    side a guard at ``g.blocks[b0][p0]`` can take by jumping there at once; None when
+    there is none. All of these must hold (else the guard refuses, as before):
+
+    * *D* is reached on every normal path from the guard (its block post-dominates
+      the guard's), and every decision on the value before it rejoins (only shapes
+      data);
+    * *D* is a two-way branch, or a compound ``and``/``or`` condition (conditional
+      jumps, each to another of them, to one raise block *R* or to one continuation
+      *N* where the paths that do not raise meet), with one side, *R*, that never
+      returns (a ``raise``, a call that never returns) while the other can;
+    * the code the guard skips (from the guard to *D*, *D*'s own tests, and the
+      handlers of ``try`` blocks in it) has no effect outside the frame (no action as
+      :func:`_acts` counts them, no yield, await, import, store to a cell, and no
+      handler in it that returns), and *R* reads no local variable it writes;
+    * *R* is in no ``try`` or ``with`` block of the function (a handler there could
+      read what was skipped), and the stack at *R* is the guard's, less items on top
+      (the ``net``/``low`` depths of :class:`Decision`).
+
+    The original program crashed at the guard, so it ran none of the skipped code
+    either: taking *R* turns the crash into the error the program raises itself when
+    the tests at *D* fail, without running anything it would not have run."""
+    from bytecode import Instr
+
+    at = {o: k for k, o in enumerate(g.offsets)}
+
+    def place(d: Decision) -> tuple[int, int] | None:
+        k = at.get(d.offset)
+        return g.where.get(k) if k is not None else None
+
+    cands: dict[int, Decision] = {}
+    for d in decisions:
+        loc = place(d)
+        if loc is None:
+            return None
+        ins = g.blocks[loc[0]][loc[1]]
+        if d.outcome == REJOIN or ins.name in ("FOR_ITER", "SEND") or not (ins.has_jump() and not ins.is_uncond_jump()):
+            continue
+        if g.pdom[b0] >> loc[0] & 1 and (loc[0] != b0 or loc[1] > p0):
+            cands[loc[0]] = d
+    chosen: tuple[int, Decision, set[int]] | None = None
+    for bD, d in cands.items():
+        region = _skipped_blocks(g, b0, bD)
+        if region is not None and not any(c in region for c in cands if c != bD):
+            chosen = (bD, d, region)
+            break
+    if chosen is None:
+        return None
+    bD, d, region = chosen
+    for e in decisions:
+        loc = place(e)
+        if loc is None or e is d:
+            continue
+        if (loc[0] in region or (loc[0] == b0 and loc[1] > p0 and bD != b0)) and e.outcome != REJOIN:
+            return None
+    compound = _compound(g, bD)
+    if compound is None:
+        return None
+    tests, r = compound
+    inside = region | tests
+    # The instructions skipped: the rest of the guard's block, the blocks to D, D's tests.
+    skipped = [(b0, p) for p in range(p0 + 1, len(g.blocks[b0])) if isinstance(g.blocks[b0][p], Instr)]
+    skipped += [(b, p) for b in sorted(inside - {b0}) for p, x in enumerate(g.blocks[b]) if isinstance(x, Instr)]
+    handlers = _handler_blocks(g, code, [g.offsets[g.index[x]] for x in skipped], inside | {b0})
+    if handlers is None:
+        return None
+    instrs = [g.blocks[b][p] for b, p in skipped] + [x for b in sorted(handlers) for x in g.blocks[b]
+                                                     if isinstance(x, Instr)]
+    if _acts(g, instrs) or any(x.name in _NO_SKIP for x in instrs if isinstance(x, Instr)):
+        return None
+    written = {n for x in instrs if isinstance(x, Instr) and x.name in _WRITES_LOCAL for n in _written(x)}
+    raising = _reach(g, r)
+    r_instrs = [(b, p) for b in sorted(raising) for p, x in enumerate(g.blocks[b]) if isinstance(x, Instr)]
+    for b, p in r_instrs:
+        x = g.blocks[b][p]
+        if x.name in _READS_LOCAL and written & set(_read(x)):
+            return None
+    if _covered(code, {g.offsets[g.index[x]] for x in r_instrs}):
+        return None
+    depth = _depth_to(g, b0, p0, inside, r)
+    if depth is None:
+        return None
+    net, low = depth
+    if net > 0 or low < net:
+        return None
+    # The jump into R: the conditional jump of a test that has it as a side.
+    side = next(((b, "jump") for b in sorted(tests) if g.jump[b] == r and g.nxt[b] is not None), None) or \
+        next(((b, "next") for b in sorted(tests) if g.nxt[b] == r and g.jump[b] is not None), None)
+    if side is None:
+        return None
+    jb, how = side
+    jp = max(p for p, x in enumerate(g.blocks[jb]) if isinstance(x, Instr))
+    lines = [x.location.lineno for x in instrs if isinstance(x, Instr) and x.location is not None
+             and x.location.lineno is not None]
+    start = g.blocks[b0][p0].location
+    if start is not None and start.lineno is not None:
+        lines.append(start.lineno)
+    skips = f"{min(lines)}-{max(lines)}" if lines else ""
+    return Decision(g.offsets[g.index[(jb, jp)]], d.line, d.what, RAISES, how, False, net, low, skips)
+
+
+def _written(ins: Any) -> list[str]:
+    names = [_argname(a) for a in ins.arg] if isinstance(ins.arg, tuple) else [_argname(ins.arg)]
+    return names[:1] if ins.name == "STORE_FAST_LOAD_FAST" else names
+
+
+def _read(ins: Any) -> list[str]:
+    names = [_argname(a) for a in ins.arg] if isinstance(ins.arg, tuple) else [_argname(ins.arg)]
+    return names[1:] if ins.name == "STORE_FAST_LOAD_FAST" else names
+
+
+def _skipped_blocks(g: _Graph, b0: int, bD: int) -> set[int] | None:
+    """The blocks a path from block *b0* runs before it reaches block *bD* (which
+    post-dominates it); None when such a path comes back to *b0* (a loop around the
+    guard)."""
+    seen: set[int] = set()
+    todo = [s for s in g.succ[b0] if s >= 0] if b0 != bD else []
+    while todo:
+        x = todo.pop()
+        if x == bD or x in seen:
+            continue
+        if x == b0:
+            return None
+        seen.add(x)
+        todo.extend(s for s in g.succ[x] if s >= 0)
+    return seen
+
+
+def _reach(g: _Graph, b: int) -> set[int]:
+    seen: set[int] = set()
+    todo = [b]
+    while todo:
+        x = todo.pop()
+        if x not in seen:
+            seen.add(x)
+            todo.extend(s for s in g.succ[x] if s >= 0)
+    return seen
+
+
+def _raise_only(g: _Graph, b: int) -> bool:
+    return bool(g.can_raise >> b & 1) and not g.can_return >> b & 1
+
+
+def _compound(g: _Graph, b: int) -> tuple[set[int], int] | None:
+    """``(tests, R)`` for the decision ending block *b*: *tests* the blocks of its
+    condition (*b* alone, or the conditional jumps of an ``and``/``or`` chain from
+    it), *R* the one raise-only block they lead to; every other way out of them is one
+    continuation that can return. None when the decision is not of that shape."""
+    n = len(g.blocks)
+    if _raise_only(g, b) or not g.can_return >> b & 1:
+        return None
+    # Post-dominators over the paths that do not raise (raise-only blocks left out).
+    exit_bit, full = 1 << n, (1 << (n + 1)) - 1
+    pd = [full] * n
+    changed = True
+    while changed:
+        changed = False
+        for x in range(n - 1, -1, -1):
+            outs = [s for s in g.succ[x] if s == -1 or (s >= 0 and not _raise_only(g, s))]
+            if _raise_only(g, x) or not outs:
+                continue
+            acc = full
+            for s in outs:
+                acc &= exit_bit if s == -1 else pd[s]
+            new = acc | 1 << x
+            if new != pd[x]:
+                pd[x], changed = new, True
+    after = [c for c in range(n) if c != b and pd[b] >> c & 1]
+    join = next((c for c in after if all(pd[c] >> o & 1 for o in after)), None)
+    tests: set[int] = set()
+    raises: set[int] = set()
+    todo = [b]
+    while todo:
+        x = todo.pop()
+        if x in tests or x == join:
+            continue
+        if _raise_only(g, x):
+            raises.add(x)
+            continue
+        if join is None and x != b:
+            continue  # no join inside the function: the decision alone
+        # A test of the condition: a block that ends in a conditional jump, or one that
+        # only jumps on (3.12+ layouts).
+        if not (g.jump[x] is not None and g.nxt[x] is not None) and _through_jumps(g, x) == x:
+            return None
+        tests.add(x)
+        if any(s < 0 for s in g.succ[x]):
+            return None
+        todo.extend(g.succ[x])
+    if len(raises) != 1:
+        return None
+    if join is None:
+        other = [s for s in g.succ[b] if s not in raises]
+        if len(other) != 1 or not g.can_return >> other[0] & 1:
+            return None
+    elif not g.can_return >> join & 1:
+        return None
+    return tests, raises.pop()
+
+
+def _exception_entries(code: types.CodeType) -> list[tuple[int, int, int]]:
+    import dis
+
+    entries = getattr(dis.Bytecode(code), "exception_entries", ())  # 3.11+ (not in typeshed's stub)
+    return [(e.start, e.end, e.target) for e in entries]
+
+
+def _covered(code: types.CodeType, offsets: set[int]) -> bool:
+    """Whether any of *offsets* is in a ``try`` (or ``with``) range of *code*."""
+    return any(start <= o < end for start, end, _ in _exception_entries(code) for o in offsets)
+
+
+def _handler_blocks(g: _Graph, code: types.CodeType, offsets: list[int], inside: set[int]) -> set[int] | None:
+    """The blocks of the handlers that catch an exception raised at *offsets* (skipped
+    code), up to where they rejoin the blocks *inside*; None when one of them can
+    return (a default there would decide an exit)."""
+    at = {o: k for k, o in enumerate(g.offsets)}
+    out: set[int] = set()
+    for start, end, target in _exception_entries(code):
+        if not any(start <= o < end for o in offsets):
+            continue
+        k = at.get(target)
+        if k is None:
+            return None
+        todo = [g.where[k][0]]
+        while todo:
+            x = todo.pop()
+            if x in out or x in inside:
+                continue
+            out.add(x)
+            if -1 in g.succ[x]:
+                return None
+            todo.extend(s for s in g.succ[x] if s >= 0)
+    return out
+
+
+def _depth_to(g: _Graph, b0: int, p0: int, inside: set[int], r: int) -> tuple[int, int] | None:
+    """``(net, low)``: the stack depth on entry to block *r* and the lowest point
+    reached on the way, from the instruction at ``g.blocks[b0][p0]`` (depth 0: before
+    it, with its inputs pushed) through the blocks *inside*; None when the paths
+    disagree."""
+    from bytecode import Instr
+
+    entry: dict[int, int] = {}
+    into: set[int] = set()
+    low = 0
+    work = [(b0, p0, 0)]
+    while work:
+        b, pos, depth = work.pop()
+        if b != b0:
+            if b in entry:
+                if entry[b] != depth:
+                    return None
+                continue
+            entry[b] = depth
+        last = None
+        for ins in g.blocks[b][pos:]:
+            if not isinstance(ins, Instr):
+                continue
+            if ins.has_jump() and not ins.is_uncond_jump():
+                last = ins
+                break
+            if ins.has_jump():
+                continue
+            pops, pushes = _effect(ins, jump=False)
+            depth -= pops
+            low = min(low, depth)
+            depth += pushes
+        for jmp, s in ((True, g.jump[b]), (False, g.nxt[b])):
+            if s is None:
+                continue
+            d = depth
+            if last is not None:
+                pops, pushes = _effect(last, jmp)
+                d -= pops
+                low = min(low, d)
+                d += pushes
+            if s == r:
+                into.add(d)
+            elif s in inside and s != b0:
+                work.append((s, 0, d))
+    if len(into) != 1:
+        return None
+    return into.pop(), low
 
 
 def _previous(block: list[Any], p: int) -> Any:
@@ -889,6 +1204,9 @@ def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
 
     * the first decision reached, in straight-line code, raises on one side: take that
       side (``raise``) when *raise_side* (the guard can), else ``refuse``;
+    * a decision reached later raises on one side and everything before it only shapes
+      data (:attr:`Flow.later`): take that side when *raise_side*, skipping the code
+      in between (it has no effect, see :func:`_later_raise`);
     * a decision that does not rejoin (or an unknown flow): ``refuse``;
     * otherwise ``heal``; :attr:`Verdict.returned` says whether the callers must be
       asked too (:func:`callers_verdict`)."""
@@ -901,6 +1219,10 @@ def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
                            first)
         return Verdict("refuse", f"{first.what} at line {first.line} raises on one side, and this guard cannot take it",
                        first)
+    later = flow.later
+    if later is not None and raise_side and later.net <= 0 and later.low >= later.net:
+        return Verdict("raise", f"{later.what} at line {later.line} raises the program's own error on one side, and "
+                       f"the code before it (lines {later.skips}) only shapes data", later)
     for d in flow.decisions:
         if d.outcome != REJOIN:
             return Verdict("refuse", _reason(d), d)
