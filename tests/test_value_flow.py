@@ -219,6 +219,34 @@ def tidies(opts, items):
 LOW = {7: 0}
 AUDIT = []
 
+NOTES = []
+
+def reads_block(lines, n):
+    block = []
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            break
+        block.append(lines[n])
+        n += 1
+    return block, n
+
+def break_and_test(d, k):
+    v = d[k]
+    i = 0
+    while i < v:
+        if v == 3:
+            break
+        i += 1
+    return i
+
+def break_acts(lines, n):
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            NOTES.append(n)
+            break
+        n += 1
+    return n
+
 def later_raise(d, k):
     t = d[k]
     try:
@@ -312,11 +340,17 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("configures", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # stores to the objects the frame holds shape data
     ("tidies", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # what it yields is the callers' data
     ("returns_early", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
+    # A branch out of a while loop that has a test of its own the value does not reach: the
+    # loop still ends by that test, the break side does not act: it shapes data (the block read).
+    ("reads_block", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),
+    ("break_and_test", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the value reaches the loop test too
+    ("break_acts", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the break side acts (NOTES.append)
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
                                                    outcome: str | None, returned: str) -> None:
     fn = getattr(model, name)
-    found = flow.analyze(fn.__code__, _offset(fn, opname), "value", vars(model))
+    nth = 1 if name in ("reads_block", "break_acts") else 0
+    found = flow.analyze(fn.__code__, _offset(fn, opname, nth), "value", vars(model))
     assert not found.unknown, found
     verdict = flow.verdict(found)
     assert verdict.action == action, (found, verdict)
@@ -330,6 +364,13 @@ def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname
     if name == "breaks":
         assert found.decisions[0].what == flow.LOOP_EXIT
         assert "whether the while loop runs again" in verdict.reason
+    if name == "break_acts":
+        assert found.decisions[0].what == flow.LOOP_EXIT
+    if name == "break_and_test":
+        assert flow.LOOP_TEST in {d.what for d in found.decisions}, found
+    if name == "reads_block":
+        assert found.decisions[0].what == flow.BREAK_DATA
+        assert not any(d.what in (flow.LOOP_TEST, flow.LOOP_EXIT) for d in found.decisions), found
 
 
 @pytest.mark.parametrize(("name", "takes"), [
@@ -399,6 +440,10 @@ def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -
      "    return line\n", ({"a": "%s", "c": None}, "b"), ""),
     # A counter that a missing entry does not bump.
     ("def f(d, k):\n    n = 0\n    if d[k] > 2:\n        n += 1\n    return n\n", ({"a": 5}, "b"), 0),
+    # A break out of a while loop that ends by its own test (griffe's numpy block reader):
+    # the fix's bounds check `n < len(lines) - 1 and ...` gives the same block.
+    ("def f(lines, n):\n    block = []\n    while n < len(lines):\n        if not lines[n] and lines[n + 1] == '--':\n"
+     "            break\n        block.append(lines[n])\n        n += 1\n    return block, n\n", (["a", ""], 0), (["a", ""], 2)),
 ])
 def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path, source: str,
                                                   args: tuple[object, ...], value: object) -> None:

@@ -34,7 +34,14 @@ graph's post-dominators (:class:`Decision`):
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
 * ``exits``: anything else (the sides leave the function separately; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
-  break``, found alike on every version's loop layout): a gate.
+  break``, found alike on every version's loop layout): a gate. Except: a branch out
+  of a ``while`` loop that has a test of its own which the value does not reach, and
+  that would rejoin but for being a way out (neither side acts), only shapes data
+  (:data:`BREAK_DATA`, a ``rejoin``): the loop still ends by its own test
+  (:func:`_break_to_data`). ``while True`` has no such test.
+
+Exit tails the compiler copied (3.12+ copies a small ``return`` block into each of its
+predecessors) count as one block for the post-dominators (:func:`_canonical_tails`).
 
 :func:`verdict` turns a :class:`Flow` into the policy of ``docs/guards.md``
 ("data flows on; decisions fail closed"), and :func:`callers_verdict` follows a
@@ -154,6 +161,7 @@ class _Graph:
     index: dict[tuple[int, int], int] = field(default_factory=dict)  # (block, pos) -> real index
     offsets: list[int] = field(default_factory=list)  # real index -> offset
     positions: set[Any] | None = None  # see _other_positions
+    canon: list[int] = field(default_factory=list)  # block -> first copy of the same exit tail
 
 
 def _name(ins: Any) -> str:
@@ -276,7 +284,11 @@ def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
 def _analyse_graph(g: _Graph, n: int) -> None:
     exit_bit = 1 << n
     full = (1 << (n + 1)) - 1
-    # Post-dominators (bitsets; the exit is node n): pdom(b) = {b} | AND pdom(succ).
+    g.canon = _canonical_tails(g, n)
+    canon = g.canon
+    # Post-dominators (bitsets; the exit is node n): pdom(b) = {b} | AND pdom(succ), a
+    # block that is a copy of an exit tail standing for the first copy (see
+    # _canonical_tails).
     pdom = [full] * n
     changed = True
     while changed:
@@ -284,7 +296,7 @@ def _analyse_graph(g: _Graph, n: int) -> None:
         for b in range(n - 1, -1, -1):
             acc = full
             for s in g.succ[b]:
-                acc &= exit_bit if s < 0 else pdom[s]
+                acc &= exit_bit if s < 0 else pdom[canon[s]]
             new = (acc if g.succ[b] else full) | (1 << b)
             if new != pdom[b]:
                 pdom[b], changed = new, True
@@ -338,6 +350,28 @@ def _analyse_graph(g: _Graph, n: int) -> None:
                             stack.append(p)
                 loops[h] = loops.get(h, 0) | body
     g.loops = sorted(loops.items())
+
+
+def _canonical_tails(g: _Graph, n: int) -> list[int]:
+    """For each block, the first block that starts the same exit tail: the same
+    instructions, at the same source positions, straight into a return (at least two
+    of them: a real statement). CPython 3.12+ copies a small exit block such as
+    ``return block, n`` into each of its predecessors (a loop's test and its
+    ``break``); two copies of one source statement are one join, as on 3.11 (see
+    :func:`_same_tail`). Other blocks stand for themselves."""
+    from bytecode import Instr
+
+    canon = list(range(n))
+    seen: dict[tuple[Any, ...], int] = {}
+    for b in range(n):
+        tail = [x for x in _tail(g, b) or () if _name(x) != "NOP"]  # a `break` leaves a NOP in its copy
+        if len(tail) < 2 or any(not isinstance(x, Instr) or x.location is None
+                                            or x.location.lineno is None for x in tail):
+            continue
+        key = tuple((x.name, repr(x.arg), x.location.lineno, x.location.end_lineno, x.location.col_offset,
+                     x.location.end_col_offset) for x in tail)
+        canon[b] = seen.setdefault(key, b)
+    return canon
 
 
 #: What decides whether a ``while`` loop runs again: its test, or a branch in its body
@@ -427,6 +461,73 @@ def _while_loop(g: _Graph, h: int) -> bool:
     in its body and the other out of it decides whether it runs again, wherever it
     stands in the body (``while True: ... if done: break``), as its test does."""
     return not any(_name(x) in ("FOR_ITER", "SEND", "GET_ANEXT") for x in g.blocks[h])
+
+
+#: What a branch out of a ``while`` loop is when it only shapes data (:func:`_break_to_data`).
+BREAK_DATA = "a branch out of a while loop that ends by its own test"
+
+
+def _loop_test_of(g: _Graph, b: int, opname: str) -> int | None:
+    """The header of the ``while`` loop whose test is the branch ending block *b*, or
+    None when it is no loop test."""
+    j, f = g.jump[b], g.nxt[b]
+    if j is None or f is None or opname == "FOR_ITER":
+        return None
+    for h, body in g.loops:
+        inside = [bool(body >> s & 1) for s in (j, f)]
+        if inside[0] != inside[1]:
+            stay = j if inside[0] else f
+            if b == h or _through_jumps(g, stay) == h:
+                return h if _while_loop(g, h) else None
+    return None
+
+
+def _break_to_data(g: _Graph, b: int, opname: str) -> int | None:
+    """The header of the ``while`` loop that the branch ending block *b* (a branch out
+    of it, ``if done: break``) leaves, when that branch may only shape data: the loop
+    has a test of its own (so it still ends by that test when the branch stays in;
+    ``while True`` has none), the branch leaves no other loop, and, but for being a way
+    out of the loop, it would rejoin: its sides meet inside the function and neither
+    acts (the break side included). Whether the value reaches the loop's test is the
+    caller's question (:func:`_analyze`). None otherwise."""
+    j, f = g.jump[b], g.nxt[b]
+    if j is None or f is None or opname == "FOR_ITER":
+        return None
+    left = [(h, body) for h, body in g.loops if bool(body >> j & 1) != bool(body >> f & 1)]
+    if len(left) != 1:
+        return None
+    h, body = left[0]
+    if not _while_loop(g, h) or _loop_test_of(g, b, opname) is not None:
+        return None
+    tests = [x for x in range(len(g.blocks)) if x != b and body >> x & 1
+             and _loop_test_of(g, x, _last_name(g, x)) == h]
+    if not tests:
+        return None
+    n = len(g.blocks)
+    if g.pdom[b] & ~(1 << b) & ((1 << n) - 1):
+        return None if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else h
+    # No join in the function's graph: the loop's ways out may still end in the same
+    # code, duplicated by the compiler (3.12+ copies a small `return block` into each),
+    # or in the implicit `return None` at the end of the body.
+    out = j if not body >> j & 1 else f
+    ways = {s for x in tests for s in (g.jump[x], g.nxt[x]) if s is not None and not body >> s & 1}
+    inside = [ins for x in range(n) if body >> x & 1 for ins in g.blocks[x]]
+    for way in ways:
+        if way == out:
+            continue
+        common = _same_tail(g, out, way)
+        if common:
+            if _acts(g, inside + (_tail(g, out) or [])[:-common] + (_tail(g, way) or [])[:-common]):
+                return None
+            continue
+        ended = _ends_implicitly(g, (out, way))
+        if ended is None or _acts(g, inside + [ins for x in sorted(ended) for ins in g.blocks[x]]):
+            return None
+    return h
+
+
+def _last_name(g: _Graph, b: int) -> str:
+    return next((_name(x) for x in reversed(g.blocks[b]) if _name(x)), "")
 
 
 def _implicit_none_return(g: _Graph, b: int) -> bool:
@@ -578,7 +679,14 @@ def _graph_for(code: types.CodeType, namespace: dict[str, Any] | None) -> _Graph
     return g
 
 
-def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
+def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None,
+             free: frozenset[int] | None = None) -> Flow:
+    """The walk behind :func:`analyze`. A branch out of a ``while`` loop that would
+    only shape data if it were not a loop exit (:func:`_break_to_data`) needs two
+    walks: the first (*free* None) passes over it, to see whether the value reaches
+    the loop's own test; the second (*free*: the headers of the loops whose test it
+    does not reach) counts such a branch as a decision that rejoins, and that loop's
+    test, which then runs again on one side only, as the program's own."""
     from bytecode import Instr
 
     from codesuture.patch.synthesize import instruction_index
@@ -604,6 +712,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
+    breaks: set[int] = set()  # headers of while loops with a branch out of them that could shape data
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
     # await's result on SEND's jump edge).
@@ -663,11 +772,23 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 if tested:
                     what = _what(g, b, name, tested)
                     outcome, side, loop = _classify(g, b, name)
-                    if outcome == REJOIN:
-                        ctrl |= _region(g, b)
-                    line = ins.location.lineno if ins.location is not None else None
-                    add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
-                                 first, depth - 1, min(low, depth - 1)))
+                    skip = False
+                    if loop == LOOP_EXIT:
+                        h = _break_to_data(g, b, name)
+                        if h is not None:
+                            breaks.add(h)
+                            if free is None:
+                                skip = True  # first walk: as if it were not there
+                            elif h in free:
+                                outcome, loop, what = REJOIN, "", BREAK_DATA
+                    elif loop == LOOP_TEST and free and _loop_test_of(g, b, name) in free:
+                        skip = True  # the program's own test of a loop a break above shapes
+                    if not skip:
+                        if outcome == REJOIN:
+                            ctrl |= _region(g, b)
+                        line = ins.location.lineno if ins.location is not None else None
+                        add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
+                                     first, depth - 1, min(low, depth - 1)))
                 for jmp, target in ((True, g.jump[b]), (False, g.nxt[b])):
                     if target is None:
                         continue
@@ -710,6 +831,12 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 work.append((target, 0, stack, local, first, depth, low))
         elif g.nxt[b] is not None:
             work.append((g.nxt[b], 0, stack, local, first, depth, low))  # type: ignore[arg-type]
+    if free is None and breaks:
+        # The loops whose own test the value does not reach (first walk): there the
+        # branches out only shape data. Walk again with them known.
+        at = {o: k for k, o in enumerate(g.offsets)}
+        tests = {_loop_test_of(g, g.where[at[d.offset]][0], "") for d in decisions.values() if d.what == LOOP_TEST}
+        return _analyze(code, offset, kind, namespace, frozenset(breaks - tests))
     found = tuple(decisions.values())
     later = None
     if found and not (found[0].first and found[0].outcome == RAISES) and any(d.outcome != REJOIN for d in found):
@@ -1100,7 +1227,7 @@ def _region(g: _Graph, b: int) -> set[int]:
     todo = [s for s in g.succ[b] if s >= 0]
     while todo:
         x = todo.pop()
-        if x == ipdom or x in region or x == b:
+        if x == ipdom or x in region or x == b or (ipdom is not None and g.canon and g.canon[x] == ipdom):
             continue
         region.add(x)
         todo.extend(s for s in g.succ[x] if s >= 0)
@@ -1351,4 +1478,4 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
 
 __all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
-           "LOOP_EXIT"]
+           "LOOP_EXIT", "BREAK_DATA"]
