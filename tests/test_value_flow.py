@@ -247,6 +247,14 @@ def break_acts(lines, n):
         n += 1
     return n
 
+def stay_acts(lines, n):
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            break
+        NOTES.append(n)
+        n += 1
+    return n
+
 def later_raise(d, k):
     t = d[k]
     try:
@@ -345,11 +353,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("reads_block", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),
     ("break_and_test", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the value reaches the loop test too
     ("break_acts", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the break side acts (NOTES.append)
+    ("stay_acts", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # staying in the loop acts: a default would decide it
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
                                                    outcome: str | None, returned: str) -> None:
     fn = getattr(model, name)
-    nth = 1 if name in ("reads_block", "break_acts") else 0
+    nth = 1 if name in ("reads_block", "break_acts", "stay_acts") else 0
     found = flow.analyze(fn.__code__, _offset(fn, opname, nth), "value", vars(model))
     assert not found.unknown, found
     verdict = flow.verdict(found)
@@ -364,7 +373,7 @@ def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname
     if name == "breaks":
         assert found.decisions[0].what == flow.LOOP_EXIT
         assert "whether the while loop runs again" in verdict.reason
-    if name == "break_acts":
+    if name in ("break_acts", "stay_acts"):
         assert found.decisions[0].what == flow.LOOP_EXIT
     if name == "break_and_test":
         assert flow.LOOP_TEST in {d.what for d in found.decisions}, found
