@@ -136,6 +136,12 @@ def predicate(u):
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
 
+def flags_truth(u):
+    return {"admin": u.role == "admin", "id": 1}
+
+def keeps_attr(u, req):
+    req.admin = u.role == "admin"
+
 GRANTED = []
 
 def grants(u):
@@ -332,7 +338,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("loops", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # a for loop that rejoins after it
     ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
-    ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+    # A truth value stored outside the frame's locals (or put into a container) would
+    # decide where the model cannot follow: `self.admin = ...`, tested in another method.
+    ("keeps_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("flags_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global
     ("collects", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a call on the frame's own object shapes data
@@ -563,6 +573,54 @@ def test_a_returned_default_never_opens_a_gate_in_a_caller(healer: Healer, tmp_p
     assert data(mod.gate, type("U", (), {"banned": True})()) == 403
 
 
+def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The empty value of a container of flags is ``False``, a truth value: stored on an
+    object and tested in another function, it would open the gate (``u.banned``
+    False). The guard learns its default's type only when it fires: then it declines."""
+    mod = _module(tmp_path, """
+        BANS = {"alice": False, "mallory": True}
+        NAMES = {"alice": "Alice", "mallory": "Mallory"}
+        class User:
+            def __init__(self, key):
+                self.banned = BANS[key]
+        class Card:
+            def __init__(self, key):
+                self.title = NAMES[key]
+        def gate(key):
+            if User(key).banned:
+                return 403
+            return 200
+        def card(key):
+            return Card(key).title
+    """)
+    assert healer.heal(_crash(lambda: mod.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow.endswith(";notruth")
+    with caplog.at_level("WARNING", logger="codesuture"):
+        with pytest.raises(KeyError):
+            mod.gate("eve")
+    assert any("declined" in r.getMessage() and "truth value" in r.getMessage() for r in caplog.records)
+    assert mod.gate("mallory") == 403 and mod.gate("alice") == 200
+    # Returned to a caller that stores it for later: the same.
+    mod2 = _module(tmp_path, """
+        BANS = {"alice": False}
+        def banned(key):
+            return BANS[key]
+        class User:
+            def __init__(self, key):
+                self.banned = banned(key)
+        def gate(key):
+            return 403 if User(key).banned else 200
+    """)
+    assert healer.heal(_crash(lambda: mod2.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow == "return:value;notruth"
+    with pytest.raises(KeyError):
+        mod2.gate("eve")
+    # The same shape over a container of strings is data: the default '' is placed.
+    assert healer.heal(_crash(lambda: mod.card("eve"))) is not None
+    assert data(mod.card, "eve") == ""
+
+
 # ------------------------------------------------------------------ a real service
 
 SERVICE = r'''
@@ -571,6 +629,7 @@ import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
+STAFF = {0, 7}
 LIMIT = 5.0
 USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
          "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
@@ -622,6 +681,11 @@ def owner(doc):
 
 def token_ok(env):
     return env["HTTP_X_TOKEN"] == "s3cret"
+
+
+class Request:
+    def __init__(self, env):
+        self.staff = int(env.get("HTTP_X_STAFF_ID", "-1")) in STAFF  # decided later, in app()
 
 
 def respond(start_response, status, body):
@@ -677,6 +741,10 @@ def app(env, start_response):
             GRANTS.append(user)
             status = "200 OK"
         return respond(start_response, status, "granted" if status == "200 OK" else "suspended")
+    if path == "/staff":  # a truth value stored on an object, tested here
+        if Request(env).staff:
+            return respond(start_response, "200 OK", "staff room")
+        return respond(start_response, "403 Forbidden", "staff only")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -708,6 +776,7 @@ CRAFTED = [
     ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
     ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
+    ("/staff", {"X-Staff-Id": "abc"}, {403, 500}),  # int('abc') -> 0 would be in STAFF, stored as a flag
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -725,6 +794,8 @@ LEGIT = [
     ("/api", {"X-Token": "s3cret"}, 200, "api"),
     ("/grant", {"X-User": "alice"}, 200, "granted"),
     ("/grant", {"X-User": "mallory"}, 403, "suspended"),
+    ("/staff", {"X-Staff-Id": "7"}, 200, "staff room"),
+    ("/staff", {"X-Staff-Id": "3"}, 403, "staff only"),
 ]
 
 

@@ -5,8 +5,13 @@ flows on as *data* (stored, passed to a call, returned to a caller that stores o
 passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``and``/
 ``or``, ``assert``, the loop test of ``while``, a ``for`` over it), usually through a
 comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
-what branches (a truth value that is stored or passed on is data; returned, it is
-followed into the callers like any value).
+what branches. A truth value made from it is a decision wherever it goes: kept in a
+local, it is followed to the branch that tests it; returned, it is followed into the
+callers like any value; stored in an attribute, an item or a global, or put into a
+container, it would decide where the model cannot follow (``self.admin = int(uid) in
+ADMINS``, tested in another method; ``{"admin": role == "admin"}`` returned): a gate,
+fail closed. Passed to a call, it is data (a flag handed to a helper, as most
+configuration is: the callee is not followed).
 
 :func:`analyze` follows the value through one code object by abstract interpretation
 over its control-flow graph (``bytecode.ControlFlowGraph``): the stack slots and the
@@ -87,6 +92,9 @@ _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 _RAISES = frozenset({"RAISE_VARARGS", "RERAISE"})
 _CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
                              "DICT_MERGE"})
+#: Instructions that build a container from stack items.
+_BUILDS = frozenset({"BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP"})
+_STORED = {"STORE_ATTR": "an attribute", "STORE_SUBSCR": "an item", "STORE_GLOBAL": "a global"}
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
@@ -135,12 +143,16 @@ class Flow:
 class Verdict:
     """What the policy says about a flow: ``action`` ``"heal"`` (place the default),
     ``"raise"`` (take the raising side of ``decision``) or ``"refuse"`` (the original
-    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`."""
+    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`;
+    ``truth_gate``: for ``"heal"``, why a default that is itself a truth value (a
+    ``bool``, known only when the guard fires: a container of flags) must not be
+    yielded ("" when it may), see :func:`codesuture.crash.diagnose.value_verdict`."""
 
     action: str
     reason: str = ""
     decision: Decision | None = None
     returned: str = ""
+    truth_gate: str = ""
 
 
 # ------------------------------------------------------------------ the graph
@@ -1248,6 +1260,12 @@ def _trim(stack: tuple[Any, ...]) -> tuple[Any, ...]:
     return stack[i:]
 
 
+def _is_truth(taint: Any) -> bool:
+    """True for a stack slot holding a truth value made from the value (not the value
+    itself, nor data computed from it)."""
+    return bool(taint) and taint != "data"
+
+
 def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], block: list[Any],
           p: int) -> tuple[tuple[Any, ...], frozenset[tuple[str, str]], tuple[str, str] | None]:
     """One straight-line instruction: the new stack and locals, and a note: a decision
@@ -1299,7 +1317,12 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         return _trim(keep + (None,) * pushes), local, None
     if name in ("STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL", "DELETE_SUBSCR", "DELETE_ATTR"):
         value = {"STORE_ATTR": at(2), "STORE_SUBSCR": at(3), "STORE_GLOBAL": at(1)}.get(name)
+        if _is_truth(value):  # decided later, where the model cannot follow: fail closed
+            return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
+    if name in _CONTAINER_ADDS or name in _BUILDS:
+        if any(_is_truth(t) for t in inputs):
+            return _trim(keep + (None,) * pushes), local, ("decision", "a truth value made from it is put into a container")
     if name in _CONTAINER_ADDS:
         # The container sits below the popped items: it now holds the value.
         n = int(arg) if isinstance(arg, int) else 1

@@ -238,6 +238,14 @@ def _handled(exc: str, depth: int) -> bool:
         return False
 
 
+def _firing(exc: str) -> tuple[str, str, str]:
+    """``(exception class, returned kind, flags)`` of a guard's ``"<exc>[|<returned>[|<flags>]]"``
+    (:class:`codesuture.guards.base.Firing`)."""
+    exc, _, rest = exc.partition("|")
+    returned, _, flags = rest.partition("|")
+    return exc, returned, flags
+
+
 def _declines(site: str, returned: str, depth: int) -> bool:
     """True when a caller of the guarded frame (*depth* frames up from this function)
     would decide with the value the guard returns (:mod:`codesuture.patch.flow`); then
@@ -254,6 +262,13 @@ def _declines(site: str, returned: str, depth: int) -> bool:
         why = f"the callers could not be checked ({type(err).__name__})"
     if not why:
         return False
+    _decline(site, why)
+    return True
+
+
+def _decline(site: str, why: str) -> None:
+    """Note that the guard at *site* declined for reason *why*; one log line per site
+    and reason."""
     DECLINED[site] = why
     if (site, why) not in _DECLINE_LOGGED:
         _DECLINE_LOGGED.add((site, why))
@@ -262,14 +277,13 @@ def _declines(site: str, returned: str, depth: int) -> bool:
         guard, _, where = site.partition("@")
         logger("codesuture.heal").warning(
             "guard %s at %s declined: %s; the original exception propagates (proposed for review)", guard, where, why)
-    return True
 
 
 def fired(site: str, exc: str = "") -> bool:
     """A guard at *site* is about to replace an operation that would raise *exc*.
     Returns True when it must raise it instead (the stack handles it, or the value is
     returned to a caller that decides with it). Never raises."""
-    exc, _, returned = exc.partition("|")
+    exc, returned, _ = _firing(exc)
     if exc and _handled(exc, 2):
         return True
     if returned and _declines(site, returned, 2):
@@ -303,7 +317,7 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     try:
         import builtins
 
-        exc, _, returned = exc.partition("|")
+        exc, returned, _ = _firing(exc)
         cls = getattr(builtins, exc, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
@@ -346,8 +360,9 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
     default decided at heal time, a key of :data:`codesuture.patch.spec.DEFAULTS`) and
     *evidence*; or None when the guard must raise *exc* (the stack handles it, or the
-    value is returned to a caller that decides with it)."""
-    exc, _, returned = exc.partition("|")
+    value is returned to a caller that decides with it, or *exc* ends in ``|notruth``
+    and the default is a ``bool``: a truth value that would decide where it is stored)."""
+    exc, returned, flags = _firing(exc)
     if exc and _handled(exc, 2):
         return None
     if returned and _declines(site, returned, 2):
@@ -358,6 +373,12 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
         from codesuture.patch.spec import default_value
 
         value = default_value(static)
+    if flags and isinstance(value, bool):  # a truth value: where it is stored, it decides later
+        if not returned:
+            _decline(site, f"its default would be {value!r}, a truth value stored where it decides later")
+            return None
+        if _declines(site, "truth", 2):
+            return None
     _count(site, exc)
     _yielded(site, value, sys._getframe(1))
     shadow = _SHADOW

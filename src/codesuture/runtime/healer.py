@@ -36,7 +36,7 @@ from typing import Any
 
 from codesuture.errors import CodeSutureError, DiagnosisError
 from codesuture.logs import logger
-from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.patch.spec import DEFAULT_TTL_SECONDS, NO_TRUTH, PatchRecord
 from codesuture.runtime.ledger import FunctionState, Ledger, merge
 from codesuture.util.clock import iso_utc
 
@@ -314,6 +314,8 @@ class Healer:
                 flow_note = "returned: the callers are checked each time it fires"
             elif verdict.reason != "data":
                 flow_note = verdict.reason
+            if verdict.action == "heal" and verdict.truth_gate:  # a bool default declines when it fires
+                spec = spec._replace(flow=spec.flow + NO_TRUTH)
         else:
             flow_note = "control flow allowed for this module (--control-flow)"
         if self.report_only:
