@@ -307,7 +307,8 @@ class Healer:
             elif verdict.action == "raise":
                 d = verdict.decision
                 spec = spec._replace(flow=f"raise:{d.offset}:{d.raising}:{-d.net}")
-                flow_note = f"takes the raising side of {d.what} at line {d.line}"
+                flow_note = f"takes the raising side of {d.what} at line {d.line}" + (
+                    f", skipping lines {d.skips} (no effect outside the frame)" if d.skips else "")
             elif verdict.returned:
                 spec = spec._replace(flow=f"return:{verdict.returned}")
                 flow_note = "returned: the callers are checked each time it fires"
