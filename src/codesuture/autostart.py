@@ -110,7 +110,7 @@ def run(environ: "Mapping[str, str] | None" = None, argv: "Sequence[str] | None"
         s = settings.load(None, env, start_dir=_start_dir())
         from codesuture.runtime.session import activate
 
-        _, SESSION = activate(s)
+        _, SESSION = activate(s, inherited=True)
     except Exception as exc:  # contained (rule 7): the process runs as with plain python
         try:
             from codesuture.logs import logger

@@ -48,7 +48,7 @@ class Session:
         return self.healer.heal(exc, main_code, main_path)
 
 
-def activate(s: "Settings") -> "tuple[bool, Session]":
+def activate(s: "Settings", inherited: bool = False) -> "tuple[bool, Session]":
     """Set CodeSuture up in this process as *s* says, without running anything: the
     store and its finder, the process-wide crash hooks (when healing or in prod, see
     :mod:`codesuture.runtime.hooks`: armed by :mod:`codesuture.runtime.hookfinder`),
@@ -59,14 +59,20 @@ def activate(s: "Settings") -> "tuple[bool, Session]":
     A kill file (setting ``kill_file``) present now sets the kill switch off before
     anything is set up: no finder, no crash hooks, no watcher; :func:`killed` is then
     true and the caller runs the program as plain python would (every launch form:
-    boot, ``codesuture run``, the start-up hook of spawned workers)."""
+    boot, ``codesuture run``, the start-up hook of spawned workers).
+
+    *inherited*: the settings came from a parent process that activated with them and
+    already reported on them (:mod:`codesuture.autostart`): a store that does not exist
+    yet in dev is then logged at INFO, not again as a WARNING on the child's stderr
+    (a program or a test suite reading its children's stderr sees what it would
+    without CodeSuture)."""
     session = Session(s)
     if kill_file_present(s):
         from codesuture.runtime import killswitch
 
         killswitch.trigger(f"kill file {s.kill_file}", session=session, wait=True)
         return True, session
-    usable = open_store(s, session)
+    usable = open_store(s, session, inherited)
     if s.heal or s.prod:
         from codesuture.runtime import hookfinder
 
@@ -186,9 +192,10 @@ def summary(session: Session, default_store: "str | None" = None) -> "str | None
     return line
 
 
-def open_store(s: "Settings", session: Session) -> bool:
+def open_store(s: "Settings", session: Session, inherited: bool = False) -> bool:
     """Install the finder for the configured store, if any. Returns False when a store
-    or trust root was configured but cannot be used (each reason logged once)."""
+    or trust root was configured but cannot be used (each reason logged once).
+    *inherited*: as in :func:`activate`."""
     from codesuture.logs import logger
 
     log = logger("codesuture.boot")
@@ -225,7 +232,7 @@ def open_store(s: "Settings", session: Session) -> bool:
         return not s.require_overlays
     if not store.exists():
         if not s.prod and s.heal:
-            if s.source("overlays") == "default":
+            if s.source("overlays") == "default" or inherited:
                 log.info("overlay store %s does not exist yet: patches will create it", s.overlays)
             else:
                 log.warning("overlay store %s (%s) does not exist: patches will create it", s.overlays, s.source("overlays"))
