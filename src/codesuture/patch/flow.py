@@ -417,6 +417,8 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if real:
         if opname == "FOR_ITER":  # a for loop over an empty default runs its body no time: nothing acts
             return REJOIN, "", ""
+        if _returns_what_sides_made(g, b, real, opname):
+            return EXITS, "", ""
         return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", ""
     common = _same_tail(g, j, f)
     if common:
@@ -426,6 +428,28 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if ended is not None:
         return (ACTS if _acts(g, [ins for x in sorted(ended) for ins in g.blocks[x]]) else REJOIN), "", ""
     return EXITS, "", ""
+
+
+def _returns_what_sides_made(g: _Graph, b: int, real: int, opname: str) -> bool:
+    """True when the branch ending block *b* (post-dominators *real*) joins only at a
+    ``return`` of a value each side made: ``return "ok" if allowed else "no"`` joins at
+    one ``RETURN_VALUE`` on 3.11, where 3.12+ gives each side its own return; the sides
+    leave the function separately with what they chose, a gate on every version. A
+    short-circuit ``return x or y`` (the tested value itself is what one side returns:
+    ``JUMP_IF_TRUE_OR_POP``, or ``COPY 1`` before the jump) is data."""
+    from bytecode import Instr
+
+    ipdom = next((p for p in range(len(g.blocks)) if real >> p & 1 and not real & ~g.pdom[p]), None)
+    if ipdom is None:
+        return False
+    first = next((x for x in g.blocks[ipdom] if isinstance(x, Instr) and x.name not in ("NOP", "CACHE")), None)
+    if first is None or first.name != "RETURN_VALUE":
+        return False
+    if opname in ("JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP"):
+        return False
+    body = [x for x in g.blocks[b] if isinstance(x, Instr)]
+    before = [x.name for x in body[-4:-1]]
+    return not (before and (before[-1] == "COPY" or before[-2:] == ["COPY", "TO_BOOL"]))
 
 
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
