@@ -37,7 +37,8 @@ graph's post-dominators (:class:`Decision`):
   to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
-* ``exits``: anything else (the sides leave the function separately; a ``while``
+* ``exits``: anything else (the sides leave the function separately, also when they
+  join only at a ``return`` of what each made, ``return a if c else b`` on 3.11; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
   break``, found alike on every version's loop layout): a gate. Except: a branch out
   of a ``while`` loop that has a test of its own which the value does not reach, and
