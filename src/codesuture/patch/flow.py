@@ -7,10 +7,10 @@ passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``
 comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
 what branches. A truth value made from it is a decision wherever it goes: kept in a
 local, it is followed to the branch that tests it; returned, it is followed into the
-callers like any value; stored in an attribute, an item or a global, or put into a
-container, it would decide where the model cannot follow (``self.admin = int(uid) in
-ADMINS``, tested in another method; ``{"admin": role == "admin"}`` returned): a gate,
-fail closed. Passed to a call, it is data (a flag handed to a helper, as most
+callers like any value; stored in an attribute, an item or a global, it would decide
+where the model cannot follow (``self.admin = int(uid) in ADMINS``, tested in another
+method): a gate, fail closed. A container holding one (``{"admin": role == "admin"}``)
+and what is taken out of it are truth values too. Passed to a call, it is data (a flag handed to a helper, as most
 configuration is: the callee is not followed).
 
 :func:`analyze` follows the value through one code object by abstract interpretation
@@ -93,6 +93,9 @@ _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 _RAISES = frozenset({"RAISE_VARARGS", "RERAISE"})
 _CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
                              "DICT_MERGE"})
+#: The taint of a container holding a truth value made from the value (and of what is
+#: taken out of it): a truth value too.
+_TRUTH_BOX = "a truth value in a container"
 #: Instructions that build a container from stack items.
 _BUILDS = frozenset({"BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP"})
 _STORED = {"STORE_ATTR": "an attribute", "STORE_SUBSCR": "an item", "STORE_GLOBAL": "a global"}
@@ -1345,15 +1348,17 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         if _is_truth(value):  # decided later, where the model cannot follow: fail closed
             return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
-    if name in _CONTAINER_ADDS or name in _BUILDS:
-        if any(_is_truth(t) for t in inputs):
-            return _trim(keep + (None,) * pushes), local, ("decision", "a truth value made from it is put into a container")
+    if name in _BUILDS and any(_is_truth(t) for t in inputs):
+        return _trim(keep + (_TRUTH_BOX,) * pushes), local, None
     if name in _CONTAINER_ADDS:
-        # The container sits below the popped items: it now holds the value.
+        # The container sits below the popped items: it now holds the value (a truth
+        # value in it keeps it one: stored for later, it decides there).
         n = int(arg) if isinstance(arg, int) else 1
         s = list((None,) * max(0, n - len(keep)) + keep)
-        s[-n] = "data"
+        s[-n] = _TRUTH_BOX if any(_is_truth(t) for t in inputs) or _is_truth(s[-n]) else "data"
         return _trim(tuple(s)), local, None
+    if name in ("BINARY_SUBSCR", "BINARY_SLICE", "UNPACK_SEQUENCE", "UNPACK_EX") and _is_truth(inputs[0]):
+        return _trim(keep + (_TRUTH_BOX,) * pushes), local, None  # what a truth container holds
     if name in _TRUTH_OPS:
         return _trim(keep + (_TRUTH_OPS[name],) * pushes), local, None
     if name in I_CALLS:
