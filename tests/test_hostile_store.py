@@ -14,13 +14,14 @@ import hashlib
 import importlib
 import logging
 import os
+import subprocess
 import sys
 
 import pytest
 
 from codesuture.errors import BundleError, FileError, OverlayError, OverlayRefused
 from codesuture.loader.finder import build_index, install, uninstall
-from codesuture.overlay.names import MAX_OVERLAY_BYTES, stem_for
+from codesuture.overlay.names import MAX_ENVELOPE_BYTES, MAX_OVERLAY_BYTES, SET_NAME, UNVETTED_BUDGET, stem_for
 from codesuture.store.bundle import MAX_BUNDLE_BYTES, BundleStore
 from codesuture.store.directory import MAX_ENTRIES, READ_BUDGET, DirectoryStore
 from codesuture.trust.policy import LoadPolicy, admit, clear_trust_root_cache
@@ -324,6 +325,64 @@ def test_read_budget_of_one_store_object(tmp_path):
     unlimited = DirectoryStore(ov, budget=None)
     for n in names:
         assert unlimited.read(n, MAX_OVERLAY_BYTES) is not None
+
+
+def test_signature_material_has_its_own_smaller_budget(tmp_path):
+    """Envelopes, Sigstore bundles and the signed set are read before any signature
+    vouches for them: 4 MiB of them per store, within the 64 MiB; then only files a
+    verified signature pins are read (design rule 14)."""
+    ov = tmp_path / "ov"
+    ov.mkdir()
+    assert UNVETTED_BUDGET == 4 * 1024 * 1024 and UNVETTED_BUDGET // MAX_ENVELOPE_BYTES == 4
+    envelopes = [f"m{i}.{TAG}.{i:016x}.dsse.json" for i in range(6)]
+    for n in envelopes:
+        with open(ov / n, "wb") as fh:  # sparse, at the envelope cap
+            fh.truncate(MAX_ENVELOPE_BYTES)
+    (ov / SET_NAME).write_bytes(b"{}")
+    with open(ov / f"m9.{TAG}.{9:016x}.overlay", "wb") as fh:
+        fh.truncate(MAX_OVERLAY_BYTES)
+    store = DirectoryStore(ov)
+    for n in envelopes[:4]:
+        assert len(store.read(n, MAX_ENVELOPE_BYTES)) == MAX_ENVELOPE_BYTES
+    for n in (envelopes[4], SET_NAME):
+        with pytest.raises(OverlayError, match="store read budget for signature material exhausted "
+                                               f"\\({UNVETTED_BUDGET} bytes per process\\)"):
+            store.read(n, MAX_ENVELOPE_BYTES)
+    # What a verified signature pins still reads: the rest of the 64 MiB is not spent.
+    assert len(store.read(f"m9.{TAG}.{9:016x}.overlay", MAX_OVERLAY_BYTES)) == MAX_OVERLAY_BYTES
+    # Writers and review tools have no budget at all.
+    assert DirectoryStore(ov, budget=None).read(envelopes[5], MAX_ENVELOPE_BYTES) is not None
+
+
+def test_junk_envelopes_cost_at_most_the_signature_budget_through_the_importer(tmp_path):
+    """A store whose every module has a junk envelope at the cap: the program runs, the
+    first four envelopes are read and refused, the rest are refused unread."""
+    app = tmp_path / "app"
+    app.mkdir()
+    store = tmp_path / "store"
+    store.mkdir()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    (keys / "k.pub").write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    n = 8
+    for i in range(n):
+        src = f"def f():\n    return {i}\n".encode()
+        (app / f"jm{i}.py").write_bytes(src)
+        stem = f"jm{i}.{TAG}.{hashlib.sha256(src).hexdigest()[:16]}"
+        (store / f"{stem}.overlay").write_bytes(b"x")
+        (store / f"{stem}.dsse.json").write_bytes(b"{" + b" " * (MAX_ENVELOPE_BYTES - 2) + b"}")
+    (app / "app.py").write_text("".join(f"import jm{i}\n" for i in range(n))
+                                + f"print(sum(__import__('jm%d' % i).f() for i in range({n})))\n")
+    r = subprocess.run([sys.executable, "-m", "codesuture.boot", "--keys", str(keys), "--require-signed",
+                        "--overlays", str(store), "app.py"], cwd=app, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(sum(range(n)))
+    assert r.stderr.count("signature material exhausted") == n - 4, r.stderr
+    assert "loaded overlay" not in r.stderr
 
 
 def test_read_budget_through_admit(tmp_path, monkeypatch):

@@ -136,6 +136,12 @@ def predicate(u):
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
 
+def flags_truth(u):
+    return {"admin": u.role == "admin", "id": 1}
+
+def keeps_attr(u, req):
+    req.admin = u.role == "admin"
+
 GRANTED = []
 
 def grants(u):
@@ -215,6 +221,104 @@ def tidies(opts, items):
         yield x
     if not opts["allowed"]:
         yield "strict"
+
+LOW = {7: 0}
+AUDIT = []
+
+NOTES = []
+
+def reads_block(lines, n):
+    block = []
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            break
+        block.append(lines[n])
+        n += 1
+    return block, n
+
+def break_and_test(d, k):
+    v = d[k]
+    i = 0
+    while i < v:
+        if v == 3:
+            break
+        i += 1
+    return i
+
+def break_acts(lines, n):
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            NOTES.append(n)
+            break
+        n += 1
+    return n
+
+def stay_acts(lines, n):
+    while n < len(lines):
+        if not lines[n] and lines[n + 1] == "--":
+            break
+        NOTES.append(n)
+        n += 1
+    return n
+
+def later_raise(d, k):
+    t = d[k]
+    try:
+        t = int(t)
+    except (TypeError, ValueError):
+        pass
+    if t in LOW:
+        t = LOW[t]
+    if t != "*" and (int(t) < 0 or int(t) > 59):
+        raise Denied(k)
+    return t
+
+def later_single(d, k):
+    t = d[k]
+    if t in LOW:
+        t = LOW[t]
+    if t > 59:
+        raise Denied(k)
+    return t
+
+def later_acts(d, k):
+    t = d[k]
+    AUDIT.append(t)
+    if t != "*" and t < 0:
+        raise Denied(k)
+    return t
+
+def later_reads(d, k):
+    t = d[k]
+    n = t
+    if n != "*" and n < 0:
+        raise Denied(n)
+    return n
+
+def later_both(d, k):
+    t = d[k]
+    if t in LOW:
+        t = LOW[t]
+    if t != "*" and t < 0:
+        raise Denied(k)
+    raise KeyError(k)
+
+def later_after_exit(d, k):
+    t = d[k]
+    if t is None:
+        return "none"
+    if t < 0:
+        raise Denied(k)
+    return t
+
+def later_in_try(d, k):
+    t = d[k]
+    if t != "*" and t < 0:
+        try:
+            raise Denied(k)
+        except Denied:
+            return t
+    return t
 '''
 
 
@@ -234,7 +338,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("loops", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # a for loop that rejoins after it
     ("searches", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # a for loop whose body returns
     ("predicate", "LOAD_ATTR", "heal", None, "truth"),  # not: a truth value, returned to the callers
-    ("keeps_truth", "LOAD_ATTR", "heal", None, ""),  # a truth value stored is data
+    # A truth value stored outside the frame's locals (or put into a container) would
+    # decide where the model cannot follow: `self.admin = ...`, tested in another method.
+    ("keeps_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("flags_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global
     ("collects", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # a call on the frame's own object shapes data
@@ -250,11 +358,18 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("configures", "BINARY_SUBSCR", "heal", flow.REJOIN, ""),  # stores to the objects the frame holds shape data
     ("tidies", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),  # what it yields is the callers' data
     ("returns_early", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),
+    # A branch out of a while loop that has a test of its own the value does not reach: the
+    # loop still ends by that test, the break side does not act: it shapes data (the block read).
+    ("reads_block", "BINARY_SUBSCR", "heal", flow.REJOIN, "value"),
+    ("break_and_test", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the value reaches the loop test too
+    ("break_acts", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # the break side acts (NOTES.append)
+    ("stay_acts", "BINARY_SUBSCR", "refuse", flow.EXITS, ""),  # staying in the loop acts: a default would decide it
 ])
 def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname: str, action: str,
                                                    outcome: str | None, returned: str) -> None:
     fn = getattr(model, name)
-    found = flow.analyze(fn.__code__, _offset(fn, opname), "value", vars(model))
+    nth = 1 if name in ("reads_block", "break_acts", "stay_acts") else 0
+    found = flow.analyze(fn.__code__, _offset(fn, opname, nth), "value", vars(model))
     assert not found.unknown, found
     verdict = flow.verdict(found)
     assert verdict.action == action, (found, verdict)
@@ -268,6 +383,43 @@ def test_the_model_classifies_where_the_value_goes(model: Any, name: str, opname
     if name == "breaks":
         assert found.decisions[0].what == flow.LOOP_EXIT
         assert "whether the while loop runs again" in verdict.reason
+    if name in ("break_acts", "stay_acts"):
+        assert found.decisions[0].what == flow.LOOP_EXIT
+    if name == "break_and_test":
+        assert flow.LOOP_TEST in {d.what for d in found.decisions}, found
+    if name == "reads_block":
+        assert found.decisions[0].what == flow.BREAK_DATA
+        assert not any(d.what in (flow.LOOP_TEST, flow.LOOP_EXIT) for d in found.decisions), found
+
+
+@pytest.mark.parametrize(("name", "takes"), [
+    ("later_raise", True),  # a try/except and a rejoining branch, then a compound test with a raising side
+    ("later_single", True),  # a rejoining branch, then a plain `if ...: raise`
+    ("later_acts", False),  # the skipped code acts (a call made for its effect on a module name)
+    ("later_reads", False),  # the raise block reads a local the skipped code writes
+    ("later_both", False),  # the other side raises too: no continuation
+    ("later_after_exit", False),  # a decision before it leaves the function (`return "none"`)
+    ("later_in_try", False),  # the raise is in a try block: its handler (here it returns) reads what was skipped
+])
+def test_a_raising_side_reached_later_is_taken_only_over_code_without_effect(model: Any, name: str,
+                                                                             takes: bool) -> None:
+    fn = getattr(model, name)
+    found = flow.analyze(fn.__code__, _offset(fn, "BINARY_SUBSCR"), "value", vars(model))
+    assert not found.unknown, found
+    assert not (found.decisions and found.decisions[0].first and found.decisions[0].outcome == flow.RAISES)
+    verdict = flow.verdict(found)
+    assert verdict.action == ("raise" if takes else "refuse"), (found, verdict)
+    assert (found.later is not None) == takes, found
+    if takes:
+        assert verdict.decision is found.later and found.later.outcome == flow.RAISES
+        first_line = fn.__code__.co_firstlineno
+        assert found.later.skips.startswith(f"{first_line + 1}-"), found.later
+        assert "only shapes data" in verdict.reason
+        # The raising side is a side of a real conditional jump of the function.
+        jump = next(i for i in dis.get_instructions(fn) if i.offset == found.later.offset)
+        assert "JUMP" in jump.opname and found.later.raising in ("jump", "next")
+        assert found.later.net <= 0 and found.later.low >= found.later.net
+    assert flow.verdict(found, raise_side=False).action == "refuse"
 
 
 def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -> None:
@@ -307,14 +459,20 @@ def test_a_returned_value_is_judged_in_its_callers(model: Any, tmp_path: Path) -
      "    return line\n", ({"a": "%s", "c": None}, "b"), ""),
     # A counter that a missing entry does not bump.
     ("def f(d, k):\n    n = 0\n    if d[k] > 2:\n        n += 1\n    return n\n", ({"a": 5}, "b"), 0),
+    # A break out of a while loop that ends by its own test (griffe's numpy block reader):
+    # the fix's bounds check `n < len(lines) - 1 and ...` gives the same block.
+    ("def f(lines, n):\n    block = []\n    while n < len(lines):\n        if not lines[n] and lines[n + 1] == '--':\n"
+     "            break\n        block.append(lines[n])\n        n += 1\n    return block, n\n", (["a", ""], 0), (["a", ""], 2)),
 ])
 def test_a_decision_that_rejoins_only_shapes_data(healer: Healer, tmp_path: Path, source: str,
                                                   args: tuple[object, ...], value: object) -> None:
     mod = _module(tmp_path, source)
     assert healer.heal(_crash(lambda: mod.f(*args))) is not None
     assert data(mod.f, *args) == value
-    # What the decision shaped is returned: its callers are checked each time it fires.
-    assert healer.history[-1].record.guard.flow == "return:value"
+    # What the decision shaped is returned: its callers are checked each time it fires
+    # (and a default that turned out to be a bool, which the decision would decide
+    # with, would decline: ';notruth').
+    assert healer.history[-1].record.guard.flow == "return:value;notruth"
 
 
 def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: Path) -> None:
@@ -334,6 +492,12 @@ def test_sides_that_end_at_the_end_of_the_body_rejoin(healer: Healer, tmp_path: 
     ("def f(d, k):\n    assert d[k] > 0, 'no such entry'\n    return 'ok'\n", ({"a": 1}, "b"), "AssertionError"),
     ("class Denied(Exception):\n    pass\n\ndef f(d, k):\n    if not d[k]:\n        raise Denied(k)\n    return 'ok'\n",
      ({"a": 1}, "b"), "Denied"),
+    # A raising side reached later: a try/except and a rejoining branch before a compound test
+    # (croniter 0.3.12's field check; its fix raises CroniterBadCronError).
+    ("class Denied(Exception):\n    pass\n\nLOW = {7: 0}\n\ndef f(d, k):\n    t = d[k]\n    try:\n"
+     "        t = int(t)\n    except (TypeError, ValueError):\n        pass\n    if t in LOW:\n        t = LOW[t]\n"
+     "    if t != '*' and (int(t) < 0 or int(t) > 59):\n        raise Denied(k)\n    return 'ok'\n",
+     ({"a": 1}, "b"), "Denied"),
 ])
 def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path, source: str,
                                                  args: tuple[object, ...], error: str) -> None:
@@ -341,6 +505,7 @@ def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path,
     assert healer.heal(_crash(lambda: mod.f(*args))) is not None
     record = healer.history[-1].record
     assert record.guard.flow.startswith("raise:") and "takes the raising side" in record.evidence["flow"]
+    assert ("skipping lines" in record.evidence["flow"]) == ("LOW" in source), record.evidence
     with pytest.raises(Exception) as got:
         mod.f(*args)
     assert type(got.value).__name__ == error
@@ -357,6 +522,11 @@ def test_a_decision_with_a_raising_side_takes_it(healer: Healer, tmp_path: Path,
     ("def f(d, k, u):\n    for x in d[k]:\n        if x == u:\n            return 'banned'\n    return 'welcome'\n",
      ({}, "k", "eve")),
     ("def f(tag, classes):\n    if tag in classes:\n        return 'class'\n    return 'plain'\n", ("pre", None)),
+    # A raising side reached later, but the code before it acts, or the raise reads what it skips.
+    ("LOG = []\n\ndef f(d, k):\n    t = d[k]\n    LOG.append(t)\n    if t != '*' and t < 0:\n        raise ValueError(k)\n"
+     "    return t\n", ({}, "k")),
+    ("def f(d, k):\n    t = d[k]\n    n = t\n    if n != '*' and n < 0:\n        raise ValueError(n)\n    return n\n",
+     ({}, "k")),
 ])
 def test_any_other_decision_is_not_healed(healer: Healer, tmp_path: Path, source: str, args: tuple[object, ...],
                                           caplog: pytest.LogCaptureFixture) -> None:
@@ -405,6 +575,73 @@ def test_a_returned_default_never_opens_a_gate_in_a_caller(healer: Healer, tmp_p
     assert data(mod.gate, type("U", (), {"banned": True})()) == 403
 
 
+def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The empty value of a container of flags is ``False``, a truth value: stored on an
+    object and tested in another function, it would open the gate (``u.banned``
+    False). The guard learns its default's type only when it fires: then it declines."""
+    mod = _module(tmp_path, """
+        BANS = {"alice": False, "mallory": True}
+        NAMES = {"alice": "Alice", "mallory": "Mallory"}
+        class User:
+            def __init__(self, key):
+                self.banned = BANS[key]
+        class Card:
+            def __init__(self, key):
+                self.title = NAMES[key]
+        def gate(key):
+            if User(key).banned:
+                return 403
+            return 200
+        def card(key):
+            return Card(key).title
+    """)
+    assert healer.heal(_crash(lambda: mod.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow.endswith(";notruth")
+    with caplog.at_level("WARNING", logger="codesuture"):
+        with pytest.raises(KeyError):
+            mod.gate("eve")
+    assert any("declined" in r.getMessage() and "truth value" in r.getMessage() for r in caplog.records)
+    assert mod.gate("mallory") == 403 and mod.gate("alice") == 200
+    # Returned to a caller that stores it for later: the same.
+    mod2 = _module(tmp_path, """
+        BANS = {"alice": False}
+        def banned(key):
+            return BANS[key]
+        class User:
+            def __init__(self, key):
+                self.banned = banned(key)
+        def gate(key):
+            return 403 if User(key).banned else 200
+    """)
+    assert healer.heal(_crash(lambda: mod2.gate("eve"))) is not None
+    assert healer.history[-1].record.guard.flow == "return:value;notruth"
+    with pytest.raises(KeyError):
+        mod2.gate("eve")
+    # A flag is what it decides: even a decision whose sides rejoin (a status chosen
+    # by a conditional expression, here or in the caller it is returned to).
+    mod3 = _module(tmp_path, """
+        BLOCKED = {"1.2.3.4": True}
+        def blocked(ip):
+            return BLOCKED[ip]
+        def status(ip):
+            code = 403 if blocked(ip) else 200
+            return code
+        def status_here(ip):
+            code = 403 if BLOCKED[ip] else 200
+            return code
+    """)
+    for gate in (mod3.status, mod3.status_here):
+        assert healer.heal(_crash(lambda: gate("9.9.9.9"))) is not None
+        assert healer.history[-1].record.guard.flow.endswith(";notruth")
+        with pytest.raises(KeyError):
+            gate("9.9.9.9")
+        assert gate("1.2.3.4") == 403
+    # The same shape over a container of strings is data: the default '' is placed.
+    assert healer.heal(_crash(lambda: mod.card("eve"))) is not None
+    assert data(mod.card, "eve") == ""
+
+
 # ------------------------------------------------------------------ a real service
 
 SERVICE = r'''
@@ -413,6 +650,7 @@ import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
+STAFF = {0, 7}
 LIMIT = 5.0
 USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
          "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
@@ -464,6 +702,11 @@ def owner(doc):
 
 def token_ok(env):
     return env["HTTP_X_TOKEN"] == "s3cret"
+
+
+class Request:
+    def __init__(self, env):
+        self.staff = int(env.get("HTTP_X_STAFF_ID", "-1")) in STAFF  # decided later, in app()
 
 
 def respond(start_response, status, body):
@@ -519,6 +762,10 @@ def app(env, start_response):
             GRANTS.append(user)
             status = "200 OK"
         return respond(start_response, status, "granted" if status == "200 OK" else "suspended")
+    if path == "/staff":  # a truth value stored on an object, tested here
+        if Request(env).staff:
+            return respond(start_response, "200 OK", "staff room")
+        return respond(start_response, "403 Forbidden", "staff only")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -550,6 +797,7 @@ CRAFTED = [
     ("/doc", {"X-Doc": "zzz"}, {403, 500}),         # `owner(doc) is None`, missing entry
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
     ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
+    ("/staff", {"X-Staff-Id": "abc"}, {403, 500}),  # int('abc') -> 0 would be in STAFF, stored as a flag
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -567,6 +815,8 @@ LEGIT = [
     ("/api", {"X-Token": "s3cret"}, 200, "api"),
     ("/grant", {"X-User": "alice"}, 200, "granted"),
     ("/grant", {"X-User": "mallory"}, 403, "suspended"),
+    ("/staff", {"X-Staff-Id": "7"}, 200, "staff room"),
+    ("/staff", {"X-Staff-Id": "3"}, 403, "staff only"),
 ]
 
 

@@ -238,12 +238,25 @@ def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_cod
     can_raise = offset == site.offset and spec.links == 1 and (
         spec.guard in _RAISE_SIDE or (spec.guard == "null_guard" and spec.form in _RAISE_SIDE_NULL))
     verdict = flow.verdict(found, raise_side=can_raise)
+    receivers = None
     if verdict.action == "heal" and verdict.returned:
         frame = _site_frame(exc, live_code or site.code)
         callers = flow.traceback_callers(exc.__traceback__, frame) if frame is not None else []
-        why = flow.callers_verdict(_receivers(live_code or site.code, callers), verdict.returned)
+        receivers = _receivers(live_code or site.code, callers)
+        why = flow.callers_verdict(receivers, verdict.returned)
         if why:
             return flow.Verdict("refuse", why, returned=verdict.returned)
+    if verdict.action == "heal" and kind == "value":
+        # A default that is itself a bool (a container of flags) is a truth value: a
+        # store of it outside the frame, here or in a caller it is returned to, is a
+        # decision made elsewhere (fail closed when the guard fires).
+        as_truth = flow.analyze(site.code, offset, "truth", namespace)
+        gate = flow.flag_verdict(as_truth)
+        if not gate and as_truth.returned and receivers is not None:
+            gate = flow.callers_verdict(receivers, "flag") or ""
+        if gate:
+            verdict = flow.Verdict(verdict.action, verdict.reason, verdict.decision, verdict.returned,
+                                   truth_gate=gate)
     return verdict
 
 

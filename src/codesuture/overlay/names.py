@@ -40,6 +40,11 @@ MAX_OVERLAY_BYTES = 16 * 1024 * 1024
 MAX_META_BYTES = 1024 * 1024
 MAX_ENVELOPE_BYTES = 1024 * 1024
 MAX_SET_BYTES = 4 * 1024 * 1024
+#: Bytes of signature material (envelopes, Sigstore bundles, the signed set: what a
+#: store is read for *before* any signature has vouched for it) read from one store per
+#: process; the rest of the store's read budget is spent only on files a verified
+#: signature pins. A real envelope is a few KB, a set about 1 KB per overlay.
+UNVETTED_BUDGET = 4 * 1024 * 1024
 LIMITS = {
     OVERLAY_SUFFIX: MAX_OVERLAY_BYTES,
     META_SUFFIX: MAX_META_BYTES,
@@ -48,6 +53,12 @@ LIMITS = {
 }
 
 MAIN = "__main__"
+
+
+def unvetted(name: str) -> bool:
+    """True for a member read before a signature vouches for it: an envelope, a
+    Sigstore bundle or the signed set (see :data:`UNVETTED_BUDGET`)."""
+    return name.endswith((ENVELOPE_SUFFIX, SIGSTORE_SUFFIX))
 
 
 def stem_for(key: str, source_sha256_hex: str, cache_tag: str | None = None) -> str:
@@ -162,7 +173,7 @@ def resolve_origin(origin: str, app_root: str | None) -> str | None:
 __all__ = [
     "OVERLAY_SUFFIX", "META_SUFFIX", "ENVELOPE_SUFFIX", "SIGSTORE_SUFFIX", "MEMBER_SUFFIXES", "SET_NAME", "SBOM_NAME",
     "MAX_SBOM_BYTES",
-    "MAX_OVERLAY_BYTES", "MAX_META_BYTES", "MAX_ENVELOPE_BYTES", "MAX_SET_BYTES", "LIMITS", "MAIN",
+    "MAX_OVERLAY_BYTES", "MAX_META_BYTES", "MAX_ENVELOPE_BYTES", "MAX_SET_BYTES", "UNVETTED_BUDGET", "unvetted", "LIMITS", "MAIN",
     "stem_for", "parse_stem", "split_member", "main_key", "app_relative", "script_origin", "site_dirs",
     "module_origin", "resolve_origin",
 ]

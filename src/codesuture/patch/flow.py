@@ -5,8 +5,13 @@ flows on as *data* (stored, passed to a call, returned to a caller that stores o
 passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``and``/
 ``or``, ``assert``, the loop test of ``while``, a ``for`` over it), usually through a
 comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
-what branches (a truth value that is stored or passed on is data; returned, it is
-followed into the callers like any value).
+what branches. A truth value made from it is a decision wherever it goes: kept in a
+local, it is followed to the branch that tests it; returned, it is followed into the
+callers like any value; stored in an attribute, an item or a global, or put into a
+container, it would decide where the model cannot follow (``self.admin = int(uid) in
+ADMINS``, tested in another method; ``{"admin": role == "admin"}`` returned): a gate,
+fail closed. Passed to a call, it is data (a flag handed to a helper, as most
+configuration is: the callee is not followed).
 
 :func:`analyze` follows the value through one code object by abstract interpretation
 over its control-flow graph (``bytecode.ControlFlowGraph``): the stack slots and the
@@ -22,7 +27,11 @@ graph's post-dominators (:class:`Decision`):
   data;
 * ``raises``: one side always ends in a ``raise`` (or a call to a function that never
   returns: annotated ``NoReturn``/``Never``, or whose code has no return), the other
-  can return: the program's own error is one way out;
+  can return: the program's own error is one way out. A guard takes that side when the
+  value reaches it straight from the guard, or later (:attr:`Flow.later`), when every
+  decision before it rejoins and the code in between has no effect: it then jumps
+  over that code (see :func:`_later_raise`; a compound ``and``/``or`` test whose jumps
+  end in one raise block or one continuation counts as one decision);
 * ``acts``: the sides rejoin, but one of them acts through a name of the module (a
   call made for its effect whose callee is a global or an attribute of one, or a store
   to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
@@ -30,7 +39,14 @@ graph's post-dominators (:class:`Decision`):
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
 * ``exits``: anything else (the sides leave the function separately; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
-  break``, found alike on every version's loop layout): a gate.
+  break``, found alike on every version's loop layout): a gate. Except: a branch out
+  of a ``while`` loop that has a test of its own which the value does not reach, and
+  that would rejoin but for being a way out (neither side acts), only shapes data
+  (:data:`BREAK_DATA`, a ``rejoin``): the loop still ends by its own test
+  (:func:`_break_to_data`). ``while True`` has no such test.
+
+Exit tails the compiler copied (3.12+ copies a small ``return`` block into each of its
+predecessors) count as one block for the post-dominators (:func:`_canonical_tails`).
 
 :func:`verdict` turns a :class:`Flow` into the policy of ``docs/guards.md``
 ("data flows on; decisions fail closed"), and :func:`callers_verdict` follows a
@@ -76,6 +92,9 @@ _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 _RAISES = frozenset({"RAISE_VARARGS", "RERAISE"})
 _CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
                              "DICT_MERGE"})
+#: Instructions that build a container from stack items.
+_BUILDS = frozenset({"BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP"})
+_STORED = {"STORE_ATTR": "an attribute", "STORE_SUBSCR": "an item", "STORE_GLOBAL": "a global"}
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
@@ -99,6 +118,9 @@ class Decision:
     #: lowest point reached, relative to the stack before the instruction that made it.
     net: int = 0
     low: int = 0
+    #: For a decision reached later (:attr:`Flow.later`): the source lines of the code a
+    #: guard skips to take its raising side (``"114-125"``); "" otherwise.
+    skips: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,18 +134,25 @@ class Flow:
     returned: str = ""
     escapes: tuple[str, ...] = ()
     unknown: str = ""
+    #: A decision reached later (not straight from the value) whose raising side a guard
+    #: can take, when everything before it only shapes data (see :func:`_later_raise`).
+    later: Decision | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What the policy says about a flow: ``action`` ``"heal"`` (place the default),
     ``"raise"`` (take the raising side of ``decision``) or ``"refuse"`` (the original
-    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`."""
+    exception propagates); ``reason`` in words; ``returned`` as in :class:`Flow`;
+    ``truth_gate``: for ``"heal"``, why a default that is itself a truth value (a
+    ``bool``, known only when the guard fires: a container of flags) must not be
+    yielded ("" when it may), see :func:`codesuture.crash.diagnose.value_verdict`."""
 
     action: str
     reason: str = ""
     decision: Decision | None = None
     returned: str = ""
+    truth_gate: str = ""
 
 
 # ------------------------------------------------------------------ the graph
@@ -144,6 +173,7 @@ class _Graph:
     index: dict[tuple[int, int], int] = field(default_factory=dict)  # (block, pos) -> real index
     offsets: list[int] = field(default_factory=list)  # real index -> offset
     positions: set[Any] | None = None  # see _other_positions
+    canon: list[int] = field(default_factory=list)  # block -> first copy of the same exit tail
 
 
 def _name(ins: Any) -> str:
@@ -266,7 +296,11 @@ def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
 def _analyse_graph(g: _Graph, n: int) -> None:
     exit_bit = 1 << n
     full = (1 << (n + 1)) - 1
-    # Post-dominators (bitsets; the exit is node n): pdom(b) = {b} | AND pdom(succ).
+    g.canon = _canonical_tails(g, n)
+    canon = g.canon
+    # Post-dominators (bitsets; the exit is node n): pdom(b) = {b} | AND pdom(succ), a
+    # block that is a copy of an exit tail standing for the first copy (see
+    # _canonical_tails).
     pdom = [full] * n
     changed = True
     while changed:
@@ -274,7 +308,7 @@ def _analyse_graph(g: _Graph, n: int) -> None:
         for b in range(n - 1, -1, -1):
             acc = full
             for s in g.succ[b]:
-                acc &= exit_bit if s < 0 else pdom[s]
+                acc &= exit_bit if s < 0 else pdom[canon[s]]
             new = (acc if g.succ[b] else full) | (1 << b)
             if new != pdom[b]:
                 pdom[b], changed = new, True
@@ -328,6 +362,28 @@ def _analyse_graph(g: _Graph, n: int) -> None:
                             stack.append(p)
                 loops[h] = loops.get(h, 0) | body
     g.loops = sorted(loops.items())
+
+
+def _canonical_tails(g: _Graph, n: int) -> list[int]:
+    """For each block, the first block that starts the same exit tail: the same
+    instructions, at the same source positions, straight into a return (at least two
+    of them: a real statement). CPython 3.12+ copies a small exit block such as
+    ``return block, n`` into each of its predecessors (a loop's test and its
+    ``break``); two copies of one source statement are one join, as on 3.11 (see
+    :func:`_same_tail`). Other blocks stand for themselves."""
+    from bytecode import Instr
+
+    canon = list(range(n))
+    seen: dict[tuple[Any, ...], int] = {}
+    for b in range(n):
+        tail = [x for x in _tail(g, b) or () if _name(x) != "NOP"]  # a `break` leaves a NOP in its copy
+        if len(tail) < 2 or any(not isinstance(x, Instr) or x.location is None
+                                            or x.location.lineno is None for x in tail):
+            continue
+        key = tuple((x.name, repr(x.arg), x.location.lineno, x.location.end_lineno, x.location.col_offset,
+                     x.location.end_col_offset) for x in tail)
+        canon[b] = seen.setdefault(key, b)
+    return canon
 
 
 #: What decides whether a ``while`` loop runs again: its test, or a branch in its body
@@ -417,6 +473,73 @@ def _while_loop(g: _Graph, h: int) -> bool:
     in its body and the other out of it decides whether it runs again, wherever it
     stands in the body (``while True: ... if done: break``), as its test does."""
     return not any(_name(x) in ("FOR_ITER", "SEND", "GET_ANEXT") for x in g.blocks[h])
+
+
+#: What a branch out of a ``while`` loop is when it only shapes data (:func:`_break_to_data`).
+BREAK_DATA = "a branch out of a while loop that ends by its own test"
+
+
+def _loop_test_of(g: _Graph, b: int, opname: str) -> int | None:
+    """The header of the ``while`` loop whose test is the branch ending block *b*, or
+    None when it is no loop test."""
+    j, f = g.jump[b], g.nxt[b]
+    if j is None or f is None or opname == "FOR_ITER":
+        return None
+    for h, body in g.loops:
+        inside = [bool(body >> s & 1) for s in (j, f)]
+        if inside[0] != inside[1]:
+            stay = j if inside[0] else f
+            if b == h or _through_jumps(g, stay) == h:
+                return h if _while_loop(g, h) else None
+    return None
+
+
+def _break_to_data(g: _Graph, b: int, opname: str) -> int | None:
+    """The header of the ``while`` loop that the branch ending block *b* (a branch out
+    of it, ``if done: break``) leaves, when that branch may only shape data: the loop
+    has a test of its own (so it still ends by that test when the branch stays in;
+    ``while True`` has none), the branch leaves no other loop, and, but for being a way
+    out of the loop, it would rejoin: its sides meet inside the function and neither
+    acts (the break side included). Whether the value reaches the loop's test is the
+    caller's question (:func:`_analyze`). None otherwise."""
+    j, f = g.jump[b], g.nxt[b]
+    if j is None or f is None or opname == "FOR_ITER":
+        return None
+    left = [(h, body) for h, body in g.loops if bool(body >> j & 1) != bool(body >> f & 1)]
+    if len(left) != 1:
+        return None
+    h, body = left[0]
+    if not _while_loop(g, h) or _loop_test_of(g, b, opname) is not None:
+        return None
+    tests = [x for x in range(len(g.blocks)) if x != b and body >> x & 1
+             and _loop_test_of(g, x, _last_name(g, x)) == h]
+    if not tests:
+        return None
+    n = len(g.blocks)
+    if g.pdom[b] & ~(1 << b) & ((1 << n) - 1):
+        return None if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else h
+    # No join in the function's graph: the loop's ways out may still end in the same
+    # code, duplicated by the compiler (3.12+ copies a small `return block` into each),
+    # or in the implicit `return None` at the end of the body.
+    out = j if not body >> j & 1 else f
+    ways = {s for x in tests for s in (g.jump[x], g.nxt[x]) if s is not None and not body >> s & 1}
+    inside = [ins for x in range(n) if body >> x & 1 for ins in g.blocks[x]]
+    for way in ways:
+        if way == out:
+            continue
+        common = _same_tail(g, out, way)
+        if common:
+            if _acts(g, inside + (_tail(g, out) or [])[:-common] + (_tail(g, way) or [])[:-common]):
+                return None
+            continue
+        ended = _ends_implicitly(g, (out, way))
+        if ended is None or _acts(g, inside + [ins for x in sorted(ended) for ins in g.blocks[x]]):
+            return None
+    return h
+
+
+def _last_name(g: _Graph, b: int) -> str:
+    return next((_name(x) for x in reversed(g.blocks[b]) if _name(x)), "")
 
 
 def _implicit_none_return(g: _Graph, b: int) -> bool:
@@ -568,7 +691,14 @@ def _graph_for(code: types.CodeType, namespace: dict[str, Any] | None) -> _Graph
     return g
 
 
-def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
+def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None,
+             free: frozenset[int] | None = None) -> Flow:
+    """The walk behind :func:`analyze`. A branch out of a ``while`` loop that would
+    only shape data if it were not a loop exit (:func:`_break_to_data`) needs two
+    walks: the first (*free* None) passes over it, to see whether the value reaches
+    the loop's own test; the second (*free*: the headers of the loops whose test it
+    does not reach) counts such a branch as a decision that rejoins, and that loop's
+    test, which then runs again on one side only, as the program's own."""
     from bytecode import Instr
 
     from codesuture.patch.synthesize import instruction_index
@@ -594,6 +724,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
+    breaks: set[int] = set()  # headers of while loops with a branch out of them that could shape data
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
     # await's result on SEND's jump edge).
@@ -653,11 +784,23 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 if tested:
                     what = _what(g, b, name, tested)
                     outcome, side, loop = _classify(g, b, name)
-                    if outcome == REJOIN:
-                        ctrl |= _region(g, b)
-                    line = ins.location.lineno if ins.location is not None else None
-                    add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
-                                 first, depth - 1, min(low, depth - 1)))
+                    skip = False
+                    if loop == LOOP_EXIT:
+                        h = _break_to_data(g, b, name)
+                        if h is not None:
+                            breaks.add(h)
+                            if free is None:
+                                skip = True  # first walk: as if it were not there
+                            elif h in free:
+                                outcome, loop, what = REJOIN, "", BREAK_DATA
+                    elif loop == LOOP_TEST and free and _loop_test_of(g, b, name) in free:
+                        skip = True  # the program's own test of a loop a break above shapes
+                    if not skip:
+                        if outcome == REJOIN:
+                            ctrl |= _region(g, b)
+                        line = ins.location.lineno if ins.location is not None else None
+                        add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
+                                     first, depth - 1, min(low, depth - 1)))
                 for jmp, target in ((True, g.jump[b]), (False, g.nxt[b])):
                     if target is None:
                         continue
@@ -700,10 +843,321 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 work.append((target, 0, stack, local, first, depth, low))
         elif g.nxt[b] is not None:
             work.append((g.nxt[b], 0, stack, local, first, depth, low))  # type: ignore[arg-type]
-    return Flow(tuple(decisions.values()), returned, tuple(sorted(escapes)))
+    if free is None and breaks:
+        # The loops whose own test the value does not reach (first walk): there the
+        # branches out only shape data. Walk again with them known.
+        at = {o: k for k, o in enumerate(g.offsets)}
+        tests = {_loop_test_of(g, g.where[at[d.offset]][0], "") for d in decisions.values() if d.what == LOOP_TEST}
+        return _analyze(code, offset, kind, namespace, frozenset(breaks - tests))
+    found = tuple(decisions.values())
+    later = None
+    if found and not (found[0].first and found[0].outcome == RAISES) and any(d.outcome != REJOIN for d in found):
+        later = _later_raise(g, code, b0, p0, found)
+    return Flow(found, returned, tuple(sorted(escapes)), later=later)
 
 
 I_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
+
+
+# ------------------------------------------------------------------ a raise reached later
+
+#: Instructions a guard never skips on its way to a raising side: they hand something
+#: out of the frame (a yield, an await) or leave it.
+_NO_SKIP = frozenset({"YIELD_VALUE", "SEND", "GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_WITH",
+                      "BEFORE_ASYNC_WITH", "RETURN_VALUE", "RETURN_CONST", "RETURN_GENERATOR", "IMPORT_NAME",
+                      "IMPORT_FROM", "IMPORT_STAR", "SETUP_ANNOTATIONS", "STORE_DEREF", "DELETE_DEREF",
+                      "MAKE_CELL"})
+_WRITES_LOCAL = frozenset({"STORE_FAST", "STORE_NAME", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
+                           "DELETE_FAST", "DELETE_NAME"})
+_READS_LOCAL = _LOADS_LOCAL | {"LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "LOAD_FROM_DICT_OR_DEREF"}
+
+
+def _later_raise(g: _Graph, code: types.CodeType, b0: int, p0: int,
+                 decisions: tuple[Decision, ...]) -> Decision | None:
+    """A decision *D* on the value, reached later than straight from it, whose raising
+    side a guard at ``g.blocks[b0][p0]`` can take by jumping there at once; None when
+    there is none. All of these must hold (else the guard refuses, as before):
+
+    * *D* is reached on every normal path from the guard (its block post-dominates
+      the guard's), and every decision on the value before it rejoins (only shapes
+      data);
+    * *D* is a two-way branch, or a compound ``and``/``or`` condition (conditional
+      jumps, each to another of them, to one raise block *R* or to one continuation
+      *N* where the paths that do not raise meet), with one side, *R*, that never
+      returns (a ``raise``, a call that never returns) while the other can;
+    * the code the guard skips (from the guard to *D*, *D*'s own tests, and the
+      handlers of ``try`` blocks in it) has no effect outside the frame (no action as
+      :func:`_acts` counts them, no yield, await, import, store to a cell, and no
+      handler in it that returns), and *R* reads no local variable it writes;
+    * *R* is in no ``try`` or ``with`` block of the function (a handler there could
+      read what was skipped), and the stack at *R* is the guard's, less items on top
+      (the ``net``/``low`` depths of :class:`Decision`).
+
+    The original program crashed at the guard, so it ran none of the skipped code
+    either: taking *R* turns the crash into the error the program raises itself when
+    the tests at *D* fail, without running anything it would not have run."""
+    from bytecode import Instr
+
+    at = {o: k for k, o in enumerate(g.offsets)}
+
+    def place(d: Decision) -> tuple[int, int] | None:
+        k = at.get(d.offset)
+        return g.where.get(k) if k is not None else None
+
+    cands: dict[int, Decision] = {}
+    for d in decisions:
+        loc = place(d)
+        if loc is None:
+            return None
+        ins = g.blocks[loc[0]][loc[1]]
+        if d.outcome == REJOIN or ins.name in ("FOR_ITER", "SEND") or not (ins.has_jump() and not ins.is_uncond_jump()):
+            continue
+        if g.pdom[b0] >> loc[0] & 1 and (loc[0] != b0 or loc[1] > p0):
+            cands[loc[0]] = d
+    chosen: tuple[int, Decision, set[int]] | None = None
+    for bD, d in cands.items():
+        region = _skipped_blocks(g, b0, bD)
+        if region is not None and not any(c in region for c in cands if c != bD):
+            chosen = (bD, d, region)
+            break
+    if chosen is None:
+        return None
+    bD, d, region = chosen
+    for e in decisions:
+        loc = place(e)
+        if loc is None or e is d:
+            continue
+        if (loc[0] in region or (loc[0] == b0 and loc[1] > p0 and bD != b0)) and e.outcome != REJOIN:
+            return None
+    compound = _compound(g, bD)
+    if compound is None:
+        return None
+    tests, r = compound
+    inside = region | tests
+    # The instructions skipped: the rest of the guard's block, the blocks to D, D's tests.
+    skipped = [(b0, p) for p in range(p0 + 1, len(g.blocks[b0])) if isinstance(g.blocks[b0][p], Instr)]
+    skipped += [(b, p) for b in sorted(inside - {b0}) for p, x in enumerate(g.blocks[b]) if isinstance(x, Instr)]
+    handlers = _handler_blocks(g, code, [g.offsets[g.index[x]] for x in skipped], inside | {b0})
+    if handlers is None:
+        return None
+    instrs = [g.blocks[b][p] for b, p in skipped] + [x for b in sorted(handlers) for x in g.blocks[b]
+                                                     if isinstance(x, Instr)]
+    if _acts(g, instrs) or any(x.name in _NO_SKIP for x in instrs if isinstance(x, Instr)):
+        return None
+    written = {n for x in instrs if isinstance(x, Instr) and x.name in _WRITES_LOCAL for n in _written(x)}
+    raising = _reach(g, r)
+    r_instrs = [(b, p) for b in sorted(raising) for p, x in enumerate(g.blocks[b]) if isinstance(x, Instr)]
+    for b, p in r_instrs:
+        x = g.blocks[b][p]
+        if x.name in _READS_LOCAL and written & set(_read(x)):
+            return None
+    if _covered(code, {g.offsets[g.index[x]] for x in r_instrs}):
+        return None
+    depth = _depth_to(g, b0, p0, inside, r)
+    if depth is None:
+        return None
+    net, low = depth
+    if net > 0 or low < net:
+        return None
+    # The jump into R: the conditional jump of a test that has it as a side.
+    side = next(((b, "jump") for b in sorted(tests) if g.jump[b] == r and g.nxt[b] is not None), None) or \
+        next(((b, "next") for b in sorted(tests) if g.nxt[b] == r and g.jump[b] is not None), None)
+    if side is None:
+        return None
+    jb, how = side
+    jp = max(p for p, x in enumerate(g.blocks[jb]) if isinstance(x, Instr))
+    lines = [x.location.lineno for x in instrs if isinstance(x, Instr) and x.location is not None
+             and x.location.lineno is not None]
+    start = g.blocks[b0][p0].location
+    if start is not None and start.lineno is not None:
+        lines.append(start.lineno)
+    skips = f"{min(lines)}-{max(lines)}" if lines else ""
+    return Decision(g.offsets[g.index[(jb, jp)]], d.line, d.what, RAISES, how, False, net, low, skips)
+
+
+def _written(ins: Any) -> list[str]:
+    names = [_argname(a) for a in ins.arg] if isinstance(ins.arg, tuple) else [_argname(ins.arg)]
+    return names[:1] if ins.name == "STORE_FAST_LOAD_FAST" else names
+
+
+def _read(ins: Any) -> list[str]:
+    names = [_argname(a) for a in ins.arg] if isinstance(ins.arg, tuple) else [_argname(ins.arg)]
+    return names[1:] if ins.name == "STORE_FAST_LOAD_FAST" else names
+
+
+def _skipped_blocks(g: _Graph, b0: int, bD: int) -> set[int] | None:
+    """The blocks a path from block *b0* runs before it reaches block *bD* (which
+    post-dominates it); None when such a path comes back to *b0* (a loop around the
+    guard)."""
+    seen: set[int] = set()
+    todo = [s for s in g.succ[b0] if s >= 0] if b0 != bD else []
+    while todo:
+        x = todo.pop()
+        if x == bD or x in seen:
+            continue
+        if x == b0:
+            return None
+        seen.add(x)
+        todo.extend(s for s in g.succ[x] if s >= 0)
+    return seen
+
+
+def _reach(g: _Graph, b: int) -> set[int]:
+    seen: set[int] = set()
+    todo = [b]
+    while todo:
+        x = todo.pop()
+        if x not in seen:
+            seen.add(x)
+            todo.extend(s for s in g.succ[x] if s >= 0)
+    return seen
+
+
+def _raise_only(g: _Graph, b: int) -> bool:
+    return bool(g.can_raise >> b & 1) and not g.can_return >> b & 1
+
+
+def _compound(g: _Graph, b: int) -> tuple[set[int], int] | None:
+    """``(tests, R)`` for the decision ending block *b*: *tests* the blocks of its
+    condition (*b* alone, or the conditional jumps of an ``and``/``or`` chain from
+    it), *R* the one raise-only block they lead to; every other way out of them is one
+    continuation that can return. None when the decision is not of that shape."""
+    n = len(g.blocks)
+    if _raise_only(g, b) or not g.can_return >> b & 1:
+        return None
+    # Post-dominators over the paths that do not raise (raise-only blocks left out).
+    exit_bit, full = 1 << n, (1 << (n + 1)) - 1
+    pd = [full] * n
+    changed = True
+    while changed:
+        changed = False
+        for x in range(n - 1, -1, -1):
+            outs = [s for s in g.succ[x] if s == -1 or (s >= 0 and not _raise_only(g, s))]
+            if _raise_only(g, x) or not outs:
+                continue
+            acc = full
+            for s in outs:
+                acc &= exit_bit if s == -1 else pd[s]
+            new = acc | 1 << x
+            if new != pd[x]:
+                pd[x], changed = new, True
+    after = [c for c in range(n) if c != b and pd[b] >> c & 1]
+    join = next((c for c in after if all(pd[c] >> o & 1 for o in after)), None)
+    tests: set[int] = set()
+    raises: set[int] = set()
+    todo = [b]
+    while todo:
+        x = todo.pop()
+        if x in tests or x == join:
+            continue
+        if _raise_only(g, x):
+            raises.add(x)
+            continue
+        if join is None and x != b:
+            continue  # no join inside the function: the decision alone
+        # A test of the condition: a block that ends in a conditional jump, or one that
+        # only jumps on (3.12+ layouts).
+        if not (g.jump[x] is not None and g.nxt[x] is not None) and _through_jumps(g, x) == x:
+            return None
+        tests.add(x)
+        if any(s < 0 for s in g.succ[x]):
+            return None
+        todo.extend(g.succ[x])
+    if len(raises) != 1:
+        return None
+    if join is None:
+        other = [s for s in g.succ[b] if s not in raises]
+        if len(other) != 1 or not g.can_return >> other[0] & 1:
+            return None
+    elif not g.can_return >> join & 1:
+        return None
+    return tests, raises.pop()
+
+
+def _exception_entries(code: types.CodeType) -> list[tuple[int, int, int]]:
+    import dis
+
+    entries = getattr(dis.Bytecode(code), "exception_entries", ())  # 3.11+ (not in typeshed's stub)
+    return [(e.start, e.end, e.target) for e in entries]
+
+
+def _covered(code: types.CodeType, offsets: set[int]) -> bool:
+    """Whether any of *offsets* is in a ``try`` (or ``with``) range of *code*."""
+    return any(start <= o < end for start, end, _ in _exception_entries(code) for o in offsets)
+
+
+def _handler_blocks(g: _Graph, code: types.CodeType, offsets: list[int], inside: set[int]) -> set[int] | None:
+    """The blocks of the handlers that catch an exception raised at *offsets* (skipped
+    code), up to where they rejoin the blocks *inside*; None when one of them can
+    return (a default there would decide an exit)."""
+    at = {o: k for k, o in enumerate(g.offsets)}
+    out: set[int] = set()
+    for start, end, target in _exception_entries(code):
+        if not any(start <= o < end for o in offsets):
+            continue
+        k = at.get(target)
+        if k is None:
+            return None
+        todo = [g.where[k][0]]
+        while todo:
+            x = todo.pop()
+            if x in out or x in inside:
+                continue
+            out.add(x)
+            if -1 in g.succ[x]:
+                return None
+            todo.extend(s for s in g.succ[x] if s >= 0)
+    return out
+
+
+def _depth_to(g: _Graph, b0: int, p0: int, inside: set[int], r: int) -> tuple[int, int] | None:
+    """``(net, low)``: the stack depth on entry to block *r* and the lowest point
+    reached on the way, from the instruction at ``g.blocks[b0][p0]`` (depth 0: before
+    it, with its inputs pushed) through the blocks *inside*; None when the paths
+    disagree."""
+    from bytecode import Instr
+
+    entry: dict[int, int] = {}
+    into: set[int] = set()
+    low = 0
+    work = [(b0, p0, 0)]
+    while work:
+        b, pos, depth = work.pop()
+        if b != b0:
+            if b in entry:
+                if entry[b] != depth:
+                    return None
+                continue
+            entry[b] = depth
+        last = None
+        for ins in g.blocks[b][pos:]:
+            if not isinstance(ins, Instr):
+                continue
+            if ins.has_jump() and not ins.is_uncond_jump():
+                last = ins
+                break
+            if ins.has_jump():
+                continue
+            pops, pushes = _effect(ins, jump=False)
+            depth -= pops
+            low = min(low, depth)
+            depth += pushes
+        for jmp, s in ((True, g.jump[b]), (False, g.nxt[b])):
+            if s is None:
+                continue
+            d = depth
+            if last is not None:
+                pops, pushes = _effect(last, jmp)
+                d -= pops
+                low = min(low, d)
+                d += pushes
+            if s == r:
+                into.add(d)
+            elif s in inside and s != b0:
+                work.append((s, 0, d))
+    if len(into) != 1:
+        return None
+    return into.pop(), low
 
 
 def _previous(block: list[Any], p: int) -> Any:
@@ -785,7 +1239,7 @@ def _region(g: _Graph, b: int) -> set[int]:
     todo = [s for s in g.succ[b] if s >= 0]
     while todo:
         x = todo.pop()
-        if x == ipdom or x in region or x == b:
+        if x == ipdom or x in region or x == b or (ipdom is not None and g.canon and g.canon[x] == ipdom):
             continue
         region.add(x)
         todo.extend(s for s in g.succ[x] if s >= 0)
@@ -804,6 +1258,12 @@ def _trim(stack: tuple[Any, ...]) -> tuple[Any, ...]:
     while i < len(stack) and stack[i] is None:
         i += 1
     return stack[i:]
+
+
+def _is_truth(taint: Any) -> bool:
+    """True for a stack slot holding a truth value made from the value (not the value
+    itself, nor data computed from it)."""
+    return bool(taint) and taint != "data"
 
 
 def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], block: list[Any],
@@ -857,7 +1317,12 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         return _trim(keep + (None,) * pushes), local, None
     if name in ("STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL", "DELETE_SUBSCR", "DELETE_ATTR"):
         value = {"STORE_ATTR": at(2), "STORE_SUBSCR": at(3), "STORE_GLOBAL": at(1)}.get(name)
+        if _is_truth(value):  # decided later, where the model cannot follow: fail closed
+            return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
+    if name in _CONTAINER_ADDS or name in _BUILDS:
+        if any(_is_truth(t) for t in inputs):
+            return _trim(keep + (None,) * pushes), local, ("decision", "a truth value made from it is put into a container")
     if name in _CONTAINER_ADDS:
         # The container sits below the popped items: it now holds the value.
         n = int(arg) if isinstance(arg, int) else 1
@@ -889,6 +1354,9 @@ def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
 
     * the first decision reached, in straight-line code, raises on one side: take that
       side (``raise``) when *raise_side* (the guard can), else ``refuse``;
+    * a decision reached later raises on one side and everything before it only shapes
+      data (:attr:`Flow.later`): take that side when *raise_side*, skipping the code
+      in between (it has no effect, see :func:`_later_raise`);
     * a decision that does not rejoin (or an unknown flow): ``refuse``;
     * otherwise ``heal``; :attr:`Verdict.returned` says whether the callers must be
       asked too (:func:`callers_verdict`)."""
@@ -901,6 +1369,10 @@ def verdict(flow: Flow, raise_side: bool = True) -> Verdict:
                            first)
         return Verdict("refuse", f"{first.what} at line {first.line} raises on one side, and this guard cannot take it",
                        first)
+    later = flow.later
+    if later is not None and raise_side and later.net <= 0 and later.low >= later.net:
+        return Verdict("raise", f"{later.what} at line {later.line} raises the program's own error on one side, and "
+                       f"the code before it (lines {later.skips}) only shapes data", later)
     for d in flow.decisions:
         if d.outcome != REJOIN:
             return Verdict("refuse", _reason(d), d)
@@ -923,6 +1395,24 @@ def _reason(d: Decision) -> str:
     return f"it decides {d.what} at line {d.line} whose sides leave the function separately"
 
 
+def _flag_reason(d: Decision) -> str:
+    """Why a ``bool`` default must not reach decision *d* (any decision: a flag is what
+    it decides)."""
+    return f"a default bool would decide {d.what} at line {d.line}"
+
+
+def flag_verdict(flow: Flow) -> str:
+    """Why a default that is itself a ``bool`` must not take *flow* (the flow of a
+    truth value made from the value): any decision, even one whose sides rejoin, or a
+    store for later; "" when it only flows on as data or is returned (the callers are
+    asked with ``"flag"``, :func:`callers_verdict`)."""
+    if flow.unknown:
+        return flow.unknown
+    for d in flow.decisions:
+        return _reason(d) if d.outcome != REJOIN else _flag_reason(d)
+    return ""
+
+
 def own_frame(code: types.CodeType) -> bool:
     """True for code of CodeSuture itself (it ends a walk through callers)."""
     return code.co_filename.startswith(_PKG_DIR)
@@ -933,8 +1423,11 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
     *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
     None when no caller decides with it (or a CodeSuture frame ends the walk), else the
     reason it must not be healed (a caller decides with it, or a truth value made from
-    it is still returned after :data:`MAX_CALLERS` callers). Never raises."""
-    kind = returned
+    it is still returned after :data:`MAX_CALLERS` callers). *returned* ``"flag"``: the
+    default is itself a ``bool``, which any decision decides with, even one whose sides
+    rejoin (``status = 403 if blocked else 200``). Never raises."""
+    strict = returned == "flag"
+    kind = "truth" if strict else returned
     n = 0
     for code, lasti, namespace in frames:
         if not kind or code.co_filename.startswith(_PKG_DIR):
@@ -942,29 +1435,30 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
         n += 1
         if n > MAX_CALLERS:
             return too_deep(kind)
-        why, kind = caller_step(code, lasti, kind, namespace)
+        why, kind = caller_step(code, lasti, kind, namespace, strict)
         if why:
             return why
     return None  # the top of the stack: nobody decides with it
 
 
-def caller_step(code: types.CodeType, lasti: int, kind: str,
-                namespace: dict[str, Any] | None) -> tuple[str | None, str]:
+def caller_step(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None,
+                strict: bool = False) -> tuple[str | None, str]:
     """One caller of a value returned as *kind* (``"value"``/``"truth"``), standing at
     instruction offset *lasti* of *code* (the call that returns it): ``(why, next)``,
     *why* the reason the value must not be healed when this caller decides with it (or
     its flow is unknown), else None, and *next* how the caller returns it on (``""``:
     it does not, ``"value"``, ``"truth"``). Depends on the code object and offset only
-    (the analysis is cached per both, :func:`_caller_flow`); never raises. The step
-    :func:`callers_verdict` takes per frame, and :mod:`codesuture.runtime.callers`
-    caches per live frame."""
+    (the analysis is cached per both, :func:`_caller_flow`); never raises. *strict*:
+    the default is a ``bool`` (:func:`callers_verdict`'s ``"flag"``), so any decision
+    decides, even one whose sides rejoin. The step :func:`callers_verdict` takes per
+    frame, and :mod:`codesuture.runtime.callers` caches per live frame."""
     flow = _caller_flow(code, lasti, kind, namespace)
     if flow.unknown:
         return flow.unknown, ""
     for d in flow.decisions:
-        if d.outcome != REJOIN:
+        if d.outcome != REJOIN or strict:
             where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-            return f"it is returned to {where}, where {_reason(d)}", ""
+            return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}", ""
     return None, flow.returned
 
 
@@ -1043,4 +1537,4 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
 
 __all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "caller_step", "too_deep", "live_verdict", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
-           "LOOP_EXIT"]
+           "LOOP_EXIT", "BREAK_DATA"]

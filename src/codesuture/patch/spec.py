@@ -57,6 +57,10 @@ def default_value(name: str) -> object:
 # importing dataclasses (and inspect with it) would cost more than the load itself.
 
 
+#: Suffix of ``GuardSpec.flow``: a ``bool`` default declines when the guard fires.
+NO_TRUTH = ";notruth"
+
+
 class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     """What to synthesize: the guard family, its form and the value it yields.
 
@@ -71,7 +75,10 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     caller that decides with it gets the original exception), or
     ``"raise:<offset>:<jump|next>:<pops>"`` (the first decision after the guard, the
     conditional jump at that offset, raises on that side: the guard takes it, popping
-    that many stack items). Raises ``ValueError`` for an unknown default.
+    that many stack items); any of these may end in :data:`NO_TRUTH` (``";notruth"``):
+    a default that turns out to be a ``bool`` when the guard fires (the empty value of
+    a container of flags) declines, because the value reaches a decision (even one
+    whose sides rejoin) or a store for later, and a flag is what it decides. Raises ``ValueError`` for an unknown default.
     """
 
     __slots__ = ()

@@ -202,8 +202,14 @@ def _firing(code: types.CodeType, work: list[Any], originals: list[Any], rec: Pa
 
     from codesuture.guards.base import Firing
 
+    from codesuture.patch.spec import NO_TRUTH
+
     plan = rec.guard.flow
     exc = exception_of(rec)
+    if plan.endswith(NO_TRUTH):  # events.fire: "<exc>|<returned>|notruth"
+        plan = plan[: -len(NO_TRUTH)]
+        returned = plan.partition(":")[2] if plan.startswith("return:") else ""
+        return Firing(site_of(rec), f"{exc}|{returned}|{NO_TRUTH[1:]}")
     if plan.startswith("return:"):
         return Firing(site_of(rec), f"{exc}|{plan.partition(':')[2]}")
     if plan.startswith("raise:"):

@@ -46,11 +46,12 @@ from codesuture.patch import flow
 #: demand).
 MAX_ENTRIES = 4096
 
-_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH = range(6)
+_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG = range(7)
 #: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
 #: ends the EAFP walk), handler names at the offset, CodeSuture's own
 #: (:func:`codesuture.patch.flow.own_frame`: ends the value-flow walk), step for a
-#: value, step for a truth value]; a step is ``(why, next)``
+#: value, for a truth value, for a ``bool`` default (``"flag"``: strict)]; a step is
+#: ``(why, next)``
 #: (:func:`codesuture.patch.flow.caller_step`), None until asked.
 _CALLERS: dict[tuple[int, int], list[Any]] = {}
 #: (id(code), f_lasti) -> (code, CodeSuture's own, handler names at the offset), for
@@ -69,7 +70,7 @@ def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
 
 def _caller(code: CodeType, lasti: int) -> list[Any]:
     own = is_own_file(code.co_filename)
-    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None]
+    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None]
     if len(_CALLERS) >= MAX_ENTRIES:
         _CALLERS.clear()
     _CALLERS[(id(code), lasti)] = entry
@@ -99,14 +100,15 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
 
     *handles*: the names a handler must test to catch the guard's exception
     specifically (:func:`codesuture.crash.handled.specific_names`; empty: do not ask);
-    *returned*: ``"value"``/``"truth"`` when the guard's value is returned (``""``: do
-    not ask). Returns ``(True, None)`` when a caller handles the exception (that wins
+    *returned*: ``"value"``/``"truth"``/``"flag"`` when the guard's value is returned
+    (``""``: do not ask; see :func:`codesuture.patch.flow.callers_verdict`). Returns ``(True, None)`` when a caller handles the exception (that wins
     over a decline: the program expects the exception), else ``(False, why)`` with
     *why* the reason a caller decides with the returned value (None: none does).
     Raises whatever the frame walk raises (the caller contains it)."""
     eafp = bool(handles)
     why = None
-    kind = returned
+    strict = returned == "flag"  # a bool default: every decision decides (it stays a truth value)
+    kind = "truth" if strict else returned
     n = 0
     while kind and frame is not None:  # the value-flow phase
         code = frame.f_code
@@ -125,10 +127,12 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
         if n > flow.MAX_CALLERS:
             why = flow.too_deep(kind)
             break
-        slot = _VALUE if kind == "value" else _TRUTH
+        slot = _FLAG if strict else _VALUE if kind == "value" else _TRUTH
         step = entry[slot]
-        if step is None:
-            step = entry[slot] = flow.caller_step(code, lasti, kind, frame.f_globals)
+        if step is None or (strict and kind != "truth"):
+            step = flow.caller_step(code, lasti, kind, frame.f_globals, strict)
+            if not strict or kind == "truth":
+                entry[slot] = step
         why, kind = step
         frame = frame.f_back
     if not eafp:

@@ -231,17 +231,19 @@ def reset_observer() -> None:
     _OBSERVE, _SHADOW = _load_observer, None
 
 
-#: The *exc* argument of a firing (``"KeyError"``, ``"KeyError|value"``) -> ``(the
-#: built-in exception's name, the names a handler must test to catch it specifically
+#: The *exc* argument of a firing, ``"<exc>[|<returned>[|<flags>]]"``
+#: (:class:`codesuture.guards.base.Firing`) -> ``(the built-in exception's name, the
+#: names a handler must test to catch it specifically
 #: (:func:`codesuture.crash.handled.specific_names`; empty when it is not a built-in
-#: exception class), "value"/"truth"/"" for a returned value)``.
-_EXCS: dict[str, tuple[str, frozenset[str], str]] = {}
+#: exception class), the returned kind ("value"/"truth"/"flag"/""), the flags)``.
+_EXCS: dict[str, tuple[str, frozenset[str], str, str]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
 _CHECK: Callable[[Any, frozenset[str], str], tuple[bool, str | None]] | None = None
 
 
-def _exc_info(exc: str) -> tuple[str, frozenset[str], str]:
-    name, _, returned = exc.partition("|")
+def _exc_info(exc: str) -> tuple[str, frozenset[str], str, str]:
+    name, _, rest = exc.partition("|")
+    returned, _, flags = rest.partition("|")
     handles: frozenset[str] = frozenset()
     if name:
         import builtins
@@ -251,7 +253,7 @@ def _exc_info(exc: str) -> tuple[str, frozenset[str], str]:
             from codesuture.crash.handled import specific_names
 
             handles = specific_names(cls)
-    info = _EXCS[exc] = (name, handles, returned)
+    info = _EXCS[exc] = (name, handles, returned, flags)
     return info
 
 
@@ -276,6 +278,13 @@ def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any) -> b
         return True
     if not why:
         return False
+    _decline(site, why)
+    return True
+
+
+def _decline(site: str, why: str) -> None:
+    """Note that the guard at *site* declined for reason *why*; one log line per site
+    and reason."""
     DECLINED[site] = why
     if (site, why) not in _DECLINE_LOGGED:
         _DECLINE_LOGGED.add((site, why))
@@ -284,14 +293,13 @@ def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any) -> b
         guard, _, where = site.partition("@")
         logger("codesuture.heal").warning(
             "guard %s at %s declined: %s; the original exception propagates (proposed for review)", guard, where, why)
-    return True
 
 
 def fired(site: str, exc: str = "") -> bool:
     """A guard at *site* is about to replace an operation that would raise *exc*.
     Returns True when it must raise it instead (the stack handles it, or the value is
     returned to a caller that decides with it). Never raises."""
-    name, handles, returned = _EXCS.get(exc) or _exc_info(exc)
+    name, handles, returned, _ = _EXCS.get(exc) or _exc_info(exc)
     frame = sys._getframe(1)  # the guarded frame
     if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
         return True
@@ -324,7 +332,7 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     try:
         import builtins
 
-        name, handles, returned = _EXCS.get(exc) or _exc_info(exc)
+        name, handles, returned, _ = _EXCS.get(exc) or _exc_info(exc)
         cls = getattr(builtins, name, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
@@ -364,8 +372,9 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
     default decided at heal time, a key of :data:`codesuture.patch.spec.DEFAULTS`) and
     *evidence*; or None when the guard must raise *exc* (the stack handles it, or the
-    value is returned to a caller that decides with it)."""
-    name, handles, returned = _EXCS.get(exc) or _exc_info(exc)
+    value is returned to a caller that decides with it, or *exc* ends in ``|notruth``
+    and the default is a ``bool``: a truth value that would decide where it is stored)."""
+    name, handles, returned, flags = _EXCS.get(exc) or _exc_info(exc)
     frame = sys._getframe(1)  # the guarded frame
     if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
         return None
@@ -373,6 +382,9 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
         value = typed_default(rule, static, evidence)[0]
     except Exception:  # noqa: BLE001 - the static default is always there
         value = _DEFAULT_VALUE(static)
+    if flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
+        _decline(site, f"its default would be {value!r}, a truth value that would decide")
+        return None
     _count(site, name, frame)
     _LAST.value = (site, value, id(frame), frame.f_code)  # _yielded, inlined
     shadow = _SHADOW

@@ -36,7 +36,7 @@ from typing import Any
 
 from codesuture.errors import CodeSutureError, DiagnosisError
 from codesuture.logs import logger
-from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
+from codesuture.patch.spec import DEFAULT_TTL_SECONDS, NO_TRUTH, PatchRecord
 from codesuture.runtime.ledger import FunctionState, Ledger, merge
 from codesuture.util.clock import iso_utc
 
@@ -307,12 +307,15 @@ class Healer:
             elif verdict.action == "raise":
                 d = verdict.decision
                 spec = spec._replace(flow=f"raise:{d.offset}:{d.raising}:{-d.net}")
-                flow_note = f"takes the raising side of {d.what} at line {d.line}"
+                flow_note = f"takes the raising side of {d.what} at line {d.line}" + (
+                    f", skipping lines {d.skips} (no effect outside the frame)" if d.skips else "")
             elif verdict.returned:
                 spec = spec._replace(flow=f"return:{verdict.returned}")
                 flow_note = "returned: the callers are checked each time it fires"
             elif verdict.reason != "data":
                 flow_note = verdict.reason
+            if verdict.action == "heal" and verdict.truth_gate:  # a bool default declines when it fires
+                spec = spec._replace(flow=spec.flow + NO_TRUTH)
         else:
             flow_note = "control flow allowed for this module (--control-flow)"
         if self.report_only:

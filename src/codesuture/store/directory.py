@@ -5,8 +5,12 @@ imported, and at most :data:`MAX_ENTRIES` names are looked at (a store with more
 refused whole). Reads go through :func:`codesuture.util.files.read_regular`: regular
 files only (a symlink only when it resolves to a regular file inside the store),
 non-blocking, size-capped, and together at most :data:`READ_BUDGET` bytes per store
-per process. So a hostile folder costs at most one listing of 4096 names plus 64 MiB
-read and hashed, whatever it holds.
+per process, of which at most :data:`~codesuture.overlay.names.UNVETTED_BUDGET` (4 MiB)
+are signature material read before a signature vouched for anything (envelopes,
+Sigstore bundles, the signed set). So a hostile folder, without the signing key, costs
+at most one listing of 4096 names, 4 MiB read and parsed, and the failed signature
+checks, whatever it holds; only files a verified signature pins (64 MiB in all) are
+read and hashed beyond that.
 
 Writes (dev mode only) are atomic and serialized per store key with ``flock`` on
 ``.<key>.lock``; temporary files a killed writer left are removed under that lock. An
@@ -20,7 +24,9 @@ import contextlib
 import os
 
 from codesuture.errors import FileError, OverlayError
-from codesuture.overlay.names import META_SUFFIX, OVERLAY_SUFFIX, SET_NAME, parse_stem, split_member
+from codesuture.overlay.names import (
+    META_SUFFIX, OVERLAY_SUFFIX, SET_NAME, UNVETTED_BUDGET, parse_stem, split_member, unvetted,
+)
 from codesuture.store import Entry
 from codesuture.util import files
 
@@ -36,6 +42,12 @@ READ_BUDGET = 64 * 1024 * 1024
 NEXT_SUFFIX = ".next"
 
 
+def _exhausted(vetting: bool) -> str:
+    if vetting:
+        return f"store read budget for signature material exhausted ({UNVETTED_BUDGET} bytes per process)"
+    return f"store read budget exhausted ({READ_BUDGET} bytes per process)"
+
+
 class DirectoryStore:
     """Overlays in the folder *directory* (which need not exist: an empty store).
     *budget*: bytes this object may read in all (None: no limit, for writers and
@@ -49,6 +61,7 @@ class DirectoryStore:
         self._root: str | None = None
         self._limited = budget is not None
         self._budget = READ_BUDGET if budget is None else budget
+        self._unvetted = min(UNVETTED_BUDGET, self._budget)
         self._fd: int | None = None
         self.stale_temps: list[str] = []
 
@@ -126,24 +139,29 @@ class DirectoryStore:
     def read(self, name: str, limit: int) -> bytes | None:
         """Bytes of member *name* (None when absent). Raises :class:`OverlayError`
         naming it when it is not a regular file inside the store, over *limit*, or over
-        the store's read budget."""
+        the store's read budget (:data:`READ_BUDGET`; for signature material,
+        :data:`~codesuture.overlay.names.UNVETTED_BUDGET`)."""
         if "/" in name or os.sep in name or name in ("", ".", ".."):
             raise OverlayError(self.display(name), "not a member name")
-        if self._limited and self._budget <= 0:
-            raise OverlayError(self.display(name), f"store read budget exhausted ({READ_BUDGET} bytes per process)")
+        vetting = self._limited and unvetted(name)
+        left = min(self._budget, self._unvetted) if vetting else self._budget
+        if self._limited and left <= 0:
+            raise OverlayError(self.display(name), _exhausted(vetting))
         try:
-            cap = min(limit, self._budget) if self._limited else limit
+            cap = min(limit, left) if self._limited else limit
             fd = self._dir_fd()
             if fd is None:
                 data = files.read_regular(os.path.join(self.directory, name), cap, root=self.root)
             else:
                 data = files.read_regular(name, cap, root=self.root, dir_fd=fd, dir_path=self.directory)
         except FileError as exc:
-            if self._limited and exc.reason.startswith("oversized") and self._budget < limit:
-                raise OverlayError(exc.path, f"store read budget exhausted ({READ_BUDGET} bytes per process)") from None
+            if self._limited and exc.reason.startswith("oversized") and left < limit:
+                raise OverlayError(exc.path, _exhausted(vetting)) from None
             raise OverlayError(exc.path, exc.reason) from None
         if data is not None and self._limited:
             self._budget -= len(data)
+            if vetting:
+                self._unvetted -= len(data)
         return data
 
     def has_set(self) -> bool:
