@@ -23,17 +23,20 @@ the first firing from the settings by :func:`codesuture.runtime.incidents.guard_
 (incidents, Prometheus counters, OpenTelemetry span events; a no-op when none is on),
 and in shadow mode each default yielded to :func:`codesuture.runtime.shadow.note`.
 
-A guard whose value is returned (its *exc* ends in ``|value`` or ``|truth``, see
-:class:`codesuture.guards.base.Firing`) asks the value-flow model first
-(:func:`codesuture.patch.flow.callers_verdict`, on the live frames above the guarded
-one): when a caller would decide with the default (a gate such as ``if is_banned(u):
-return 403``), the guard declines: the original exception propagates, one log line per
-site and reason says why (:data:`DECLINED`), and no default ever opens that gate.
+A guard whose value is returned (its *exc* ends in ``|value``, ``|truth`` or ``|flag``,
+see :class:`codesuture.guards.base.Firing`) asks the value-flow model first (the
+callers' steps of :func:`codesuture.patch.flow.callers_verdict`, on the live frames
+above the guarded one): when a caller would decide with the default (a gate such as
+``if is_banned(u): return 403``), the guard declines: the original exception
+propagates, one log line per site and reason says why (:data:`DECLINED`), and no
+default ever opens that gate.
 
-The genuine exception wins when the live call stack handles it: if the guarded frame or
-a caller sits in a ``try`` whose handler names the exception (or a specific ancestor),
-the guard raises instead of yielding, so callers keep their EAFP behaviour
-(:func:`codesuture.crash.handled.caught_on_stack`, on live frames).
+The genuine exception wins when the live call stack handles it: if a caller of the
+guarded frame sits in a ``try`` whose handler names the exception (or a specific
+ancestor), the guard raises instead of yielding, so callers keep their EAFP behaviour
+(:func:`codesuture.crash.handled.handler_names`). Both questions are answered in one
+walk of the live frames, cached per code object and offset
+(:func:`codesuture.runtime.callers.check`).
 
 *site* is ``"<guard>@<module>:<line>"``. The typed-default rules are the table of
 ``docs/guards.md``. Kept import-light: patched code in production calls it, and only
