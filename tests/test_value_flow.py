@@ -642,6 +642,28 @@ def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path
     assert data(mod.card, "eve") == ""
 
 
+def test_a_bool_default_that_cannot_help_its_own_run_is_taken_back(tmp_path: Path) -> None:
+    """``codesuture run``: the heal's replay declines at once (the flag would decide a
+    gate elsewhere): the patch is taken back and nothing is written; the run ends with
+    the program's own KeyError."""
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        BANS = {"alice": False, "mallory": True}
+        class User:
+            def __init__(self, name):
+                self.banned = BANS[name]
+        def handle(name):
+            return "denied" if User(name).banned else "GRANTED"
+        print(handle("eve"))
+    """))
+    r = subprocess.run([PY, "-m", "codesuture", "run", "app.py"], cwd=tmp_path, env=clean_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "GRANTED" not in r.stdout
+    assert r.stderr.rstrip().splitlines()[-2].startswith("KeyError: 'eve'"), r.stderr
+    assert "took back the patch at __main__:5" in r.stderr and "declined at once" in r.stderr, r.stderr
+    assert not any(p.suffix == ".overlay" for p in (tmp_path / "overlays").glob("*")), r.stderr
+
+
 # ------------------------------------------------------------------ a real service
 
 SERVICE = r'''

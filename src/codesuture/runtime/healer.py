@@ -262,6 +262,10 @@ class Healer:
             if takeback.failed_on_default(last, exc) is not None:
                 self._take_back(last, exc)
                 return None
+        elif last is not None and (why := takeback.declined_at_once(last, exc)):
+            # Its own replay: the guard would not yield (a bool default that would decide).
+            self._take_back(last, exc, f"its guard declined at once ({why})")
+            return None
         else:
             last = None  # not a cascade of the newest patch
         # A work item's exception from a process pool carries its worker's crash site.
@@ -412,10 +416,11 @@ class Healer:
         directory, _ = self._target(fs, stem)
         return None if directory is None else Snapshot.take(directory, stem, fs.key)
 
-    def _take_back(self, last: Any, exc: BaseException) -> None:
+    def _take_back(self, last: Any, exc: BaseException, why: str = "") -> None:
         """Undo the patch *last* (:class:`codesuture.runtime.takeback.LastHeal`): its
-        replay failed at once on the default it placed. The function gets its code from
-        before the patch, the store its files from before the write."""
+        replay failed at once on the default it placed (or, *why*, its guard declined
+        at once). The function gets its code from before the patch, the store its files
+        from before the write."""
         fs, record = last.fs, last.record
         key = fs.key if fs is not None else getattr(record, "key", record.module)
         try:
@@ -439,9 +444,9 @@ class Healer:
         self.history = [r for r in self.history if r.record is not record]
         if self._registry is not None:
             self._registry.discard(record)
-        log.warning("took back the patch at %s:%s in %s (%s yielding %s): the replay failed at once on that default "
-                    "(%s: %s); nothing written, the code is as before", record.module, record.line, record.qualname,
-                    record.guard.guard, record.yields, type(exc).__name__, exc)
+        log.warning("took back the patch at %s:%s in %s (%s yielding %s): %s (%s: %s); nothing written, the code is "
+                    "as before", record.module, record.line, record.qualname, record.guard.guard, record.yields,
+                    why or "the replay failed at once on that default", type(exc).__name__, exc)
         self._refused("taken_back", exc, f"{record.guard.guard} at {record.module}:{record.line}",
                       guard=record.guard.guard)
 

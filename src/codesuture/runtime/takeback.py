@@ -237,6 +237,25 @@ def failed_on_default(last: LastHeal, exc: BaseException) -> tuple[object] | Non
 _MISSING = object()
 
 
+def declined_at_once(last: LastHeal, exc: BaseException) -> str:
+    """Why *last*'s guard declined to yield in the replay it enabled ("" when it did
+    not): same thread and unit of work, the guard not fired since it went live, *exc*
+    raised at its site, and a decline noted for it. The heal cannot help its own unit
+    of work (a ``bool`` default that would decide)."""
+    from codesuture.crash.site import frames, is_patchable_file
+    from codesuture.runtime import events
+
+    if last.thread != threading.get_ident() or events.current() is not last.unit:
+        return ""
+    if events.COUNTS.get(last.site, 0) != last.fired or last.site not in events.DECLINED:
+        return ""
+    inner = [tb for tb in frames(exc.__traceback__) if is_patchable_file(tb.tb_frame.f_code.co_filename)]
+    if not inner or (inner[-1].tb_frame.f_code.co_qualname, inner[-1].tb_lineno) != \
+            (last.record.qualname, last.record.line):
+        return ""
+    return events.DECLINED.pop(last.site, "")
+
+
 def _raised_in(exc: BaseException, frame_id: int, code: Any) -> bool:
     """True when the innermost patchable frame of *exc*'s traceback is the frame
     ``(id, code)`` (deeper frames, if any, are C or standard library code)."""
