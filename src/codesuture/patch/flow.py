@@ -37,7 +37,8 @@ graph's post-dominators (:class:`Decision`):
   to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
-* ``exits``: anything else (the sides leave the function separately; a ``while``
+* ``exits``: anything else (the sides leave the function separately, also when they
+  join only at a ``return`` of what each made, ``return a if c else b`` on 3.11; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
   break``, found alike on every version's loop layout): a gate. Except: a branch out
   of a ``while`` loop that has a test of its own which the value does not reach, and
@@ -417,6 +418,8 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if real:
         if opname == "FOR_ITER":  # a for loop over an empty default runs its body no time: nothing acts
             return REJOIN, "", ""
+        if _returns_what_sides_made(g, b, real, opname):
+            return EXITS, "", ""
         return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", ""
     common = _same_tail(g, j, f)
     if common:
@@ -426,6 +429,28 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if ended is not None:
         return (ACTS if _acts(g, [ins for x in sorted(ended) for ins in g.blocks[x]]) else REJOIN), "", ""
     return EXITS, "", ""
+
+
+def _returns_what_sides_made(g: _Graph, b: int, real: int, opname: str) -> bool:
+    """True when the branch ending block *b* (post-dominators *real*) joins only at a
+    ``return`` of a value each side made: ``return "ok" if allowed else "no"`` joins at
+    one ``RETURN_VALUE`` on 3.11, where 3.12+ gives each side its own return; the sides
+    leave the function separately with what they chose, a gate on every version. A
+    short-circuit ``return x or y`` (the tested value itself is what one side returns:
+    ``JUMP_IF_TRUE_OR_POP``, or ``COPY 1`` before the jump) is data."""
+    from bytecode import Instr
+
+    ipdom = next((p for p in range(len(g.blocks)) if real >> p & 1 and not real & ~g.pdom[p]), None)
+    if ipdom is None:
+        return False
+    first = next((x for x in g.blocks[ipdom] if isinstance(x, Instr) and x.name not in ("NOP", "CACHE")), None)
+    if first is None or first.name != "RETURN_VALUE":
+        return False
+    if opname in ("JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP"):
+        return False
+    body = [x for x in g.blocks[b] if isinstance(x, Instr)]
+    before = [x.name for x in body[-4:-1]]
+    return not (before and (before[-1] == "COPY" or before[-2:] == ["COPY", "TO_BOOL"]))
 
 
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
