@@ -1464,20 +1464,35 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
             return None
         n += 1
         if n > MAX_CALLERS:
-            return _too_deep(kind)
-        hit = _CALLERS.get((id(code), lasti, kind))
-        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, namespace)
-        if flow.unknown:
-            return flow.unknown
-        for d in flow.decisions:
-            if d.outcome != REJOIN or strict:
-                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-                return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}"
-        kind = flow.returned
+            return too_deep(kind)
+        why, kind = caller_step(code, lasti, kind, namespace, strict)
+        if why:
+            return why
     return None  # the top of the stack: nobody decides with it
 
 
-def _too_deep(kind: str) -> str | None:
+def caller_step(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None,
+                strict: bool = False) -> tuple[str | None, str]:
+    """One caller of a value returned as *kind* (``"value"``/``"truth"``), standing at
+    instruction offset *lasti* of *code* (the call that returns it): ``(why, next)``,
+    *why* the reason the value must not be healed when this caller decides with it (or
+    its flow is unknown), else None, and *next* how the caller returns it on (``""``:
+    it does not, ``"value"``, ``"truth"``). Depends on the code object and offset only
+    (the analysis is cached per both, :func:`_caller_flow`); never raises. *strict*:
+    the default is a ``bool`` (:func:`callers_verdict`'s ``"flag"``), so any decision
+    decides, even one whose sides rejoin. The step :func:`callers_verdict` takes per
+    frame, and :mod:`codesuture.runtime.callers` caches per live frame."""
+    flow = _caller_flow(code, lasti, kind, namespace)
+    if flow.unknown:
+        return flow.unknown, ""
+    for d in flow.decisions:
+        if d.outcome != REJOIN or strict:
+            where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+            return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}", ""
+    return None, flow.returned
+
+
+def too_deep(kind: str) -> str | None:
     """Past :data:`MAX_CALLERS` callers: a value returned on unchanged through all of
     them (a string a recursive converter builds) counts as data; a truth value made
     from the default fails closed."""
@@ -1550,6 +1565,6 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
     return out
 
 
-__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
+__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "caller_step", "too_deep", "live_verdict", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
            "LOOP_EXIT", "BREAK_DATA"]
