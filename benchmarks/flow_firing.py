@@ -1,10 +1,12 @@
 """Cost of a guard firing with the value-flow check on its callers (slow path only).
 
 A guard whose value is *returned* (``GuardSpec.flow`` ``return:value``) asks the
-value-flow model, each time it fires, whether a caller decides with the default
-(:func:`codesuture.patch.flow.callers_verdict` on the live frames). The analysis of
-each caller is cached per code object and instruction offset, so a warm firing pays a
-frame walk and one dictionary lookup per caller. Variants, in one process:
+value-flow model, each time it fires, whether a caller decides with the default, and
+every firing asks whether a caller handles the exception (EAFP): both in one walk of
+the live frames (:func:`codesuture.runtime.callers.check`). What it learns per frame
+is cached per code object and instruction offset, so a warm firing pays the walk and
+one dictionary lookup per caller the value is returned to; above those, a frame whose
+code has an empty exception table costs one attribute read. Variants, in one process:
 
 * ``data``: ``keep(d, k, out)`` appends ``d[k]`` to a list: the value is data in the
   guarded frame itself, no caller is asked (the firing cost before this check); it is

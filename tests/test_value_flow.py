@@ -136,8 +136,17 @@ def predicate(u):
 def keeps_truth(u, out):
     out["admin"] = u.role == "admin"
 
+def returns_choice(u):
+    return "ok" if u.admin else "no"
+
+def returns_or(u):
+    return u.name or "anon"
+
 def flags_truth(u):
     return {"admin": u.role == "admin", "id": 1}
+
+def keeps_flags(u, req):
+    req.flags = [u.role == "admin"]
 
 def keeps_attr(u, req):
     req.admin = u.role == "admin"
@@ -341,7 +350,14 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # A truth value stored outside the frame's locals (or put into a container) would
     # decide where the model cannot follow: `self.admin = ...`, tested in another method.
     ("keeps_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
-    ("flags_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    # ...and a container holding one is a truth value too: returned, the callers decide.
+    ("flags_truth", "LOAD_ATTR", "heal", None, "truth"),
+    ("keeps_flags", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    # A conditional expression returned: the sides leave with what each chose (3.11
+    # joins them at one RETURN_VALUE, 3.12+ gives each its own return): a gate. A
+    # short-circuit `x or y` returns the value itself on one side: data, returned.
+    ("returns_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("returns_or", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
     ("marks", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # ... or a store to a global

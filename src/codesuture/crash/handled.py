@@ -132,7 +132,22 @@ def _first_reraise(by_index: list[tuple[int, tuple[int, str, object]]], k: int) 
 def catches(names: frozenset[str], exc_type: type[BaseException]) -> bool:
     """True when a handler testing *names* handles *exc_type* specifically (it names the
     class or a specific ancestor; broad handlers do not count)."""
-    return bool(names) and bool(names & {c.__name__ for c in exc_type.__mro__}.difference(_BROAD))
+    return bool(names) and not names.isdisjoint(specific_names(exc_type))
+
+
+def specific_names(exc_type: type[BaseException]) -> frozenset[str]:
+    """The names a handler must test to handle *exc_type* specifically: the class's and
+    its ancestors' (``{"KeyError", "LookupError"}``), broad ones excepted; empty for a
+    broad class itself (``Exception``). Cached per class."""
+    names = _SPECIFIC.get(exc_type)
+    if names is None:
+        if len(_SPECIFIC) >= 256:
+            _SPECIFIC.clear()
+        names = _SPECIFIC[exc_type] = frozenset(c.__name__ for c in exc_type.__mro__).difference(_BROAD)
+    return names
+
+
+_SPECIFIC: dict[type, frozenset[str]] = {}
 
 
 def _where(code: CodeType, lasti: int) -> str:
@@ -164,7 +179,7 @@ def caught_on_stack(frame: FrameType | None, exc_type: type[BaseException]) -> s
         code = frame.f_code
         if is_own_file(code.co_filename):
             return None
-        if catches(_live_handler_names(code, frame.f_lasti), exc_type):
+        if catches(live_handler_names(code, frame.f_lasti), exc_type):
             return _where(code, frame.f_lasti)
         frame = frame.f_back
     return None
@@ -177,7 +192,9 @@ def caught_on_stack(frame: FrameType | None, exc_type: type[BaseException]) -> s
 _LIVE: dict[tuple[int, int], tuple[CodeType, frozenset[str]]] = {}
 
 
-def _live_handler_names(code: CodeType, lasti: int) -> frozenset[str]:
+def live_handler_names(code: CodeType, lasti: int) -> frozenset[str]:
+    """:func:`handler_names` cached by the identity of *code* (for live frames: a dict
+    lookup per frame when warm, with no hashing of the bytecode)."""
     key = (id(code), lasti)
     found = _LIVE.get(key)
     if found is not None and found[0] is code:
@@ -189,4 +206,4 @@ def _live_handler_names(code: CodeType, lasti: int) -> frozenset[str]:
     return names
 
 
-__all__ = ["handler_names", "catches", "caught_by_program", "caught_on_stack"]
+__all__ = ["handler_names", "live_handler_names", "specific_names", "catches", "caught_by_program", "caught_on_stack"]

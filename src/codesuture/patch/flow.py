@@ -7,10 +7,10 @@ passes it) or reaches a *decision*: a conditional jump that tests it (``if``, ``
 comparison, identity or membership test, ``not`` or ``bool()`` whose truth value is
 what branches. A truth value made from it is a decision wherever it goes: kept in a
 local, it is followed to the branch that tests it; returned, it is followed into the
-callers like any value; stored in an attribute, an item or a global, or put into a
-container, it would decide where the model cannot follow (``self.admin = int(uid) in
-ADMINS``, tested in another method; ``{"admin": role == "admin"}`` returned): a gate,
-fail closed. Passed to a call, it is data (a flag handed to a helper, as most
+callers like any value; stored in an attribute, an item or a global, it would decide
+where the model cannot follow (``self.admin = int(uid) in ADMINS``, tested in another
+method): a gate, fail closed. A container holding one (``{"admin": role == "admin"}``)
+and what is taken out of it are truth values too. Passed to a call, it is data (a flag handed to a helper, as most
 configuration is: the callee is not followed).
 
 :func:`analyze` follows the value through one code object by abstract interpretation
@@ -37,7 +37,8 @@ graph's post-dominators (:class:`Decision`):
   to a global or to an enclosing function's cell): ``if not is_banned(u): grant(u)`` is a gate even
   though its sides meet again (not a ``for`` loop's test: over an empty default its
   body runs no time; calls on the frame's own objects, ``out.append(x)``, shape data);
-* ``exits``: anything else (the sides leave the function separately; a ``while``
+* ``exits``: anything else (the sides leave the function separately, also when they
+  join only at a ``return`` of what each made, ``return a if c else b`` on 3.11; a ``while``
   loop's test, or a branch in its body with one side out of the loop, ``if done:
   break``, found alike on every version's loop layout): a gate. Except: a branch out
   of a ``while`` loop that has a test of its own which the value does not reach, and
@@ -92,6 +93,9 @@ _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 _RAISES = frozenset({"RAISE_VARARGS", "RERAISE"})
 _CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
                              "DICT_MERGE"})
+#: The taint of a container holding a truth value made from the value (and of what is
+#: taken out of it): a truth value too.
+_TRUTH_BOX = "a truth value in a container"
 #: Instructions that build a container from stack items.
 _BUILDS = frozenset({"BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP"})
 _STORED = {"STORE_ATTR": "an attribute", "STORE_SUBSCR": "an item", "STORE_GLOBAL": "a global"}
@@ -417,6 +421,8 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if real:
         if opname == "FOR_ITER":  # a for loop over an empty default runs its body no time: nothing acts
             return REJOIN, "", ""
+        if _returns_what_sides_made(g, b, real, opname):
+            return EXITS, "", ""
         return (ACTS if _acts(g, [ins for x in sorted(_region(g, b)) for ins in g.blocks[x]]) else REJOIN), "", ""
     common = _same_tail(g, j, f)
     if common:
@@ -426,6 +432,28 @@ def _classify(g: _Graph, b: int, opname: str) -> tuple[str, str, str]:
     if ended is not None:
         return (ACTS if _acts(g, [ins for x in sorted(ended) for ins in g.blocks[x]]) else REJOIN), "", ""
     return EXITS, "", ""
+
+
+def _returns_what_sides_made(g: _Graph, b: int, real: int, opname: str) -> bool:
+    """True when the branch ending block *b* (post-dominators *real*) joins only at a
+    ``return`` of a value each side made: ``return "ok" if allowed else "no"`` joins at
+    one ``RETURN_VALUE`` on 3.11, where 3.12+ gives each side its own return; the sides
+    leave the function separately with what they chose, a gate on every version. A
+    short-circuit ``return x or y`` (the tested value itself is what one side returns:
+    ``JUMP_IF_TRUE_OR_POP``, or ``COPY 1`` before the jump) is data."""
+    from bytecode import Instr
+
+    ipdom = next((p for p in range(len(g.blocks)) if real >> p & 1 and not real & ~g.pdom[p]), None)
+    if ipdom is None:
+        return False
+    first = next((x for x in g.blocks[ipdom] if isinstance(x, Instr) and x.name not in ("NOP", "CACHE")), None)
+    if first is None or first.name != "RETURN_VALUE":
+        return False
+    if opname in ("JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP"):
+        return False
+    body = [x for x in g.blocks[b] if isinstance(x, Instr)]
+    before = [x.name for x in body[-4:-1]]
+    return not (before and (before[-1] == "COPY" or before[-2:] == ["COPY", "TO_BOOL"]))
 
 
 def _acts(g: _Graph, instrs: list[Any]) -> bool:
@@ -1320,15 +1348,17 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         if _is_truth(value):  # decided later, where the model cannot follow: fail closed
             return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
-    if name in _CONTAINER_ADDS or name in _BUILDS:
-        if any(_is_truth(t) for t in inputs):
-            return _trim(keep + (None,) * pushes), local, ("decision", "a truth value made from it is put into a container")
+    if name in _BUILDS and any(_is_truth(t) for t in inputs):
+        return _trim(keep + (_TRUTH_BOX,) * pushes), local, None
     if name in _CONTAINER_ADDS:
-        # The container sits below the popped items: it now holds the value.
+        # The container sits below the popped items: it now holds the value (a truth
+        # value in it keeps it one: stored for later, it decides there).
         n = int(arg) if isinstance(arg, int) else 1
         s = list((None,) * max(0, n - len(keep)) + keep)
-        s[-n] = "data"
+        s[-n] = _TRUTH_BOX if any(_is_truth(t) for t in inputs) or _is_truth(s[-n]) else "data"
         return _trim(tuple(s)), local, None
+    if name in ("BINARY_SUBSCR", "BINARY_SLICE", "UNPACK_SEQUENCE", "UNPACK_EX") and _is_truth(inputs[0]):
+        return _trim(keep + (_TRUTH_BOX,) * pushes), local, None  # what a truth container holds
     if name in _TRUTH_OPS:
         return _trim(keep + (_TRUTH_OPS[name],) * pushes), local, None
     if name in I_CALLS:
@@ -1434,20 +1464,35 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
             return None
         n += 1
         if n > MAX_CALLERS:
-            return _too_deep(kind)
-        hit = _CALLERS.get((id(code), lasti, kind))
-        flow = hit[1] if hit is not None and hit[0] is code else _caller_flow(code, lasti, kind, namespace)
-        if flow.unknown:
-            return flow.unknown
-        for d in flow.decisions:
-            if d.outcome != REJOIN or strict:
-                where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
-                return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}"
-        kind = flow.returned
+            return too_deep(kind)
+        why, kind = caller_step(code, lasti, kind, namespace, strict)
+        if why:
+            return why
     return None  # the top of the stack: nobody decides with it
 
 
-def _too_deep(kind: str) -> str | None:
+def caller_step(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None,
+                strict: bool = False) -> tuple[str | None, str]:
+    """One caller of a value returned as *kind* (``"value"``/``"truth"``), standing at
+    instruction offset *lasti* of *code* (the call that returns it): ``(why, next)``,
+    *why* the reason the value must not be healed when this caller decides with it (or
+    its flow is unknown), else None, and *next* how the caller returns it on (``""``:
+    it does not, ``"value"``, ``"truth"``). Depends on the code object and offset only
+    (the analysis is cached per both, :func:`_caller_flow`); never raises. *strict*:
+    the default is a ``bool`` (:func:`callers_verdict`'s ``"flag"``), so any decision
+    decides, even one whose sides rejoin. The step :func:`callers_verdict` takes per
+    frame, and :mod:`codesuture.runtime.callers` caches per live frame."""
+    flow = _caller_flow(code, lasti, kind, namespace)
+    if flow.unknown:
+        return flow.unknown, ""
+    for d in flow.decisions:
+        if d.outcome != REJOIN or strict:
+            where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+            return f"it is returned to {where}, where {_flag_reason(d) if strict else _reason(d)}", ""
+    return None, flow.returned
+
+
+def too_deep(kind: str) -> str | None:
     """Past :data:`MAX_CALLERS` callers: a value returned on unchanged through all of
     them (a string a recursive converter builds) counts as data; a truth value made
     from the default fails closed."""
@@ -1520,6 +1565,6 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
     return out
 
 
-__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "live_verdict", "live_callers",
+__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "caller_step", "too_deep", "live_verdict", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
            "LOOP_EXIT", "BREAK_DATA"]

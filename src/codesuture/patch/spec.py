@@ -78,7 +78,8 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     that many stack items); any of these may end in :data:`NO_TRUTH` (``";notruth"``):
     a default that turns out to be a ``bool`` when the guard fires (the empty value of
     a container of flags) declines, because the value reaches a decision (even one
-    whose sides rejoin) or a store for later, and a flag is what it decides. Raises ``ValueError`` for an unknown default.
+    whose sides rejoin) or a store for later, and a flag is what it decides. Raises
+    ``ValueError`` for an unknown default.
     """
 
     __slots__ = ()

@@ -23,17 +23,20 @@ the first firing from the settings by :func:`codesuture.runtime.incidents.guard_
 (incidents, Prometheus counters, OpenTelemetry span events; a no-op when none is on),
 and in shadow mode each default yielded to :func:`codesuture.runtime.shadow.note`.
 
-A guard whose value is returned (its *exc* ends in ``|value`` or ``|truth``, see
-:class:`codesuture.guards.base.Firing`) asks the value-flow model first
-(:func:`codesuture.patch.flow.callers_verdict`, on the live frames above the guarded
-one): when a caller would decide with the default (a gate such as ``if is_banned(u):
-return 403``), the guard declines: the original exception propagates, one log line per
-site and reason says why (:data:`DECLINED`), and no default ever opens that gate.
+A guard whose value is returned (its *exc* ends in ``|value``, ``|truth`` or ``|flag``,
+see :class:`codesuture.guards.base.Firing`) asks the value-flow model first (the
+callers' steps of :func:`codesuture.patch.flow.callers_verdict`, on the live frames
+above the guarded one): when a caller would decide with the default (a gate such as
+``if is_banned(u): return 403``), the guard declines: the original exception
+propagates, one log line per site and reason says why (:data:`DECLINED`), and no
+default ever opens that gate.
 
-The genuine exception wins when the live call stack handles it: if the guarded frame or
-a caller sits in a ``try`` whose handler names the exception (or a specific ancestor),
-the guard raises instead of yielding, so callers keep their EAFP behaviour
-(:func:`codesuture.crash.handled.caught_on_stack`, on live frames).
+The genuine exception wins when the live call stack handles it: if a caller of the
+guarded frame sits in a ``try`` whose handler names the exception (or a specific
+ancestor), the guard raises instead of yielding, so callers keep their EAFP behaviour
+(:func:`codesuture.crash.handled.handler_names`). Both questions are answered in one
+walk of the live frames, cached per code object and offset
+(:func:`codesuture.runtime.callers.check`).
 
 *site* is ``"<guard>@<module>:<line>"``. The typed-default rules are the table of
 ``docs/guards.md``. Kept import-light: patched code in production calls it, and only
@@ -56,8 +59,6 @@ COUNTS: dict[str, int] = {}
 #: (and cleared) by the healer that sees the original exception arrive.
 DECLINED: dict[str, str] = {}
 _DECLINE_LOGGED: set[tuple[str, str]] = set()
-#: :func:`codesuture.patch.flow.live_verdict`, imported on the first firing that needs it.
-_LIVE_VERDICT: Callable[[Any, str], str | None] | None = None
 #: Per thread: ``value`` is ``(site, default)`` of the last default a guard yielded.
 _LAST = _thread._local()
 
@@ -156,14 +157,15 @@ def header_level(value: bool | str | None = None) -> str | None:
 _UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("codesuture_unit", default=None)
 
 
-def _count(site: str, exc: str = "") -> None:
+def _count(site: str, exc: str, frame: Any) -> None:
+    """Count a firing of *site* in the guarded *frame* (see the module docstring)."""
     COUNTS[site] = COUNTS.get(site, 0) + 1
     unit = _UNIT.get()
     if unit is not None:
         unit.fired.append(site)
         unit.degraded = True
     try:
-        _OBSERVE(site, exc, sys._getframe(2))  # the guarded frame: _count <- fire/fired <- it
+        _OBSERVE(site, exc, frame)
     except Exception:  # noqa: BLE001 - an observer never changes what the guard does
         pass
 
@@ -212,54 +214,71 @@ _OBSERVE: Callable[[str, str, Any], None] = _load_observer
 _SHADOW: Callable[[str, Any, object], None] | None = None
 
 
+def _load_default_value(name: str) -> object:
+    """The first use: bind :func:`codesuture.patch.spec.default_value` and call it."""
+    global _DEFAULT_VALUE
+    from codesuture.patch.spec import default_value
+
+    _DEFAULT_VALUE = default_value
+    return default_value(name)
+
+
+#: :func:`codesuture.patch.spec.default_value` (the value of a default by name, a new
+#: object for a mutable one), bound on first use.
+_DEFAULT_VALUE: Callable[[str], object] = _load_default_value
+
+
 def reset_observer() -> None:
     """Make the observer again on the next firing (after the settings changed)."""
     global _OBSERVE, _SHADOW
     _OBSERVE, _SHADOW = _load_observer, None
 
 
-def _handled(exc: str, depth: int) -> bool:
-    """True when a caller of the guarded frame (*depth* frames up from this function)
-    handles built-in exception *exc* itself. Never raises.
-
-    The guarded frame itself is not asked: the heal that placed the guard refused to
-    patch a site its own frame catches (the site's offset is the same on every call),
-    and scoped guards sit in a handler of their own, which is not the program's."""
-    import builtins
-
-    cls = getattr(builtins, exc, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        return False
-    try:
-        from codesuture.crash.handled import caught_on_stack
-
-        return caught_on_stack(sys._getframe(depth).f_back, cls) is not None
-    except Exception:  # noqa: BLE001 - a check that fails never stops the guard
-        return False
+#: The *exc* argument of a firing, ``"<exc>[|<returned>[|<flags>]]"``
+#: (:class:`codesuture.guards.base.Firing`) -> ``(the built-in exception's name, the
+#: names a handler must test to catch it specifically
+#: (:func:`codesuture.crash.handled.specific_names`; empty when it is not a built-in
+#: exception class), the returned kind ("value"/"truth"/"flag"/""), the flags)``.
+_EXCS: dict[str, tuple[str, frozenset[str], str, str]] = {}
+#: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
+_CHECK: Callable[[Any, frozenset[str], str], tuple[bool, str | None]] | None = None
 
 
-def _firing(exc: str) -> tuple[str, str, str]:
-    """``(exception class, returned kind, flags)`` of a guard's ``"<exc>[|<returned>[|<flags>]]"``
-    (:class:`codesuture.guards.base.Firing`)."""
-    exc, _, rest = exc.partition("|")
+def _exc_info(exc: str) -> tuple[str, frozenset[str], str, str]:
+    name, _, rest = exc.partition("|")
     returned, _, flags = rest.partition("|")
-    return exc, returned, flags
+    handles: frozenset[str] = frozenset()
+    if name:
+        import builtins
+
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            from codesuture.crash.handled import specific_names
+
+            handles = specific_names(cls)
+    info = _EXCS[exc] = (name, handles, returned, flags)
+    return info
 
 
-def _declines(site: str, returned: str, depth: int) -> bool:
-    """True when a caller of the guarded frame (*depth* frames up from this function)
-    would decide with the value the guard returns (:mod:`codesuture.patch.flow`); then
-    the decline is noted and logged once per site and reason. Never raises; a check
-    that fails declines (fail closed)."""
-    global _LIVE_VERDICT
+def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any) -> bool:
+    """True when the guard at *site* must let the original exception propagate: a
+    caller of the guarded frame (*frame* is its caller) handles it (EAFP), or the value
+    is *returned* to a caller that decides with it (then the decline is noted in
+    :data:`DECLINED` and logged once per site and reason). One walk of the live frames
+    (:func:`codesuture.runtime.callers.check`). Never raises: a walk that fails counts
+    as not handled and, for a returned value, declines (fail closed)."""
+    global _CHECK
     try:
-        if _LIVE_VERDICT is None:
-            from codesuture.patch.flow import live_verdict
+        check = _CHECK
+        if check is None:
+            from codesuture.runtime.callers import check as check_
 
-            _LIVE_VERDICT = live_verdict
-        why = _LIVE_VERDICT(sys._getframe(depth).f_back, returned)
-    except Exception as err:  # noqa: BLE001 - unknown: fail closed
-        why = f"the callers could not be checked ({type(err).__name__})"
+            check = _CHECK = check_
+        handled, why = check(frame, handles, returned)
+    except Exception as err:  # noqa: BLE001 - unknown: not handled; a returned value fails closed
+        handled, why = False, (f"the callers could not be checked ({type(err).__name__})" if returned else None)
+    if handled:
+        return True
     if not why:
         return False
     _decline(site, why)
@@ -283,12 +302,11 @@ def fired(site: str, exc: str = "") -> bool:
     """A guard at *site* is about to replace an operation that would raise *exc*.
     Returns True when it must raise it instead (the stack handles it, or the value is
     returned to a caller that decides with it). Never raises."""
-    exc, returned, _ = _firing(exc)
-    if exc and _handled(exc, 2):
+    name, handles, returned, _ = _EXCS.get(exc) or _exc_info(exc)
+    frame = sys._getframe(1)  # the guarded frame
+    if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
         return True
-    if returned and _declines(site, returned, 2):
-        return True
-    _count(site, exc)
+    _count(site, name, frame)
     return False
 
 
@@ -317,8 +335,8 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     try:
         import builtins
 
-        exc, returned, _ = _firing(exc)
-        cls = getattr(builtins, exc, None)
+        name, handles, returned, _ = _EXCS.get(exc) or _exc_info(exc)
+        cls = getattr(builtins, name, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
         from codesuture.crash.structural import structural_call_error
@@ -327,15 +345,12 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
             return None  # a wrong signature, a subclass of the program's, another ValueError
         if not _raised_by_the_call(error):
             return None
-        if _handled(exc, 2):
+        frame = sys._getframe(1)  # the guarded frame (the guard's handler runs in it)
+        if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
             return None
-        if returned and _declines(site, returned, 2):
-            return None
-        from codesuture.patch.spec import default_value
-
-        value = default_value(static)
-        _count(site, exc)
-        _yielded(site, value, sys._getframe(1))
+        value = _DEFAULT_VALUE(static)
+        _count(site, name, frame)
+        _yielded(site, value, frame)
         return (value,)
     except Exception:  # noqa: BLE001 - contained: the original exception propagates
         return None
@@ -362,26 +377,23 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     *evidence*; or None when the guard must raise *exc* (the stack handles it, or the
     value is returned to a caller that decides with it, or *exc* ends in ``|notruth``
     and the default is a ``bool``: a truth value that would decide where it is stored)."""
-    exc, returned, flags = _firing(exc)
-    if exc and _handled(exc, 2):
-        return None
-    if returned and _declines(site, returned, 2):
+    name, handles, returned, flags = _EXCS.get(exc) or _exc_info(exc)
+    frame = sys._getframe(1)  # the guarded frame
+    if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
         return None
     try:
         value = typed_default(rule, static, evidence)[0]
     except Exception:  # noqa: BLE001 - the static default is always there
-        from codesuture.patch.spec import default_value
-
-        value = default_value(static)
+        value = _DEFAULT_VALUE(static)
     if flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
         _decline(site, f"its default would be {value!r}, a truth value that would decide")
         return None
-    _count(site, exc)
-    _yielded(site, value, sys._getframe(1))
+    _count(site, name, frame)
+    _LAST.value = (site, value, id(frame), frame.f_code)  # _yielded, inlined
     shadow = _SHADOW
     if shadow is not None:
         try:
-            shadow(site, sys._getframe(1), value)
+            shadow(site, frame, value)
         except Exception:  # noqa: BLE001 - shadow mode never changes what the guard yields
             pass
     return (value,)
@@ -390,35 +402,44 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
 # ------------------------------------------------------------------ typed defaults
 
 _ZERO_TYPES = (str, bytes, list, dict, tuple, set, frozenset, int, float, complex, bytearray)
+_ZERO_EXACT = frozenset((*_ZERO_TYPES, bool))
 _ONE_OPS = frozenset({"*", "/", "//", "**", "@"})
 
 
 def _empty_of(t: type) -> object:
     """The empty (zero) value of built-in type *t*: ``''``, ``0``, ``[]``... Raises
     TypeError for other types."""
-    if t is bool:
-        return False
+    if t in _ZERO_EXACT:
+        return t()  # bool() is False
     for base in _ZERO_TYPES:
         if issubclass(t, base):
             return base()
     raise TypeError(t)
 
 
+#: How many elements of a container :func:`_element_type` looks at, at most (the first
+#: ones in iteration order): a firing costs the same for a list of ten and of a million.
+ELEMENT_SAMPLE = 8
+
+
 def _element_type(container: Any) -> type | None:
-    """The one type of a container's sampled elements (mapping values), or None."""
+    """The one type the first :data:`ELEMENT_SAMPLE` elements of a container (values of
+    a mapping) share, or None (no elements, several types, not iterable)."""
     if isinstance(container, (str, bytes)):
         return type(container)
     try:
-        values = container.values() if hasattr(container, "values") else container
-        sample = []
-        for i, v in enumerate(values):
-            if i >= 8:
+        it = iter(container.values() if isinstance(container, dict) or hasattr(container, "values") else container)
+        t = type(next(it))
+        n = 1
+        for v in it:
+            if n >= ELEMENT_SAMPLE:
                 break
-            sample.append(type(v))
-    except Exception:  # noqa: BLE001 - evidence is optional
+            if type(v) is not t:
+                return None
+            n += 1
+    except Exception:  # noqa: BLE001 - evidence is optional (StopIteration: no elements)
         return None
-    kinds = set(sample)
-    return kinds.pop() if len(kinds) == 1 else None
+    return t
 
 
 def _binary(op: str, left: object, right: object) -> object:
@@ -449,9 +470,7 @@ def typed_default(rule: str, static: str, evidence: tuple[object, ...]) -> tuple
 
     A static default other than None (the consumer knew better) wins over evidence.
     """
-    from codesuture.patch.spec import default_value
-
-    fallback = default_value(static)
+    fallback = _DEFAULT_VALUE(static)
     if fallback is not None or rule == "static":
         return fallback, "consumer" if fallback is not None else "none known"
     if rule == "container" and evidence:
@@ -507,9 +526,7 @@ def method_default(site: str, name: str, static: str, args: tuple[object, ...], 
 
 
 def _method_value(name: str, static: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-    from codesuture.patch.spec import default_value
-
-    fallback = default_value(static)
+    fallback = _DEFAULT_VALUE(static)
     if fallback is not None:
         return fallback
     for t, names in _METHOD_TYPES:

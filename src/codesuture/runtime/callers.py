@@ -1,0 +1,159 @@
+"""What the live callers of a guarded frame say when its guard fires, in one walk.
+
+Before a guard yields a default, two questions are asked of the frames that called the
+guarded one (:mod:`codesuture.runtime.events`):
+
+* **EAFP**: does a caller sit in a ``try`` whose handler names the exception or a
+  specific ancestor (:func:`codesuture.crash.handled.handler_names`)? Then the genuine
+  exception must be raised. Asked up to the first CodeSuture frame (the healing
+  boundary).
+* **value flow**, for a guard whose value is returned: does a caller decide with it
+  (:func:`codesuture.patch.flow.caller_step`)? Then the guard declines. Asked while the
+  value is returned on, up to :data:`codesuture.patch.flow.MAX_CALLERS` callers and the
+  first CodeSuture frame.
+
+:func:`check` answers both in one walk up ``f_back``. What it learns about a frame
+depends only on the frame's code object and instruction offset (``f_lasti``), and is
+cached per ``(id(code), f_lasti)``, so a warm firing pays little per frame:
+
+* while the value is returned on (the value-flow phase: the first callers), one
+  dictionary lookup per frame gives all of it (:data:`_CALLERS`): whether the frame
+  is CodeSuture's own, the handler names at the offset
+  (:func:`codesuture.crash.handled.live_handler_names`) and the value-flow step
+  (:func:`codesuture.patch.flow.caller_step`);
+* above them, only EAFP is asked, and a code object whose exception table is empty
+  (most functions: no ``try``, no ``with``) catches nothing: it costs one attribute
+  read. The others cost one lookup (:data:`_HANDLERS`), which also tells whether the
+  frame is CodeSuture's own (the walk ends there). A CodeSuture frame with an empty
+  exception table (a thin wrapper) ends the walk all the same: before a handler found
+  above it counts, the frames in between are checked (:func:`_own_between`).
+
+Entries hold their code object, and a hit must be that very object: a function
+swapped by a later patch (a new code object) never reuses an entry of its old code,
+and an id is not reused while its entry lives.
+"""
+
+from __future__ import annotations
+
+from types import CodeType, FrameType
+from typing import Any
+
+from codesuture.crash.handled import live_handler_names
+from codesuture.crash.site import is_own_file
+from codesuture.patch import flow
+
+#: Most entries kept per table; a table is emptied when full (entries are rebuilt on
+#: demand).
+MAX_ENTRIES = 4096
+
+_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG = range(7)
+#: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
+#: ends the EAFP walk), handler names at the offset, CodeSuture's own
+#: (:func:`codesuture.patch.flow.own_frame`: ends the value-flow walk), step for a
+#: value, for a truth value, for a ``bool`` default (``"flag"``: strict)]; a step is
+#: ``(why, next)``
+#: (:func:`codesuture.patch.flow.caller_step`), None until asked.
+_CALLERS: dict[tuple[int, int], list[Any]] = {}
+#: (id(code), f_lasti) -> (code, CodeSuture's own, handler names at the offset), for
+#: code objects with an exception table.
+_HANDLERS: dict[tuple[int, int], tuple[CodeType, bool, frozenset[str]]] = {}
+
+
+def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
+    if own or not code.co_exceptiontable:
+        return frozenset()
+    try:
+        return live_handler_names(code, lasti)
+    except Exception:  # noqa: BLE001 - a table that cannot be read catches nothing
+        return frozenset()
+
+
+def _caller(code: CodeType, lasti: int) -> list[Any]:
+    own = is_own_file(code.co_filename)
+    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None]
+    if len(_CALLERS) >= MAX_ENTRIES:
+        _CALLERS.clear()
+    _CALLERS[(id(code), lasti)] = entry
+    return entry
+
+
+def _handlers(code: CodeType, lasti: int) -> tuple[CodeType, bool, frozenset[str]]:
+    own = is_own_file(code.co_filename)
+    entry = (code, own, _names(code, lasti, own))
+    if len(_HANDLERS) >= MAX_ENTRIES:
+        _HANDLERS.clear()
+    _HANDLERS[(id(code), lasti)] = entry
+    return entry
+
+
+def _own_between(frame: FrameType | None, stop: FrameType) -> bool:
+    """True when a CodeSuture frame lies from *frame* up to, not including, *stop*."""
+    while frame is not None and frame is not stop:
+        if is_own_file(frame.f_code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tuple[bool, str | None]:
+    """Walk *frame* (the guarded frame's caller) and the frames above it once.
+
+    *handles*: the names a handler must test to catch the guard's exception
+    specifically (:func:`codesuture.crash.handled.specific_names`; empty: do not ask);
+    *returned*: ``"value"``/``"truth"``/``"flag"`` when the guard's value is returned
+    (``""``: do not ask; see :func:`codesuture.patch.flow.callers_verdict`). Returns ``(True, None)`` when a caller handles the exception (that wins
+    over a decline: the program expects the exception), else ``(False, why)`` with
+    *why* the reason a caller decides with the returned value (None: none does).
+    Raises whatever the frame walk raises (the caller contains it)."""
+    eafp = bool(handles)
+    why = None
+    strict = returned == "flag"  # a bool default: every decision decides (it stays a truth value)
+    kind = "truth" if strict else returned
+    n = 0
+    while kind and frame is not None:  # the value-flow phase
+        code = frame.f_code
+        lasti = frame.f_lasti
+        entry = _CALLERS.get((id(code), lasti))
+        if entry is None or entry[_CODE] is not code:
+            entry = _caller(code, lasti)
+        if eafp:
+            if entry[_OWN]:
+                eafp = False
+            elif entry[_NAMES] and not handles.isdisjoint(entry[_NAMES]):
+                return True, None
+        if entry[_FLOW_OWN]:
+            break
+        n += 1
+        if n > flow.MAX_CALLERS:
+            why = flow.too_deep(kind)
+            break
+        slot = _FLAG if strict else _VALUE if kind == "value" else _TRUTH
+        step = entry[slot]
+        if step is None or (strict and kind != "truth"):
+            step = flow.caller_step(code, lasti, kind, frame.f_globals, strict)
+            if not strict or kind == "truth":
+                entry[slot] = step
+        why, kind = step
+        frame = frame.f_back
+    if not eafp:
+        return False, why
+    start = frame
+    handlers = _HANDLERS
+    while frame is not None:  # EAFP only: frames with an exception table
+        code = frame.f_code
+        if code.co_exceptiontable:
+            lasti = frame.f_lasti
+            hit = handlers.get((id(code), lasti))
+            if hit is None or hit[0] is not code:
+                hit = _handlers(code, lasti)
+            if hit[1]:
+                break
+            if hit[2] and not handles.isdisjoint(hit[2]):
+                if _own_between(start, frame):
+                    break
+                return True, None
+        frame = frame.f_back
+    return False, why
+
+
+__all__ = ["check", "MAX_ENTRIES"]
