@@ -44,8 +44,8 @@ install a hook. Modules already imported are patched at once; the others when th
 program imports them, through a ``sys.meta_path`` finder that answers only for those
 few names (one set lookup for every other import) and wraps the real loader's
 ``exec_module``. On the healthy path, an ``http.server``
-request pays one extra call (the ``parse_request`` wrapper: one dictionary lookup)
-besides the unit of work of ``wrap_handler_method``; threads,
+request pays one extra call (the ``parse_request`` wrapper: two dictionary lookups and
+one class attribute read) besides the unit of work of ``wrap_handler_method``; threads,
 executors and event loops pay nothing (their hooks sit on error paths only). Nothing
 per line, no tracing.
 """
@@ -265,7 +265,7 @@ _ARMED: dict[type, dict[str, tuple[str, Any]]] = {}
 def _arm(cls: type, name: str, web: Any) -> None:
     """Put a healing wrapper of ``cls.do_<COMMAND>`` (and an ``end_headers`` that adds
     ``X-CodeSuture``) on the handler class itself, the first time it serves that
-    command: later requests pay one dictionary lookup, and the handler instance is left
+    command: later requests pay two dictionary lookups, and the handler instance is left
     alone (a per-instance attribute would cost every attribute access of the request
     the interpreter's inline-values fast path)."""
     armed = _ARMED.setdefault(cls, {})
