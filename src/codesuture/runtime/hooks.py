@@ -44,8 +44,8 @@ install a hook. Modules already imported are patched at once; the others when th
 program imports them, through a ``sys.meta_path`` finder that answers only for those
 few names (one set lookup for every other import) and wraps the real loader's
 ``exec_module``. On the healthy path, an ``http.server``
-request pays one extra call (the ``parse_request`` wrapper: one dictionary lookup)
-besides the unit of work of ``wrap_handler_method``; threads,
+request pays one extra call (the ``parse_request`` wrapper: two dictionary lookups and
+one class attribute read) besides the unit of work of ``wrap_handler_method``; threads,
 executors and event loops pay nothing (their hooks sit on error paths only). Nothing
 per line, no tracing.
 """
@@ -242,11 +242,13 @@ def _http_server(module: Any) -> None:
         ok = parse(self)
         if ok and _SESSION is not None:
             handler = type(self)
-            name = "do_" + self.command
-            armed = _ARMED.get((handler, name))
-            if armed is None or handler.__dict__.get(name) is not armed:
+            armed = _ARMED.get(handler)
+            entry = armed.get(self.command) if armed is not None else None
+            # one or two dictionary lookups and one class attribute read per request:
+            # no name built, no tuple, no mapping proxy
+            if entry is None or getattr(handler, entry[0], None) is not entry[1]:
                 try:
-                    _arm(handler, name, web)
+                    _arm(handler, "do_" + self.command, web)
                 except Exception as exc:  # contained (rule 7): the request runs unwrapped
                     _log().warning("request not healed: internal error %r", exc)
         return ok
@@ -254,19 +256,22 @@ def _http_server(module: Any) -> None:
     cls.parse_request = _wraps(parse_request, parse)
 
 
-#: (handler class, "do_X") -> the healing wrapper set on that class (None: not wrappable).
-_ARMED: dict[tuple[type, str], Any] = {}
+#: handler class -> {command: ("do_<COMMAND>", what ``handler.do_<COMMAND>`` is once
+#: armed: the healing wrapper set on that class, or what it was when it could not be
+#: wrapped)}.
+_ARMED: dict[type, dict[str, tuple[str, Any]]] = {}
 
 
 def _arm(cls: type, name: str, web: Any) -> None:
     """Put a healing wrapper of ``cls.do_<COMMAND>`` (and an ``end_headers`` that adds
     ``X-CodeSuture``) on the handler class itself, the first time it serves that
-    command: later requests pay one dictionary lookup, and the handler instance is left
+    command: later requests pay two dictionary lookups, and the handler instance is left
     alone (a per-instance attribute would cost every attribute access of the request
     the interpreter's inline-values fast path)."""
+    armed = _ARMED.setdefault(cls, {})
     raw = _raw(cls, name)
     if raw is None:  # no such method (a 501), or not a plain function, or wrapped already
-        _ARMED[(cls, name)] = cls.__dict__.get(name)
+        armed[name[3:]] = (name, getattr(cls, name, None))
         return
     wrapper = _wraps(web.wrap_handler_method(raw, name[3:] in web.SAFE_METHODS, _HEALER, _RETRIES), raw)
     end_headers = _raw(cls, "end_headers")
@@ -274,7 +279,7 @@ def _arm(cls: type, name: str, web: Any) -> None:
     if end_headers is not None and level:
         cls.end_headers = web._with_header(end_headers, level == "full")  # type: ignore[attr-defined]
     setattr(cls, name, wrapper)
-    _ARMED[(cls, name)] = wrapper
+    armed[name[3:]] = (name, wrapper)
 
 
 def _raw(cls: type, name: str) -> Any:

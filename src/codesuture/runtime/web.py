@@ -58,10 +58,12 @@ def heal(healer: Any, exc: BaseException, unit: events.Unit | None = None) -> An
 # ---------------------------------------------------------------------- http.server
 
 
-class _CountingWriter:
-    """Stands in for a handler's ``wfile`` to know whether any response byte went out:
-    at the first non-empty write it puts the real file back on the handler, so later
-    writes go straight to it."""
+class _HandlerRequest(events.Unit):
+    """One request to a ``http.server`` handler (one object per request): its unit of
+    work, and the handler's ``wfile`` while ``do_<METHOD>`` runs, to know whether any
+    response byte went out. At the first non-empty write it puts the real file back on
+    the handler, so later writes go straight to it; any other attribute is the real
+    file's."""
 
     __slots__ = ("_handler", "_raw", "written")
 
@@ -102,12 +104,15 @@ def healing_handler(cls: Any = None, *, healer: Any = None, retries: int = 8, he
 
 
 def _with_header(end_headers: Callable[[Any], None], full: bool) -> Callable[[Any], None]:
+    current = events.current  # bound once: no module attribute lookups per request
+
     @functools.wraps(end_headers)
     def run(self: Any) -> None:
-        unit = events.current()
-        value = unit.header(full) if unit is not None and unit.degraded else None
-        if value is not None:
-            self.send_header(HEADER, value)
+        unit = current()
+        if unit is not None and unit.degraded:
+            value = unit.header(full)
+            if value is not None:
+                self.send_header(HEADER, value)
         end_headers(self)
 
     run.__codesuture__ = True  # type: ignore[attr-defined]
@@ -115,32 +120,36 @@ def _with_header(end_headers: Callable[[Any], None], full: bool) -> Callable[[An
 
 
 def wrap_handler_method(method: Callable[[Any], Any], replayable: bool, healer: Any, retries: int) -> Callable[[Any], Any]:
-    """A ``do_<METHOD>`` that runs as a unit of work, heals, and replays when safe."""
+    """A ``do_<METHOD>`` that runs as a unit of work, heals, and replays when safe.
+
+    The healthy path makes one object (:class:`_HandlerRequest`, the unit and the
+    ``wfile`` stand-in), sets and resets the unit's context variable, and looks nothing
+    up in module globals; what a crash needs is made in the ``except`` branch."""
+    enter, end, request = events.enter, events.end, _HandlerRequest
 
     @functools.wraps(method)
     def run(self: Any) -> Any:
-        unit = events.Unit()
-        token = events.enter(unit)
-        replays = None  # made on the first crash: the healthy path allocates nothing more
+        unit = request(self, self.wfile)
+        token = enter(unit)
+        replays = None
         try:
             while True:
-                writer = _CountingWriter(self, self.wfile)
-                self.wfile = writer
+                self.wfile = unit
                 try:
                     return method(self)
                 except Exception as exc:
                     if replays is None:
                         replays = Replays(retries)
-                    sent = writer.written > 0
+                    sent = unit.written > 0
                     healed = heal(healer, exc, unit) if replays.done <= retries else None
                     if not replayable or sent or not replays.allow(healed):
                         raise
                     unit.replayed += 1
                     self._headers_buffer = []  # headers queued but not flushed: start over
                 finally:
-                    self.wfile = writer._raw
+                    self.wfile = unit._raw
         finally:
-            events.end(token)
+            end(token)
 
     run.__codesuture__ = True  # type: ignore[attr-defined]
     return run
