@@ -1499,12 +1499,6 @@ def too_deep(kind: str) -> str | None:
     return f"it is returned as a truth value through more than {MAX_CALLERS} callers" if kind == "truth" else None
 
 
-def live_verdict(frame: types.FrameType | None, returned: str) -> str | None:
-    """:func:`callers_verdict` over *frame* and the frames that called it (live frames,
-    when a guard fires: a walk up ``f_back``, each caller's analysis a cache hit)."""
-    return callers_verdict(live_callers(frame), returned)
-
-
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:
     """The flow, in a caller, of what the instruction at *lasti* (the call that is
     returning the value) produces; a branch at *lasti* itself is the decision."""
@@ -1565,6 +1559,6 @@ def traceback_callers(tb: types.TracebackType | None, site_frame: types.FrameTyp
     return out
 
 
-__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "caller_step", "too_deep", "live_verdict", "live_callers",
+__all__ = ["Decision", "Flow", "Verdict", "analyze", "verdict", "callers_verdict", "caller_step", "too_deep", "live_callers",
            "traceback_callers", "own_frame", "REJOIN", "RAISES", "EXITS", "ACTS", "MAX_CALLERS", "LOOP_TEST",
            "LOOP_EXIT", "BREAK_DATA"]
