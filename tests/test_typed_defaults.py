@@ -2,7 +2,7 @@
 
 * Every rule of the typed-default table (``docs/guards.md``): the pure functions
   (:func:`codesuture.runtime.events.typed_default`, ``method_default``), the evidence
-  name recorded per guard kind (:func:`codesuture.guards.registry.default_rule`), and
+  name recorded per guard kind (:func:`codesuture.guards.families.default_rule`), and
   each rule end to end: a crash healed live by a :class:`Healer`, then the patched
   function called again yields the value the rule picks, and the record says which
   evidence chose it.
@@ -28,7 +28,7 @@ import pytest
 
 from heal_helpers import as_data as _data
 
-from codesuture.guards.registry import default_rule
+from codesuture.guards.families import default_rule
 from codesuture.patch.spec import GuardSpec
 from codesuture.runtime import events
 from codesuture.runtime.healer import Healer

@@ -128,7 +128,7 @@ class PatchRecord(namedtuple(
     def yields(self) -> str:
         """What the patch yields, in words: its fixed or consumer default, or, for a
         typed default (``evidence["default"]``, see
-        :func:`codesuture.guards.registry.default_rule`), which evidence decides it."""
+        :func:`codesuture.guards.families.default_rule`), which evidence decides it."""
         return describe_yield(self.guard.default, (self.evidence or {}).get("default", ""))
 
     def expired(self, now: "float | None" = None) -> bool:

@@ -121,17 +121,19 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     records name the same instruction, a guard does not fit its site, the result does
     not assemble, or its location table or instruction map fails validation.
     """
-    from codesuture.guards.registry import registry
+    from codesuture.guards.families import Synthesizer, synthesizer
 
-    guards = registry()
+    synths: dict[str, Synthesizer] = {}
     bc = Bytecode.from_code(code)
     work = list(bc)
     originals = [ins for ins in work if isinstance(ins, Instr)]
     index_of = {id(ins): k for k, ins in enumerate(originals)}
     targets: list[tuple[int, Any, PatchRecord]] = []
     for rec in records:
-        if rec.guard.guard not in guards:
+        synth = synthesizer(rec.guard.guard)
+        if synth is None:
             raise PatchError(f"unknown guard {rec.guard.guard!r}")
+        synths[rec.guard.guard] = synth
         i = locate(work, code, rec.offset, rec.opname, (rec.line, rec.col))
         targets.append((rec.offset, work[i], rec))
     targets.sort(key=lambda t: t[0])
@@ -143,7 +145,7 @@ def synthesize_all(code: types.CodeType, records: Sequence[PatchRecord], *, befo
     for _, target, rec in targets:
         idx = next(i for i, x in enumerate(work) if x is target)
         firing = firings[id(target)]
-        rw = guards[rec.guard.guard](work, idx, rec.guard, firing)
+        rw = synths[rec.guard.guard](work, idx, rec.guard, firing)
         if firing.takes is not None and not any(getattr(x, "arg", None) is firing.takes[0] for x in rw.body):
             raise PatchError(f"{rec.guard.guard} cannot take the raising side of the decision after it")
         work[rw.start : rw.stop] = rw.body

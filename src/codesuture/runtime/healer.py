@@ -242,7 +242,7 @@ class Healer:
         from codesuture.crash.diagnose import diagnose, value_verdict
         from codesuture.crash.handled import caught_by_program
         from codesuture.crash.site import find_crash_site, worker_site
-        from codesuture.guards.registry import default_rule
+        from codesuture.guards.families import default_rule
         from codesuture.patch import diffgate
 
         t0 = time.perf_counter()

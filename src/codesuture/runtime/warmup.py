@@ -20,7 +20,8 @@ MODULES = (
     "logging", "bytecode", "codesuture.crash.handled", "codesuture.crash.site", "codesuture.crash.diagnose",
     "codesuture.patch.flow",  # a returning guard checks its live callers each time it fires
     "codesuture.runtime.callers",  # every firing walks its live callers (EAFP, value flow)
-    "codesuture.guards.registry", "codesuture.patch.synthesize", "codesuture.patch.swap", "codesuture.patch.diffgate",
+    "codesuture.guards.families", "codesuture.guards.null", "codesuture.guards.subscript", "codesuture.guards.arith",
+    "codesuture.guards.calls", "codesuture.patch.synthesize", "codesuture.patch.swap", "codesuture.patch.diffgate",
     "codesuture.runtime.healer", "codesuture.store.writer", "codesuture.overlay.build", "codesuture.loader.resolve",
     "codesuture.runtime.incidents", "codesuture.runtime.governance", "codesuture.settings", "difflib",
 )
