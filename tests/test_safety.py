@@ -441,30 +441,40 @@ def test_verbose_prints_the_instruction_delta(tmp_path: Path) -> None:
 
 def test_diffgate_budgets() -> None:
     from codesuture.errors import PatchError
+    from codesuture.guards.families import FAMILIES
     from codesuture.patch import diffgate
     from codesuture.patch.spec import GuardSpec
 
-    for guard, limit in diffgate.BUDGET.items():
+    for guard, row in FAMILIES.items():
+        if row.first_link:
+            continue  # a chain: its first link's family gives the budget (below)
         spec = GuardSpec(guard)
-        diffgate.check(spec, limit, 0)  # at budget: fine
+        diffgate.check(spec, row.budget, 0)  # at budget: fine
         with pytest.raises(PatchError, match="over its budget"):
-            diffgate.check(spec, limit + 1, 0)
+            diffgate.check(spec, row.budget + 1, 0)
         with pytest.raises(PatchError, match="remove"):
             diffgate.check(spec, 1, 1)
+    link = FAMILIES["chain_subscript_guard"].forms[0].link_budget
     chain = GuardSpec("chain_subscript_guard", "key", links=3)
-    assert diffgate.budget(chain) == diffgate.BUDGET["key_guard"] + 2 * diffgate.CHAIN_LINK
+    assert diffgate.budget(chain) == FAMILIES["key_guard"].budget + 2 * link
     diffgate.check(chain, diffgate.budget(chain), 0)
     with pytest.raises(PatchError):
         diffgate.check(chain, diffgate.budget(chain) + 1, 0)
     assert diffgate.budget(GuardSpec("chain_subscript_guard", "index", links=2)) == \
-        diffgate.BUDGET["index_guard"] + diffgate.CHAIN_LINK
+        FAMILIES["index_guard"].budget + link
+    attr = FAMILIES["null_guard"].form("attr")
+    assert attr is not None
+    assert diffgate.budget(GuardSpec("null_guard", "attr", links=3)) == FAMILIES["null_guard"].budget + 2 * attr.link_budget
+    assert diffgate.budget(GuardSpec("null_guard", "compare", links=2)) == FAMILIES["null_guard"].budget
+    with pytest.raises(PatchError, match="unknown guard"):
+        diffgate.budget(GuardSpec("nothing_guard"))
 
 
 def test_every_guard_fits_its_budget() -> None:
     """The budgets leave room for every guard the matrix exercises (no false refusals)."""
-    from codesuture.patch import diffgate
+    from codesuture.guards.families import FAMILIES
 
-    assert set(diffgate.BUDGET) >= {
+    assert {g for g, row in FAMILIES.items() if row.budget > 0} >= {
         "null_guard", "key_guard", "subscript_guard", "index_guard", "list_bound_guard", "division_guard",
         "str_coerce_guard", "callable_guard", "type_coercion_guard", "file_guard",
     }
@@ -604,10 +614,12 @@ def test_free_variables_differ_is_refused() -> None:
 
 def test_diff_gate_refuses_in_the_heal_path(mod: types.ModuleType, monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    from codesuture.patch import diffgate
+    import dataclasses
+
+    from codesuture.guards.families import FAMILIES
     from codesuture.runtime.healer import Healer
 
-    monkeypatch.setitem(diffgate.BUDGET, "key_guard", 1)
+    monkeypatch.setitem(FAMILIES, "key_guard", dataclasses.replace(FAMILIES["key_guard"], budget=1))
     old = mod.lookup.__code__
     with caplog.at_level(logging.WARNING, logger="codesuture"):
         assert Healer(overlays=None).heal(_crash(mod.lookup, {}, "k")) is None

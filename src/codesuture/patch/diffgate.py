@@ -8,38 +8,21 @@ in synthesis cannot ship a rewrite of the function.
 from __future__ import annotations
 
 from codesuture.errors import PatchError
+from codesuture.guards import families
 from codesuture.patch.spec import GuardSpec
-
-#: Maximum instructions a guard may add (labels and exception-table markers do not
-#: count), its slow path included (the call into codesuture.runtime.events with its
-#: evidence: about 14 of them). Measured on 3.11 (the largest, with PRECALL) plus 2.
-BUDGET = {
-    "null_guard": 24,
-    "key_guard": 26,
-    "subscript_guard": 23,
-    "index_guard": 36,
-    "list_bound_guard": 36,
-    "division_guard": 25,
-    "str_coerce_guard": 27,
-    "callable_guard": 17,
-    "type_coercion_guard": 23,
-    "file_guard": 28,
-    "call_guard": 28,
-}
-#: Per extra link of a chain_subscript_guard (a None check on the next subscript).
-CHAIN_LINK = 23
-#: Per extra link of an attribute chain (null_guard attr with links > 1).
-ATTR_LINK = 22
 
 
 def budget(spec: GuardSpec) -> int:
-    """The instructions *spec*'s guard may add."""
-    if spec.guard == "null_guard" and spec.form == "attr" and spec.links > 1:
-        return BUDGET["null_guard"] + ATTR_LINK * (spec.links - 1)
-    if spec.guard == "chain_subscript_guard":
-        first = {"key": "key_guard", "index": "index_guard", "none": "subscript_guard"}.get(spec.form, "index_guard")
-        return BUDGET[first] + CHAIN_LINK * max(spec.links - 1, 0)
-    return BUDGET[spec.guard]
+    """The instructions *spec*'s guard may add (labels and exception-table markers do
+    not count), its slow path included (the call into codesuture.runtime.events with
+    its evidence: about 14 of them): the family's budget in the families table, plus
+    its per-link budget for each further link of a chain
+    (:func:`codesuture.guards.families.budget`). Raises :class:`PatchError` for a
+    guard no family has."""
+    limit = families.budget(spec)
+    if limit is None:
+        raise PatchError(f"unknown guard {spec.guard!r}")
+    return limit
 
 
 def check(spec: GuardSpec, added: int, removed: int) -> None:
