@@ -16,6 +16,7 @@ from typing import Any
 from codesuture.crash.site import CrashSite
 from codesuture.crash.structural import conversion_zero, structural_call_error
 from codesuture.errors import DiagnosisError
+from codesuture.guards import families
 from codesuture.guards.calls import CALL_GUARD_OPS
 from codesuture.patch.spec import GuardSpec
 
@@ -29,7 +30,16 @@ STR_LIST_PRODUCERS = frozenset({"findall", "split", "rsplit", "splitlines"})
 
 
 def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
-    """The guard for *exc* at *site*, or :class:`DiagnosisError` saying why none fits."""
+    """The guard for *exc* at *site*, or :class:`DiagnosisError` saying why none fits.
+    The guard chosen is one of the families table (:mod:`codesuture.guards.families`)
+    and *exc* one of the exceptions its row answers."""
+    spec = _choose(exc, site)
+    if not families.answers(spec.guard, exc):
+        raise DiagnosisError(f"{spec.guard} does not answer {type(exc).__name__} (the families table)")
+    return spec
+
+
+def _choose(exc: BaseException, site: CrashSite) -> GuardSpec:
     from bytecode import Bytecode
 
     from codesuture.guards import subscript
@@ -149,14 +159,10 @@ def diagnose(exc: BaseException, site: CrashSite) -> GuardSpec:
     raise DiagnosisError(f"no guard for {type(exc).__name__}({msg!r}) at {op}")
 
 
-#: Guards whose default goes through :func:`codesuture.guards.base.fire` at the failing
-#: instruction itself, so they can take the raising side of the decision after it.
-_RAISE_SIDE = frozenset({"key_guard", "subscript_guard", "index_guard", "list_bound_guard", "division_guard"})
-_RAISE_SIDE_NULL = frozenset({"attr", "operator", "operand", "compare"})
-
-
 #: Stores and deletes whose target object may be None (the store is skipped).
 _STORES = frozenset({"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE"})
+
+
 def _call_guard(bc: list[Any], idx: int, exc: BaseException | None = None) -> GuardSpec:
     if bc[idx].name == "BINARY_SUBSCR":
         return GuardSpec("call_guard", "subscript", _consumer_default(bc, idx))
@@ -235,8 +241,7 @@ def value_verdict(exc: BaseException, site: CrashSite, spec: GuardSpec, live_cod
     offset, kind = at
     namespace = _frame_globals(exc, live_code or site.code)
     found = flow.analyze(site.code, offset, kind, namespace)
-    can_raise = offset == site.offset and spec.links == 1 and (
-        spec.guard in _RAISE_SIDE or (spec.guard == "null_guard" and spec.form in _RAISE_SIDE_NULL))
+    can_raise = offset == site.offset and families.raise_side(spec)
     verdict = flow.verdict(found, raise_side=can_raise)
     receivers = None
     if verdict.action == "heal" and verdict.returned:
