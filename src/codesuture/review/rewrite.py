@@ -3,8 +3,8 @@
 :func:`rewrite_source` takes a module's exact source text and the patch records made
 from it, locates each patched expression from the recorded instruction positions (line,
 end line and UTF-8 byte columns, as ``co_positions`` gives them and as :mod:`ast` numbers
-nodes), plans the rewrite of its guard family (the table in
-:mod:`codesuture.review.suggest`), applies the plans together, and checks that the result
+nodes), plans the rewrite its guard family's row names (:mod:`codesuture.guards.families`;
+the forms are described in :mod:`codesuture.review.suggest` and ``docs/guards.md``), applies the plans together, and checks that the result
 parses, compiles and still defines the patched functions. A patch that cannot be written
 faithfully is a :class:`Failure` (or raises :class:`SuggestError`), never written some
 other way.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from codesuture.errors import CodeSutureError
+from codesuture.guards.families import family
 from codesuture.patch.spec import DEFAULTS, PatchRecord, describe_yield
 
 #: An :mod:`ast` node (typed loosely: the rewriters read the fields of the node types
@@ -502,19 +503,16 @@ class _Planner:
     # -- plans -----------------------------------------------------------------------
 
     def plan(self, r: PatchRecord) -> _Plan:
+        """The plan of the rewrite the families table names for *r*'s guard
+        (:attr:`codesuture.guards.families.Family.rewrite`: method ``_<rewrite>``)."""
         g, form = r.guard.guard, r.guard.form
-        handler = {
-            "null_guard": self._null, "key_guard": self._key, "subscript_guard": self._subscript,
-            "chain_subscript_guard": self._chain_subscript, "index_guard": self._index,
-            "list_bound_guard": self._index, "division_guard": self._division,
-            "str_coerce_guard": self._str_coerce, "callable_guard": self._callable,
-            "type_coercion_guard": self._coercion, "file_guard": self._file, "call_guard": self._call_site,
-        }.get(g)
-        if handler is None:
-            raise SuggestError(f"no source rewrite for guard {g!r}")
-        if g == "null_guard" and form not in ("attr", "method", "operator", "operand", "compare", "membership",
-                                              "store"):
-            raise SuggestError(f"no source rewrite for null_guard form {form!r}")
+        row = family(g)
+        if row is None or row.rewrite is None:
+            why = f": {row.no_rewrite}" if row is not None and row.no_rewrite else ""
+            raise SuggestError(f"no source rewrite for guard {g!r}{why}")
+        if row.form(form) is None:
+            raise SuggestError(f"no source rewrite for {g} form {form!r}")
+        handler: Callable[[PatchRecord], _Plan] = getattr(self, f"_{row.rewrite}")
         return handler(r)
 
     def _finish(self, r: PatchRecord, node: Node, ops: list[_Op], yields: str, live: str | None = None) -> _Plan:
@@ -1277,4 +1275,11 @@ def _strip(qualname: str) -> str:
     return ".".join(p for p in qualname.split(".") if p not in _COMPREHENSION_NAMES)
 
 
-__all__ = ["SuggestError", "Suggestion", "Failure", "rewrite_source", "split_lines", "guard_name", "site_label"]
+def has_rewrite(guard: str) -> bool:
+    """True when the source rewrite the families table names for *guard* is here."""
+    row = family(guard)
+    return row is not None and row.rewrite is not None and callable(getattr(_Planner, f"_{row.rewrite}", None))
+
+
+__all__ = ["SuggestError", "Suggestion", "Failure", "rewrite_source", "split_lines", "guard_name", "site_label",
+           "has_rewrite"]

@@ -5,37 +5,12 @@ finds the module's source (the metadata's portable origin, resolved against the 
 root, or beside the store), checks it is the exact source the overlay was built from
 (SHA-256), locates the patched expression from the recorded instruction positions
 (line, end line and UTF-8 byte columns, as ``co_positions`` gives them and as
-:mod:`ast` numbers nodes) and rewrites it so the plain source does what the guard does:
-
-==========================  ===============================================================
-guard                       rewrite
-==========================  ===============================================================
-null_guard / attr           ``(x.a if x is not None else D)``; a chain ``x.a.b`` in
-                            optional-chaining form ``(x.a.b if x is not None and x.a is not
-                            None else D)``
-null_guard / method         ``(x.m(args) if x is not None else ''.m(args))`` (the method's
-                            type, as :func:`codesuture.runtime.events.method_default`)
-null_guard / operator       ``(a + b if a is not None else D)``; ``a += b`` becomes
-                            ``if a is not None: a += b``
-null_guard / operand        ``(a + b if b is not None else a)``; ``a += b`` becomes
-                            ``if b is not None: a += b``
-null_guard / compare        ``(a < b if a is not None else D)`` (or ``b``)
-null_guard / membership     ``(x is not None and k in x)`` (``not in``: ``x is None or k not
-                            in x``)
-key_guard                   ``d.get(k, D)``
-subscript_guard             ``(x[k] if x is not None else D)``
-chain_subscript_guard       ``(d[a][b] if d.get(a) is not None else D)``
-index_guard                 ``(s[i] if -len(s) <= i < len(s) else D)``
-list_bound_guard            ``(s[0] if len(s) > 0 else D)``
-division_guard              ``(a / b if b != 0 else 0.0)``; ``a /= b`` becomes an ``if``
-str_coerce_guard            ``'n=' + str(n)``, or ``(str(a) + str(b) if (type(a) is str) !=
-                            (type(b) is str) else a + b)``
-callable_guard              ``(f(args) if f is not None else D)``
-type_coercion_guard         ``try: x = int(s)`` / ``except ValueError: x = 0`` (``int(None)``:
-                            ``(int(s) if s is not None else 0)``)
-file_guard                  ``try: f = open(p)`` / ``except FileNotFoundError: f =
-                            io.StringIO()``
-==========================  ===============================================================
+:mod:`ast` numbers nodes) and rewrites it so the plain source does what the guard does,
+with the rewrite the guard's row of the families table names
+(:attr:`codesuture.guards.families.Family.rewrite`, planned in
+:mod:`codesuture.review.rewrite`); ``docs/guards.md`` shows every form (``d[k]`` ->
+``d.get(k, D)``, ``x.a`` -> ``(x.a if x is not None else D)``, ``int(s)`` -> a ``try``
+with ``except ValueError``, ...), one row per family form, checked against the table.
 
 ``D`` is the patch's static default (``GuardSpec.default``). Where the live guard
 decides its value when it fires from run-time evidence (container elements, the other
