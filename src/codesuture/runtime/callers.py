@@ -95,7 +95,8 @@ def _own_between(frame: FrameType | None, stop: FrameType) -> bool:
     return False
 
 
-def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tuple[bool, str | None]:
+def check(frame: FrameType | None, handles: frozenset[str], returned: str,
+          chain: list[tuple[int, CodeType, int]] | None = None) -> tuple[bool, str | None]:
     """Walk *frame* (the guarded frame's caller) and the frames above it once.
 
     *handles*: the names a handler must test to catch the guard's exception
@@ -104,7 +105,11 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
     (``""``: do not ask; see :func:`codesuture.patch.flow.callers_verdict`). Returns ``(True, None)`` when a caller handles the exception (that wins
     over a decline: the program expects the exception), else ``(False, why)`` with
     *why* the reason a caller decides with the returned value (None: none does).
-    Raises whatever the frame walk raises (the caller contains it)."""
+    *chain*, when given, receives ``(id(frame), code, f_lasti)`` of each caller the
+    value is returned to, innermost first (the frames where a replay can fail on it:
+    :mod:`codesuture.runtime.takeback`; where its consumer is read:
+    :func:`consumer_default`). Raises whatever the frame walk raises (the caller
+    contains it)."""
     eafp = bool(handles)
     why = None
     strict = returned == "flag"  # a bool default: every decision decides (it stays a truth value)
@@ -123,6 +128,8 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
                 return True, None
         if entry[_FLOW_OWN]:
             break
+        if chain is not None:
+            chain.append((id(frame), code, lasti))
         n += 1
         if n > flow.MAX_CALLERS:
             why = flow.too_deep(kind)
@@ -156,4 +163,29 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
     return False, why
 
 
-__all__ = ["check", "MAX_ENTRIES"]
+#: (id(code), f_lasti) -> (code, what the caller standing there needs of the value
+#: returned to it: :func:`codesuture.crash.diagnose.caller_default`).
+_CONSUMERS: dict[tuple[int, int], tuple[CodeType, str]] = {}
+
+
+def consumer_default(chain: list[tuple[int, CodeType, int]]) -> str:
+    """The default the callers in *chain* (from :func:`check`: the callers a guard's
+    value is returned to, innermost first) need: the first one that does not return
+    it on unchanged says (a key of :data:`codesuture.patch.spec.DEFAULTS`, ``"None"``
+    when its consumer says nothing or the chain ends first). Read from the callers'
+    code objects at their offsets, cached per both; only a guard that fires asks.
+    Never raises."""
+    from codesuture.crash.diagnose import RETURNED, caller_default
+
+    for _, code, lasti in chain:
+        hit = _CONSUMERS.get((id(code), lasti))
+        if hit is None or hit[0] is not code:
+            if len(_CONSUMERS) >= MAX_ENTRIES:
+                _CONSUMERS.clear()
+            hit = _CONSUMERS[(id(code), lasti)] = (code, caller_default(code, lasti))
+        if hit[1] != RETURNED:
+            return hit[1]
+    return "None"
+
+
+__all__ = ["check", "consumer_default", "MAX_ENTRIES"]
