@@ -27,7 +27,10 @@ null_guard (store)          ``x.a = v``/``x[k] = v``/``del x[k]``, x None  nothi
 Defaults are consumer first (:func:`codesuture.crash.diagnose.diagnose`): ``()`` when
 the guarded value is immediately sized, iterated or unpacked; the empty value of the
 type that has the attribute or method read next (``.upper()`` -> ``''``); the other
-operand's zero for arithmetic; ``''`` for formatting; ``''`` when a constant index reads
-a list that a string splitter produced (``re.findall``, ``str.split``...). See :mod:`codesuture.crash.diagnose`. :func:`codesuture.guards.registry.registry` maps
+operand's zero for arithmetic and for a comparison with a constant; ``''`` for
+formatting; ``''`` when a constant index reads a list that a string splitter produced
+(``re.findall``, ``str.split``...). A value returned unchanged (``return d[k]``) whose
+own rule knows a type at most asks, when it fires, the consumer of the caller it is
+returned to (:func:`codesuture.runtime.callers.consumer_default`). See :mod:`codesuture.crash.diagnose`. :func:`codesuture.guards.registry.registry` maps
 guard names to their synthesizers; this package module imports none of them.
 """
