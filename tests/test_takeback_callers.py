@@ -315,3 +315,12 @@ def test_a_caller_that_decides_still_makes_the_guard_decline(healer: Healer, tmp
             mod.gate("eve")  # the guard declines under the gate: the original exception
     assert any("declined" in r.getMessage() for r in caplog.records)
     assert mod.gate("root") == 200
+
+
+def test_the_callers_table_names_the_diagnosis_marker() -> None:
+    """runtime/callers.py keeps its own copy of the marker so that reading a cached
+    answer imports no diagnosis module."""
+    from codesuture.crash.diagnose import RETURNED
+    from codesuture.runtime import callers
+
+    assert callers._RETURNED == RETURNED

@@ -163,6 +163,9 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
     return False, why
 
 
+#: :data:`codesuture.crash.diagnose.RETURNED` (not imported: diagnose is imported only
+#: when a caller's code is first read).
+_RETURNED = "return"
 #: (id(code), f_lasti) -> (code, what the caller standing there needs of the value
 #: returned to it: :func:`codesuture.crash.diagnose.caller_default`).
 _CONSUMERS: dict[tuple[int, int], tuple[CodeType, str]] = {}
@@ -175,15 +178,15 @@ def consumer_default(chain: list[tuple[int, CodeType, int]]) -> str:
     when its consumer says nothing or the chain ends first). Read from the callers'
     code objects at their offsets, cached per both; only a guard that fires asks.
     Never raises."""
-    from codesuture.crash.diagnose import RETURNED, caller_default
-
     for _, code, lasti in chain:
         hit = _CONSUMERS.get((id(code), lasti))
         if hit is None or hit[0] is not code:
+            from codesuture.crash.diagnose import caller_default
+
             if len(_CONSUMERS) >= MAX_ENTRIES:
                 _CONSUMERS.clear()
             hit = _CONSUMERS[(id(code), lasti)] = (code, caller_default(code, lasti))
-        if hit[1] != RETURNED:
+        if hit[1] != _RETURNED:
             return hit[1]
     return "None"
 

@@ -244,6 +244,8 @@ def reset_observer() -> None:
 _EXCS: dict[str, tuple[str, frozenset[str], str, frozenset[str]]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
 _CHECK: Callable[[Any, frozenset[str], str, Any], tuple[bool, str | None]] | None = None
+#: :func:`codesuture.runtime.callers.consumer_default`, bound on the first firing that asks.
+_CONSUMER: Callable[[Any], str] | None = None
 
 
 def _exc_info(exc: str) -> tuple[str, frozenset[str], str, frozenset[str]]:
@@ -387,10 +389,14 @@ def _caller_default(chain: Any, fallback: object) -> object:
     """The default the callers in *chain* need (the value is returned to them
     unchanged: :func:`codesuture.runtime.callers.consumer_default`), else *fallback*.
     Never raises."""
+    global _CONSUMER
     try:
-        from codesuture.runtime.callers import consumer_default
+        consumer = _CONSUMER
+        if consumer is None:
+            from codesuture.runtime.callers import consumer_default
 
-        key = consumer_default(chain)
+            consumer = _CONSUMER = consumer_default
+        key = consumer(chain)
     except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
         return fallback
     return fallback if key == "None" else _DEFAULT_VALUE(key)
