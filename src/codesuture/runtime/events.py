@@ -322,17 +322,18 @@ def _yielded(site: str, value: object, frame: Any, chain: Any = None) -> None:
     :func:`codesuture.runtime.callers.check`): a heal whose replay fails at once on it,
     there or in one of those callers, is taken back (:func:`last_yield`). Frames are
     kept as ``(id, code)``, never themselves."""
-    frames = ((id(frame), frame.f_code),)
-    if chain:
-        frames += tuple((fid, code) for fid, code, _ in chain)
-    _LAST.value = (site, value, frames)
+    _LAST.value = (site, value, id(frame), frame.f_code, chain)
 
 
 def last_yield() -> tuple[str, object, tuple[tuple[int, Any], ...]] | None:
     """``(site, value, frames)``: the last default a guard yielded in this thread, and
     ``(id(frame), code)`` of the frame it yielded it in followed by those of the
     callers it is returned to (innermost first); or None."""
-    return getattr(_LAST, "value", None)
+    last = getattr(_LAST, "value", None)
+    if last is None:
+        return None
+    site, value, fid, code, chain = last
+    return site, value, ((fid, code), *((c[0], c[1]) for c in chain or ()))
 
 
 def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[object] | None:
@@ -426,7 +427,7 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
         _decline(site, f"its default would be {value!r}, a truth value that would decide")
         return None
     _count(site, name, frame)
-    _yielded(site, value, frame, chain)
+    _LAST.value = (site, value, id(frame), frame.f_code, chain)  # _yielded, inlined
     shadow = _SHADOW
     if shadow is not None:
         try:
