@@ -364,7 +364,8 @@ def test_source_with_crlf_and_no_final_newline(tmp_path, monkeypatch):
     new, done, failures = rewrite_source(text, [result.record], module=name)
     assert not failures and len(done) == 1
     assert new == "def f(d):\r\n    # codesuture: key_guard (KeyError): None for a missing key; the live guard decides " \
-                  "at run time: the empty value from container elements, else None\r\n    return d.get('k')"
+                  "at run time: what the caller's consumer needs, else the empty value from container elements, else " \
+                  "None\r\n    return d.get('k')"
     diff = unified_diff(text, new, f"{name}.py")
     assert diff.endswith("+    return d.get('k')\n\\ No newline at end of file\n"), diff
     if shutil.which("patch"):

@@ -124,6 +124,9 @@ def healer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Healer:
     return Healer(None)
 
 
+CALLER = "caller's consumer, then "
+
+
 def _heal(healer: Healer, call: Callable[[], object]) -> Any:
     with pytest.raises(Exception) as crash:
         call()
@@ -133,11 +136,13 @@ def _heal(healer: Healer, call: Callable[[], object]) -> Any:
 
 
 @pytest.mark.parametrize(("source", "args", "value", "rule"), [
-    # container elements: a list of str gives '', a mapping of ints 0, of lists []
-    ("def f(rows, i):\n    return rows[i]\n", (["a", "b"], 5), "", "container elements"),
-    ("def f(d, k):\n    return d[k]\n", ({"a": 1}, "b"), 0, "container elements"),
-    ("def f(d, k):\n    return d[k]\n", ({"a": [1]}, "b"), [], "container elements"),
-    ("def f(d, k):\n    return d[k]\n", ({"a": 1, "b": "x"}, "c"), None, "container elements"),
+    # container elements: a list of str gives '', a mapping of ints 0, of lists []; the
+    # value is returned unchanged, so the caller's consumer comes first (here it stores
+    # the value: it says nothing)
+    ("def f(rows, i):\n    return rows[i]\n", (["a", "b"], 5), "", CALLER + "container elements"),
+    ("def f(d, k):\n    return d[k]\n", ({"a": 1}, "b"), 0, CALLER + "container elements"),
+    ("def f(d, k):\n    return d[k]\n", ({"a": [1]}, "b"), [], CALLER + "container elements"),
+    ("def f(d, k):\n    return d[k]\n", ({"a": 1, "b": "x"}, "c"), None, CALLER + "container elements"),
     # the consumer: len() of a missing entry is len(())
     ("def f(d, k):\n    return len(d[k])\n", ({"a": [1]}, "b"), 0, "consumer"),
     ("def f(d, k):\n    return [x for x in d[k]]\n", ({"a": [1]}, "b"), [], "consumer"),
@@ -157,7 +162,7 @@ def _heal(healer: Healer, call: Callable[[], object]) -> Any:
     ("def f(s):\n    return int(s)\n", ("abc",), 0, "fixed"),
     ("def f(s):\n    return float(s)\n", (None,), 0.0, "fixed"),
     # nothing known: an attribute of None
-    ("def f(node):\n    return node.kind\n", (None,), None, "none known"),
+    ("def f(node):\n    return node.kind\n", (None,), None, "caller's consumer"),
 ])
 def test_each_rule_end_to_end(healer: Healer, tmp_path: Path, source: str, args: tuple[object, ...], value: object,
                               rule: str) -> None:

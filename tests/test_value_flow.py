@@ -580,7 +580,9 @@ def test_a_returned_default_never_opens_a_gate_in_a_caller(healer: Healer, tmp_p
     # A data use heals the helper...
     assert healer.heal(_crash(lambda: mod.page(None))) is not None
     record = healer.history[-1].record
-    assert record.guard.flow == "return:value"
+    # Returned unchanged (";asis"): the caller's consumer decides its default when it
+    # fires; `"banned=%s" % v` formats anything, so it says nothing: None.
+    assert record.guard.flow == "return:value;asis"
     assert data(mod.page, None) == "banned=None"
     # ...and when the guard fires under the gate, it declines: the original exception.
     with caplog.at_level("WARNING", logger="codesuture"):
@@ -631,7 +633,7 @@ def test_a_bool_default_stored_for_later_declines(healer: Healer, tmp_path: Path
             return 403 if User(key).banned else 200
     """)
     assert healer.heal(_crash(lambda: mod2.gate("eve"))) is not None
-    assert healer.history[-1].record.guard.flow == "return:value;notruth"
+    assert healer.history[-1].record.guard.flow == "return:value;asis;notruth"
     with pytest.raises(KeyError):
         mod2.gate("eve")
     # A flag is what it decides: even a decision whose sides rejoin (a status chosen

@@ -341,9 +341,10 @@ def _consumer_default(bc: list[Any], idx: int, hops: int = 0) -> str:
     """The value the instruction that consumes ``bc[idx]``'s result needs, as a key of
     :data:`DEFAULTS` (consumer first, docs/guards.md): an empty container for iteration,
     sizing, unpacking and ``in``; the empty value of the type that has the attribute
-    or method read next; the other operand's zero for arithmetic and ``+``; ``''`` for
-    formatting (a number for a numeric format spec); else ``"None"``. A value stored
-    in a local is followed to its next load (once)."""
+    or method read next; the other operand's zero for arithmetic and ``+``, and for an
+    ordering or equality test against a constant; ``''`` for formatting (a number for
+    a numeric format spec); else ``"None"``. A value stored in a local is followed to
+    its next load (once)."""
     from codesuture.patch import instrs as I
 
     found = I.find_consumer(bc, idx)
@@ -365,6 +366,8 @@ def _consumer_default(bc: list[Any], idx: int, hops: int = 0) -> str:
         return _format_default(bc, j, position)
     if name == "BINARY_OP":
         return _operand_default(bc, j, position)
+    if name == "COMPARE_OP":
+        return _compared_default(bc, j, position)
     if name in _LOCAL_STORES and hops == 0:
         load = _next_load(bc, j, ins.arg)
         return _consumer_default(bc, load, 1) if load is not None else "None"
@@ -407,6 +410,105 @@ def _operand_default(bc: list[Any], j: int, position: int) -> str:
     if oname == "BUILD_TUPLE" and op == "ADD":
         return "()"
     return "0" if op in _NUMERIC_OPS else "None"
+
+
+def _compared_default(bc: list[Any], j: int, position: int) -> str:
+    """``x >= 0`` needs a number: the zero of the other operand's type when it is a
+    constant (``0``, ``0.0``, ``''``, ``b''``, ``()``); else ``"None"`` (an operand
+    whose type is not known is not guessed)."""
+    from codesuture.patch import instrs as I
+
+    k = I.find_producer(bc, j, 1 if position == 2 else 2)
+    other: Any = bc[k] if k is not None else None
+    const = other.arg if getattr(other, "name", "") == "LOAD_CONST" else None
+    return _ZEROS.get(type(const), "None")
+
+
+def returned_as_is(bc: list[Any], idx: int) -> bool:
+    """True when the value ``bc[idx]`` pushes is returned unchanged: its consumer is
+    the ``return``, directly or through a local read once (``v = d[k]; return v``)."""
+    j = _next_instr(bc, idx)
+    if j is not None and bc[j].name in _LOCAL_STORES:
+        load = _next_load(bc, j, bc[j].arg)
+        j = _next_instr(bc, load) if load is not None else None
+    return j is not None and bool(bc[j].name == "RETURN_VALUE")
+
+
+def _next_instr(bc: list[Any], idx: int) -> int | None:
+    """Index of the first real instruction after ``bc[idx]`` (labels and other pseudo
+    instructions skipped: the value on top of the stack on this path is the same)."""
+    from bytecode import Instr
+
+    for k in range(idx + 1, len(bc)):
+        if isinstance(bc[k], Instr):
+            return k
+    return None
+
+
+def returned_unchanged(code: Any, offset: int) -> bool:
+    """:func:`returned_as_is` for the instruction at *offset* (bytes) of *code*; False
+    when it cannot be told. Never raises."""
+    try:
+        from bytecode import Bytecode
+
+        bc: list[Any] = list(Bytecode.from_code(code))
+        return returned_as_is(bc, _index_at(bc, code, offset))
+    except Exception:  # noqa: BLE001 - not known: not returned as is
+        return False
+
+
+def returned_unchanged_at(site: CrashSite, spec: GuardSpec) -> bool:
+    """True when the value the guard *spec* at *site* yields (:func:`yielded_at`) is
+    returned unchanged (:func:`returned_as_is`). Never raises."""
+    try:
+        at = yielded_at(site.code, site.offset, site.opname, spec)
+    except Exception:  # noqa: BLE001 - not known: not returned as is
+        return False
+    return at is not None and at[1] == "value" and returned_unchanged(site.code, at[0])
+
+
+#: :func:`caller_default`'s answer for a caller that returns the value on unchanged.
+RETURNED = "return"
+
+
+def caller_default(code: Any, lasti: int) -> str:
+    """What a caller standing at instruction offset *lasti* of *code* (the call that
+    returns a guard's default to it) needs of that value (consumer first,
+    docs/guards.md): a key of :data:`codesuture.patch.spec.DEFAULTS` (``"None"``: its
+    consumer says nothing), or :data:`RETURNED` when it returns the value on unchanged
+    (then its own caller decides). Read from the code object only; never raises."""
+    try:
+        from bytecode import Bytecode
+
+        bc: list[Any] = list(Bytecode.from_code(code))
+        idx = _index_at(bc, code, lasti)
+        return RETURNED if returned_as_is(bc, idx) else _consumer_default(bc, idx)
+    except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
+        return "None"
+
+
+def _index_at(bc: list[Any], code: Any, lasti: int) -> int:
+    """Index in *bc* (``Bytecode.from_code(code)``) of the instruction a frame stands
+    at with ``f_lasti`` *lasti*: the last one starting at or before it (3.12 may point
+    into a call's inline cache entries; 3.11 may stand at the PRECALL of its CALL).
+    Raises ValueError."""
+    from bytecode import Instr
+
+    from codesuture.patch.synthesize import real_instructions
+
+    real = real_instructions(code)
+    k = max((n for n, ins in enumerate(real) if ins.offset <= lasti), default=-1)
+    if k < 0:
+        raise ValueError(f"no instruction at offset {lasti}")
+    if real[k].opname == "PRECALL" and k + 1 < len(real):
+        k += 1
+    seen = -1
+    for i, ins in enumerate(bc):
+        if isinstance(ins, Instr):
+            seen += 1
+            if seen == k:
+                return i
+    raise ValueError(f"offset {lasti} is past the end of {code.co_qualname}")
 
 
 def _next_load(bc: list[Any], j: int, local: Any, limit: int = 48) -> int | None:

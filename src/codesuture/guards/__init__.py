@@ -11,7 +11,10 @@ rewrite ``codesuture suggest`` writes for it. ``docs/guards.md`` has the user's 
 Defaults are consumer first (:func:`codesuture.crash.diagnose.diagnose`): ``()`` when
 the guarded value is immediately sized, iterated or unpacked; the empty value of the
 type that has the attribute or method read next (``.upper()`` -> ``''``); the other
-operand's zero for arithmetic; ``''`` for formatting; ``''`` when a constant index reads
-a list that a string splitter produced (``re.findall``, ``str.split``...). This package
-module imports none of the guard modules.
+operand's zero for arithmetic and for a comparison with a constant; ``''`` for
+formatting; ``''`` when a constant index reads a list that a string splitter produced
+(``re.findall``, ``str.split``...). A value returned unchanged (``return d[k]``) whose
+own rule knows a type at most asks, when it fires, the consumer of the caller it is
+returned to (:func:`codesuture.runtime.callers.consumer_default`). This package module
+imports none of the guard modules.
 """

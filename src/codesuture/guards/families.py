@@ -178,14 +178,41 @@ def default_rule(spec: Any) -> str:
     patch metadata (``evidence.default``) and shown by ``explain``; the last column of
     the table of ``docs/guards.md``. One of :data:`RULES`: ``fixed`` for a family of one
     value, else ``consumer`` when the diagnosis chose a static default, else the form's
-    :attr:`Form.rule` (``none known`` for an unknown guard or form)."""
+    :attr:`Form.rule` (``none known`` for an unknown guard or form); for a value returned
+    unchanged (``GuardSpec.flow`` with :data:`~codesuture.patch.spec.AS_IS`) whose own
+    rule knows a type at most, ``caller's consumer`` first (``"caller's consumer, then
+    container elements"``)."""
+    from codesuture.patch.spec import AS_IS, CALLER_RULE
+
     row = FAMILIES.get(spec.guard)
     if row is not None and row.fixed:
         return "fixed"
-    form = row.form(spec.form) if row is not None else None
     if spec.default != "None":
         return "consumer"
+    own = _own_rule(spec)
+    if AS_IS in spec.flow and own in _CALLER_FIRST:  # returned unchanged: the caller's consumer first
+        return CALLER_RULE if own == "none known" else f"{CALLER_RULE}, then {own}"
+    return own
+
+
+#: Rules that know a type at most (not a value): the consumer of the caller a value
+#: is returned to unchanged goes first (:data:`codesuture.patch.spec.AS_IS`). "other
+#: operand" computes the operation's value itself (``None + 1`` is ``1``), and stays.
+_CALLER_FIRST = frozenset({"container elements", "none known"})
+
+
+def _own_rule(spec: Any) -> str:
+    row = FAMILIES.get(spec.guard)
+    form = row.form(spec.form) if row is not None else None
     return form.rule if form is not None else "none known"
+
+
+def caller_first(spec: Any) -> bool:
+    """True when the default of a guard of *spec* is read from the consumer of the
+    caller its value is returned to, if it is returned unchanged: its static default
+    is None and its own rule knows a type at most (``container elements``,
+    ``none known``); a stand-in method, a skipped store and the fixed guards never."""
+    return spec.default == "None" and default_rule(spec._replace(flow="")) in _CALLER_FIRST
 
 
 def documented_rule(row: Family, form: Form) -> str:

@@ -59,6 +59,10 @@ def default_value(name: str) -> object:
 
 #: Suffix of ``GuardSpec.flow``: a ``bool`` default declines when the guard fires.
 NO_TRUTH = ";notruth"
+#: Suffix of a ``GuardSpec.flow`` ``"return:..."`` (before :data:`NO_TRUTH`): the
+#: guarded value is returned unchanged and its static default is None, so the consumer
+#: of the caller it is returned to decides the default when the guard fires.
+AS_IS = ";asis"
 
 
 class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
@@ -75,7 +79,9 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     caller that decides with it gets the original exception), or
     ``"raise:<offset>:<jump|next>:<pops>"`` (the first decision after the guard, the
     conditional jump at that offset, raises on that side: the guard takes it, popping
-    that many stack items); any of these may end in :data:`NO_TRUTH` (``";notruth"``):
+    that many stack items); ``"return:..."`` may go on with :data:`AS_IS`
+    (``";asis"``: the value is returned unchanged, so the caller's consumer decides its
+    default when the guard fires); any of these may end in :data:`NO_TRUTH` (``";notruth"``):
     a default that turns out to be a ``bool`` when the guard fires (the empty value of
     a container of flags) declines, because the value reaches a decision (even one
     whose sides rejoin) or a store for later, and a flag is what it decides. Raises
@@ -91,9 +97,18 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
         return super().__new__(cls, str(guard), str(form), default, int(links), str(flow))
 
 
+#: ``evidence["default"]`` of a guard whose value is returned unchanged (:data:`AS_IS`),
+#: followed by ``", then <its own rule>"`` when it has one.
+CALLER_RULE = "caller's consumer"
+
+
 def describe_yield(static: str, rule: object) -> str:
     """``"''"`` for a static default; ``"the empty value from container elements, else
-    None"`` for a typed one (*rule*, from ``evidence["default"]``)."""
+    None"`` for a typed one (*rule*, from ``evidence["default"]``); ``"what the
+    caller's consumer needs, else ..."`` for a value returned unchanged."""
+    if isinstance(rule, str) and rule.startswith(CALLER_RULE):
+        rest = rule[len(CALLER_RULE):].removeprefix(", then ")
+        return f"what the caller's consumer needs, else {describe_yield(static, rest) if rest else static}"
     if rule in ("container elements", "other operand", "method name"):
         return f"the empty value from {rule}, else {static}"
     return static

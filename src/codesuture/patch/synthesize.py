@@ -204,16 +204,22 @@ def _firing(code: types.CodeType, work: list[Any], originals: list[Any], rec: Pa
 
     from codesuture.guards.base import Firing
 
-    from codesuture.patch.spec import NO_TRUTH
+    from codesuture.patch.spec import AS_IS, NO_TRUTH
 
     plan = rec.guard.flow
     exc = exception_of(rec)
-    if plan.endswith(NO_TRUTH):  # events.fire: "<exc>|<returned>|notruth"
+    flags = []  # events.fire: "<exc>|<returned>|<flag>,<flag>"
+    if plan.endswith(NO_TRUTH):
         plan = plan[: -len(NO_TRUTH)]
-        returned = plan.partition(":")[2] if plan.startswith("return:") else ""
-        return Firing(site_of(rec), f"{exc}|{returned}|{NO_TRUTH[1:]}")
-    if plan.startswith("return:"):
-        return Firing(site_of(rec), f"{exc}|{plan.partition(':')[2]}")
+        flags.append(NO_TRUTH[1:])
+    if plan.startswith("return:") and plan.endswith(AS_IS):
+        plan = plan[: -len(AS_IS)]
+        flags.append(AS_IS[1:])
+    returned = plan.partition(":")[2] if plan.startswith("return:") else ""
+    if flags:
+        return Firing(site_of(rec), f"{exc}|{returned}|{','.join(flags)}")
+    if returned:
+        return Firing(site_of(rec), f"{exc}|{returned}")
     if plan.startswith("raise:"):
         try:
             _, off, side, pops = plan.split(":")

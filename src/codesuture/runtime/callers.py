@@ -46,11 +46,12 @@ from codesuture.patch import flow
 #: demand).
 MAX_ENTRIES = 4096
 
-_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG = range(7)
+_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER = range(8)
 #: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
 #: ends the EAFP walk), handler names at the offset, CodeSuture's own
 #: (:func:`codesuture.patch.flow.own_frame`: ends the value-flow walk), step for a
-#: value, for a truth value, for a ``bool`` default (``"flag"``: strict)]; a step is
+#: value, for a truth value, for a ``bool`` default (``"flag"``: strict), what the
+#: caller needs of a value returned to it (:func:`consumer_default`)]; a step is
 #: ``(why, next)``
 #: (:func:`codesuture.patch.flow.caller_step`), None until asked.
 _CALLERS: dict[tuple[int, int], list[Any]] = {}
@@ -70,7 +71,7 @@ def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
 
 def _caller(code: CodeType, lasti: int) -> list[Any]:
     own = is_own_file(code.co_filename)
-    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None]
+    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None, None]
     if len(_CALLERS) >= MAX_ENTRIES:
         _CALLERS.clear()
     _CALLERS[(id(code), lasti)] = entry
@@ -95,7 +96,8 @@ def _own_between(frame: FrameType | None, stop: FrameType) -> bool:
     return False
 
 
-def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tuple[bool, str | None]:
+def check(frame: FrameType | None, handles: frozenset[str], returned: str,
+          chain: list[Any] | None = None) -> tuple[bool, str | None]:
     """Walk *frame* (the guarded frame's caller) and the frames above it once.
 
     *handles*: the names a handler must test to catch the guard's exception
@@ -104,7 +106,11 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
     (``""``: do not ask; see :func:`codesuture.patch.flow.callers_verdict`). Returns ``(True, None)`` when a caller handles the exception (that wins
     over a decline: the program expects the exception), else ``(False, why)`` with
     *why* the reason a caller decides with the returned value (None: none does).
-    Raises whatever the frame walk raises (the caller contains it)."""
+    *chain*, when given, receives ``(id(frame), code, f_lasti, entry)`` of each caller
+    the value is returned to, innermost first (*entry*: its cache entry) (the frames where a replay can fail on it:
+    :mod:`codesuture.runtime.takeback`; where its consumer is read:
+    :func:`consumer_default`). Raises whatever the frame walk raises (the caller
+    contains it)."""
     eafp = bool(handles)
     why = None
     strict = returned == "flag"  # a bool default: every decision decides (it stays a truth value)
@@ -123,6 +129,8 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
                 return True, None
         if entry[_FLOW_OWN]:
             break
+        if chain is not None:
+            chain.append((id(frame), code, lasti, entry))
         n += 1
         if n > flow.MAX_CALLERS:
             why = flow.too_deep(kind)
@@ -156,4 +164,26 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str) -> tu
     return False, why
 
 
-__all__ = ["check", "MAX_ENTRIES"]
+#: :data:`codesuture.crash.diagnose.RETURNED` (not imported: diagnose is imported only
+#: when a caller's code is first read).
+_RETURNED = "return"
+def consumer_default(chain: list[Any]) -> str:
+    """The default the callers in *chain* (from :func:`check`: the callers a guard's
+    value is returned to, innermost first) need: the first one that does not return
+    it on unchanged says (a key of :data:`codesuture.patch.spec.DEFAULTS`, ``"None"``
+    when its consumer says nothing or the chain ends first). Read from the callers'
+    code objects at their offsets (:func:`codesuture.crash.diagnose.caller_default`),
+    cached in each caller's entry (:data:`_CALLERS`); only a guard that fires asks.
+    Never raises."""
+    for _, code, lasti, entry in chain:
+        need = entry[_CONSUMER]
+        if need is None:
+            from codesuture.crash.diagnose import caller_default
+
+            need = entry[_CONSUMER] = caller_default(code, lasti)
+        if need != _RETURNED:
+            return str(need)
+    return "None"
+
+
+__all__ = ["check", "consumer_default", "MAX_ENTRIES"]

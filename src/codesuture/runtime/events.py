@@ -239,14 +239,19 @@ def reset_observer() -> None:
 #: names a handler must test to catch it specifically
 #: (:func:`codesuture.crash.handled.specific_names`; empty when it is not a built-in
 #: exception class), the returned kind ("value"/"truth"/"flag"/""), the flags)``.
-_EXCS: dict[str, tuple[str, frozenset[str], str, str]] = {}
+#: Flags, comma-separated: ``notruth`` (a ``bool`` default declines), ``asis`` (the
+#: guarded value is returned unchanged: the caller's consumer decides its default).
+_EXCS: dict[str, tuple[str, frozenset[str], str, frozenset[str]]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
-_CHECK: Callable[[Any, frozenset[str], str], tuple[bool, str | None]] | None = None
+_CHECK: Callable[[Any, frozenset[str], str, Any], tuple[bool, str | None]] | None = None
+#: :func:`codesuture.runtime.callers.consumer_default`, bound on the first firing that asks.
+_CONSUMER: Callable[[Any], str] | None = None
 
 
-def _exc_info(exc: str) -> tuple[str, frozenset[str], str, str]:
+def _exc_info(exc: str) -> tuple[str, frozenset[str], str, frozenset[str]]:
     name, _, rest = exc.partition("|")
-    returned, _, flags = rest.partition("|")
+    returned, _, flag_text = rest.partition("|")
+    flags = frozenset(f for f in flag_text.split(",") if f)
     handles: frozenset[str] = frozenset()
     if name:
         import builtins
@@ -260,13 +265,14 @@ def _exc_info(exc: str) -> tuple[str, frozenset[str], str, str]:
     return info
 
 
-def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any) -> bool:
+def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any, chain: Any = None) -> bool:
     """True when the guard at *site* must let the original exception propagate: a
     caller of the guarded frame (*frame* is its caller) handles it (EAFP), or the value
     is *returned* to a caller that decides with it (then the decline is noted in
     :data:`DECLINED` and logged once per site and reason). One walk of the live frames
-    (:func:`codesuture.runtime.callers.check`). Never raises: a walk that fails counts
-    as not handled and, for a returned value, declines (fail closed)."""
+    (:func:`codesuture.runtime.callers.check`, which fills *chain*, a list, with the
+    callers the value is returned to). Never raises: a walk that fails counts as not
+    handled and, for a returned value, declines (fail closed)."""
     global _CHECK
     try:
         check = _CHECK
@@ -274,7 +280,7 @@ def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any) -> b
             from codesuture.runtime.callers import check as check_
 
             check = _CHECK = check_
-        handled, why = check(frame, handles, returned)
+        handled, why = check(frame, handles, returned, chain)
     except Exception as err:  # noqa: BLE001 - unknown: not handled; a returned value fails closed
         handled, why = False, (f"the callers could not be checked ({type(err).__name__})" if returned else None)
     if handled:
@@ -310,17 +316,24 @@ def fired(site: str, exc: str = "") -> bool:
     return False
 
 
-def _yielded(site: str, value: object, frame: Any) -> None:
-    """Remember, for this thread, the last default a guard yielded and the frame it
-    yielded it in (a heal whose replay fails at once on it is taken back:
-    :func:`last_yield`). The frame is kept as ``(id, code)``, never itself."""
-    _LAST.value = (site, value, id(frame), frame.f_code)
+def _yielded(site: str, value: object, frame: Any, chain: Any = None) -> None:
+    """Remember, for this thread, the last default a guard yielded, the frame it
+    yielded it in and the callers it is returned to (*chain*, from
+    :func:`codesuture.runtime.callers.check`): a heal whose replay fails at once on it,
+    there or in one of those callers, is taken back (:func:`last_yield`). Frames are
+    kept as ``(id, code)``, never themselves."""
+    _LAST.value = (site, value, id(frame), frame.f_code, chain)
 
 
-def last_yield() -> tuple[str, object, int, Any] | None:
-    """``(site, value, id(frame), code)``: the last default a guard yielded in this
-    thread and the frame it yielded it in, or None."""
-    return getattr(_LAST, "value", None)
+def last_yield() -> tuple[str, object, tuple[tuple[int, Any], ...]] | None:
+    """``(site, value, frames)``: the last default a guard yielded in this thread, and
+    ``(id(frame), code)`` of the frame it yielded it in followed by those of the
+    callers it is returned to (innermost first); or None."""
+    last = getattr(_LAST, "value", None)
+    if last is None:
+        return None
+    site, value, fid, code, chain = last
+    return site, value, ((fid, code), *((c[0], c[1]) for c in chain or ()))
 
 
 def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[object] | None:
@@ -335,7 +348,7 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
     try:
         import builtins
 
-        name, handles, returned, _ = _EXCS.get(exc) or _exc_info(exc)
+        name, handles, returned, flags = _EXCS.get(exc) or _exc_info(exc)
         cls = getattr(builtins, name, None)
         if not (isinstance(cls, type) and isinstance(error, cls)):
             return None
@@ -346,11 +359,14 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
         if not _raised_by_the_call(error):
             return None
         frame = sys._getframe(1)  # the guarded frame (the guard's handler runs in it)
-        if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
+        chain: list[Any] | None = [] if returned else None
+        if (handles or returned) and _refuses(site, handles, returned, frame.f_back, chain):
             return None
         value = _DEFAULT_VALUE(static)
+        if chain and value is None and "asis" in flags:
+            value = _caller_default(chain, value)
         _count(site, name, frame)
-        _yielded(site, value, frame)
+        _yielded(site, value, frame, chain)
         return (value,)
     except Exception:  # noqa: BLE001 - contained: the original exception propagates
         return None
@@ -370,6 +386,23 @@ def _raised_by_the_call(error: BaseException) -> bool:
     return True
 
 
+def _caller_default(chain: Any, fallback: object) -> object:
+    """The default the callers in *chain* need (the value is returned to them
+    unchanged: :func:`codesuture.runtime.callers.consumer_default`), else *fallback*.
+    Never raises."""
+    global _CONSUMER
+    try:
+        consumer = _CONSUMER
+        if consumer is None:
+            from codesuture.runtime.callers import consumer_default
+
+            consumer = _CONSUMER = consumer_default
+        key = consumer(chain)
+    except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
+        return fallback
+    return fallback if key == "None" else _DEFAULT_VALUE(key)
+
+
 def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tuple[object] | None:
     """A guard at *site* is about to yield a default instead of raising *exc*: the
     default, ``(value,)``, chosen by :func:`typed_default` from *rule*, *static* (the
@@ -379,17 +412,22 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     and the default is a ``bool``: a truth value that would decide where it is stored)."""
     name, handles, returned, flags = _EXCS.get(exc) or _exc_info(exc)
     frame = sys._getframe(1)  # the guarded frame
-    if (handles or returned) and _refuses(site, handles, returned, frame.f_back):
+    chain: list[Any] | None = [] if returned else None
+    if (handles or returned) and _refuses(site, handles, returned, frame.f_back, chain):
         return None
-    try:
-        value = typed_default(rule, static, evidence)[0]
-    except Exception:  # noqa: BLE001 - the static default is always there
-        value = _DEFAULT_VALUE(static)
-    if flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
+    value: object = None
+    if chain and "asis" in flags and static == "None":  # returned unchanged: its caller's consumer first
+        value = _caller_default(chain, None)
+    if value is None:
+        try:
+            value = typed_default(rule, static, evidence)[0]
+        except Exception:  # noqa: BLE001 - the static default is always there
+            value = _DEFAULT_VALUE(static)
+    if "notruth" in flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
         _decline(site, f"its default would be {value!r}, a truth value that would decide")
         return None
     _count(site, name, frame)
-    _LAST.value = (site, value, id(frame), frame.f_code)  # _yielded, inlined
+    _LAST.value = (site, value, id(frame), frame.f_code, chain)  # _yielded, inlined
     shadow = _SHADOW
     if shadow is not None:
         try:

@@ -36,7 +36,7 @@ from typing import Any
 
 from codesuture.errors import CodeSutureError, DiagnosisError
 from codesuture.logs import logger
-from codesuture.patch.spec import DEFAULT_TTL_SECONDS, NO_TRUTH, PatchRecord
+from codesuture.patch.spec import AS_IS, DEFAULT_TTL_SECONDS, NO_TRUTH, PatchRecord
 from codesuture.runtime.ledger import FunctionState, Ledger, merge
 from codesuture.util.clock import iso_utc
 
@@ -239,10 +239,10 @@ class Healer:
         return self._gate
 
     def _heal(self, exc: BaseException, main_code: types.CodeType | None, main_path: str | None) -> HealResult | None:
-        from codesuture.crash.diagnose import diagnose, value_verdict
+        from codesuture.crash.diagnose import diagnose, returned_unchanged_at, value_verdict
         from codesuture.crash.handled import caught_by_program
         from codesuture.crash.site import find_crash_site, worker_site
-        from codesuture.guards.families import default_rule
+        from codesuture.guards.families import caller_first, default_rule
         from codesuture.patch import diffgate
 
         t0 = time.perf_counter()
@@ -316,6 +316,9 @@ class Healer:
             elif verdict.returned:
                 spec = spec._replace(flow=f"return:{verdict.returned}")
                 flow_note = "returned: the callers are checked each time it fires"
+                if caller_first(spec) and returned_unchanged_at(site, spec):
+                    spec = spec._replace(flow=spec.flow + AS_IS)  # the caller's consumer decides the default
+                    flow_note += "; its default is what the caller's consumer needs"
             elif verdict.reason != "data":
                 flow_note = verdict.reason
             if verdict.action == "heal" and verdict.truth_gate:  # a bool default declines when it fires

@@ -6,7 +6,10 @@ once, the new crash belongs to the same heal:
 
 * if it is a TypeError or AttributeError on the very default the guard just yielded
   (``'int' object has no attribute 'upper'``; a ValueError unpacking its empty
-  container), the default was wrong for its consumer: the heal is **taken back**. Its
+  container), raised in the frame the guard yielded it in or in a caller the value was
+  returned to (``if level(u) >= 0`` one or more frames up, on the ``''`` that
+  ``return u["level"]`` yielded), the default was wrong for its consumer: the heal is
+  **taken back**. Its
   live code is reverted and the overlay store is put back as it was before the heal
   wrote to it (:class:`Snapshot`): nothing of the heal stays on disk;
 * otherwise a new guard it needs is the next guard of the **same heal** (a cascade:
@@ -206,14 +209,16 @@ def in_replay(last: LastHeal) -> bool:
 
 def failed_on_default(last: LastHeal, exc: BaseException) -> tuple[object] | None:
     """``(default,)``: the default *last*'s guard yielded, when *exc* is a
-    TypeError/AttributeError on it (or a ValueError unpacking it); else None. Call
-    only when :func:`in_replay`."""
+    TypeError/AttributeError on it (or a ValueError unpacking it), raised in the frame
+    it was yielded in or in a caller it was returned to
+    (:func:`codesuture.runtime.events.last_yield`); else None. Call only when
+    :func:`in_replay`."""
     from codesuture.runtime import events
 
     yielded = events.last_yield()
     if yielded is None or yielded[0] != last.site:
         return None
-    _, value, frame_id, code = yielded
+    _, value, frames = yielded
     if value is None:
         return None
     tname = type(value).__name__
@@ -221,12 +226,16 @@ def failed_on_default(last: LastHeal, exc: BaseException) -> tuple[object] | Non
     obj = getattr(exc, "obj", _MISSING) if isinstance(exc, AttributeError) else _MISSING
     if obj is not _MISSING:
         hit = obj is value  # the interpreter names the object: anywhere
-    elif not _raised_in(exc, frame_id, code):
-        hit = False  # "at once": in the frame the default was yielded in
+    elif not _raised_in(exc, frames):
+        hit = False  # "at once": in the frame the default was yielded in, or a caller it was returned to
     elif isinstance(exc, AttributeError):
         hit = msg.startswith(f"'{tname}' object")
     elif isinstance(exc, TypeError):
-        hit = f"'{tname}'" in msg or f'"{tname}"' in msg
+        # "'>=' not supported between instances of 'str' and 'int'", "'int' object is
+        # not iterable", "can only concatenate str (not "int") to str", "cannot unpack
+        # non-iterable int object"
+        hit = (f"'{tname}'" in msg or f'"{tname}"' in msg or msg.startswith(f"can only concatenate {tname} ")
+               or f"non-iterable {tname} object" in msg)
     elif isinstance(exc, ValueError):
         hit = msg.startswith("not enough values to unpack") and "got 0" in msg and not value
     else:
@@ -256,13 +265,18 @@ def declined_at_once(last: LastHeal, exc: BaseException) -> str:
     return events.DECLINED.pop(last.site, "")
 
 
-def _raised_in(exc: BaseException, frame_id: int, code: Any) -> bool:
-    """True when the innermost patchable frame of *exc*'s traceback is the frame
-    ``(id, code)`` (deeper frames, if any, are C or standard library code)."""
+def _raised_in(exc: BaseException, where: tuple[tuple[int, Any], ...]) -> bool:
+    """True when the innermost patchable frame of *exc*'s traceback is one of the
+    frames *where* (``(id, code)`` pairs: the frame a default was yielded in and the
+    callers it was returned to); deeper frames, if any, are C or standard library
+    code."""
     from codesuture.crash.site import frames, is_patchable_file
 
     inner = [tb for tb in frames(exc.__traceback__) if is_patchable_file(tb.tb_frame.f_code.co_filename)]
-    return bool(inner) and id(inner[-1].tb_frame) == frame_id and inner[-1].tb_frame.f_code is code
+    if not inner:
+        return False
+    frame = inner[-1].tb_frame
+    return any(id(frame) == fid and frame.f_code is code for fid, code in where)
 
 
 __all__ = ["Snapshot", "LastHeal", "MAX_CARRIED", "begin", "carried", "in_replay", "failed_on_default"]
