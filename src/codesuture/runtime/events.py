@@ -238,7 +238,7 @@ def reset_observer() -> None:
 #: (:class:`codesuture.guards.base.Firing`) -> ``(the built-in exception's name, the
 #: names a handler must test to catch it specifically
 #: (:func:`codesuture.crash.handled.specific_names`; empty when it is not a built-in
-#: exception class), the returned kind ("value"/"truth"/"flag"/""), the flags)``.
+#: exception class), the returned kind ("value"/"truth"/"choice"/"flag"/""), the flags)``.
 _EXCS: dict[str, tuple[str, frozenset[str], str, str]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
 _CHECK: Callable[[Any, frozenset[str], str], tuple[bool, str | None]] | None = None
