@@ -185,6 +185,13 @@ def picks_mode(u):
         multiline = True
     return send(multiline)
 
+def looks_up_choice(u):
+    return send({True: "200 OK", False: "403 Forbidden"}[u.uid in (0, 7)])
+
+def prints_choice(u):
+    allowed = u.n <= 10
+    print("GRANTED" if allowed else "denied")
+
 def counts_items(u):
     n = u.count
     suffix = "s" if n != 1 else ""
@@ -413,6 +420,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("logs_choice", "LOAD_ATTR", "heal", flow.REJOIN, ""),
     ("names_fallback", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("counts_items", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
+    ("looks_up_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),  # a truth value as the key: a choice
+    # 3.12+ copies the call after the join into each side (one exit tail): still after it.
+    ("prints_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
     # True/False chosen on the sides is the test's own truth value: passed to a call, data
     # (tabulate 0.9.0's `is_multiline`, handed to `_choose_width_fn`).
     ("picks_mode", "LOAD_ATTR", "heal", flow.REJOIN, "value"),

@@ -726,6 +726,20 @@ def _same_tail(g: _Graph, j: int, f: int) -> int:
     return common if common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b)) else 0
 
 
+def _joined_tail(g: _Graph, b: int) -> set[int]:
+    """The ``id()`` of the instructions of both copies of the exit code the sides of the
+    branch ending block *b* share (:func:`_same_tail`): after the join in the source,
+    though inside the sides in the graph. Empty when the sides meet at a block."""
+    j, f = g.jump[b], g.nxt[b]
+    n = len(g.blocks)
+    if j is None or f is None or g.pdom[b] & ~(1 << b) & ((1 << n) - 1):
+        return set()
+    common = _same_tail(g, j, f)
+    if not common:
+        return set()
+    return {id(x) for s in (j, f) for x in (_tail(g, s) or [])[-common:]}
+
+
 # ------------------------------------------------------------------ following a value
 
 _CACHE: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
@@ -808,6 +822,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
+    joined: set[int] = set()  # ids of instructions in ctrl that the source runs after the join
     breaks: set[int] = set()  # headers of while loops with a branch out of them that could shape data
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
@@ -882,6 +897,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                     if not skip:
                         if outcome == REJOIN:
                             ctrl |= _region(g, b)
+                            joined |= _joined_tail(g, b)
                         line = ins.location.lineno if ins.location is not None else None
                         add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
                                      first, depth - 1, min(low, depth - 1)))
@@ -900,11 +916,12 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             stack, local, note = _step(ins, stack, local, block, p)
             if b in ctrl:  # inside the sides of a decision on the value: what is made here depends on it
                 stack, local = _decided(ins, before, stack, local)
-            if note and note == ("returned", CHOICE) and b in ctrl:
+            side = b in ctrl and id(ins) not in joined  # on a side itself
+            if note and note == ("returned", CHOICE) and side:
                 note = ("returned", "data")  # yielded by a side itself: judged with the side
             if name in _CHOICE_SITES:
                 off = g.offsets[g.index[(b, p)]]
-                if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and b in ctrl:
+                if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and side:
                     note = None  # on a side itself: what the side does is judged whole (ACTS)
                     chose.pop(off, None)
                 elif note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES):
@@ -1466,6 +1483,8 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         if _is_truth(value):  # decided later, where the model cannot follow: fail closed
             return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
+    if name == "BINARY_SUBSCR" and len(inputs) == 2 and _is_truth(inputs[1]):
+        return _trim(keep + (CHOICE,) * pushes), local, None  # `{True: a, False: b}[test]`: a choice
     chosen = CHOICE in inputs
     if chosen and (name in _BUILDS or name in ("UNPACK_SEQUENCE", "UNPACK_EX")
                    or (name in _CARRIES and all(t == CHOICE for t in tainted))):
