@@ -916,12 +916,12 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             stack, local, note = _step(ins, stack, local, block, p)
             if b in ctrl:  # inside the sides of a decision on the value: what is made here depends on it
                 stack, local = _decided(ins, before, stack, local)
-            side = b in ctrl and id(ins) not in joined  # on a side itself
-            if note and note == ("returned", CHOICE) and side:
+            on_side = b in ctrl and id(ins) not in joined  # on a side itself
+            if note and note == ("returned", CHOICE) and on_side:
                 note = ("returned", "data")  # yielded by a side itself: judged with the side
             if name in _CHOICE_SITES:
                 off = g.offsets[g.index[(b, p)]]
-                if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and side:
+                if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and on_side:
                     note = None  # on a side itself: what the side does is judged whole (ACTS)
                     chose.pop(off, None)
                 elif note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES):
