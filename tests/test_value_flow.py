@@ -192,6 +192,11 @@ def prints_choice(u):
     allowed = u.n <= 10
     print("GRANTED" if allowed else "denied")
 
+def logs_choice_inline(u, log):
+    big = u.size > 10
+    log.warning("big=%s", "yes" if big else "no")
+    return "done"
+
 def counts_items(u):
     n = u.count
     suffix = "s" if n != 1 else ""
@@ -420,6 +425,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("logs_choice", "LOAD_ATTR", "heal", flow.REJOIN, ""),
     ("names_fallback", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("counts_items", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
+    ("logs_choice_inline", "LOAD_ATTR", "heal", flow.REJOIN, ""),  # the logging method loaded before the branch
     ("looks_up_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),  # a truth value as the key: a choice
     # 3.12+ copies the call after the join into each side (one exit tail): still after it.
     ("prints_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),

@@ -292,6 +292,28 @@ def _logs(block: list[Any], pos: int) -> bool:
         str(I.name_loaded(block[fn])) in _LOG_CALLS
 
 
+def _logs_at(g: _Graph, call: Any) -> bool:
+    """Whether *call* (a call instruction whose callable was loaded in another block,
+    before a branch inside its arguments) calls a logging method: the attribute load
+    that starts where the call's source span starts names one of :data:`_LOG_CALLS`."""
+    loc = call.location
+    if loc is None or loc.lineno is None:
+        return False
+    for block in g.blocks:
+        for x in block:
+            xl = getattr(x, "location", None)
+            if (_name(x) in ("LOAD_ATTR", "LOAD_METHOD") and xl is not None and xl.lineno == loc.lineno
+                    and xl.col_offset == loc.col_offset and _attr_name(x) in _LOG_CALLS):
+                return True
+    return False
+
+
+def _attr_name(ins: Any) -> str:
+    from codesuture.patch import instrs as I
+
+    return str(I.name_loaded(ins))
+
+
 def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
     from bytecode import Bytecode, ControlFlowGraph, Instr
 
@@ -923,6 +945,9 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 off = g.offsets[g.index[(b, p)]]
                 if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and on_side:
                     note = None  # on a side itself: what the side does is judged whole (ACTS)
+                    chose.pop(off, None)
+                elif note and note[0] == "decision" and note[1].startswith(CHOICE_PASSED) and _logs_at(g, ins):
+                    note = None  # a logging call whose method was loaded before the branch
                     chose.pop(off, None)
                 elif note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES):
                     line = ins.location.lineno if ins.location is not None else None
