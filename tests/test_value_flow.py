@@ -145,6 +145,63 @@ def returns_or(u):
 def flags_truth(u):
     return {"admin": u.role == "admin", "id": 1}
 
+def send(status):
+    return status
+
+def chooses_code(u):
+    code = 403
+    if not u.banned:
+        code = 200
+    return send(code)
+
+def chooses_status(u):
+    status = "429" if u.rate > 5 else "200"
+    return send(f"{status} status")
+
+def returns_chosen(u):
+    level = "none"
+    if u.uid in (0, 7):
+        level = "full"
+    return level
+
+def keeps_choice(u, req):
+    mode = "admin" if u.role == "admin" else "user"
+    req.mode = mode
+
+def logs_choice(u, log):
+    what = "banned" if u.banned else "ok"
+    log.debug("user is %s", what)
+    return "done"
+
+def names_fallback(u):
+    name = u.name
+    if not name:
+        name = "anonymous"
+    return send("hello " + name)
+
+def picks_mode(u):
+    multiline = False
+    if u.lines > 1:
+        multiline = True
+    return send(multiline)
+
+def looks_up_choice(u):
+    return send({True: "200 OK", False: "403 Forbidden"}[u.uid in (0, 7)])
+
+def prints_choice(u):
+    allowed = u.n <= 10
+    print("GRANTED" if allowed else "denied")
+
+def logs_choice_inline(u, log):
+    big = u.size > 10
+    log.warning("big=%s", "yes" if big else "no")
+    return "done"
+
+def counts_items(u):
+    n = u.count
+    suffix = "s" if n != 1 else ""
+    return f"{n} item{suffix}"
+
 def keeps_flags(u, req):
     req.flags = [u.role == "admin"]
 
@@ -357,6 +414,24 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # joins them at one RETURN_VALUE, 3.12+ gives each its own return): a gate. A
     # short-circuit `x or y` returns the value itself on one side: data, returned.
     ("returns_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    # A decision written down as a value (a constant chosen on one side, or by a
+    # conditional expression): passed on or stored it decides there; returned, the
+    # callers are asked about a choice; logged, or a default met by the program's own
+    # fallback (`if not name: name = "anonymous"`), or mixed into data, it is data.
+    ("chooses_code", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
+    ("chooses_status", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
+    ("returns_chosen", "LOAD_ATTR", "heal", flow.REJOIN, "choice"),
+    ("keeps_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
+    ("logs_choice", "LOAD_ATTR", "heal", flow.REJOIN, ""),
+    ("names_fallback", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
+    ("counts_items", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
+    ("logs_choice_inline", "LOAD_ATTR", "heal", flow.REJOIN, ""),  # the logging method loaded before the branch
+    ("looks_up_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),  # a truth value as the key: a choice
+    # 3.12+ copies the call after the join into each side (one exit tail): still after it.
+    ("prints_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
+    # True/False chosen on the sides is the test's own truth value: passed to a call, data
+    # (tabulate 0.9.0's `is_multiline`, handed to `_choose_width_fn`).
+    ("picks_mode", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("returns_or", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
@@ -744,6 +819,16 @@ def token_ok(env):
     return env["HTTP_X_TOKEN"] == "s3cret"
 
 
+CLEARANCE_STATUS = {"full": "200 OK", "none": "403 Forbidden"}
+
+
+def clearance(env):  # a constant chosen on one side, returned after the join
+    level = "none"
+    if request_uid(env) in STAFF:
+        level = "full"
+    return level
+
+
 class Request:
     def __init__(self, env):
         self.staff = int(env.get("HTTP_X_STAFF_ID", "-1")) in STAFF  # decided later, in app()
@@ -806,6 +891,11 @@ def app(env, start_response):
         if Request(env).staff:
             return respond(start_response, "200 OK", "staff room")
         return respond(start_response, "403 Forbidden", "staff only")
+    if path == "/quota":  # a decision written down as a value, then handed on
+        status = "429 Too Many Requests" if rate(env) > LIMIT else "200 OK"
+        return respond(start_response, status, "quota checked")
+    if path == "/clearance":  # the helper's choice, looked up here
+        return respond(start_response, CLEARANCE_STATUS[clearance(env)], "clearance")
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -838,6 +928,8 @@ CRAFTED = [
     ("/api", {}, {403, 500}),                       # `assert token_ok(env)`, no token header
     ("/grant", {}, {403, 500}),                     # `if not is_suspended(None): GRANTS.append(...)`
     ("/staff", {"X-Staff-Id": "abc"}, {403, 500}),  # int('abc') -> 0 would be in STAFF, stored as a flag
+    ("/quota", {"X-Window": "0", "X-Hits": "9"}, {429, 500}),  # 0 would choose "200 OK", passed to respond()
+    ("/clearance", {"X-UID": "abc"}, {403, 500}),   # 0 in STAFF would choose "full" in the helper
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -857,6 +949,10 @@ LEGIT = [
     ("/grant", {"X-User": "mallory"}, 403, "suspended"),
     ("/staff", {"X-Staff-Id": "7"}, 200, "staff room"),
     ("/staff", {"X-Staff-Id": "3"}, 403, "staff only"),
+    ("/quota", {"X-Hits": "3"}, 200, "quota checked"),
+    ("/quota", {"X-Hits": "9"}, 429, "quota checked"),
+    ("/clearance", {"X-UID": "7"}, 200, "clearance"),
+    ("/clearance", {"X-UID": "3"}, 403, "clearance"),
 ]
 
 

@@ -13,6 +13,17 @@ method): a gate, fail closed. A container holding one (``{"admin": role == "admi
 and what is taken out of it are truth values too. Passed to a call, it is data (a flag handed to a helper, as most
 configuration is: the callee is not followed).
 
+A decision whose sides rejoin can still write itself down: ``status = "429" if
+rate(env) > LIMIT else "200"``, or ``code = 403`` and, on one side, ``code = 200``.
+What a side only names (a constant, a module-level name, an attribute of one, a
+container or string made of such) is a :data:`CHOICE` (``True``/``False`` chosen so
+is just the test's truth value, :data:`CHOSEN_FLAG`): a truth value that, passed to
+any call but a logging call, or stored, decides where the model cannot follow, so it
+fails closed; returned, the callers are asked about a choice. A choice met at a join
+by the value itself (``if not name: name = "anonymous"``, ``u.name or "anon"``), or
+mixed into data (``f"{n} item{suffix}"``), is data. What a side does itself (its own
+calls and stores) is judged with the side (``acts``, below).
+
 :func:`analyze` follows the value through one code object by abstract interpretation
 over its control-flow graph (``bytecode.ControlFlowGraph``): the stack slots and the
 local variables that hold it (or a value computed from it), along every normal edge;
@@ -96,6 +107,30 @@ _CONTAINER_ADDS = frozenset({"LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND",
 #: The taint of a container holding a truth value made from the value (and of what is
 #: taken out of it): a truth value too.
 _TRUTH_BOX = "a truth value in a container"
+#: The taint of a value a decision on the value chose between sides that only name
+#: it (``status = 429 if rate > LIMIT else 200``; ``code = 403`` then, on one side,
+#: ``code = 200``): a decision written down as data. It is a truth value wherever it
+#: goes (a branch, a store for later, returned), and passed to a call (other than a
+#: logging call) it decides there, where the model cannot follow: fail closed.
+CHOICE = "a value chosen by a decision on it"
+#: ``True`` or ``False`` chosen by a decision on the value: the same as the test's own
+#: truth value (``is_multiline = True`` on one side and ``False`` on the other), and
+#: treated as one: followed, returned, stored for later fails closed, passed to a call
+#: it is data.
+CHOSEN_FLAG = "a flag chosen by a decision on it"
+CHOICE_PASSED = "a value a decision on it chose is passed"
+TRUTH_STORED_CHOICE = "a value a decision on it chose is stored"
+CHOICE_NOTES = (CHOICE_PASSED, TRUTH_STORED_CHOICE)
+#: Where a choice can make a decision (:data:`CHOICE_NOTES`).
+_CHOICE_SITES = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX", "STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL"})
+#: What a side names without computing (constants, module-level names): the values a
+#: decision chooses between.
+_NAMES_ONLY = frozenset({"LOAD_CONST", "LOAD_GLOBAL", "LOAD_NAME", "LOAD_SMALL_INT"})
+#: Instructions that carry a chosen value on unchanged in meaning (an attribute of a
+#: chosen name, a formatted chosen value, a container built of chosen values).
+_CARRIES = frozenset({"LOAD_ATTR", "FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "CONVERT_VALUE",
+                      "BUILD_STRING", "BINARY_OP", "UNARY_NEGATIVE", "UNARY_INVERT", "BUILD_SLICE",
+                      "LIST_TO_TUPLE", "BINARY_SUBSCR"})
 #: Instructions that build a container from stack items.
 _BUILDS = frozenset({"BUILD_LIST", "BUILD_TUPLE", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP"})
 _STORED = {"STORE_ATTR": "an attribute", "STORE_SUBSCR": "an item", "STORE_GLOBAL": "a global"}
@@ -130,8 +165,9 @@ class Decision:
 @dataclass(frozen=True)
 class Flow:
     """Where a value goes in one code object: its decisions (in the order reached),
-    ``returned``: ``""``, ``"value"`` or ``"truth"`` (returned or yielded, as data or as
-    a truth value made from it), ``escapes``: how it left as data (``"stored"``,
+    ``returned``: ``""``, ``"value"``, ``"truth"`` or ``"choice"`` (returned or yielded,
+    as data, as a truth value made from it, or as a :data:`CHOICE` made by a decision
+    on it), ``escapes``: how it left as data (``"stored"``,
     ``"passed"``), ``unknown``: why the analysis gave up ("" when it did not)."""
 
     decisions: tuple[Decision, ...] = ()
@@ -241,6 +277,41 @@ def _callee(block: list[Any], pos: int) -> str | None:
             continue
         return None
     return None
+
+
+def _logs(block: list[Any], pos: int) -> bool:
+    """Whether the call at ``block[pos]`` is a logging call (a method named as in
+    :data:`_LOG_CALLS`, on any object: ``log.debug``, ``self.logger.info``)."""
+    from codesuture.patch import instrs as I
+
+    try:
+        fn = I.find_producer(block, pos, I.call_slots(block[pos])[0])
+    except Exception:  # noqa: BLE001 - an odd call shape: not known to log
+        return False
+    return fn is not None and _name(block[fn]) in ("LOAD_ATTR", "LOAD_METHOD") and \
+        str(I.name_loaded(block[fn])) in _LOG_CALLS
+
+
+def _logs_at(g: _Graph, call: Any) -> bool:
+    """Whether *call* (a call instruction whose callable was loaded in another block,
+    before a branch inside its arguments) calls a logging method: the attribute load
+    that starts where the call's source span starts names one of :data:`_LOG_CALLS`."""
+    loc = call.location
+    if loc is None or loc.lineno is None:
+        return False
+    for block in g.blocks:
+        for x in block:
+            xl = getattr(x, "location", None)
+            if (_name(x) in ("LOAD_ATTR", "LOAD_METHOD") and xl is not None and xl.lineno == loc.lineno
+                    and xl.col_offset == loc.col_offset and _attr_name(x) in _LOG_CALLS):
+                return True
+    return False
+
+
+def _attr_name(ins: Any) -> str:
+    from codesuture.patch import instrs as I
+
+    return str(I.name_loaded(ins))
 
 
 def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
@@ -677,6 +748,20 @@ def _same_tail(g: _Graph, j: int, f: int) -> int:
     return common if common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b)) else 0
 
 
+def _joined_tail(g: _Graph, b: int) -> set[int]:
+    """The ``id()`` of the instructions of both copies of the exit code the sides of the
+    branch ending block *b* share (:func:`_same_tail`): after the join in the source,
+    though inside the sides in the graph. Empty when the sides meet at a block."""
+    j, f = g.jump[b], g.nxt[b]
+    n = len(g.blocks)
+    if j is None or f is None or g.pdom[b] & ~(1 << b) & ((1 << n) - 1):
+        return set()
+    common = _same_tail(g, j, f)
+    if not common:
+        return set()
+    return {id(x) for s in (j, f) for x in (_tail(g, s) or [])[-common:]}
+
+
 # ------------------------------------------------------------------ following a value
 
 _CACHE: dict[tuple[int, int, str], tuple[types.CodeType, Flow]] = {}
@@ -735,7 +820,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     k, _ = instruction_index(code, offset)
     b0, p0 = g.where[k]
     start = g.blocks[b0][p0]
-    taint = "data" if kind == "value" else "a truth test"
+    taint = {"value": "data", "choice": CHOICE}.get(kind, "a truth test")
     decisions: dict[int, Decision] = {}
     escapes: set[str] = set()
     returned = ""
@@ -748,10 +833,18 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
         nonlocal returned
         returned = "truth" if (returned == "truth" or t != "data") else "value"
 
+    # What a choice does at an instruction (a decision, or returned), as of the last
+    # time the walk passed it: a block is walked again when what reaches it grows, and a
+    # choice that meets the value itself at a join becomes data there (``u.name or
+    # "anon"``), so only the last pass counts.
+    chose: dict[int, Decision | None] = {}
+    chosen_returns: dict[int, str] = {}
+
     # State: (stack: tuple of taint-or-None for the top items we know, locals: frozenset
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
+    joined: set[int] = set()  # ids of instructions in ctrl that the source runs after the join
     breaks: set[int] = set()  # headers of while loops with a branch out of them that could shape data
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
@@ -780,7 +873,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             # is processed again only when its entry state grows, so the walk ends.
             known = entry.get(b)
             if known is not None:
-                stack, local = _join(known[0], stack), known[1] | local
+                stack, local = _join(known[0], stack), _join_locals(known[1], local)
                 if (stack, local) == known:
                     continue
             entry[b] = (stack, local)
@@ -801,7 +894,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 # A constant returned is the same on every side of a decision on the
                 # value (it is tainted only inside that decision's sides): not the value.
                 if name == "RETURN_VALUE" and stack and stack[-1] and _name(_previous(block, p)) != "LOAD_CONST":
-                    ret(stack[-1])
+                    chosen_returns[g.offsets[g.index[(b, p)]]] = stack[-1]
                 stop = True
                 break
             if name in _RAISES:
@@ -826,6 +919,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                     if not skip:
                         if outcome == REJOIN:
                             ctrl |= _region(g, b)
+                            joined |= _joined_tail(g, b)
                         line = ins.location.lineno if ins.location is not None else None
                         add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
                                      first, depth - 1, min(low, depth - 1)))
@@ -839,20 +933,34 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             if g.ends.get(b) == p:
                 stop = True  # a call that never returns
                 break
+            if b in ctrl:
+                before = stack
             stack, local, note = _step(ins, stack, local, block, p)
             if b in ctrl:  # inside the sides of a decision on the value: what is made here depends on it
-                if name in _STORES_LOCAL:
-                    local = local | {(_argname(ins.arg), "data")}
-                else:
-                    made = _effect(ins, jump=False)[1]
-                    if made:
-                        stack = _trim((None,) * max(0, made - len(stack)) + stack[:-made] + ("data",) * made)
+                stack, local = _decided(ins, before, stack, local)
+            on_side = b in ctrl and id(ins) not in joined  # on a side itself
+            if note and note == ("returned", CHOICE) and on_side:
+                note = ("returned", "data")  # yielded by a side itself: judged with the side
+            if name in _CHOICE_SITES:
+                off = g.offsets[g.index[(b, p)]]
+                if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and on_side:
+                    note = None  # on a side itself: what the side does is judged whole (ACTS)
+                    chose.pop(off, None)
+                elif note and note[0] == "decision" and note[1].startswith(CHOICE_PASSED) and _logs_at(g, ins):
+                    note = None  # a logging call whose method was loaded before the branch
+                    chose.pop(off, None)
+                elif note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES):
+                    line = ins.location.lineno if ins.location is not None else None
+                    chose[off] = Decision(off, line, note[1], EXITS)
+                    note = None
+                elif off in chose:
+                    chose[off] = None
             if note:
                 if note[0] == "decision":
                     line = ins.location.lineno if ins.location is not None else None
                     add(Decision(g.offsets[g.index[(b, p)]], line, note[1], EXITS))
                 elif note[0] == "returned":
-                    ret(note[1])
+                    chosen_returns[g.offsets[g.index[(b, p)]]] = note[1]
                 else:
                     escapes.add(note[0])
                     first = False
@@ -877,6 +985,13 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
         at = {o: k for k, o in enumerate(g.offsets)}
         tests = {_loop_test_of(g, g.where[at[d.offset]][0], "") for d in decisions.values() if d.what == LOOP_TEST}
         return _analyze(code, offset, kind, namespace, frozenset(breaks - tests))
+    for d in chose.values():
+        if d is not None:
+            add(d)
+    for t in chosen_returns.values():
+        ret(t)
+    if CHOICE in chosen_returns.values():
+        returned = "choice"
     found = tuple(decisions.values())
     later = None
     if found and not (found[0].first and found[0].outcome == RAISES) and any(d.outcome != REJOIN for d in found):
@@ -1274,11 +1389,54 @@ def _region(g: _Graph, b: int) -> set[int]:
     return region
 
 
+def _decided(ins: Any, before: tuple[Any, ...], stack: tuple[Any, ...],
+             local: frozenset[tuple[str, str]]) -> tuple[tuple[Any, ...], frozenset[tuple[str, str]]]:
+    """The state after *ins*, an instruction on a side of a decision on the value
+    (stack *before* it, *stack* and *local* after :func:`_step`): what it makes depends
+    on the decision. A name or constant it loads, and what only carries such values on
+    (:data:`_CARRIES`, :data:`_BUILDS`), is a :data:`CHOICE`; anything computed is data.
+    A local stored keeps a choice or a truth value, else holds data."""
+    name = ins.name
+    if name in _STORES_LOCAL:
+        v = before[-1] if before else None
+        nm = _argname(ins.arg)
+        t: str = str(v) if _is_truth(v) else "data"
+        return stack, frozenset((n_, x) for n_, x in local if n_ != nm) | {(nm, t)}
+    pops, made = _effect(ins, jump=False)
+    if not made:
+        return stack, local
+    if name == "LOAD_CONST" and isinstance(ins.arg, bool):
+        tag = CHOSEN_FLAG  # `multiline = True` on one side is `multiline = <the test>`: a truth value
+    elif name in _NAMES_ONLY:
+        pushed = stack[-1] if stack else None  # a module-level name of module code may hold the value
+        tag = CHOICE if not pushed else pushed if _is_truth(pushed) else "data"
+    elif name in _CARRIES or name in _BUILDS:
+        inputs = before[-pops:] if pops and len(before) >= pops else (None,) * (pops - len(before)) + before
+        tag = CHOICE if pops == 0 or (any(inputs) and all(t == CHOICE for t in inputs if t)) else "data"
+    else:
+        tag = "data"
+    return _trim((None,) * max(0, made - len(stack)) + stack[:-made] + (tag,) * made), local
+
+
 def _join(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Two abstract stacks (top-aligned) joined: a slot is tainted when it is in either."""
+    """Two abstract stacks (top-aligned) joined: a slot is tainted when it is in either;
+    data on one side and a :data:`CHOICE` on the other is data (the value itself, or
+    a choice made in its place: ``name = name or "anonymous"``)."""
     n = max(len(a), len(b))
     a, b = (None,) * (n - len(a)) + a, (None,) * (n - len(b)) + b
-    return _trim(tuple(x or y for x, y in zip(a, b)))
+    return _trim(tuple("data" if {x, y} == {"data", CHOICE} else x or y for x, y in zip(a, b)))
+
+
+def _join_locals(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """Two sets of tainted locals joined (a union), where a local that holds data on one
+    path and a :data:`CHOICE` on another holds data (``if not name: name = "anonymous"``
+    only shapes the value); a choice against an untainted value stays a choice
+    (``code = 403`` ... ``code = 200``)."""
+    both = a | b
+    data = {n for n, t in both if t == "data"}
+    if not data:
+        return both
+    return frozenset((n, t) for n, t in both if not (t == CHOICE and n in data))
 
 
 def _trim(stack: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -1345,9 +1503,22 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         return _trim(keep + (None,) * pushes), local, None
     if name in ("STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL", "DELETE_SUBSCR", "DELETE_ATTR"):
         value = {"STORE_ATTR": at(2), "STORE_SUBSCR": at(3), "STORE_GLOBAL": at(1)}.get(name)
+        if value in (CHOICE, CHOSEN_FLAG):  # (on a side itself, judged with the side)
+            return _trim(keep), local, ("decision", f"{TRUTH_STORED_CHOICE} ({_STORED[name]})")
         if _is_truth(value):  # decided later, where the model cannot follow: fail closed
             return _trim(keep), local, ("decision", f"a truth value made from it is stored ({_STORED[name]})")
         return _trim(keep), local, (("stored", "") if value else None)
+    if name == "BINARY_SUBSCR" and len(inputs) == 2 and _is_truth(inputs[1]):
+        return _trim(keep + (CHOICE,) * pushes), local, None  # `{True: a, False: b}[test]`: a choice
+    chosen = CHOICE in inputs
+    if chosen and (name in _BUILDS or name in ("UNPACK_SEQUENCE", "UNPACK_EX")
+                   or (name in _CARRIES and all(t == CHOICE for t in tainted))):
+        return _trim(keep + (CHOICE,) * pushes), local, None  # still the choice (or a container of it)
+    if chosen and name in _CONTAINER_ADDS:
+        n = int(arg) if isinstance(arg, int) else 1
+        s = list((None,) * max(0, n - len(keep)) + keep)
+        s[-n] = CHOICE
+        return _trim(tuple(s)), local, None
     if name in _BUILDS and any(_is_truth(t) for t in inputs):
         return _trim(keep + (_TRUTH_BOX,) * pushes), local, None
     if name in _CONTAINER_ADDS:
@@ -1366,6 +1537,8 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
         args_tainted = any(inputs[2:]) if len(inputs) > 2 else False
         if callee in _TRUTH_CALLS:
             return _trim(keep + (_TRUTH_CALLS[callee],) * pushes), local, None
+        if CHOICE in inputs[2:] and not _logs(block, p):
+            return _trim(keep + ("data",) * pushes), local, ("decision", f"{CHOICE_PASSED} to {callee or 'a call'}()")
         note = ("passed", "") if args_tainted else None
         return _trim(keep + ("data",) * pushes), local, note
     if name == "YIELD_VALUE":
@@ -1417,7 +1590,7 @@ def _reason(d: Decision) -> str:
         return f"it decides the loop test of while at line {d.line}"
     if d.what == LOOP_EXIT:
         return f"it decides whether the while loop runs again (a branch out of it at line {d.line})"
-    if d.what.startswith("a truth value"):
+    if d.what.startswith(("a truth value", "a value a decision")):
         return f"{d.what} at line {d.line}"
     if d.outcome == ACTS:
         return (f"it decides {d.what} at line {d.line} where one side acts (a call made for its effect, or a store "
@@ -1449,7 +1622,7 @@ def own_frame(code: types.CodeType) -> bool:
 
 
 def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] | None]], returned: str) -> str | None:
-    """Follow a value returned as *returned* (``"value"``/``"truth"``) into its callers:
+    """Follow a value returned as *returned* (``"value"``/``"truth"``/``"choice"``) into its callers:
     *frames* yields ``(code, lasti, globals)`` of each caller, innermost first. Returns
     None when no caller decides with it (or a CodeSuture frame ends the walk), else the
     reason it must not be healed (a caller decides with it, or a truth value made from
@@ -1473,7 +1646,7 @@ def callers_verdict(frames: Iterable[tuple[types.CodeType, int, dict[str, Any] |
 
 def caller_step(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None,
                 strict: bool = False) -> tuple[str | None, str]:
-    """One caller of a value returned as *kind* (``"value"``/``"truth"``), standing at
+    """One caller of a value returned as *kind* (``"value"``/``"truth"``/``"choice"``), standing at
     instruction offset *lasti* of *code* (the call that returns it): ``(why, next)``,
     *why* the reason the value must not be healed when this caller decides with it (or
     its flow is unknown), else None, and *next* how the caller returns it on (``""``:
@@ -1496,7 +1669,9 @@ def too_deep(kind: str) -> str | None:
     """Past :data:`MAX_CALLERS` callers: a value returned on unchanged through all of
     them (a string a recursive converter builds) counts as data; a truth value made
     from the default fails closed."""
-    return f"it is returned as a truth value through more than {MAX_CALLERS} callers" if kind == "truth" else None
+    if kind in ("truth", "choice"):
+        return f"it is returned as a truth value through more than {MAX_CALLERS} callers"
+    return None
 
 
 def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[str, Any] | None) -> Flow:

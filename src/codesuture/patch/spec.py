@@ -74,7 +74,7 @@ class GuardSpec(namedtuple("_GuardSpec", "guard form default links flow")):
     ``default``: a key of :data:`DEFAULTS`.
     ``links``: for ``chain_subscript_guard``, how many chained subscripts are guarded.
     ``flow``: what the value-flow policy (:mod:`codesuture.patch.flow`) asked of the
-    guard: ``""`` (the value flows on as data), ``"return:value"`` / ``"return:truth"``
+    guard: ``""`` (the value flows on as data), ``"return:value"`` / ``"return:truth"`` / ``"return:choice"``
     (the value is returned: when the guard fires, its callers are checked first, and a
     caller that decides with it gets the original exception), or
     ``"raise:<offset>:<jump|next>:<pops>"`` (the first decision after the guard, the

@@ -46,12 +46,14 @@ from codesuture.patch import flow
 #: demand).
 MAX_ENTRIES = 4096
 
-_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER = range(8)
+_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER, _CHOICE = range(9)
+_SLOTS = {"value": _VALUE, "truth": _TRUTH, "choice": _CHOICE}
 #: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
 #: ends the EAFP walk), handler names at the offset, CodeSuture's own
 #: (:func:`codesuture.patch.flow.own_frame`: ends the value-flow walk), step for a
 #: value, for a truth value, for a ``bool`` default (``"flag"``: strict), what the
-#: caller needs of a value returned to it (:func:`consumer_default`)]; a step is
+#: caller needs of a value returned to it (:func:`consumer_default`), step for a value
+#: a decision chose (``"choice"``)]; a step is
 #: ``(why, next)``
 #: (:func:`codesuture.patch.flow.caller_step`), None until asked.
 _CALLERS: dict[tuple[int, int], list[Any]] = {}
@@ -71,7 +73,7 @@ def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
 
 def _caller(code: CodeType, lasti: int) -> list[Any]:
     own = is_own_file(code.co_filename)
-    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None, None]
+    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None, None, None]
     if len(_CALLERS) >= MAX_ENTRIES:
         _CALLERS.clear()
     _CALLERS[(id(code), lasti)] = entry
@@ -102,7 +104,7 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
 
     *handles*: the names a handler must test to catch the guard's exception
     specifically (:func:`codesuture.crash.handled.specific_names`; empty: do not ask);
-    *returned*: ``"value"``/``"truth"``/``"flag"`` when the guard's value is returned
+    *returned*: ``"value"``/``"truth"``/``"choice"``/``"flag"`` when the guard's value is returned
     (``""``: do not ask; see :func:`codesuture.patch.flow.callers_verdict`). Returns ``(True, None)`` when a caller handles the exception (that wins
     over a decline: the program expects the exception), else ``(False, why)`` with
     *why* the reason a caller decides with the returned value (None: none does).
@@ -135,7 +137,7 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
         if n > flow.MAX_CALLERS:
             why = flow.too_deep(kind)
             break
-        slot = _FLAG if strict else _VALUE if kind == "value" else _TRUTH
+        slot = _FLAG if strict else _SLOTS.get(kind, _TRUTH)
         step = entry[slot]
         if step is None or (strict and kind != "truth"):
             step = flow.caller_step(code, lasti, kind, frame.f_globals, strict)

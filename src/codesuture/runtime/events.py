@@ -238,7 +238,7 @@ def reset_observer() -> None:
 #: (:class:`codesuture.guards.base.Firing`) -> ``(the built-in exception's name, the
 #: names a handler must test to catch it specifically
 #: (:func:`codesuture.crash.handled.specific_names`; empty when it is not a built-in
-#: exception class), the returned kind ("value"/"truth"/"flag"/""), the flags)``.
+#: exception class), the returned kind ("value"/"truth"/"choice"/"flag"/""), the flags)``.
 #: Flags, comma-separated: ``notruth`` (a ``bool`` default declines), ``asis`` (the
 #: guarded value is returned unchanged: the caller's consumer decides its default).
 _EXCS: dict[str, tuple[str, frozenset[str], str, frozenset[str]]] = {}
