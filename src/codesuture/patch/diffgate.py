@@ -30,12 +30,16 @@ BUDGET = {
 CHAIN_LINK = 23
 #: Per extra link of an attribute chain (null_guard attr with links > 1).
 ATTR_LINK = 22
+#: The second operand's check of a null_guard compare (both operands are checked).
+COMPARE_SIDE = 22
 
 
 def budget(spec: GuardSpec) -> int:
     """The instructions *spec*'s guard may add."""
     if spec.guard == "null_guard" and spec.form == "attr" and spec.links > 1:
         return BUDGET["null_guard"] + ATTR_LINK * (spec.links - 1)
+    if spec.guard == "null_guard" and spec.form == "compare":
+        return BUDGET["null_guard"] + COMPARE_SIDE
     if spec.guard == "chain_subscript_guard":
         first = {"key": "key_guard", "index": "index_guard", "none": "subscript_guard"}.get(spec.form, "index_guard")
         return BUDGET[first] + CHAIN_LINK * max(spec.links - 1, 0)
