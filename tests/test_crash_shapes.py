@@ -13,6 +13,8 @@ codesuture.boot --no-heal`` prints the same from the overlay alone.
   ``round(x, ndigits=2)``, ``open``): 3.11's specialized ``PRECALL`` makes the call
   itself, so the exception stands at the ``PRECALL``, not at the ``CALL``;
 * the same shapes reached cold (first call), which every version runs unspecialized;
+* ``f"{x:.2f}"`` with x None (``None.__format__`` takes no spec): ``''`` as data,
+  refused where the formatted text decides a branch;
 * one ordering meeting None on either side (a sort's ``__lt__``): one guard checks
   both operands, so the second crash at the site is healed by the same patch.
 """
@@ -92,6 +94,11 @@ SHAPES: dict[str, tuple[str, str]] = {
             return a < b
         print("RESULT", [before(1, 2), before(None, 2), before(2, None)])
         """, "RESULT [True, True, False]"),
+    "format_spec_none": ("""
+        def money(x):
+            return f"{x:.2f}"
+        print("RESULT", [money(1.5), money(None)])
+        """, "RESULT ['1.50', '']"),
     "cold_len": ("""
         def size(x):
             return len(x)
@@ -118,6 +125,38 @@ def test_shape_heals_and_reloads(tmp_path: Path, name: str) -> None:
     assert len(overlays_in(overlays)) == 1, str(healed)
     again = boot(script, overlays)
     assert again.returncode == 0 and again.results() == [expected], str(again)
+
+
+# name -> (program, the exception it keeps raising): a default would decide a branch.
+REFUSED: dict[str, tuple[str, str]] = {
+    "format_spec_gate": ("""
+        def level(x):
+            if f"{x:>3}" == "  0":
+                return "GRANTED"
+            return "denied"
+        print("RESULT", level(None))
+        """, "TypeError: unsupported format string passed to NoneType.__format__"),
+    "stdlib_python_call_gate": ("""
+        import os
+        def allowed(path):
+            if os.path.basename(path) == "":
+                return "GRANTED"
+            return "denied"
+        print("RESULT", [allowed("/a/b") for _ in range(WARM)][-1], allowed(None))
+        """, "TypeError: expected str, bytes or os.PathLike object, not NoneType"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_shape_deciding_a_branch_is_refused(tmp_path: Path, name: str) -> None:
+    source, error = REFUSED[name]
+    script = write(tmp_path / "app" / f"{name}.py", f"WARM = {WARM}\n{textwrap.dedent(source).lstrip()}")
+    overlays = tmp_path / "overlays"
+    refused = heal(script, overlays)
+    assert refused.returncode == 1 and not refused.results(), str(refused)
+    assert "a default must not choose a branch" in refused.stderr, str(refused)
+    assert refused.stderr.rstrip().splitlines()[-1].startswith(error) or error in refused.stderr, str(refused)
+    assert not overlays_in(overlays), str(refused)
 
 
 def _crash(fn: object, *args: object) -> BaseException:

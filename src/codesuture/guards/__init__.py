@@ -9,6 +9,7 @@ null_guard (method)         ``x.m(...)`` with x None                     None (o
 null_guard (operator)       ``x op y`` / ``x op= y`` with x None          None (x stays None)
 null_guard (operand)        ``x op y`` / ``x op= y`` with y None          x (unchanged; not for / // %)
 null_guard (membership)     ``k in x`` with x None                       False (``not in``: True)
+null_guard (format)         ``f"{x:spec}"`` with x None                  ``''``
 key_guard                   ``m[k]`` with k missing from mapping m        None (or ``()``)
 subscript_guard             ``x[k]`` with x None                         None (or ``()``)
 chain_subscript_guard       ``a[k1][k2]...`` failing at a link            None (or ``()``)

@@ -15,6 +15,7 @@ Forms:
   (``None < 3`` is True); both operands are checked, first the one the crash had None
   (``spec.links`` 1 for the left operand, 2 for the right);
 * ``membership``: ``k in x`` with x None is False (``not in``: True);
+* ``format``: ``f"{x:.2f}"`` (a format spec) with x None yields ``''``;
 * ``store``: ``x.a = v``, ``x[k] = v``, ``x[a:b] = v``, ``del x.a``, ``del x[k]`` with x
   None are skipped (the value goes nowhere: None has no reader of it).
 """
@@ -146,6 +147,13 @@ def synthesize(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
                 *fire(loc, firing, second[1], spec.default, (second[2],), 2, do, end),
                 do, ins, end]
         return Rewrite(idx, idx + 1, body)
+    if spec.form == "format":
+        # [x, spec] -> f"{x:spec}" with x None: None.__format__ takes no spec.
+        check_opname(ins, "FORMAT_VALUE", "FORMAT_WITH_SPEC")
+        if ins.name == "FORMAT_VALUE" and not int(ins.arg) & 4:
+            raise PatchError("FORMAT_VALUE without a format spec never fails on None")
+        check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
+        return Rewrite(idx, idx + 1, branch_value(ins, check, firing, "static", spec.default, (), 2, do))
     if spec.form == "membership":
         check_opname(ins, "CONTAINS_OP")
         # [k, x]: when x is None the answer is "not contained".
