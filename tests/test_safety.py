@@ -465,7 +465,10 @@ def test_diffgate_budgets() -> None:
     attr = FAMILIES["null_guard"].form("attr")
     assert attr is not None
     assert diffgate.budget(GuardSpec("null_guard", "attr", links=3)) == FAMILIES["null_guard"].budget + 2 * attr.link_budget
-    assert diffgate.budget(GuardSpec("null_guard", "compare", links=2)) == FAMILIES["null_guard"].budget
+    compare = FAMILIES["null_guard"].form("compare")
+    assert compare is not None and compare.extra_budget > 0  # both operands are checked
+    assert diffgate.budget(GuardSpec("null_guard", "compare", links=2)) == \
+        FAMILIES["null_guard"].budget + compare.extra_budget
     with pytest.raises(PatchError, match="unknown guard"):
         diffgate.budget(GuardSpec("nothing_guard"))
 

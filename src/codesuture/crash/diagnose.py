@@ -114,6 +114,10 @@ def _choose(exc: BaseException, site: CrashSite) -> GuardSpec:
         # 3.12+: ``x[a:b]`` is one instruction (3.11 builds a slice and subscripts).
         return GuardSpec("subscript_guard", "", _consumer_default(bc, idx))
 
+    if op in ("FORMAT_VALUE", "FORMAT_WITH_SPEC") and isinstance(exc, TypeError) and \
+            msg.startswith("unsupported format string passed to NoneType.__format__"):
+        return GuardSpec("null_guard", "format", "''")  # f"{x:.2f}" with x None
+
     if op == "CONTAINS_OP" and isinstance(exc, TypeError) and msg.startswith("argument of type 'NoneType'"):
         return GuardSpec("null_guard", "membership", "True" if ins.arg else "False")
 

@@ -95,6 +95,29 @@ def positions_at(code: types.CodeType, offset: int) -> tuple[int | None, int | N
     return (None, None, None, None)
 
 
+def instruction_at(code: types.CodeType, lasti: int) -> tuple[int, str]:
+    """``(offset, opname)`` of the instruction a frame stands at when its instruction
+    offset (``tb_lasti``/``f_lasti``, bytes) is *lasti*. That offset is not always an
+    instruction's own: a frame whose call into a Python function was inlined by the
+    interpreter (3.11 and 3.12) reports the last inline cache entry of its ``CALL``,
+    and a 3.11 ``PRECALL`` specialized for a built-in (``len``, ``ord``, ``sorted``...)
+    makes the call itself, so an exception raised by the callee stands at the
+    ``PRECALL``. Both map to the ``CALL``: the instruction that starts at or before
+    *lasti*, past a ``PRECALL``. ``(lasti, "?")`` when the code has no instruction
+    there."""
+    found: tuple[int, str] | None = None
+    after_precall = False
+    for ins in dis.get_instructions(code):  # no CACHE entries
+        if after_precall:
+            return ins.offset, ins.opname
+        if ins.offset > lasti:
+            break
+        if ins.opname != "EXTENDED_ARG":
+            found = (ins.offset, ins.opname)
+        after_precall = ins.offset == lasti and ins.opname == "PRECALL"
+    return found or (lasti, "?")
+
+
 def source_segment(filename: str, pos: tuple[int | None, int | None, int | None, int | None]) -> str:
     line, end_line, col, end_col = pos
     if not line or col is None or end_col is None:
@@ -129,8 +152,7 @@ def find_crash_site(exc: BaseException) -> CrashSite:
         code = tb.tb_frame.f_code
         if not is_patchable_file(code.co_filename):
             continue
-        offset = tb.tb_lasti
-        opname = next((i.opname for i in dis.get_instructions(code) if i.offset == offset), "?")
+        offset, opname = instruction_at(code, tb.tb_lasti)
         pos = positions_at(code, offset)
         deeper = [t for t in tbs[depth + 1 :]]
         return CrashSite(
@@ -200,8 +222,7 @@ def worker_site(exc: BaseException, known: "tuple[types.CodeType, ...]" = ()) ->
         if (code.co_qualname, code.co_firstlineno) == (qualname, firstlineno) \
                 and os.path.realpath(code.co_filename) == real \
                 and hashlib.sha256(code.co_code).hexdigest() == digest:
-            return CrashSite(code=code, offset=offset,
-                             opname=next((i.opname for i in dis.get_instructions(code) if i.offset == offset), "?"),
-                             positions=positions_at(code, offset), filename=code.co_filename, module=name,
+            offset, opname = instruction_at(code, offset)
+            return CrashSite(code=code, offset=offset, opname=opname, positions=positions_at(code, offset), filename=code.co_filename, module=name,
                              raised_here=bool(raised_here))
     raise DiagnosisError(f"{qualname} crashed in a worker process running code this process does not have")

@@ -24,6 +24,7 @@ the enclosing handlers exactly as before.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from bytecode import Instr, Label, TryBegin, TryEnd
@@ -61,16 +62,17 @@ def callable_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing)
     return Rewrite(start, idx + 1, body)
 
 
-def _scope(instrs: list[Any], start: int, idx: int, mine: TryBegin, after: Label) -> tuple[TryBegin | None, list[Any]]:
-    """``instrs[start:idx + 1]`` inside the guard's own range *mine*, then *after*
-    (where the handler jumps back to). An enclosing range (the program's own ``try``)
-    is closed before and re-opened after it; its original end then closes the
-    re-opened copy. Returns (the enclosing range or None, the new instructions)."""
+def _scope(instrs: list[Any], start: int, idx: int, mine: TryBegin, after: Label,
+           lead: list[Any] | None = None) -> tuple[TryBegin | None, list[Any]]:
+    """``instrs[start:idx + 1]`` (after *lead*) inside the guard's own range *mine*,
+    then *after* (where the handler jumps back to). An enclosing range (the program's
+    own ``try``) is closed before and re-opened after it; its original end then closes
+    the re-opened copy. Returns (the enclosing range or None, the new instructions)."""
     outer = I.active_try(instrs, start)
     body: list[Any] = []
     if outer is not None:
         body.append(TryEnd(outer))
-    body += [mine, *instrs[start : idx + 1], TryEnd(mine)]
+    body += [mine, *(lead or ()), *instrs[start : idx + 1], TryEnd(mine)]
     if outer is not None:
         reopen = TryBegin(outer.target, outer.push_lasti)
         body.append(reopen)
@@ -168,6 +170,17 @@ def file_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
 
 
 
+def _lead(loc: Any) -> list[Any]:
+    """What a call_guard's range holds before the call itself. 3.13 looks up the
+    handler of an exception that a Python callee (a frame the call pushed: a function
+    of the standard library, a ``__getitem__`` the interpreter inlined) raised at the
+    code unit *before* the calling instruction, so a range that starts at the call
+    misses it; a ``NOP`` in front of the call, inside the range, is that code unit.
+    3.11 and 3.12 look it up at the call's last inline cache entry: nothing is
+    needed."""
+    return [I.at(loc, "NOP")] if sys.version_info >= (3, 13) else []
+
+
 #: Instructions a call_guard may scope: calls, and subscripts whose dunder failed.
 CALL_GUARD_OPS = frozenset({*_CALLS, "CALL_FUNCTION_EX", "BINARY_SUBSCR"})
 
@@ -182,7 +195,7 @@ def call_guard(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
     if any(not isinstance(x, Instr) for x in group):
         raise PatchError("the failing call has its own control flow; refusing to scope a handler")
     handler, cleanup, reraise, after = Label(), Label(), Label(), Label()
-    outer, body = _scope(instrs, start, idx, ScopedTry(handler, False), after)
+    outer, body = _scope(instrs, start, idx, ScopedTry(handler, False), after, _lead(loc))
     tail = _handler_tail(loc, handler, cleanup, reraise, outer, [            # [base, prev, exc]
         *events_call(loc, "caught"),
         I.at(loc, "LOAD_CONST", firing.site), I.at(loc, "LOAD_CONST", firing.exc), I.at(loc, "LOAD_CONST", spec.default),

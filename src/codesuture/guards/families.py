@@ -54,12 +54,18 @@ class Form:
     take the raising side of the decision right after it.
     ``link_budget``: instructions the diff gate allows per guarded link after the first
     (``a.b.c``, ``d[a][b]``); 0 for a guard of one instruction.
+    ``extra_budget``: instructions the form adds to its family's budget (the compare
+    form checks both operands).
+    ``no_rewrite``: why ``codesuture suggest`` has no source rewrite for this form of a
+    family that has one ("" when it has).
     """
 
     name: str
     rule: str = "none known"
     raise_side: bool = False
     link_budget: int = 0
+    extra_budget: int = 0
+    no_rewrite: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,10 +116,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         Form("method", "method name"),
         Form("operator", "other operand", raise_side=True),
         Form("operand", "other operand", raise_side=True),
-        Form("compare", "other operand", raise_side=True),
+        Form("compare", "other operand", raise_side=True, extra_budget=22),
         Form("membership"),
+        Form("format", "fixed", no_rewrite="the fix depends on what the format should show for a missing value"),
         Form("store", "fixed"),
-    ), "null", "an operation on a None operand: ``x.a``, ``x.m()``, ``x op y``, ``k in x``, ``x.a = v``"),
+    ), "null", "an operation on a None operand: ``x.a``, ``x.m()``, ``x op y``, ``k in x``, ``f\"{x:spec}\"``, "
+       "``x.a = v``"),
     Family("key_guard", "subscript:key_guard", ("KeyError",), 26, _CONTAINER, "key",
            "``m[k]`` with k missing from mapping m"),
     Family("subscript_guard", "subscript:subscript_guard", ("TypeError",), 23,
@@ -245,7 +253,7 @@ def budget(spec: Any) -> int | None:
         return first.budget + link * max(spec.links - 1, 0)
     if link and spec.links > 1:
         return row.budget + link * (spec.links - 1)
-    return row.budget
+    return row.budget + (form.extra_budget if form is not None else 0)
 
 
 __all__ = ["Family", "Form", "FAMILIES", "RULES", "family", "synthesizer", "answers", "default_rule",

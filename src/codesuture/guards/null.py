@@ -12,8 +12,10 @@ Forms:
   the empty value (or the identity, for ``*``) of the other operand's type, decided
   when the guard fires (``None + 1`` is 1, ``total += None`` leaves total);
 * ``compare``: ``x < y`` (an ordering) with x or y None: the same reading
-  (``None < 3`` is True), ``spec.links`` 1 for the left operand, 2 for the right;
+  (``None < 3`` is True); both operands are checked, first the one the crash had None
+  (``spec.links`` 1 for the left operand, 2 for the right);
 * ``membership``: ``k in x`` with x None is False (``not in``: True);
+* ``format``: ``f"{x:.2f}"`` (a format spec) with x None yields ``''``;
 * ``store``: ``x.a = v``, ``x[k] = v``, ``x[a:b] = v``, ``del x.a``, ``del x[k]`` with x
   None are skipped (the value goes nowhere: None has no reader of it).
 """
@@ -25,7 +27,7 @@ from typing import Any
 from bytecode import Label
 
 from codesuture.errors import PatchError
-from codesuture.guards.base import Firing, Rewrite, branch, branch_value, check_opname, hook
+from codesuture.guards.base import Firing, Rewrite, branch, branch_value, check_opname, fire, hook
 from codesuture.patch import instrs as I
 from codesuture.patch.spec import GuardSpec
 
@@ -131,13 +133,27 @@ def synthesize(instrs: list[Any], idx: int, spec: GuardSpec, firing: Firing) -> 
         check = [I.at(loc, "COPY", 1), I.jump_if_not_none(do, loc)]  # [x, y], y None
         return Rewrite(idx, idx + 1, branch_value(ins, check, firing, f"binop:{sym}:right", spec.default, (2,), 2, do))
     if spec.form == "compare":
+        # Both operands are checked, the recorded one first: the same comparison meets
+        # None on either side (a sort's ``__lt__`` comparing a None key with a number
+        # both ways round), and one site gets one patch.
         check_opname(ins, "COMPARE_OP")
         sym = compare_symbol(ins.arg)
-        if spec.links == 1:  # [x, y], x None
-            check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
-            return Rewrite(idx, idx + 1, branch_value(ins, check, firing, f"binop:{sym}:left", spec.default, (1,), 2, do))
-        check = [I.at(loc, "COPY", 1), I.jump_if_not_none(do, loc)]  # [x, y], y None
-        return Rewrite(idx, idx + 1, branch_value(ins, check, firing, f"binop:{sym}:right", spec.default, (2,), 2, do))
+        end, other = Label(), Label()
+        sides = [(2, f"binop:{sym}:left", 1), (1, f"binop:{sym}:right", 2)]  # (depth of the None, rule, evidence)
+        first, second = sides if spec.links == 1 else sides[::-1]
+        body = [I.at(loc, "COPY", first[0]), I.jump_if_not_none(other, loc),
+                *fire(loc, firing, first[1], spec.default, (first[2],), 2, do, end),
+                other, I.at(loc, "COPY", second[0]), I.jump_if_not_none(do, loc),
+                *fire(loc, firing, second[1], spec.default, (second[2],), 2, do, end),
+                do, ins, end]
+        return Rewrite(idx, idx + 1, body)
+    if spec.form == "format":
+        # [x, spec] -> f"{x:spec}" with x None: None.__format__ takes no spec.
+        check_opname(ins, "FORMAT_VALUE", "FORMAT_WITH_SPEC")
+        if ins.name == "FORMAT_VALUE" and not int(ins.arg) & 4:
+            raise PatchError("FORMAT_VALUE without a format spec never fails on None")
+        check = [I.at(loc, "COPY", 2), I.jump_if_not_none(do, loc)]
+        return Rewrite(idx, idx + 1, branch_value(ins, check, firing, "static", spec.default, (), 2, do))
     if spec.form == "membership":
         check_opname(ins, "CONTAINS_OP")
         # [k, x]: when x is None the answer is "not contained".
