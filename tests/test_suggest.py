@@ -159,8 +159,8 @@ KINDS = [
     Kind("compare-right", "null_guard/compare", "def f(x):\n    v = 3 <= x\n    return v\n", (None,),
          "v = 3 <= x if x is not None else False", False, ((5,), (1,))),
     # (A membership test that rejoins shapes data; one whose sides return apart is a gate.)
-    Kind("membership", "null_guard/membership", "def f(k, x):\n    y = 1 if k in x else 2\n    return y\n",
-         ("a", None), "y = 1 if (x is not None and k in x) else 2", 2, (("a", "abc"), ("z", ["a"]))),
+    Kind("membership", "null_guard/membership", "def f(k, x):\n    y = [k] if k in x else []\n    return y\n",
+         ("a", None), "y = [k] if (x is not None and k in x) else []", [], (("a", "abc"), ("z", ["a"]))),
     Kind("membership-not", "null_guard/membership", "def f(k, x):\n    return k not in x\n", ("a", None),
          "return x is None or k not in x", True, (("a", "abc"), ("z", "abc"))),
     Kind("key", "key_guard", "def f(d):\n    return d['k']\n", ({},),

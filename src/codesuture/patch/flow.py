@@ -936,7 +936,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             if b in ctrl:
                 before = stack
             stack, local, note = _step(ins, stack, local, block, p)
-            if b in ctrl:  # inside the sides of a decision on the value: what is made here depends on it
+            if b in ctrl and id(ins) not in joined:  # on the sides of a decision on the value: depends on it
                 stack, local = _decided(ins, before, stack, local)
             on_side = b in ctrl and id(ins) not in joined  # on a side itself
             if note and note == ("returned", CHOICE) and on_side:
@@ -988,9 +988,11 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     for d in chose.values():
         if d is not None:
             add(d)
+    data_too = "data" in chosen_returns.values()  # the copies of one return 3.12+ puts in each side, joined
     for t in chosen_returns.values():
-        ret(t)
-    if CHOICE in chosen_returns.values():
+        if not (t == CHOICE and data_too):
+            ret(t)
+    if CHOICE in chosen_returns.values() and not data_too:
         returned = "choice"
     found = tuple(decisions.values())
     later = None
