@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import base64
 import hashlib
+import importlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -234,3 +236,28 @@ def as_data(fn: Any, *args: Any) -> Any:
     box: list[Any] = []
     box.append(fn(*args))
     return box[0]
+
+
+_SOURCE_MODULES = itertools.count()
+
+
+def import_source(tmp_path: Path, source: str, prefix: str = "case", name: str | None = None) -> Any:
+    """Write *source* (dedented) to ``tmp_path/<name>.py`` and import it: a fresh module
+    each call (``<prefix>_<n>``, *n* unique in the process, unless *name* is given)."""
+    name = name or f"{prefix}_{next(_SOURCE_MODULES)}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def crash_of(fn: Any, *args: Any) -> BaseException:
+    """The exception ``fn(*args)`` raises (caught broadly: a handler naming its type
+    would make the crash one the program handles, EAFP); AssertionError if none."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - broad on purpose
+        return exc
+    raise AssertionError("no crash")

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import collections
 import datetime
-import importlib
 import json
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from codesuture.runtime.healer import Healer
+from heal_helpers import import_source
 from heal_helpers import TAG, boot, heal, overlays_in, snapshot, write
 from heal_helpers import as_data as _data
 
@@ -39,13 +37,7 @@ _COUNTER = iter(range(10**6))
 
 
 def _module(tmp_path: Path, source: str) -> Any:
-    name = f"cgcase_{next(_COUNTER)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return import_source(tmp_path, source, "cgcase")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from codesuture.crash.site import find_crash_site, instruction_at
+from heal_helpers import crash_of
 from heal_helpers import boot, heal, overlays_in, plain, write
 
 WARM = 30  # calls before the crash: enough for the specializing interpreter to adapt
@@ -159,12 +160,7 @@ def test_shape_deciding_a_branch_is_refused(tmp_path: Path, name: str) -> None:
     assert not overlays_in(overlays), str(refused)
 
 
-def _crash(fn: object, *args: object) -> BaseException:
-    try:
-        fn(*args)  # type: ignore[operator]
-    except Exception as exc:  # noqa: BLE001 - the crash under test
-        return exc
-    raise AssertionError("no crash")
+_crash = crash_of
 
 
 def _calls_at(code: object, offset: int) -> bool:

@@ -20,7 +20,6 @@ and ``codesuture incidents``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any, Callable
 
 import pytest
 
+from heal_helpers import crash_of, import_source
 from heal_helpers import as_data as _data
 
 from codesuture.runtime import events, incidents, shadow
@@ -57,21 +57,11 @@ _N = iter(range(10**6))
 
 
 def _module(tmp_path: Path, source: str, name: str | None = None) -> Any:
-    name = name or f"incmod_{next(_N)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return import_source(tmp_path, source, "incmod", name)
 
 
 def _crash(call: Callable[[], object]) -> BaseException:
-    try:
-        call()
-    except Exception as exc:  # noqa: BLE001 - broad on purpose: a handler naming the type would make it EAFP
-        return exc
-    raise AssertionError("no crash")
+    return crash_of(call)
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from heal_helpers import crash_of
 from heal_helpers import (
     PY, TAG, as_data, boot, clean_env, heal, other_pythons, overlays_in, plain, run, script_key, snapshot, write,
 )
@@ -494,12 +495,7 @@ def _load(tmp_path: Path, name: str, source: str) -> types.ModuleType:
     return module
 
 
-def _crash(fn, *args):  # noqa: ANN001, ANN202
-    try:
-        fn(*args)
-    except Exception as exc:  # broad on purpose: a specific handler here would be EAFP
-        return exc
-    raise AssertionError("expected a crash")
+_crash = crash_of
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ process with a :class:`Healer`:
 
 from __future__ import annotations
 
-import importlib
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import pytest
 
 from codesuture.runtime.healer import Healer
+from heal_helpers import crash_of, import_source
 from heal_helpers import boot, heal, overlays_in, plain, write
 from heal_helpers import as_data as _data
 
@@ -220,13 +219,7 @@ def test_cli_unpacking_in_the_caller_is_taken_back_not_filled(tmp_path: Path) ->
 
 
 def _module(tmp_path: Path, source: str) -> Any:
-    name = f"tbcase_{next(_COUNTER)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return import_source(tmp_path, source, "tbcase")
 
 
 @pytest.fixture
@@ -236,11 +229,7 @@ def healer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Healer:
 
 
 def _crash(call: Any) -> BaseException:
-    try:
-        call()
-    except Exception as exc:  # noqa: BLE001 - the crash to heal
-        return exc
-    raise AssertionError("no crash")
+    return crash_of(call)
 
 
 def test_one_guard_gives_each_caller_what_it_needs(healer: Healer, tmp_path: Path) -> None:

@@ -18,14 +18,12 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from heal_helpers import import_source
 from heal_helpers import as_data as _data
 
 from codesuture.guards.families import default_rule
@@ -109,13 +107,7 @@ _COUNTER = iter(range(10**6))
 
 
 def _module(tmp_path: Path, source: str) -> Any:
-    name = f"tdcase_{next(_COUNTER)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return import_source(tmp_path, source, "tdcase")
 
 
 @pytest.fixture

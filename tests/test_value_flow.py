@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dis
 import http.client
-import importlib
 import itertools
 import os
 import subprocess
@@ -34,19 +33,14 @@ import pytest
 from codesuture.patch import flow
 from codesuture.runtime import events
 from codesuture.runtime.healer import Healer
+from heal_helpers import import_source
 from heal_helpers import PY, clean_env
 
 _COUNTER = itertools.count()
 
 
 def _module(tmp_path: Path, source: str) -> Any:
-    name = f"vfcase_{next(_COUNTER)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    return import_source(tmp_path, source, "vfcase")
 
 
 def _offset(fn: Any, opname: str, nth: int = 0) -> int:
