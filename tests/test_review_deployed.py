@@ -55,7 +55,7 @@ which = sys.argv[1:] or list(CALLS)
 print("RESULT", " ".join(f"{w}={CALLS[w]()!r}" for w in which))
 """
 
-HEALED = "RESULT price=None label='' ratio=0.0 first=None"
+HEALED = "RESULT price='' label='' ratio=0.0 first=''"
 EXCEPTIONS = {"price": "KeyError", "label": "AttributeError", "ratio": "ZeroDivisionError", "first": "IndexError"}
 
 
@@ -278,14 +278,14 @@ def test_rollback_function_on_a_signed_folder(d: Deployed) -> None:
     assert back.returncode == 1 and "KeyError" in back.stderr, str(back)
     assert f"overlay {shop} not applied: withdrawn by codesuture rollback at " in back.stderr, str(back)
     others = d.boot(old, "ratio", "first")
-    assert others.returncode == 0 and others.results() == ["RESULT ratio=0.0 first=None"], str(others)
+    assert others.returncode == 0 and others.results() == ["RESULT ratio=0.0 first=''"], str(others)
     # Signed again, the folder loads without the price patch.
     s = d.cli("sign", "--key", d.priv, "--app-root", d.app, d.store)
     assert s.returncode == 0 and "signed overlay set 'review-app' v2: 3 overlay(s)" in s.stdout, str(s)
     crash = d.boot(d.store, "price")
     assert crash.returncode == 1 and "KeyError" in crash.stderr, str(crash)
     rest = d.boot(d.store, "label", "ratio", "first", options=("--require-signed",))
-    assert rest.returncode == 0 and rest.results() == ["RESULT label='' ratio=0.0 first=None"], str(rest)
+    assert rest.returncode == 0 and rest.results() == ["RESULT label='' ratio=0.0 first=''"], str(rest)
     # The withdrawn files put back into the folder are never signed again.
     for suffix in (".overlay", ".json", ".dsse.json"):
         shutil.copy2(old / f"{shop}{suffix}", d.store / f"{shop}{suffix}")
@@ -326,7 +326,7 @@ def test_rollback_on_a_bundle_withdraws_on_this_host(d: Deployed) -> None:
         assert gone.returncode == 1 and EXCEPTIONS[call] in gone.stderr, str(gone)
         assert f"overlay {shop} not applied: withdrawn by codesuture rollback" in gone.stderr, str(gone)
     rest = d.boot(d.bundle, "ratio", "first")
-    assert rest.returncode == 0 and rest.results() == ["RESULT ratio=0.0 first=None"], str(rest)
+    assert rest.returncode == 0 and rest.results() == ["RESULT ratio=0.0 first=''"], str(rest)
     rc, rows, _ = _audit(d, d.bundle)
     assert rc == 1 and rows["shop"]["status"].startswith("refused: withdrawn"), rows
     # Another host (its own state) still loads the whole bundle.
