@@ -191,6 +191,10 @@ def logs_choice_inline(u, log):
     log.warning("big=%s", "yes" if big else "no")
     return "done"
 
+def prints_mixed(u):
+    value = u.n
+    print("MARKER patched" if value == 0 else f"MARKER unexpected {value!r}")
+
 def counts_items(u):
     n = u.count
     suffix = "s" if n != 1 else ""
@@ -423,6 +427,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("looks_up_choice", "LOAD_ATTR", "refuse", flow.EXITS, ""),  # a truth value as the key: a choice
     # 3.12+ copies the call after the join into each side (one exit tail): still after it.
     ("prints_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
+    ("prints_mixed", "LOAD_ATTR", "heal", flow.REJOIN, ""),  # one copy hands on data: joined, data
     # True/False chosen on the sides is the test's own truth value: passed to a call, data
     # (tabulate 0.9.0's `is_multiline`, handed to `_choose_width_fn`).
     ("picks_mode", "LOAD_ATTR", "heal", flow.REJOIN, "value"),

@@ -748,18 +748,24 @@ def _same_tail(g: _Graph, j: int, f: int) -> int:
     return common if common >= 2 or (common == 1 and a[-1].name == "RETURN_CONST" and len(a) == 1 == len(b)) else 0
 
 
-def _joined_tail(g: _Graph, b: int) -> set[int]:
-    """The ``id()`` of the instructions of both copies of the exit code the sides of the
-    branch ending block *b* share (:func:`_same_tail`): after the join in the source,
-    though inside the sides in the graph. Empty when the sides meet at a block."""
+def _joined_tail(g: _Graph, b: int) -> dict[int, tuple[int, int]]:
+    """The instructions of both copies of the exit code the sides of the branch ending
+    block *b* share (:func:`_same_tail`), after the join in the source though inside
+    the sides in the graph: ``id()`` -> ``(b, k)``, the same for an instruction and its
+    copy (*k* counts from the end). Empty when the sides meet at a block."""
     j, f = g.jump[b], g.nxt[b]
     n = len(g.blocks)
     if j is None or f is None or g.pdom[b] & ~(1 << b) & ((1 << n) - 1):
-        return set()
+        return {}
     common = _same_tail(g, j, f)
     if not common:
-        return set()
-    return {id(x) for s in (j, f) for x in (_tail(g, s) or [])[-common:]}
+        return {}
+    out: dict[int, tuple[int, int]] = {}
+    for s in (j, f):
+        tail = (_tail(g, s) or [])[-common:]
+        for k, x in enumerate(reversed(tail)):
+            out[id(x)] = (b, k)
+    return out
 
 
 # ------------------------------------------------------------------ following a value
@@ -844,7 +850,11 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     # of (name, taint)). A straight-line prefix from the start is tracked for "first".
     entry: dict[int, tuple[tuple[Any, ...], frozenset[tuple[str, str]]]] = {}
     ctrl: set[int] = set()  # blocks between a decision on the value and where its sides rejoin
-    joined: set[int] = set()  # ids of instructions in ctrl that the source runs after the join
+    joined: dict[int, tuple[int, int]] = {}  # instructions in ctrl the source runs after the join
+    # What the copies of one such instruction take from the stack, per copy (the last
+    # pass), to join them as 3.11's one instruction does: data on one copy wins.
+    copies: dict[tuple[int, int], dict[int, tuple[Any, ...]]] = {}
+    copy_of: dict[int, tuple[int, int]] = {}  # offset -> copy key
     breaks: set[int] = set()  # headers of while loops with a branch out of them that could shape data
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
@@ -919,7 +929,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                     if not skip:
                         if outcome == REJOIN:
                             ctrl |= _region(g, b)
-                            joined |= _joined_tail(g, b)
+                            joined.update(_joined_tail(g, b))
                         line = ins.location.lineno if ins.location is not None else None
                         add(Decision(g.offsets[g.index[(b, p)]], line, loop or what, outcome, side,
                                      first, depth - 1, min(low, depth - 1)))
@@ -943,6 +953,11 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 note = ("returned", "data")  # yielded by a side itself: judged with the side
             if name in _CHOICE_SITES:
                 off = g.offsets[g.index[(b, p)]]
+                twin = joined.get(id(ins)) if b in ctrl else None
+                if twin is not None:
+                    pops = _effect(ins, jump=False)[0]
+                    copies.setdefault(twin, {})[id(ins)] = before[-pops:] if pops else ()
+                    copy_of[off] = twin
                 if note and note[0] == "decision" and note[1].startswith(CHOICE_NOTES) and on_side:
                     note = None  # on a side itself: what the side does is judged whole (ACTS)
                     chose.pop(off, None)
@@ -985,7 +1000,14 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
         at = {o: k for k, o in enumerate(g.offsets)}
         tests = {_loop_test_of(g, g.where[at[d.offset]][0], "") for d in decisions.values() if d.what == LOOP_TEST}
         return _analyze(code, offset, kind, namespace, frozenset(breaks - tests))
-    for d in chose.values():
+    for off, d in chose.items():
+        if d is not None and off in copy_of:
+            ins_of = list(copies[copy_of[off]].values())
+            merged = ins_of[0]
+            for other in ins_of[1:]:
+                merged = _join(merged, other)
+            if CHOICE not in merged:
+                d = None  # the other copy hands on data there: joined, it is data
         if d is not None:
             add(d)
     data_too = "data" in chosen_returns.values()  # the copies of one return 3.12+ puts in each side, joined
