@@ -93,8 +93,13 @@ SHAPES: dict[str, tuple[str, str]] = {
     "compare_none_both_ways": ("""
         def before(a, b):
             return a < b
-        print("RESULT", [before(1, 2), before(None, 2), before(2, None)])
-        """, "RESULT [True, True, False]"),
+        class K:
+            def __init__(self, k):
+                self.k = k
+            def __lt__(self, other):
+                return before(self.k, other.k)
+        print("RESULT", [x.k for x in sorted([K(2), K(None), K(1)])], [x.k for x in sorted([K(None), K(3)])])
+        """, "RESULT [None, 1, 2] [None, 3]"),
     "format_spec_none": ("""
         def money(x):
             return f"{x:.2f}"

@@ -68,9 +68,12 @@ class Healed:
         return mod
 
 
-def heal_live(tmp_path: Path, source: str, call: Callable[[Any], Any], heals: int = 4) -> Healed:
+def heal_live(tmp_path: Path, source: str, call: Callable[[Any], Any], heals: int = 4,
+              control_flow: bool = False) -> Healed:
     """Import *source* as a fresh module, call ``call(module)`` and heal each crash live
-    (at most *heals*); then write the records as source."""
+    (at most *heals*); then write the records as source. *control_flow*: the module is
+    opted in to guards that decide (``--control-flow``), for a value this harness keeps
+    to decide with later, where the value flow would fail closed."""
     name = f"sgmod_{next(_COUNTER)}"
     path = tmp_path / f"{name}.py"
     text = textwrap.dedent(source).lstrip("\n")
@@ -80,7 +83,7 @@ def heal_live(tmp_path: Path, source: str, call: Callable[[Any], Any], heals: in
         mod = importlib.import_module(name)
     finally:
         sys.path.remove(str(tmp_path))
-    healer = Healer(None)
+    healer = Healer(None, control_flow=(name,) if control_flow else ())
     records = []
     for _ in range(heals + 1):
         try:
@@ -240,7 +243,9 @@ def test_every_guard_of_the_families_table_has_a_rewrite_here():
 @pytest.mark.parametrize("kind", KINDS, ids=[k.id for k in KINDS])
 def test_rewrite_kind(kind: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CODESUTURE_STATE_DIR", str(tmp_path / "state"))
-    h = heal_live(tmp_path, kind.source, lambda m: m.f(*kind.crash))
+    # The harness keeps what the guard yields, to compare it later: a truth value kept so
+    # (compare, membership) fails closed unless the module is opted in.
+    h = heal_live(tmp_path, kind.source, lambda m: m.f(*kind.crash), control_flow=True)
     got = {r.guard.guard + (f"/{r.guard.form}" if r.guard.form else "") for r in h.records}
     assert got == {kind.guard}, h.records
     assert not h.failures, h.failures

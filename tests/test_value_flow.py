@@ -179,6 +179,39 @@ def picks_mode(u):
         multiline = True
     return send(multiline)
 
+def grants_if(ok):
+    if ok:
+        return "200 OK"
+    return "403 Forbidden"
+
+def passes_truth(u):
+    return grants_if(u.uid not in (0, 7))
+
+def centred(text, wide):
+    if wide:
+        text = text.center(40)
+    return text
+
+def passes_flag(u):
+    return centred("row", u.size > 80)
+
+def label(n, plural):
+    return f"{n} item" + ("s" if plural else "")
+
+def labels(u):
+    n = u.n
+    return label(n, n != 1)
+
+def prints_truth(u):
+    print(u.n > 10)
+
+def shows_truth(u):
+    return str(u.n > 10)
+
+def sorts_truth(u, out):
+    newest = u.n > 10
+    out.sort(reverse=newest)
+
 def looks_up_choice(u):
     return send({True: "200 OK", False: "403 Forbidden"}[u.uid in (0, 7)])
 
@@ -428,9 +461,21 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # 3.12+ copies the call after the join into each side (one exit tail): still after it.
     ("prints_choice", "LOAD_ATTR", "refuse", flow.REJOIN, ""),
     ("prints_mixed", "LOAD_ATTR", "heal", flow.REJOIN, ""),  # one copy hands on data: joined, data
-    # True/False chosen on the sides is the test's own truth value: passed to a call, data
-    # (tabulate 0.9.0's `is_multiline`, handed to `_choose_width_fn`).
-    ("picks_mode", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
+    # True/False chosen on the sides is the test's own truth value (tabulate 0.9.0's
+    # `is_multiline`, handed to `_choose_width_fn`): followed into the callee, which
+    # returns it here.
+    ("picks_mode", "LOAD_ATTR", "heal", flow.REJOIN, "truth"),
+    # A truth value passed to a function is followed into it: a gate there fails closed,
+    # a decision there that rejoins shapes data (a choice mixed into the value too); a
+    # built-in type keeps it a truth value (`str(ok)`); print() writes it out, no branch
+    # is taken (a choice printed is a decision already taken); any other callee (a
+    # method of another object, a C function) is not followed: fail closed.
+    ("passes_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
+    ("passes_flag", "LOAD_ATTR", "heal", None, "value"),
+    ("labels", "LOAD_ATTR", "heal", None, "value"),
+    ("prints_truth", "LOAD_ATTR", "heal", None, ""),
+    ("shows_truth", "LOAD_ATTR", "heal", None, "truth"),
+    ("sorts_truth", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("returns_or", "LOAD_ATTR", "heal", flow.REJOIN, "value"),
     ("keeps_attr", "LOAD_ATTR", "refuse", flow.EXITS, ""),
     ("grants", "LOAD_ATTR", "refuse", flow.ACTS, ""),  # the sides rejoin, one acts: a call for its effect
@@ -765,6 +810,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 ADMINS = {1}
 STAFF = {0, 7}
+BANNED_UIDS = {13}
 LIMIT = 5.0
 USERS = {"alice": type("User", (), {"banned": False, "role": "member", "suspended": False})(),
          "mallory": type("User", (), {"banned": True, "role": "guest", "suspended": True})()}
@@ -838,6 +884,12 @@ def respond(start_response, status, body):
     return [body.encode()]
 
 
+def answer(start_response, allowed):  # decides with a truth value its caller made
+    if allowed:
+        return respond(start_response, "200 OK", "let in")
+    return respond(start_response, "403 Forbidden", "kept out")
+
+
 def app(env, start_response):
     path = env["PATH_INFO"]
     user = USERS.get(env.get("HTTP_X_USER", ""))
@@ -895,6 +947,8 @@ def app(env, start_response):
         return respond(start_response, status, "quota checked")
     if path == "/clearance":  # the helper's choice, looked up here
         return respond(start_response, CLEARANCE_STATUS[clearance(env)], "clearance")
+    if path == "/verdict":  # a truth value handed to a helper that decides with it
+        return answer(start_response, allowed=request_uid(env) not in BANNED_UIDS)
     if path == "/api":
         assert token_ok(env), "bad token"
         return respond(start_response, "200 OK", "api")
@@ -929,6 +983,7 @@ CRAFTED = [
     ("/staff", {"X-Staff-Id": "abc"}, {403, 500}),  # int('abc') -> 0 would be in STAFF, stored as a flag
     ("/quota", {"X-Window": "0", "X-Hits": "9"}, {429, 500}),  # 0 would choose "200 OK", passed to respond()
     ("/clearance", {"X-UID": "abc"}, {403, 500}),   # 0 in STAFF would choose "full" in the helper
+    ("/verdict", {"X-UID": "abc"}, {403, 500}),     # 0 not in BANNED_UIDS, passed to answer(), would let in
 ]
 LEGIT = [
     ("/ban", {"X-User": "alice"}, 200, "welcome"),
@@ -952,6 +1007,8 @@ LEGIT = [
     ("/quota", {"X-Hits": "9"}, 429, "quota checked"),
     ("/clearance", {"X-UID": "7"}, 200, "clearance"),
     ("/clearance", {"X-UID": "3"}, 403, "clearance"),
+    ("/verdict", {"X-UID": "5"}, 200, "let in"),
+    ("/verdict", {"X-UID": "13"}, 403, "kept out"),
 ]
 
 
@@ -1010,6 +1067,57 @@ def test_security_gates_hold_in_a_real_wsgi_service(tmp_path: Path) -> None:
             assert "not healed" in err and "decides control flow" in err, err[-3000:]
     assert any(p.suffix == ".overlay" for p in overlays.iterdir())  # the helper healed for /profile
     assert all(200 not in statuses for statuses in seen.values()), seen
+
+
+def test_a_truth_value_passed_to_a_method_is_followed_into_every_definition(tmp_path: Path) -> None:
+    # `self.answer(ok)` runs the class's own answer() or a loaded subclass's override:
+    # each is followed, and one that decides with the flag makes the call a gate.
+    mod = _module(tmp_path, """
+        class Shaper:
+            def pad(self, text, wide):
+                if wide:
+                    text = text.center(12)
+                return text
+            def show(self, d):
+                return self.pad("row", d.w > 3) + "|"
+            @staticmethod
+            def mark(flag):
+                sign = ""
+                if flag:
+                    sign = "*"
+                return sign
+            def marked(self, d):
+                return self.mark(d.w > 3) + "row"
+        class Strict(Shaper):
+            def pad(self, text, wide):
+                if not wide:
+                    raise ValueError("too narrow")
+                return text
+        class Handler:
+            def answer(self, ok):
+                if ok:
+                    return "GRANTED"
+                return "denied"
+            def handle(self, d):
+                return self.answer(d.user not in ("mallory",))
+        class Plain:
+            def pad(self, text, wide):
+                if wide:
+                    text = text.center(12)
+                return text
+            def show(self, d):
+                return self.pad("row", d.w > 3) + "|"
+        """)
+    def judged(fn: Any) -> Any:  # the value: `d.w` or `d.user`
+        at = next(i.offset for i in dis.get_instructions(fn) if i.opname == "LOAD_ATTR" and i.argval in ("w", "user"))
+        return flow.verdict(flow.analyze(fn.__code__, at, "value", vars(mod)))
+    assert judged(mod.Plain.show).action == "heal"          # the one definition shapes data
+    refused = judged(mod.Shaper.show)                       # Strict's override raises on the flag
+    assert refused.action == "refuse" and "Strict.pad" in refused.reason, refused
+    refused = judged(mod.Handler.handle)
+    assert refused.action == "refuse" and "Handler.answer" in refused.reason, refused
+    marked = judged(mod.Shaper.marked)                      # a static method returns a choice,
+    assert marked.action == "heal" and marked.returned == "choice", marked  # returned to the callers
 
 
 def test_an_awaited_value_is_judged_in_its_awaiting_callers(model: Any, tmp_path: Path) -> None:

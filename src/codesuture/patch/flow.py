@@ -121,6 +121,12 @@ CHOSEN_FLAG = "a flag chosen by a decision on it"
 CHOICE_PASSED = "a value a decision on it chose is passed"
 TRUTH_STORED_CHOICE = "a value a decision on it chose is stored"
 CHOICE_NOTES = (CHOICE_PASSED, TRUTH_STORED_CHOICE)
+#: The note of a call a truth value made from the value is passed to (followed into the
+#: callee, :func:`_follow_call`).
+TRUTH_CALL = "truth passed"
+TRUTH_PASSED = "a truth value made from it is passed to"
+#: How many calls deep a truth value passed on is followed; deeper, it fails closed.
+MAX_CALLEES = 3
 #: Where a choice can make a decision (:data:`CHOICE_NOTES`).
 _CHOICE_SITES = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX", "STORE_ATTR", "STORE_SUBSCR", "STORE_GLOBAL"})
 #: What a side names without computing (constants, module-level names): the values a
@@ -242,15 +248,8 @@ def _noreturn(obj: Any) -> bool:
 
 
 def _resolver(namespace: dict[str, Any] | None) -> Callable[[str], bool]:
-    import builtins
-
     def resolve(dotted: str) -> bool:
-        if namespace is None:
-            return False
-        head, *rest = dotted.split(".")
-        obj = namespace.get(head, getattr(builtins, head, None))
-        for part in rest:
-            obj = getattr(obj, part, None) if isinstance(obj, types.ModuleType) else None
+        obj = _resolve(dotted, namespace)
         return obj is not None and _noreturn(obj)
 
     return resolve
@@ -811,20 +810,28 @@ def _graph_for(code: types.CodeType, namespace: dict[str, Any] | None) -> _Graph
 
 
 def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, Any] | None,
-             free: frozenset[int] | None = None) -> Flow:
+             free: frozenset[int] | None = None, params: frozenset[tuple[str, str]] | None = None,
+             chain: tuple[int, ...] = ()) -> Flow:
     """The walk behind :func:`analyze`. A branch out of a ``while`` loop that would
     only shape data if it were not a loop exit (:func:`_break_to_data`) needs two
     walks: the first (*free* None) passes over it, to see whether the value reaches
     the loop's own test; the second (*free*: the headers of the loops whose test it
     does not reach) counts such a branch as a decision that rejoins, and that loop's
-    test, which then runs again on one side only, as the program's own."""
+    test, which then runs again on one side only, as the program's own.
+
+    *params* ``{(name, taint)}``: follow parameters from the function's first
+    instruction instead (*offset* ignored), for :func:`_param_flow`; *chain*: the code
+    objects (ids) a truth value was passed through to get here."""
     from bytecode import Instr
 
     from codesuture.patch.synthesize import instruction_index
 
     g = _graph_for(code, namespace)
-    k, _ = instruction_index(code, offset)
-    b0, p0 = g.where[k]
+    if params is not None:
+        k, b0, p0 = 0, 0, 0
+    else:
+        k, _ = instruction_index(code, offset)
+        b0, p0 = g.where[k]
     start = g.blocks[b0][p0]
     taint = {"value": "data", "choice": CHOICE}.get(kind, "a truth test")
     decisions: dict[int, Decision] = {}
@@ -859,14 +866,18 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     work: list[tuple[int, int, tuple[Any, ...], frozenset[tuple[str, str]], bool, int, int]] = []
     # The start instruction: its outputs carry the value (a for loop's item; an
     # await's result on SEND's jump edge).
-    if start.name == "SEND":
+    if params is not None:
+        pops, pushes = 0, 0
+    elif start.name == "SEND":
         pops, pushes = _effect(start, jump=True)
     else:
         pops, pushes = _effect(start, jump=False)
-    if not pushes:
+    if not pushes and params is None:
         raise ValueError(f"{start.name} makes no value to follow")
     stack0: tuple[Any, ...] = (None,) * (pushes - 1) + (taint,)
-    if start.has_jump() and not start.is_uncond_jump():
+    if params is not None:
+        work.append((0, 0, (), params, False, 0, 0))
+    elif start.has_jump() and not start.is_uncond_jump():
         if start.name not in ("FOR_ITER", "SEND"):
             raise ValueError(f"{start.name} branches")
         edge = g.jump[b0] if start.name == "SEND" else g.nxt[b0]
@@ -912,6 +923,8 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
                 break
             if ins.has_jump() and not ins.is_uncond_jump():
                 tested = stack[-1] if stack else None
+                if tested == "data" and params is not None:
+                    tested = None  # in a callee: what it computes from a truth value it was passed shapes data
                 if tested:
                     what = _what(g, b, name, tested)
                     outcome, side, loop = _classify(g, b, name)
@@ -943,12 +956,19 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
             if g.ends.get(b) == p:
                 stop = True  # a call that never returns
                 break
-            if b in ctrl:
-                before = stack
+            before = stack
             stack, local, note = _step(ins, stack, local, block, p)
             if b in ctrl and id(ins) not in joined:  # on the sides of a decision on the value: depends on it
                 stack, local = _decided(ins, before, stack, local)
             on_side = b in ctrl and id(ins) not in joined  # on a side itself
+            if note and note[0] == TRUTH_CALL:
+                box = _added_to_local(block, p, code)
+                if box is not None:  # `out.append(ok)` on a list of its own: `[ok]`
+                    note, local = None, frozenset((n_, t) for n_, t in local if n_ != box) | {(box, _TRUTH_BOX)}
+                else:
+                    note, made = _follow_call(block, p, ins, before, namespace, chain + (id(code),), on_side, code)
+                    if made and stack:
+                        stack = stack[:-1] + (made,)
             if note and note == ("returned", CHOICE) and on_side:
                 note = ("returned", "data")  # yielded by a side itself: judged with the side
             if name in _CHOICE_SITES:
@@ -999,7 +1019,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
         # branches out only shape data. Walk again with them known.
         at = {o: k for k, o in enumerate(g.offsets)}
         tests = {_loop_test_of(g, g.where[at[d.offset]][0], "") for d in decisions.values() if d.what == LOOP_TEST}
-        return _analyze(code, offset, kind, namespace, frozenset(breaks - tests))
+        return _analyze(code, offset, kind, namespace, frozenset(breaks - tests), params, chain)
     for off, d in chose.items():
         if d is not None and off in copy_of:
             ins_of = list(copies[copy_of[off]].values())
@@ -1018,9 +1038,289 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
         returned = "choice"
     found = tuple(decisions.values())
     later = None
-    if found and not (found[0].first and found[0].outcome == RAISES) and any(d.outcome != REJOIN for d in found):
+    if params is None and found and not (found[0].first and found[0].outcome == RAISES) \
+            and any(d.outcome != REJOIN for d in found):
         later = _later_raise(g, code, b0, p0, found)
     return Flow(found, returned, tuple(sorted(escapes)), later=later)
+
+
+_PARAMS: dict[tuple[int, frozenset[tuple[str, str]]], tuple[types.CodeType, Flow]] = {}
+#: Built-in types a truth value may be passed to: what they make of it is still the
+#: truth value (``str(ok)``: "True" or "False"), or a container of it.
+_CHOOSING_TYPES = (str, int, float, complex, bytes)
+_BOXING_TYPES = (list, tuple, set, frozenset, dict)
+
+
+def _resolve(dotted: str, namespace: dict[str, Any] | None) -> Any:
+    """The object a dotted global name (``respond``, ``views.respond``) names in
+    *namespace* (then the builtins), through modules only; None when unknown."""
+    import builtins
+
+    if namespace is None or not dotted:
+        return None
+    head, *rest = dotted.split(".")
+    obj = namespace.get(head, getattr(builtins, head, None))
+    for part in rest:
+        obj = getattr(obj, part, None) if isinstance(obj, types.ModuleType) else None
+    return obj
+
+
+def _keyword_names(block: list[Any], p: int, ins: Any) -> tuple[str, ...] | None:
+    """The keyword names of the call at ``block[p]``: 3.13's constant before
+    ``CALL_KW``, 3.11/3.12's ``KW_NAMES`` (before ``PRECALL`` on 3.11); ``()`` for a
+    call without keywords, None when not found."""
+    if ins.name == "CALL_KW":
+        prev = _previous(block, p)
+        arg = getattr(prev, "arg", None)
+        return tuple(arg) if _name(prev) == "LOAD_CONST" and isinstance(arg, tuple) else None
+    q = p - 1
+    while q >= 0 and _name(block[q]) in ("PRECALL", "CACHE", ""):
+        q -= 1
+    if q >= 0 and _name(block[q]) == "KW_NAMES":
+        arg = block[q].arg
+        return tuple(arg) if isinstance(arg, tuple) else None
+    return ()
+
+
+def _follow_call(block: list[Any], p: int, ins: Any, before: tuple[Any, ...], namespace: dict[str, Any] | None,
+                 chain: tuple[int, ...], on_side: bool, caller: types.CodeType) -> tuple[tuple[str, str] | None, str]:
+    """A truth value made from the value (or a container of them, a flag a decision on
+    it chose) is passed to the call ``ins`` (stack *before* it) in *caller*:
+    ``(note, made)``.
+
+    The callee decides with it, if anything does. A plain Python function named by a
+    global (``respond``, ``views.respond``), or a method of the caller's own class
+    called on its first argument (``self.respond(ok)``: the class's and every loaded
+    subclass's definition), is followed from its parameter (:func:`_param_flow`, at
+    most :data:`MAX_CALLEES` calls deep): a decision there that does not rejoin is a
+    decision here (note ``("decision", why)``), and what it returns is what the call
+    makes (*made*: a truth value, a :data:`CHOICE`, data). A built-in type makes a
+    choice (``str(ok)``) or a container of one; any other callee (another object's
+    method, a class, a C function: ``print``) decides where the model cannot follow:
+    fail closed. A flag only chosen on a side of a decision, passed by that side
+    itself, is judged with the side (ACTS), as a choice is."""
+    pops = _effect(ins, jump=False)[0]
+    inputs = before[-pops:] if len(before) >= pops else (None,) * (pops - len(before)) + before
+    args = list(inputs[2:])
+    callee = _callee(block, p) or _own_method(block, p, caller) or ""
+    what = f"{TRUTH_PASSED} {callee or 'a call'}()"
+    if on_side and all(t in (None, "data", CHOSEN_FLAG) for t in args):
+        return None, ""
+    if ins.name == "CALL_FUNCTION_EX":
+        return ("decision", f"{what}, whose arguments are not known"), ""
+    targets = _callees(callee, namespace, caller)
+    if targets == "reports":
+        return None, ""
+    if isinstance(targets, str):  # "keeps" or "box"
+        truth = next(str(t) for t in args if t and t != "data")
+        return None, (_TRUTH_BOX if targets == "box" else truth)
+    if not targets:
+        return ("decision", f"{what}, which the value flow does not follow"), ""
+    kw = _keyword_names(block, p, ins)
+    if kw is None:
+        return ("decision", f"{what}, whose keywords are not known"), ""
+    if ins.name == "CALL_KW":
+        args = args[:-1]
+    made: set[str] = set()
+    for fn, bound in targets:
+        why, returned = _into(fn, bound, args, kw, what, chain)
+        if why:
+            return ("decision", why), ""
+        made.add(returned)
+    return None, (CHOICE if "choice" in made else f"a truth value {callee}() returns" if "truth" in made else "data")
+
+
+#: Methods that put their arguments into the container they are called on.
+_ADDS = frozenset({"append", "add", "extend", "insert", "appendleft", "extendleft", "update", "setdefault"})
+
+
+def _added_to_local(block: list[Any], p: int, caller: types.CodeType) -> str | None:
+    """The local variable (not a parameter: a container of the frame's own) whose
+    ``append``/``add``/... method the call at ``block[p]`` calls, else None."""
+    from codesuture.patch import instrs as I
+
+    try:
+        fn = I.find_producer(block, p, I.call_slots(block[p])[0])
+        if fn is None or _name(block[fn]) not in ("LOAD_ATTR", "LOAD_METHOD") or _attr_name(block[fn]) not in _ADDS:
+            return None
+        obj = I.find_producer(block, fn, 1)
+    except Exception:  # noqa: BLE001 - an odd call shape: not known
+        return None
+    if obj is None or _name(block[obj]) not in ("LOAD_FAST", "LOAD_FAST_CHECK"):
+        return None
+    name = _argname(block[obj].arg)
+    params = caller.co_varnames[:caller.co_argcount + caller.co_kwonlyargcount + bool(caller.co_flags & 0x04)
+                                + bool(caller.co_flags & 0x08)]
+    return None if name in params or name in caller.co_cellvars else name
+
+
+def _own_method(block: list[Any], p: int, caller: types.CodeType) -> str | None:
+    """``self.name`` when the call at ``block[p]`` calls a method on the caller's first
+    argument (``self``/``cls``), else None."""
+    from codesuture.patch import instrs as I
+
+    if not caller.co_argcount:
+        return None
+    try:
+        fn = I.find_producer(block, p, I.call_slots(block[p])[0])
+        if fn is None or _name(block[fn]) not in ("LOAD_ATTR", "LOAD_METHOD"):
+            return None
+        obj = I.find_producer(block, fn, 1)
+    except Exception:  # noqa: BLE001 - an odd call shape: not known
+        return None
+    first = caller.co_varnames[0]
+    if obj is None or _name(block[obj]) not in ("LOAD_FAST", "LOAD_FAST_CHECK") or _argname(block[obj].arg) != first:
+        return None
+    return f"{first}.{_attr_name(block[fn])}"
+
+
+def _callees(callee: str, namespace: dict[str, Any] | None,
+             caller: types.CodeType) -> list[tuple[types.FunctionType, bool]] | str:
+    """What a call to *callee* may run: ``[(function, bound)]`` (empty: not known), or
+    what a built-in makes of a truth value: ``"keeps"`` (text or a number of it:
+    :data:`_CHOOSING_TYPES`, ``repr``, ``format``), ``"box"`` (a container of it,
+    :data:`_BOXING_TYPES`), ``"reports"`` (``print``: written out, nothing decided)."""
+    first = caller.co_varnames[0] if caller.co_argcount else None
+    if first is not None and callee.startswith(first + "."):
+        return _methods(callee.split(".", 1)[1], namespace, caller)
+    obj = _resolve(callee, namespace)
+    if isinstance(obj, type) and obj.__module__ == "builtins" and issubclass(obj, _BOXING_TYPES):
+        return "box"
+    if isinstance(obj, type) and obj.__module__ == "builtins" and issubclass(obj, _CHOOSING_TYPES):
+        return "keeps"
+    if any(obj is f for f in (repr, ascii, format)):
+        return "keeps"
+    if obj is print:
+        return "reports"
+    return [(obj, False)] if isinstance(obj, types.FunctionType) else []
+
+
+def _methods(name: str, namespace: dict[str, Any] | None,
+             caller: types.CodeType) -> list[tuple[types.FunctionType, bool]]:
+    """The definitions of method *name* that ``self.name`` in *caller* (a method of a
+    class named by its qualified name in *namespace*) may run: the class's own and
+    each loaded subclass's; empty when any is not a plain function, static or class
+    method."""
+    parts = caller.co_qualname.split(".")[:-1]
+    if not parts or "<locals>" in parts or namespace is None:
+        return []
+    cls: Any = namespace.get(parts[0])
+    for part in parts[1:]:
+        cls = getattr(cls, part, None)
+    if not isinstance(cls, type):
+        return []
+    classes: list[type] = [cls]
+    todo: list[type] = [cls]
+    while todo and len(classes) < 64:
+        sub: type
+        for sub in todo.pop().__subclasses__():
+            if sub not in classes:
+                classes.append(sub)
+                todo.append(sub)
+    out: list[tuple[types.FunctionType, bool]] = []
+    for klass in classes:
+        raw = next((k.__dict__[name] for k in klass.__mro__ if name in k.__dict__), None)
+        fn: Any = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+        bound = not isinstance(raw, staticmethod)
+        if not isinstance(fn, types.FunctionType):
+            return []
+        if (fn, bound) not in out:
+            out.append((fn, bound))
+    return out
+
+
+def _into(fn: types.FunctionType, bound: bool, args: list[Any], kw: tuple[str, ...], what: str,
+          chain: tuple[int, ...]) -> tuple[str, str]:
+    """Follow the arguments *args* (taints; the last ``len(kw)`` passed by keyword)
+    into *fn* (*bound*: its first parameter is the object it is called on): ``(why,
+    returned)``, *why* "" when no decision there fails closed."""
+    code = fn.__code__
+    if code.co_flags & 0x3A0 or code.co_filename.startswith(_PKG_DIR):
+        return f"{what}, which the value flow does not follow", ""
+    if len(chain) > MAX_CALLEES or id(code) in chain:
+        return f"{what}, more than {MAX_CALLEES} calls deep", ""
+    positional = args[:len(args) - len(kw)]
+    named = list(zip(kw, args[len(positional):]))
+    names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    shift = 1 if bound else 0
+    passed: list[tuple[str, str]] = []
+    for i, t in enumerate(positional):
+        if t and i + shift >= code.co_argcount:
+            return f"{what}, into {code.co_qualname}'s *args", ""
+        if t:
+            passed.append((names[i + shift], str(t)))
+    for nm, t in named:
+        if t and nm not in names[code.co_posonlyargcount:]:
+            return f"{what}, into {code.co_qualname}'s **kwargs", ""
+        if t:
+            passed.append((nm, str(t)))
+    where = f"{code.co_qualname} ({os.path.basename(code.co_filename)})"
+    if any(nm in code.co_cellvars for nm, _ in passed):
+        return f"{what}, which a closure in {where} reads", ""
+    ns = fn.__globals__
+    truths = frozenset((nm, t) for nm, t in passed if t != "data")
+    flow = _param_flow(code, truths, ns, chain)
+    if flow.unknown:
+        return f"{what} ({flow.unknown})", ""
+    for d in flow.decisions:
+        if d.outcome != REJOIN:
+            return f"{what} (in {where}, {_reason(d)})", ""
+    if len(truths) < len(passed) and flow.returned in ("choice", "truth"):
+        flow = _param_flow(code, frozenset(passed), ns, chain)  # the value itself too: a choice mixed into it is data
+        if flow.unknown:
+            return f"{what} ({flow.unknown})", ""
+    return "", flow.returned
+
+
+#: Built-in functions that call back a comparison (``__lt__``) only to order what they
+#: are given: a truth value returned to them decides an order, which is data.
+_ORDERING = frozenset({"sorted", "min", "max", "heapq.heappush", "heapq.heappop", "heapq.heapify",
+                       "heapq.nsmallest", "heapq.nlargest", "heapq.merge", "bisect.bisect", "bisect.bisect_left",
+                       "bisect.bisect_right", "bisect.insort", "bisect.insort_left", "bisect.insort_right"})
+
+
+def _orders(block: list[Any], p: int, namespace: dict[str, Any] | None) -> bool:
+    """Whether the call at ``block[p]`` is a built-in sort or ordering function
+    (:data:`_ORDERING`, or a ``.sort()`` method): a frame below it that returns a truth
+    value is a comparison it called back."""
+    import builtins
+    import bisect
+    import heapq
+
+    from codesuture.patch import instrs as I
+
+    callee = _callee(block, p)
+    if callee is not None:
+        obj = _resolve(callee, namespace)
+        known = {getattr(builtins, n, None) for n in ("sorted", "min", "max")}
+        known |= {getattr(heapq, n.split(".")[1], None) for n in _ORDERING if n.startswith("heapq.")}
+        known |= {getattr(bisect, n.split(".")[1], None) for n in _ORDERING if n.startswith("bisect.")}
+        return obj is not None and obj in known
+    try:
+        fn = I.find_producer(block, p, I.call_slots(block[p])[0])
+    except Exception:  # noqa: BLE001 - an odd call shape: not known to sort
+        return False
+    return fn is not None and _name(block[fn]) in ("LOAD_ATTR", "LOAD_METHOD") and _attr_name(block[fn]) == "sort"
+
+
+def _param_flow(code: types.CodeType, params: frozenset[tuple[str, str]], namespace: dict[str, Any] | None,
+                chain: tuple[int, ...]) -> Flow:
+    """Where parameters *params* ``{(name, taint)}`` of *code* go in its function, from
+    the first instruction (:func:`_analyze` with ``params``). Never raises; cached per
+    code object and parameters."""
+    key = (id(code), params)
+    hit = _PARAMS.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    try:
+        flow = _analyze(code, 0, "truth", namespace, params=params, chain=chain)
+    except Exception as exc:  # noqa: BLE001 - unknown: fail closed
+        flow = Flow(unknown=f"the value flow of {code.co_qualname} is not known ({type(exc).__name__}: {exc})")
+    if not any("calls deep" in d.what for d in flow.decisions):  # (depends on the chain: not kept)
+        if len(_PARAMS) > 1024:
+            _PARAMS.clear()
+        _PARAMS[key] = (code, flow)
+    return flow
 
 
 I_CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX"})
@@ -1563,6 +1863,9 @@ def _step(ins: Any, stack: tuple[Any, ...], local: frozenset[tuple[str, str]], b
             return _trim(keep + (_TRUTH_CALLS[callee],) * pushes), local, None
         if CHOICE in inputs[2:] and not _logs(block, p):
             return _trim(keep + ("data",) * pushes), local, ("decision", f"{CHOICE_PASSED} to {callee or 'a call'}()")
+        if any(_is_truth(t) for t in inputs[2:]) and not _logs(block, p):
+            # Decided in the callee, if anywhere: :func:`_analyze` follows it there.
+            return _trim(keep + ("data",) * pushes), local, (TRUTH_CALL, "")
         note = ("passed", "") if args_tainted else None
         return _trim(keep + ("data",) * pushes), local, note
     if name == "YIELD_VALUE":
@@ -1722,7 +2025,9 @@ def _caller_flow(code: types.CodeType, lasti: int, kind: str, namespace: dict[st
             ins = g.blocks[b][p]
         lasti = g.offsets[k]
         opname = ins.name
-        if ins.has_jump() and not ins.is_uncond_jump() and opname not in ("FOR_ITER", "SEND"):
+        if opname in I_CALLS and kind != "value" and _orders(g.blocks[b], p, namespace):
+            flow = Flow()  # the truth value went to a sort's comparisons: an order is data
+        elif ins.has_jump() and not ins.is_uncond_jump() and opname not in ("FOR_ITER", "SEND"):
             outcome, side, loop = _classify(g, b, opname)
             line = ins.location.lineno if ins.location is not None else None
             flow = Flow((Decision(lasti, line, loop or "a truth test", outcome, side),))
