@@ -10,7 +10,8 @@
 
       {"overlays": ["<sha256 hex of an overlay file>", ...], "keys": ["<key id>", ...]}
 
-All crypto goes through ``cryptography``. Errors are :class:`~codesuture.errors.TrustError`
+All crypto goes through ``cryptography`` (public keys of a trust root through its bindings
+when they are the public API's own objects: :mod:`codesuture.trust.ed25519`). Errors are :class:`~codesuture.errors.TrustError`
 naming the file.
 """
 
@@ -23,18 +24,19 @@ import json
 import os
 import re
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from codesuture.errors import TrustError
+from codesuture.logs import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-from codesuture.logs import logger
 
-# ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) is imported
-# only where keys are written or private keys read; loading a trust root at start-up
-# does not need it (see load_public_key_pem).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) and the public
+# ``...asymmetric.ed25519`` module (``typing``, ``enum``) are imported only where keys are
+# written or private keys read; loading a trust root at start-up needs neither (see
+# load_public_key_pem and codesuture.trust.ed25519).
 
 log = logger("codesuture.trust")
 
@@ -109,6 +111,7 @@ def generate(
             if p.exists() or p.is_symlink():
                 raise TrustError("already exists (refusing to overwrite a key)", p)
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from codesuture.util.files import atomic_write
 
@@ -144,6 +147,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: str | bytes | Non
     *path* when it is unreadable, encrypted without a passphrase, the passphrase is
     wrong, or it is not an Ed25519 private key."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     p = _path(path)
     data = _read_small(p)
@@ -170,12 +174,16 @@ def load_public_key_pem(data: bytes, path: object = "<public key>") -> Ed25519Pu
         raise TrustError("contains a PRIVATE key; the trust root must hold public keys only", path)
     der = _pem_body(data, b"PUBLIC KEY")
     if der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX):
-        # The common case, without importing serialization: cryptography validates the key.
+        # The common case, without importing serialization nor the public ed25519 module
+        # (codesuture.trust.ed25519): cryptography validates the key.
+        from codesuture.trust.ed25519 import public_key
+
         try:
-            return Ed25519PublicKey.from_public_bytes(der[12:])
+            return public_key(der[12:])
         except ValueError:
             raise TrustError("not a valid Ed25519 public key", path) from None
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         key = serialization.load_pem_public_key(data)
