@@ -472,14 +472,14 @@ class Watcher:
         path = _source_path(module)
         if path is None:
             return "skip"
-        import hashlib
+        from codesuture.util.digest import sha256
 
         tag = sys.implementation.cache_tag
         if not any(e.cache_tag == tag for e in entries):
             return "skip"  # overlays for other interpreters only
         with open(path, "rb") as fh:
             source = fh.read()
-        prefix = hashlib.sha256(source).hexdigest()[:16]
+        prefix = sha256(source).hexdigest()[:16]
         mine = [e for e in entries if e.cache_tag == tag and e.source_prefix == prefix]
         if mine and self._nothing_new(key, mine):
             return "skip"

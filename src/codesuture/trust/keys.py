@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
 
 from codesuture.errors import TrustError
 from codesuture.logs import logger
+from codesuture.util.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +62,7 @@ def spki_der(public_key: Ed25519PublicKey) -> bytes:
 
 def keyid(public_key: Ed25519PublicKey) -> str:
     """Key id of *public_key*: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo."""
-    return hashlib.sha256(spki_der(public_key)).hexdigest()
+    return sha256(spki_der(public_key)).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
@@ -287,7 +287,7 @@ class TrustRoot:
             data = _read_small(os.path.join(d, name))
             key = load_public_key_pem(data, os.path.join(d, name))
             der = _pem_body(data, b"PUBLIC KEY")
-            kid = hashlib.sha256(der).hexdigest() if der is not None and der.startswith(ED25519_SPKI_PREFIX) else keyid(key)
+            kid = sha256(der).hexdigest() if der is not None and der.startswith(ED25519_SPKI_PREFIX) else keyid(key)
             keys[kid] = key
         overlays, revoked_keys = _load_revocations(os.path.join(d, REVOKED_FILE))
         log.debug("trust root %s: %d key(s), %d revoked overlay(s), %d revoked key(s)", d, len(keys), len(overlays), len(revoked_keys))
