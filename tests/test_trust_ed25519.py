@@ -24,7 +24,8 @@ from codesuture.overlay.model import OverlayMeta
 
 from trust_helpers import make_overlay
 
-BINDINGS = int(cryptography.__version__.partition(".")[0]) >= ed25519.MIN_BINDINGS_MAJOR
+cryptography_version = cryptography.__version__
+BINDINGS = int(cryptography_version.partition(".")[0]) >= ed25519.MIN_BINDINGS_MAJOR
 
 
 @pytest.fixture
@@ -139,3 +140,20 @@ def test_a_signed_start_verifies_without_the_public_wrapper(signed, tmp_path):
     if BINDINGS:
         assert first == "[]"
     assert second == "TrustError bad signature"
+
+
+@pytest.mark.parametrize("version", ["41.0.7", "3.4.8", "not-a-version"])
+def test_capability_check_refuses_other_cryptography_versions(monkeypatch, version, signed):
+    """An older (or unparsable) cryptography version gets the public API: the check runs
+    once per process and its verdict is what public_key uses."""
+    keys_dir, private, envelope = signed
+    monkeypatch.setattr(cryptography, "__version__", version)
+    monkeypatch.setattr(ed25519, "_FROM_BINDINGS", ed25519._UNSET)
+    assert ed25519._from_bindings() is None
+    root = TrustRoot.load(keys_dir)
+    assert isinstance(_verdict(envelope.read_bytes(), root), dsse.Verified)
+    assert _verdict(_tampered(envelope.read_bytes(), "payload"), root).startswith("bad signature")
+    if BINDINGS:  # the real version again: the bindings pass
+        monkeypatch.setattr(cryptography, "__version__", cryptography_version)
+        monkeypatch.setattr(ed25519, "_FROM_BINDINGS", ed25519._UNSET)
+        assert ed25519._from_bindings() is not None
