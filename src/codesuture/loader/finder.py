@@ -153,10 +153,10 @@ def build_index(store: Any) -> dict[str, list[Any]]:
 def _preimport(policy: Any) -> None:
     """Import what admitting and refusing an overlay needs, before the finder is on
     ``sys.meta_path`` (so the finder never imports through itself on another thread)."""
-    import hashlib  # noqa: F401
     import marshal  # noqa: F401
 
     import codesuture.loader.resolve  # noqa: F401
+    import codesuture.util.digest  # noqa: F401  (SHA-256: hashlib only past its budget, see there)
     import codesuture.overlay.package  # noqa: F401  (the package version check after admission)
     import codesuture.trust.policy  # noqa: F401
 

@@ -12,7 +12,6 @@ patch expired runs its source's code, the overlay's other patches stay (one line
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import sys
 import types
@@ -22,6 +21,7 @@ from importlib.util import MAGIC_NUMBER
 from codesuture.errors import OverlayError
 from codesuture.logs import logger
 from codesuture.overlay import format as fmt
+from codesuture.util.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
@@ -55,7 +55,7 @@ def resolve(key: str, entries: Sequence[Any], source: bytes, source_path: str, p
     None after logging why no overlay applies. Never raises for bad overlays."""
     from codesuture.trust.policy import admit
 
-    digest = hashlib.sha256(source).digest()
+    digest = sha256(source).digest()
     prefix = digest.hex()[:16]
     tag = sys.implementation.cache_tag
     mine = [e for e in entries if e.cache_tag == tag and e.source_prefix == prefix]

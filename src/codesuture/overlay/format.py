@@ -17,13 +17,13 @@ Parsing the header never unmarshals: :func:`parse` only slices bytes; the loader
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections import namedtuple
 from importlib.util import MAGIC_NUMBER
 
 from codesuture.errors import OverlayError
 from codesuture.overlay.names import MAX_OVERLAY_BYTES
+from codesuture.util.digest import sha256
 
 FILE_MAGIC = b"CSOV"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ def pack(code_marshalled: bytes, source: bytes) -> bytes:
     """Return overlay file bytes for *code_marshalled* (``marshal.dumps`` output) built
     from *source* (the module's exact source bytes) on this interpreter."""
     header = HEADER.pack(
-        FILE_MAGIC, FORMAT_VERSION, MAGIC_NUMBER, hashlib.sha256(source).digest(), len(code_marshalled)
+        FILE_MAGIC, FORMAT_VERSION, MAGIC_NUMBER, sha256(source).digest(), len(code_marshalled)
     )
     return header + code_marshalled
 

@@ -89,9 +89,9 @@ def split_member(name: str) -> tuple[str, str] | None:
 def main_key(origin: str) -> str:
     """Store key of code run as ``__main__`` from *origin* (``app:<relpath>`` for a
     script, ``module:<name>`` for ``-m name``)."""
-    import hashlib
+    from codesuture.util.digest import sha256
 
-    return f"{MAIN}." + hashlib.sha256(origin.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{MAIN}." + sha256(origin.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def app_relative(path: str, app_root: str) -> str | None:

@@ -317,8 +317,10 @@ def revert_site(healer: Any, site: str, failures: int) -> bool:
         if fs is None or record is None:
             log.warning("automatic rollback: no live patch reports as %s in process %d", site, os.getpid())
             return False
-        functions = healer.ledger.revert(fs, record)
+        # Marked before the revert: the fleet watcher, reading the ledger without its lock,
+        # then never sees the record gone without the mark (it would apply it live again).
         ROLLED_BACK.add((fs.key, record.qualname, record.firstlineno, record.offset))
+        functions = healer.ledger.revert(fs, record)
         fp = (record.evidence or {}).get("fingerprint")
         if fp:
             FINGERPRINTS[str(fp)] = f"rolled back automatically in this process ({record.module}:{record.line} " \

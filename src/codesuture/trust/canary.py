@@ -21,14 +21,15 @@ the loader with one INFO line (the original module loads); ``codesuture verify``
 ``audit`` ignore activation (it is a property of the process, not of the overlay).
 Malformed conditions in a signed Statement refuse the overlay.
 
-Import-light: only :mod:`hashlib` and :mod:`os`, imported by the loader when an admitted
+Import-light: only :mod:`os` and :mod:`codesuture.util.digest`, imported by the loader when an admitted
 overlay carries conditions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from codesuture.util.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,7 +78,7 @@ def worker_id(environ: "Mapping[str, str] | None" = None) -> str:
 
 def bucket(identity: str) -> float:
     """Where *identity* falls in [0, 100): stable across processes, hosts and Pythons."""
-    digest = hashlib.sha256((_DOMAIN + identity).encode("utf-8", "surrogatepass")).digest()
+    digest = sha256((_DOMAIN + identity).encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 * 100.0
 
 

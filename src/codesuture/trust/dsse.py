@@ -154,7 +154,7 @@ def verify(
     ``untrusted key ...`` or ``trust root has no public keys``. The payload is not
     interpreted here.
     """
-    from cryptography.exceptions import InvalidSignature
+    from codesuture.trust.ed25519 import is_bad_signature
 
     env = Envelope.loads(raw, path)
     if payload_type is not None and env.payload_type != payload_type:
@@ -172,7 +172,9 @@ def verify(
         for kid in candidates:
             try:
                 root.keys[kid].verify(s.sig, message)
-            except (InvalidSignature, ValueError):
+            except Exception as exc:  # InvalidSignature: classified without importing it first
+                if not is_bad_signature(exc):
+                    raise
                 continue
             verified_by = kid
             break

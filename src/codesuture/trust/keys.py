@@ -10,7 +10,8 @@
 
       {"overlays": ["<sha256 hex of an overlay file>", ...], "keys": ["<key id>", ...]}
 
-All crypto goes through ``cryptography``. Errors are :class:`~codesuture.errors.TrustError`
+All crypto goes through ``cryptography`` (public keys of a trust root through its bindings
+when they are the public API's own objects: :mod:`codesuture.trust.ed25519`). Errors are :class:`~codesuture.errors.TrustError`
 naming the file.
 """
 
@@ -18,23 +19,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from codesuture.errors import TrustError
+from codesuture.logs import logger
+from codesuture.util.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-from codesuture.logs import logger
 
-# ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) is imported
-# only where keys are written or private keys read; loading a trust root at start-up
-# does not need it (see load_public_key_pem).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# ``cryptography.hazmat.primitives.serialization`` (about 12 ms to import) and the public
+# ``...asymmetric.ed25519`` module (``typing``, ``enum``) are imported only where keys are
+# written or private keys read; loading a trust root at start-up needs neither (see
+# load_public_key_pem and codesuture.trust.ed25519).
 
 log = logger("codesuture.trust")
 
@@ -60,7 +62,7 @@ def spki_der(public_key: Ed25519PublicKey) -> bytes:
 
 def keyid(public_key: Ed25519PublicKey) -> str:
     """Key id of *public_key*: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo."""
-    return hashlib.sha256(spki_der(public_key)).hexdigest()
+    return sha256(spki_der(public_key)).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
@@ -109,6 +111,7 @@ def generate(
             if p.exists() or p.is_symlink():
                 raise TrustError("already exists (refusing to overwrite a key)", p)
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from codesuture.util.files import atomic_write
 
@@ -144,6 +147,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: str | bytes | Non
     *path* when it is unreadable, encrypted without a passphrase, the passphrase is
     wrong, or it is not an Ed25519 private key."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     p = _path(path)
     data = _read_small(p)
@@ -170,12 +174,16 @@ def load_public_key_pem(data: bytes, path: object = "<public key>") -> Ed25519Pu
         raise TrustError("contains a PRIVATE key; the trust root must hold public keys only", path)
     der = _pem_body(data, b"PUBLIC KEY")
     if der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX):
-        # The common case, without importing serialization: cryptography validates the key.
+        # The common case, without importing serialization nor the public ed25519 module
+        # (codesuture.trust.ed25519): cryptography validates the key.
+        from codesuture.trust.ed25519 import public_key
+
         try:
-            return Ed25519PublicKey.from_public_bytes(der[12:])
+            return public_key(der[12:])
         except ValueError:
             raise TrustError("not a valid Ed25519 public key", path) from None
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         key = serialization.load_pem_public_key(data)
@@ -279,7 +287,7 @@ class TrustRoot:
             data = _read_small(os.path.join(d, name))
             key = load_public_key_pem(data, os.path.join(d, name))
             der = _pem_body(data, b"PUBLIC KEY")
-            kid = hashlib.sha256(der).hexdigest() if der is not None and der.startswith(ED25519_SPKI_PREFIX) else keyid(key)
+            kid = sha256(der).hexdigest() if der is not None and der.startswith(ED25519_SPKI_PREFIX) else keyid(key)
             keys[kid] = key
         overlays, revoked_keys = _load_revocations(os.path.join(d, REVOKED_FILE))
         log.debug("trust root %s: %d key(s), %d revoked overlay(s), %d revoked key(s)", d, len(keys), len(overlays), len(revoked_keys))

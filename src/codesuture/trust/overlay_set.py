@@ -25,7 +25,6 @@ whole store. One Ed25519 verification per store, then SHA-256 comparisons per mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 TYPE_CHECKING = False
@@ -36,6 +35,7 @@ from codesuture.errors import TrustError
 from codesuture.overlay.model import package_field
 from codesuture.overlay.names import OVERLAY_SUFFIX, parse_stem, split_member
 from codesuture.util.clock import is_iso_utc
+from codesuture.util.digest import sha256
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://codesuture.dev/attestation/overlay-set/v2"
@@ -93,7 +93,7 @@ def build_set_statement(
             split = split_member(fname)
             if split is None or split[0] != stem:
                 raise TrustError(f"{fname!r} is not a file of overlay {stem!r}")
-            subjects.append({"name": fname, "digest": {"sha256": hashlib.sha256(data).hexdigest()}})
+            subjects.append({"name": fname, "digest": {"sha256": sha256(data).hexdigest()}})
         entries[stem] = {**{f: str(fields[f]) for f in OVERLAY_FIELDS}, "files": sorted(files)}
         if fields.get("package"):  # the distribution that owns the module (see overlay.model)
             entries[stem]["package"] = dict(fields["package"])

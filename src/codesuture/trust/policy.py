@@ -40,7 +40,6 @@ The trust root and each store's signed set are read once per process.
 from __future__ import annotations
 
 import _thread
-import hashlib
 import os
 import time
 from collections import namedtuple
@@ -53,6 +52,7 @@ from codesuture.overlay.names import (
     SET_NAME, SIGSTORE_SUFFIX,
 )
 from codesuture.util.clock import is_iso_utc, now_text
+from codesuture.util.digest import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
@@ -252,7 +252,7 @@ def _side_file_problem(store: Any, stem: str, names: list[str], vset: Any) -> st
             return f"{fname}: {getattr(exc, 'reason', exc)}"
         if raw is None:
             return f"{fname} is missing, but the signed overlay set pins it"
-        if hashlib.sha256(raw).hexdigest() != vset.files[fname]:
+        if sha256(raw).hexdigest() != vset.files[fname]:
             return f"{fname} does not match the signed overlay set {vset.name!r} v{vset.version} (tampered or replaced)"
     return None
 
@@ -351,7 +351,7 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
         raise
     except CodeSutureError as exc:
         raise _refuse(entry, _reason_with_file(entry, exc)) from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256(data).hexdigest()
     if digest != meta.overlay_sha256 and via == "unsigned" and entry.store.kind == "directory":
         # a writer killed after its sidecar (the pair's commit point) left the new bytes
         # in their content-addressed copy (store/directory.py write_pair)
@@ -359,7 +359,7 @@ def admit(entry: Any, policy: LoadPolicy, now: float | None = None, *, root: Any
             pending = entry.store.pending_overlay(entry.name, meta.overlay_sha256, MAX_OVERLAY_BYTES)
         except CodeSutureError:
             pending = None
-        if pending is not None and hashlib.sha256(pending).hexdigest() == meta.overlay_sha256:
+        if pending is not None and sha256(pending).hexdigest() == meta.overlay_sha256:
             data, digest = pending, meta.overlay_sha256
     if digest != meta.overlay_sha256:  # step 4
         what = {"set": f"the signed overlay set {vset.name!r} v{vset.version}" if vset is not None else "",
@@ -511,7 +511,7 @@ def full_meta(entry: Any, admitted: Admitted, policy: LoadPolicy, root: Any = No
         except TrustError as exc:
             raise _refuse(entry, exc.reason) from None
         pinned = vset.files.get(entry.name + ENVELOPE_SUFFIX) if vset is not None else None
-        if pinned != hashlib.sha256(envelope).hexdigest():
+        if pinned != sha256(envelope).hexdigest():
             raise _refuse(entry, f"{entry.name + ENVELOPE_SUFFIX} is not the envelope the signed overlay set pins")
         from codesuture.trust.dsse import Envelope
         from codesuture.trust.statement import meta_from_statement

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from codesuture.logs import logger
 from codesuture.util.clock import iso_utc
 from codesuture.util.files import atomic_write, locked, read_regular, remove_stale_temps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing costs milliseconds on the boot path
+    from typing import Any
 
 log = logger("codesuture.trust")
 

@@ -34,7 +34,6 @@ the fields it uses itself: importing sigstore's models (pydantic) would cost mor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -43,6 +42,7 @@ from codesuture.errors import TrustError
 from codesuture.overlay.model import OverlayMeta, package_field
 from codesuture.patch.spec import DEFAULT_TTL_SECONDS, PatchRecord
 from codesuture.util.clock import is_iso_utc, iso_utc
+from codesuture.util.digest import sha256
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 #: predicateType of an overlay attestation.
@@ -88,7 +88,7 @@ def build_statement(
     Raises :class:`TrustError` when *overlay_bytes* do not match ``meta.overlay_sha256``.
     """
     now = time.time() if now is None else now
-    digest = hashlib.sha256(overlay_bytes).hexdigest()
+    digest = sha256(overlay_bytes).hexdigest()
     if meta.overlay_sha256 and meta.overlay_sha256.lower() != digest:
         raise TrustError("overlay bytes do not match the digest in their metadata", overlay_name)
     if ttl_seconds is not None:
