@@ -101,7 +101,7 @@ def _own_between(frame: FrameType | None, stop: FrameType) -> bool:
 
 
 def check(frame: FrameType | None, handles: frozenset[str], returned: str,
-          chain: list[Any] | None = None) -> tuple[bool, str | None]:
+          chain: list[Any] | None = None, seed: list[Any] | None = None) -> tuple[bool, str | None]:
     """Walk *frame* (the guarded frame's caller) and the frames above it once.
 
     *handles*: the names a handler must test to catch the guard's exception
@@ -115,8 +115,9 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
     innermost first (*entry*: its cache entry, which holds its code object and
     offset) (the frames where a replay
     can fail on it: :mod:`codesuture.runtime.takeback`; where its consumer is read:
-    :func:`consumer_default`). Raises whatever the frame walk raises (the caller
-    contains it).
+    :func:`consumer_default`). *seed*, when given, is a one-item list the caller keeps
+    per guard site: the inline cache of the first caller (as an entry's ``_NEXT`` is of
+    the next one). Raises whatever the frame walk raises (the caller contains it).
 
     Every guard firing runs these loops, so they are written for its cost (benchmark
     (j)): locals instead of module attributes, one cache lookup per frame, and a step
@@ -130,19 +131,19 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
         limit = flow.MAX_CALLERS
         callers = _CALLERS
         n = 0
-        prev: list[Any] | None = None
+        holder, at = seed, 0  # where the inline cache of this frame's entry is kept
         while frame is not None:
             code = frame.f_code
             lasti = frame.f_lasti
-            seen = prev[_NEXT] if prev is not None else None
+            seen = holder[at] if holder is not None else None
             if seen is not None and seen[0] is code and seen[1] == lasti:
                 entry = seen[2]
             else:
                 entry = callers.get((id(code), lasti))
                 if entry is None or entry[_CODE] is not code:
                     entry = _caller(code, lasti)
-                if prev is not None:
-                    prev[_NEXT] = (code, lasti, entry)
+                if holder is not None:
+                    holder[at] = (code, lasti, entry)
             if eafp:
                 if entry[_OWN]:
                     eafp = False
@@ -162,7 +163,7 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
                 if slot != _UNCACHED:
                     entry[slot] = step
             why, kind, slot = step
-            prev = entry
+            holder, at = entry, _NEXT
             frame = frame.f_back
             if not kind:
                 break

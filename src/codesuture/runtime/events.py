@@ -243,7 +243,10 @@ def reset_observer() -> None:
 #: guarded value is returned unchanged: the caller's consumer decides its default).
 _EXCS: dict[str, tuple[str, frozenset[str], str, frozenset[str]]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
-_CHECK: Callable[[Any, frozenset[str], str, Any], tuple[bool, str | None]] | None = None
+_CHECK: Callable[..., tuple[bool, str | None]] | None = None
+#: site -> the inline cache of its guarded frame's first caller (the *seed* of
+#: :func:`codesuture.runtime.callers.check`).
+_SEEDS: dict[str, list[Any]] = {}
 #: :func:`codesuture.runtime.callers.consumer_default`, bound on the first firing that asks.
 _CONSUMER: Callable[[Any], str] | None = None
 
@@ -265,7 +268,7 @@ def _exc_info(exc: str) -> tuple[str, frozenset[str], str, frozenset[str]]:
     return info
 
 
-def _bind_check() -> Callable[[Any, frozenset[str], str, Any], tuple[bool, str | None]]:
+def _bind_check() -> Callable[..., tuple[bool, str | None]]:
     """The first firing that asks: bind :func:`codesuture.runtime.callers.check`."""
     global _CHECK
     from codesuture.runtime.callers import check
@@ -396,18 +399,22 @@ def _raised_by_the_call(error: BaseException) -> bool:
     return True
 
 
+def _bind_consumer() -> Callable[[Any], str]:
+    """The first firing that asks: bind :func:`codesuture.runtime.callers.consumer_default`."""
+    global _CONSUMER
+    from codesuture.runtime.callers import consumer_default
+
+    _CONSUMER = consumer_default
+    return consumer_default
+
+
 def _caller_default(chain: Any, fallback: object) -> object:
     """The default the callers in *chain* need (the value is returned to them
     unchanged: :func:`codesuture.runtime.callers.consumer_default`), else *fallback*.
     Never raises."""
-    global _CONSUMER
     try:
         consumer = _CONSUMER
-        if consumer is None:
-            from codesuture.runtime.callers import consumer_default
-
-            consumer = _CONSUMER = consumer_default
-        key = consumer(chain)
+        key = consumer(chain) if consumer is not None else _bind_consumer()(chain)
     except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
         return fallback
     return fallback if key == "None" else _DEFAULT_VALUE(key)
@@ -431,13 +438,17 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     frame = sys._getframe(1)  # the guarded frame
     chain: list[Any] | None = None
     if handles or returned:  # _refuses, inlined
+        seed = None
         if returned:
             chain = []
+            seed = _SEEDS.get(site)
+            if seed is None:
+                seed = _SEEDS[site] = [None]
         check = _CHECK
         try:
             if check is None:
                 check = _bind_check()
-            handled, why = check(frame.f_back, handles, returned, chain)
+            handled, why = check(frame.f_back, handles, returned, chain, seed)
         except Exception as err:  # noqa: BLE001 - unknown: not handled; a returned value fails closed
             handled, why = False, (f"the callers could not be checked ({type(err).__name__})" if returned else None)
         if handled:
@@ -449,7 +460,13 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     if static != "None":  # decided at heal time from the value's consumer
         value = _DEFAULT_VALUE(static)
     elif chain and "asis" in flags:  # returned unchanged: its caller's consumer first
-        value = _caller_default(chain, None)
+        consumer = _CONSUMER  # _caller_default, inlined
+        try:
+            key = consumer(chain) if consumer is not None else _bind_consumer()(chain)
+            if key != "None":
+                value = _DEFAULT_VALUE(key)
+        except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
+            pass
     if value is None and evidence and rule != "static":
         try:
             if rule == "container":  # typed_default's rule, inlined
