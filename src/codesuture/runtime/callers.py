@@ -46,7 +46,7 @@ from codesuture.patch import flow
 #: demand).
 MAX_ENTRIES = 4096
 
-_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER, _CHOICE, _UNCACHED, _LASTI, _NEXT = range(12)
+_CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER, _CHOICE, _UNCACHED, _LASTI, _NEXT, _PLAIN = range(13)
 _SLOTS = {"value": _VALUE, "truth": _TRUTH, "choice": _CHOICE}
 #: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
 #: ends the EAFP walk), handler names at the offset, CodeSuture's own
@@ -56,8 +56,10 @@ _SLOTS = {"value": _VALUE, "truth": _TRUTH, "choice": _CHOICE}
 #: a decision chose (``"choice"``), None (a slot never written: :func:`_step`), the
 #: offset, the entry of the caller the value was last returned to from here as
 #: ``(code, f_lasti, entry)`` (an inline cache: the next frame of a walk is most often
-#: the one seen last time, and a hit costs two comparisons instead of a lookup)]; a
-#: step is ``(why, next, the slot of next)`` (:func:`_step`), None until asked.
+#: the one seen last time, and a hit costs two comparisons instead of a lookup), True
+#: when the frame is not CodeSuture's own and has no handler at the offset (the walk
+#: asks nothing else of it)]; a step is ``(why, next, the slot of next)``
+#: (:func:`_step`), None until asked.
 _CALLERS: dict[tuple[int, int], list[Any]] = {}
 #: (id(code), f_lasti) -> (code, CodeSuture's own, handler names at the offset), for
 #: code objects with an exception table.
@@ -75,7 +77,10 @@ def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
 
 def _caller(code: CodeType, lasti: int) -> list[Any]:
     own = is_own_file(code.co_filename)
-    entry = [code, own, _names(code, lasti, own), flow.own_frame(code), None, None, None, None, None, None, lasti, None]
+    names = _names(code, lasti, own)
+    flow_own = flow.own_frame(code)
+    entry = [code, own, names, flow_own, None, None, None, None, None, None, lasti, None,
+             not (own or names or flow_own)]
     if len(_CALLERS) >= MAX_ENTRIES:
         _CALLERS.clear()
     _CALLERS[(id(code), lasti)] = entry
@@ -131,26 +136,27 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
         limit = flow.MAX_CALLERS
         callers = _CALLERS
         n = 0
-        holder, at = seed, 0  # where the inline cache of this frame's entry is kept
+        holder: list[Any] = seed if seed is not None else [None]  # where this frame's inline cache is kept
+        at = 0
         while frame is not None:
             code = frame.f_code
             lasti = frame.f_lasti
-            seen = holder[at] if holder is not None else None
+            seen = holder[at]
             if seen is not None and seen[0] is code and seen[1] == lasti:
                 entry = seen[2]
             else:
                 entry = callers.get((id(code), lasti))
                 if entry is None or entry[_CODE] is not code:
                     entry = _caller(code, lasti)
-                if holder is not None:
-                    holder[at] = (code, lasti, entry)
-            if eafp:
-                if entry[_OWN]:
-                    eafp = False
-                elif entry[_NAMES] and not handles.isdisjoint(entry[_NAMES]):
-                    return True, None
-            if entry[_FLOW_OWN]:
-                break
+                holder[at] = (code, lasti, entry)
+            if not entry[_PLAIN]:
+                if eafp:
+                    if entry[_OWN]:
+                        eafp = False
+                    elif entry[_NAMES] and not handles.isdisjoint(entry[_NAMES]):
+                        return True, None
+                if entry[_FLOW_OWN]:
+                    break
             if chain is not None:
                 chain.append((id(frame), entry))
             n += 1
