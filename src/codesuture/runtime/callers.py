@@ -30,7 +30,12 @@ cached per ``(id(code), f_lasti)``, so a warm firing pays little per frame:
 
 Entries hold their code object, and a hit must be that very object: a function
 swapped by a later patch (a new code object) never reuses an entry of its old code,
-and an id is not reused while its entry lives.
+and an id is not reused while its entry lives. The value-flow phase also keeps inline
+caches: each entry remembers the caller the value was returned to from it last time,
+``(code, f_lasti, entry)``, and the guard site remembers its first caller (*seed*);
+the next frame at that very code object and offset takes that entry without a lookup.
+They keep at most :data:`codesuture.patch.flow.MAX_CALLERS` + 1 entries alive per
+guard site after a table is emptied.
 """
 
 from __future__ import annotations
