@@ -74,3 +74,55 @@ def test_a_swapped_function_never_reuses_a_stale_entry(tmp_path, monkeypatch):
     mod.top(mod.use, {}, "k")
     assert mod.SEEN[-1][1] is not None
 
+
+
+SEEDED = """
+import sys
+from codesuture.runtime import callers
+
+SEEN = []
+SEED = [None]
+
+def get(d, k):
+    chain = []
+    verdict = callers.check(sys._getframe(1), frozenset(), "value", chain, SEED)
+    SEEN.append((verdict, [code.co_name for _, code in callers.frames(chain)]))
+    return d.get(k)
+
+def mid(d, k):
+    return get(d, k)
+
+def use(d, k, out):
+    out.append(mid(d, k))
+
+def gate_src(d, k, out):
+    if mid(d, k):
+        return 403
+    return 200
+
+def top(fn, d, k):
+    return fn(d, k, [])
+"""
+
+
+def test_the_inline_caches_never_give_a_swapped_callers_old_verdict(tmp_path, monkeypatch):
+    """The walk keeps, per guard site (*seed*) and per caller entry, the next caller it
+    saw last time; a hit needs that very code object at that offset. Warm caches, then
+    the outer caller swapped for a gate and back: each verdict follows the live code."""
+    (tmp_path / "callers_seeded.py").write_text(SEEDED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("callers_seeded")
+    for _ in range(3):
+        mod.top(mod.use, {}, "k")
+    assert mod.SEEN[-1] == mod.SEEN[0] == ((False, None), ["mid", "use"])
+    assert mod.SEED[0] is not None and mod.SEED[0][0] is mod.mid.__code__  # the site's inline cache is warm
+    data_code = mod.use.__code__
+    mod.use.__code__ = mod.gate_src.__code__.replace(co_name="use", co_qualname="use")
+    for _ in range(2):
+        mod.top(mod.use, {}, "k")
+        (handled, why), names = mod.SEEN[-1]
+        assert handled is False and why and "use" in why
+        assert names == ["mid", "use"]
+    mod.use.__code__ = data_code
+    mod.top(mod.use, {}, "k")
+    assert mod.SEEN[-1] == ((False, None), ["mid", "use"])

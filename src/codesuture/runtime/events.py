@@ -243,7 +243,10 @@ def reset_observer() -> None:
 #: guarded value is returned unchanged: the caller's consumer decides its default).
 _EXCS: dict[str, tuple[str, frozenset[str], str, frozenset[str]]] = {}
 #: :func:`codesuture.runtime.callers.check`, bound on the first firing that asks.
-_CHECK: Callable[[Any, frozenset[str], str, Any], tuple[bool, str | None]] | None = None
+_CHECK: Callable[..., tuple[bool, str | None]] | None = None
+#: site -> the inline cache of its guarded frame's first caller (the *seed* of
+#: :func:`codesuture.runtime.callers.check`).
+_SEEDS: dict[str, list[Any]] = {}
 #: :func:`codesuture.runtime.callers.consumer_default`, bound on the first firing that asks.
 _CONSUMER: Callable[[Any], str] | None = None
 
@@ -265,6 +268,15 @@ def _exc_info(exc: str) -> tuple[str, frozenset[str], str, frozenset[str]]:
     return info
 
 
+def _bind_check() -> Callable[..., tuple[bool, str | None]]:
+    """The first firing that asks: bind :func:`codesuture.runtime.callers.check`."""
+    global _CHECK
+    from codesuture.runtime.callers import check
+
+    _CHECK = check
+    return check
+
+
 def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any, chain: Any = None) -> bool:
     """True when the guard at *site* must let the original exception propagate: a
     caller of the guarded frame (*frame* is its caller) handles it (EAFP), or the value
@@ -273,13 +285,10 @@ def _refuses(site: str, handles: frozenset[str], returned: str, frame: Any, chai
     (:func:`codesuture.runtime.callers.check`, which fills *chain*, a list, with the
     callers the value is returned to). Never raises: a walk that fails counts as not
     handled and, for a returned value, declines (fail closed)."""
-    global _CHECK
     try:
         check = _CHECK
         if check is None:
-            from codesuture.runtime.callers import check as check_
-
-            check = _CHECK = check_
+            check = _bind_check()
         handled, why = check(frame, handles, returned, chain)
     except Exception as err:  # noqa: BLE001 - unknown: not handled; a returned value fails closed
         handled, why = False, (f"the callers could not be checked ({type(err).__name__})" if returned else None)
@@ -333,7 +342,11 @@ def last_yield() -> tuple[str, object, tuple[tuple[int, Any], ...]] | None:
     if last is None:
         return None
     site, value, fid, code, chain = last
-    return site, value, ((fid, code), *((c[0], c[1]) for c in chain or ()))
+    if not chain:
+        return site, value, ((fid, code),)
+    from codesuture.runtime.callers import frames
+
+    return site, value, ((fid, code), *frames(chain))
 
 
 def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[object] | None:
@@ -386,18 +399,22 @@ def _raised_by_the_call(error: BaseException) -> bool:
     return True
 
 
+def _bind_consumer() -> Callable[[Any], str]:
+    """The first firing that asks: bind :func:`codesuture.runtime.callers.consumer_default`."""
+    global _CONSUMER
+    from codesuture.runtime.callers import consumer_default
+
+    _CONSUMER = consumer_default
+    return consumer_default
+
+
 def _caller_default(chain: Any, fallback: object) -> object:
     """The default the callers in *chain* need (the value is returned to them
     unchanged: :func:`codesuture.runtime.callers.consumer_default`), else *fallback*.
     Never raises."""
-    global _CONSUMER
     try:
         consumer = _CONSUMER
-        if consumer is None:
-            from codesuture.runtime.callers import consumer_default
-
-            consumer = _CONSUMER = consumer_default
-        key = consumer(chain)
+        key = consumer(chain) if consumer is not None else _bind_consumer()(chain)
     except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
         return fallback
     return fallback if key == "None" else _DEFAULT_VALUE(key)
@@ -409,24 +426,72 @@ def fire(site: str, exc: str, rule: str, static: str, *evidence: object) -> tupl
     default decided at heal time, a key of :data:`codesuture.patch.spec.DEFAULTS`) and
     *evidence*; or None when the guard must raise *exc* (the stack handles it, or the
     value is returned to a caller that decides with it, or *exc* ends in ``|notruth``
-    and the default is a ``bool``: a truth value that would decide where it is stored)."""
-    name, handles, returned, flags = _EXCS.get(exc) or _exc_info(exc)
+    and the default is a ``bool``: a truth value that would decide where it is stored).
+
+    Every firing runs it, so what :func:`_refuses`, :func:`_count` and the container
+    rule of :func:`typed_default` do is written inline here (benchmark (j)); those
+    functions stay the reference for the other entry points."""
+    info = _EXCS.get(exc)
+    if info is None:
+        info = _exc_info(exc)
+    name, handles, returned, flags = info
     frame = sys._getframe(1)  # the guarded frame
-    chain: list[Any] | None = [] if returned else None
-    if (handles or returned) and _refuses(site, handles, returned, frame.f_back, chain):
-        return None
-    value: object = None
-    if chain and "asis" in flags and static == "None":  # returned unchanged: its caller's consumer first
-        value = _caller_default(chain, None)
-    if value is None:
+    chain: list[Any] | None = None
+    if handles or returned:  # _refuses, inlined
+        seed = None
+        if returned:
+            chain = []
+            seed = _SEEDS.get(site)
+            if seed is None:
+                seed = _SEEDS[site] = [None]
+        check = _CHECK
         try:
-            value = typed_default(rule, static, evidence)[0]
-        except Exception:  # noqa: BLE001 - the static default is always there
-            value = _DEFAULT_VALUE(static)
-    if "notruth" in flags and isinstance(value, bool):  # a flag is what it decides (the heal found a decision)
+            if check is None:
+                check = _bind_check()
+            handled, why = check(frame.f_back, handles, returned, chain, seed)
+        except Exception as err:  # noqa: BLE001 - unknown: not handled; a returned value fails closed
+            handled, why = False, (f"the callers could not be checked ({type(err).__name__})" if returned else None)
+        if handled:
+            return None
+        if why:
+            _decline(site, why)
+            return None
+    value: object = None
+    if static != "None":  # decided at heal time from the value's consumer
+        value = _DEFAULT_VALUE(static)
+    elif chain and "asis" in flags:  # returned unchanged: its caller's consumer first
+        consumer = _CONSUMER  # _caller_default, inlined
+        try:
+            key = consumer(chain) if consumer is not None else _bind_consumer()(chain)
+            if key != "None":
+                value = _DEFAULT_VALUE(key)
+        except Exception:  # noqa: BLE001 - not known: the guard's own rule decides
+            pass
+    if value is None and evidence and rule != "static":
+        try:
+            if rule == "container":  # typed_default's rule, inlined
+                t = _element_type(evidence[0])
+                if t is not None:
+                    value = t() if t in _ZERO_EXACT else _empty_of(t)
+            else:
+                value = typed_default(rule, static, evidence)[0]
+        except Exception:  # noqa: BLE001 - no value from the evidence: the static default (None)
+            value = None
+    if value is not None and "notruth" in flags and isinstance(value, bool):
+        # a flag is what it decides (the heal found a decision)
         _decline(site, f"its default would be {value!r}, a truth value that would decide")
         return None
-    _count(site, name, frame)
+    COUNTS[site] = COUNTS.get(site, 0) + 1  # _count, inlined
+    unit = _UNIT.get()
+    if unit is not None:
+        unit.fired.append(site)
+        unit.degraded = True
+    observe = _OBSERVE
+    if observe is not _ignore:
+        try:
+            observe(site, name, frame)
+        except Exception:  # noqa: BLE001 - an observer never changes what the guard does
+            pass
     _LAST.value = (site, value, id(frame), frame.f_code, chain)  # _yielded, inlined
     shadow = _SHADOW
     if shadow is not None:
@@ -463,10 +528,19 @@ ELEMENT_SAMPLE = 8
 def _element_type(container: Any) -> type | None:
     """The one type the first :data:`ELEMENT_SAMPLE` elements of a container (values of
     a mapping) share, or None (no elements, several types, not iterable)."""
-    if isinstance(container, (str, bytes)):
+    ct = type(container)
+    if ct is dict:  # the common containers first, without isinstance and hasattr
+        it = iter(container.values())
+    elif ct is list or ct is tuple:
+        it = iter(container)
+    elif isinstance(container, (str, bytes)):
         return type(container)
+    else:
+        try:
+            it = iter(container.values() if isinstance(container, dict) or hasattr(container, "values") else container)
+        except Exception:  # noqa: BLE001 - evidence is optional
+            return None
     try:
-        it = iter(container.values() if isinstance(container, dict) or hasattr(container, "values") else container)
         t = type(next(it))
         n = 1
         for v in it:
