@@ -16,6 +16,10 @@ when it does not match. :func:`handler_names` follows that chain and returns the
 it tests (the last attribute of ``module.Error``). ``with`` blocks, ``finally`` bodies
 and the compiler's own cleanup handlers catch nothing. Results are cached per
 (code object, offset).
+
+A guard's slow path imports this module on its first firing: at module level it needs
+only :mod:`codesuture.crash.files` (``dis`` is imported by the first table read,
+:mod:`codesuture.crash.site` by the heal-time functions).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 from functools import lru_cache
 from types import CodeType, FrameType, TracebackType
 
-from codesuture.crash.site import frames, is_own_file, positions_at
+from codesuture.crash.files import is_own_file
 
 _BROAD = frozenset({"Exception", "BaseException", "object"})
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_CLASSDEREF",
@@ -151,6 +155,8 @@ _SPECIFIC: dict[type, frozenset[str]] = {}
 
 
 def _where(code: CodeType, lasti: int) -> str:
+    from codesuture.crash.site import positions_at
+
     line = positions_at(code, lasti)[0]
     return f"{code.co_filename}:{line}"
 
@@ -158,6 +164,8 @@ def _where(code: CodeType, lasti: int) -> str:
 def caught_by_program(exc: BaseException) -> str | None:
     """Where the program catches *exc* itself (``"file:line"``), from the frames of its
     traceback (CodeSuture's own frames excepted), or None."""
+    from codesuture.crash.site import frames
+
     tb: TracebackType
     for tb in frames(exc.__traceback__):
         code = tb.tb_frame.f_code

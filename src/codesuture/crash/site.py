@@ -2,7 +2,9 @@
 
 Patchable code is the application's files and installed packages (site-packages);
 not the standard library, not CodeSuture itself, not code without a source file.
-Nothing here traces: everything comes from the traceback the boundary caught.
+Nothing here traces: everything comes from the traceback the boundary caught. Which
+files are patchable is :mod:`codesuture.crash.files` (re-exported here), light enough for
+a guard's slow path.
 """
 
 from __future__ import annotations
@@ -10,16 +12,12 @@ from __future__ import annotations
 import dis
 import linecache
 import os
-import site
 import sys
-import sysconfig
 import types
 from dataclasses import dataclass
-from functools import lru_cache
 
+from codesuture.crash.files import is_own_file, is_patchable_file
 from codesuture.errors import DiagnosisError
-
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -52,40 +50,6 @@ class CrashSite:
 
     def describe(self) -> str:
         return f"{self.filename}:{self.line} in {self.code.co_qualname} ({self.opname} at offset {self.offset})"
-
-
-@lru_cache(maxsize=1)
-def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    sitedirs = set(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    if site.ENABLE_USER_SITE and site.getusersitepackages():
-        sitedirs.add(site.getusersitepackages())
-    for key in ("purelib", "platlib"):
-        sitedirs.add(sysconfig.get_paths()[key])
-    stdlib = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
-    norm = lambda ps: tuple(sorted({os.path.realpath(p) + os.sep for p in ps if p}))  # noqa: E731
-    return norm(sitedirs), norm(stdlib)
-
-
-@lru_cache(maxsize=4096)
-def is_own_file(filename: str) -> bool:
-    """True for CodeSuture's own source files."""
-    return os.path.realpath(filename).startswith(_PKG_DIR + os.sep)
-
-
-@lru_cache(maxsize=4096)
-def is_patchable_file(filename: str) -> bool:
-    """True for application files and installed packages' files."""
-    if not filename or filename.startswith("<") or not filename.endswith(".py"):
-        return False
-    real = os.path.realpath(filename)
-    if real.startswith(_PKG_DIR + os.sep):
-        return False
-    if not os.path.isfile(real):
-        return False
-    sitedirs, stdlib = _roots()
-    if any(real.startswith(s) for s in sitedirs):
-        return True
-    return not any(real.startswith(s) for s in stdlib)
 
 
 def positions_at(code: types.CodeType, offset: int) -> tuple[int | None, int | None, int | None, int | None]:

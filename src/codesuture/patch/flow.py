@@ -317,7 +317,7 @@ def _graph(code: types.CodeType, noreturn: Callable[[str], bool]) -> _Graph:
     from bytecode import Bytecode, ControlFlowGraph, Instr
 
     from codesuture.patch import instrs as I
-    from codesuture.patch.synthesize import real_instructions
+    from codesuture.patch.instrs import real_instructions
 
     cfg = ControlFlowGraph.from_bytecode(Bytecode.from_code(code))
     blocks = [list(b) for b in cfg]
@@ -824,7 +824,7 @@ def _analyze(code: types.CodeType, offset: int, kind: str, namespace: dict[str, 
     objects (ids) a truth value was passed through to get here."""
     from bytecode import Instr
 
-    from codesuture.patch.synthesize import instruction_index
+    from codesuture.patch.instrs import instruction_index
 
     g = _graph_for(code, namespace)
     if params is not None:

@@ -12,6 +12,7 @@ straight-line code is refused rather than guessed.
 
 from __future__ import annotations
 
+import dis
 import sys
 import types
 from functools import lru_cache
@@ -27,6 +28,26 @@ PY313 = PY >= (3, 13)
 # a callable and its arguments.
 CALL_NAMES = frozenset({"CALL", "CALL_KW"})
 PSEUDO = (Label, TryBegin, TryEnd, SetLineno)
+
+
+def real_instructions(code: types.CodeType) -> list[dis.Instruction]:
+    """The instructions of *code* that ``bytecode`` models one-to-one (no CACHE or
+    EXTENDED_ARG entries), in order."""
+    return [i for i in dis.get_instructions(code) if i.opname not in ("EXTENDED_ARG", "CACHE")]
+
+
+def instruction_index(code: types.CodeType, offset: int) -> tuple[int, str]:
+    """Map an instruction offset in bytes (``tb_lasti``) to ``(k, opname)``: the
+    instruction is the k-th real instruction of ``Bytecode.from_code(code)``
+    (CACHE and EXTENDED_ARG entries do not count). Raises PatchError."""
+    for k, ins in enumerate(real_instructions(code)):
+        if ins.offset == offset:
+            return k, ins.opname
+        if ins.offset > offset:
+            break
+    from codesuture.errors import PatchError
+
+    raise PatchError(f"no instruction at offset {offset} in {code.co_qualname}")
 
 
 _NOARG = object()

@@ -25,6 +25,7 @@ from bytecode.instr import UNSET
 
 from codesuture.errors import PatchError
 from codesuture.patch import linetable
+from codesuture.patch.instrs import instruction_index, real_instructions  # noqa: F401 - re-exported
 from codesuture.patch.spec import PatchRecord
 
 
@@ -41,24 +42,6 @@ class Synthesis:
     before: list[str]
     after: list[str]
     origin: tuple[int | None, ...] = ()
-
-
-def real_instructions(code: types.CodeType) -> list[dis.Instruction]:
-    """The instructions of *code* that ``bytecode`` models one-to-one (no CACHE or
-    EXTENDED_ARG entries), in order."""
-    return [i for i in dis.get_instructions(code) if i.opname not in ("EXTENDED_ARG", "CACHE")]
-
-
-def instruction_index(code: types.CodeType, offset: int) -> tuple[int, str]:
-    """Map an instruction offset in bytes (``tb_lasti``) to ``(k, opname)``: the
-    instruction is the k-th real instruction of ``Bytecode.from_code(code)``
-    (CACHE and EXTENDED_ARG entries do not count). Raises PatchError."""
-    for k, ins in enumerate(real_instructions(code)):
-        if ins.offset == offset:
-            return k, ins.opname
-        if ins.offset > offset:
-            break
-    raise PatchError(f"no instruction at offset {offset} in {code.co_qualname}")
 
 
 def offset_of(code: types.CodeType, k: int) -> int:

@@ -36,16 +36,22 @@ caches: each entry remembers the caller the value was returned to from it last t
 the next frame at that very code object and offset takes that entry without a lookup.
 They keep at most :data:`codesuture.patch.flow.MAX_CALLERS` + 1 entries alive per
 guard site after a table is emptied.
+
+A guard's first firing imports this module, so it stays light: the value-flow model
+(:mod:`codesuture.patch.flow`, with ``bytecode``) is imported by the first walk that
+asks about a returned value, never for a guard whose value is data (EAFP only), and
+``typing`` only under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
 
-from types import CodeType, FrameType
-from typing import Any
-
+from codesuture.crash.files import is_own_file
 from codesuture.crash.handled import live_handler_names
-from codesuture.crash.site import is_own_file
-from codesuture.patch import flow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from types import CodeType, FrameType, ModuleType
+    from typing import Any
 
 #: Most entries kept per table; a table is emptied when full (entries are rebuilt on
 #: demand).
@@ -80,10 +86,22 @@ def _names(code: CodeType, lasti: int, own: bool) -> frozenset[str]:
         return frozenset()
 
 
+#: :mod:`codesuture.patch.flow`, bound by the first walk that asks about a returned value.
+_FLOW: ModuleType | None = None
+
+
+def _bind_flow() -> ModuleType:
+    global _FLOW
+    from codesuture.patch import flow
+
+    _FLOW = flow
+    return flow
+
+
 def _caller(code: CodeType, lasti: int) -> list[Any]:
     own = is_own_file(code.co_filename)
     names = _names(code, lasti, own)
-    flow_own = flow.own_frame(code)
+    flow_own = (_FLOW or _bind_flow()).own_frame(code)
     entry = [code, own, names, flow_own, None, None, None, None, None, None, lasti, None,
              not (own or names or flow_own)]
     if len(_CALLERS) >= MAX_ENTRIES:
@@ -138,6 +156,7 @@ def check(frame: FrameType | None, handles: frozenset[str], returned: str,
         strict = returned == "flag"  # a bool default: every decision decides (it stays a truth value)
         kind = "truth" if strict else returned
         slot = _FLAG if strict else _SLOTS.get(kind, _TRUTH)
+        flow = _FLOW or _bind_flow()
         limit = flow.MAX_CALLERS
         callers = _CALLERS
         n = 0
@@ -206,13 +225,13 @@ def _step(code: CodeType, lasti: int, kind: str, namespace: dict[str, Any], stri
     that caches the step of the kind it leads to: a strict walk (a ``bool`` default)
     caches only the steps of a truth value (:data:`_FLAG`), the others are asked anew
     (:data:`_UNCACHED`, a slot that stays None)."""
-    why, kind = flow.caller_step(code, lasti, kind, namespace, strict)
+    why, kind = (_FLOW or _bind_flow()).caller_step(code, lasti, kind, namespace, strict)
     if strict:
         return why, kind, (_FLAG if kind == "truth" else _UNCACHED)
     return why, kind, _SLOTS.get(kind, _TRUTH)
 
 
-#: :data:`codesuture.crash.diagnose.RETURNED` (not imported: diagnose is imported only
+#: :data:`codesuture.crash.consumer.RETURNED` (not imported: consumer is imported only
 #: when a caller's code is first read).
 _RETURNED = "return"
 def consumer_default(chain: list[Any]) -> str:
@@ -220,14 +239,14 @@ def consumer_default(chain: list[Any]) -> str:
     value is returned to, innermost first) need: the first one that does not return
     it on unchanged says (a key of :data:`codesuture.patch.spec.DEFAULTS`, ``"None"``
     when its consumer says nothing or the chain ends first). Read from the callers'
-    code objects at their offsets (:func:`codesuture.crash.diagnose.caller_default`),
+    code objects at their offsets (:func:`codesuture.crash.consumer.caller_default`),
     cached in each caller's entry (:data:`_CALLERS`); only a guard that fires asks.
     Never raises."""
     for item in chain:
         entry = item[1]
         need = entry[_CONSUMER]
         if need is None:
-            from codesuture.crash.diagnose import caller_default
+            from codesuture.crash.consumer import caller_default
 
             need = entry[_CONSUMER] = caller_default(entry[_CODE], entry[_LASTI])
         if need != _RETURNED:

@@ -388,7 +388,7 @@ def caught(site: str, exc: str, static: str, error: BaseException) -> tuple[obje
 def _raised_by_the_call(error: BaseException) -> bool:
     """True when *error* was raised by the guarded call itself (C code) or below it
     only in code that is not patchable (the standard library)."""
-    from codesuture.crash.site import is_patchable_file
+    from codesuture.crash.files import is_patchable_file
 
     tb = error.__traceback__
     tb = tb.tb_next if tb is not None else None  # the head is the guarded frame itself
