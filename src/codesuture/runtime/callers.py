@@ -59,7 +59,7 @@ MAX_ENTRIES = 4096
 
 _CODE, _OWN, _NAMES, _FLOW_OWN, _VALUE, _TRUTH, _FLAG, _CONSUMER, _CHOICE, _UNCACHED, _LASTI, _NEXT, _PLAIN = range(13)
 _SLOTS = {"value": _VALUE, "truth": _TRUTH, "choice": _CHOICE}
-#: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.site.is_own_file`:
+#: (id(code), f_lasti) -> [code, CodeSuture's own (:func:`codesuture.crash.files.is_own_file`:
 #: ends the EAFP walk), handler names at the offset, CodeSuture's own
 #: (:func:`codesuture.patch.flow.own_frame`: ends the value-flow walk), step for a
 #: value, for a truth value, for a ``bool`` default (``"flag"``: strict), what the
